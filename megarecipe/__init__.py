@@ -1,0 +1,1 @@
+"""megarecipe: data-constrained pre-training recipe."""

@@ -1,0 +1,295 @@
+"""Run configuration: nested dataclasses, loaded from YAML plus `key=value` overrides, validated before
+anything is built. Batch sizes are stated once here; DeepSpeed's batch fields are derived from them."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+REPO = Path(__file__).resolve().parent.parent
+DS_CONFIG_DIR = REPO / "ds_configs"
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message names the field and the fix, on one line."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+    seed: int = 1234              # model init and data order; the data subset never depends on it
+    resume: bool = False          # continue from dir/checkpoints if a checkpoint is there
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/default"
+    train_tokens: Optional[int] = None   # unique-token budget D; None = every prepared training token
+    val_tokens: Optional[int] = None     # fixed prefix of the held-out split; None = all of it
+    tokenizer: Optional[str] = None      # if set, the data dir must have been made with this tokenizer
+
+
+@dataclass
+class ModelConfig:
+    num_layers: int = 2
+    hidden_size: int = 128
+    ffn_hidden_size: int = 352
+    num_attention_heads: int = 4
+    num_query_groups: int = 2            # key/value heads (grouped-query attention)
+    seq_len: int = 128
+    vocab_size: Optional[int] = None     # None = the tokenizer's, padded to a multiple of 128 * TP
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    weight_decay: float = 0.1            # torch AdamW semantics: per-step decay is lr * weight_decay
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    warmup_frac: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1
+    pp: int = 1
+    ds_config: str = "zero1"             # a name in ds_configs/ or a path to a DeepSpeed JSON
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    global_batch_size: int = 16          # sequences per optimizer step, all ranks together
+    micro_batch_size: int = 8            # sequences per forward on one data-parallel rank
+    eval_every: int = 100                # steps; the last step is always evaluated
+    eval_batch_size: int = 8
+    checkpoint_every: int = 0            # steps; 0 = only at the end
+    keep_checkpoints: int = 2
+    stop_after: Optional[int] = None     # stop (with a checkpoint) after this many steps; the schedule is unchanged
+    on_nonfinite: str = "stop"           # "stop" names the step and exits; "skip" drops the batch
+    precision: str = "auto"              # auto = bf16 on GPU, fp32 on CPU
+    log_every: int = 1
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
+    """YAML file (optional) merged over the defaults, then dotlist overrides; returns a typed Config."""
+    base = OmegaConf.structured(Config)
+    try:
+        layers = [base]
+        if path:
+            if not os.path.isfile(path):
+                raise ConfigError(f"config file {path!r} not found; pass a YAML file such as configs/tiny.yaml")
+            layers.append(OmegaConf.load(path))
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not key=value; write e.g. optim.lr=1e-3")
+            layers.append(OmegaConf.from_dotlist([item]))
+        merged = OmegaConf.merge(*layers)
+    except (ConfigKeyError, ValidationError) as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+    return OmegaConf.to_object(merged)
+
+
+def _omegaconf_message(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None) or "?"
+    if isinstance(e, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.structured(Config)
+        known = OmegaConf.select(node, parent) if parent else node
+        names = ", ".join(known.keys()) if hasattr(known, "keys") else ""
+        return f"unknown key {key!r}; check the spelling (known keys{' in ' + parent if parent else ''}: {names})"
+    msg = str(e).splitlines()[0]
+    return f"{key}: {msg}; give a value of the field's type"
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, path: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(to_yaml(cfg))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The DeepSpeed JSON: a file in ds_configs/ whose batch, clipping and precision fields the engine fills.
+
+def resolve_ds_config(name: str) -> Path:
+    path = Path(name)
+    if not path.suffix:
+        path = DS_CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        choices = ", ".join(sorted(p.stem for p in DS_CONFIG_DIR.glob("*.json")))
+        raise ConfigError(f"parallel.ds_config={name!r} not found; use one of {choices} or a path to a JSON file")
+    return path
+
+
+def read_ds_config(name: str) -> dict:
+    path = resolve_ds_config(name)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"parallel.ds_config: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def zero_stage(ds: dict) -> int:
+    return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation. Everything here runs before any process group or model is built.
+
+@dataclass
+class Layout:
+    """What the config and the world size imply: the numbers every later stage uses."""
+    world_size: int
+    tp: int
+    pp: int
+    dp: int
+    zero_stage: int
+    micro_batch_size: int
+    microbatches: int            # per optimizer step on one data-parallel rank
+    global_batch_size: int
+    seq_len: int
+    vocab_size: int              # the model's, padded
+    tokenizer_vocab: int
+    num_sequences: int           # training sequences in the budget
+    train_tokens: int            # D actually used: num_sequences * seq_len
+    total_steps: int
+    warmup_steps: int
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = True) -> Layout:
+    """Check every setting that can be checked without building anything; return the derived layout."""
+    ws = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    m, o, p, t, d = cfg.model, cfg.optim, cfg.parallel, cfg.train, cfg.data
+
+    for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "seq_len"):
+        _check(getattr(m, name) >= 1, f"model.{name}={getattr(m, name)} must be >= 1")
+    _check(m.hidden_size % m.num_attention_heads == 0,
+           f"model.hidden_size={m.hidden_size} is not divisible by model.num_attention_heads={m.num_attention_heads}; "
+           f"choose a hidden size that is a multiple of the head count")
+    _check(m.num_attention_heads % m.num_query_groups == 0,
+           f"model.num_attention_heads={m.num_attention_heads} is not divisible by model.num_query_groups="
+           f"{m.num_query_groups}; use a kv-head count that divides the head count")
+    _check(p.tp >= 1 and p.pp >= 1, f"parallel.tp={p.tp} and parallel.pp={p.pp} must be >= 1")
+    _check(m.num_attention_heads % p.tp == 0,
+           f"model.num_attention_heads={m.num_attention_heads} is not divisible by parallel.tp={p.tp}; "
+           f"use a TP size that divides the head count")
+    _check(m.num_query_groups % p.tp == 0,
+           f"model.num_query_groups={m.num_query_groups} is not divisible by parallel.tp={p.tp}; "
+           f"use a TP size that divides the kv-head count")
+    _check(m.num_layers % p.pp == 0,
+           f"model.num_layers={m.num_layers} is not divisible by parallel.pp={p.pp}; "
+           f"use a PP size that divides the layer count")
+    _check(ws % (p.tp * p.pp) == 0,
+           f"world size {ws} is not divisible by parallel.tp * parallel.pp = {p.tp * p.pp}; "
+           f"launch a multiple of {p.tp * p.pp} processes or change tp/pp")
+    dp = ws // (p.tp * p.pp)
+
+    ds = read_ds_config(p.ds_config)
+    stage = zero_stage(ds)
+    _check(stage in (0, 1, 2, 3), f"parallel.ds_config: zero_optimization.stage={stage} is not in 0-3; use 0, 1, 2 or 3")
+    _check(not (p.pp > 1 and stage > 1),
+           f"parallel.pp={p.pp} with ZeRO stage {stage} is not supported (ZeRO-2/3 shard gradients that pipeline "
+           f"stages accumulate); use parallel.ds_config=zero1 or zero0 with pipeline parallelism")
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        _check(key not in ds, f"parallel.ds_config: remove {key!r} from the JSON; batch sizes come from train.* only")
+
+    _check(o.lr > 0, f"optim.lr={o.lr} must be > 0")
+    _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
+    _check(0 <= o.warmup_frac < 1, f"optim.warmup_frac={o.warmup_frac} must be in [0, 1)")
+    _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
+    _check(o.grad_clip >= 0, f"optim.grad_clip={o.grad_clip} must be >= 0 (0 turns clipping off)")
+
+    _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
+    _check(t.micro_batch_size >= 1, f"train.micro_batch_size={t.micro_batch_size} must be >= 1")
+    per_step = t.micro_batch_size * dp
+    _check(t.global_batch_size >= per_step and t.global_batch_size % per_step == 0,
+           f"train.global_batch_size={t.global_batch_size} is not a multiple of train.micro_batch_size * "
+           f"data-parallel size = {t.micro_batch_size} * {dp}; set it to a multiple of {per_step}")
+    _check(t.eval_every >= 1, f"train.eval_every={t.eval_every} must be >= 1")
+    _check(t.eval_batch_size >= 1, f"train.eval_batch_size={t.eval_batch_size} must be >= 1")
+    _check(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
+    _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
+    _check(t.on_nonfinite in ("stop", "skip"), f"train.on_nonfinite={t.on_nonfinite!r}; use 'stop' or 'skip'")
+    _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision={t.precision!r}; use auto, fp32 or bf16")
+    _check(t.stop_after is None or t.stop_after >= 1, f"train.stop_after={t.stop_after} must be >= 1 or null")
+    _check(d.train_tokens is None or d.train_tokens > 0, f"data.train_tokens={d.train_tokens} must be > 0 or null")
+    _check(d.val_tokens is None or d.val_tokens > m.seq_len,
+           f"data.val_tokens={d.val_tokens} must exceed model.seq_len={m.seq_len} or be null")
+
+    tok_vocab, train_available = 0, None
+    if check_data:
+        from megarecipe.data.errors import DataError
+        from megarecipe.data.meta import load_meta
+        try:
+            meta = load_meta(d.dir)
+        except DataError as e:
+            raise ConfigError(f"data.dir: {e}") from None
+        tok_vocab, train_available = meta.vocab_size, meta.train_tokens
+        if d.tokenizer:
+            from megarecipe.data.tokenizer import file_sha256
+            _check(os.path.isfile(d.tokenizer), f"data.tokenizer={d.tokenizer!r} not found; give a .model file or null")
+            _check(file_sha256(d.tokenizer) == meta.tokenizer_sha256,
+                   f"data.dir={d.dir!r} was made with another tokenizer than data.tokenizer={d.tokenizer!r}; "
+                   f"re-run tools/prepare_data.py --tokenizer {d.tokenizer} or point data.dir at a matching dir")
+        if d.train_tokens is not None:
+            _check(d.train_tokens <= train_available,
+                   f"data.train_tokens={d.train_tokens} is larger than the {train_available} training tokens prepared "
+                   f"in {d.dir}; lower it or prepare more text")
+    vocab = m.vocab_size if m.vocab_size is not None else _pad_vocab(tok_vocab or 1, p.tp)
+    _check(vocab >= tok_vocab, f"model.vocab_size={vocab} is smaller than the tokenizer's {tok_vocab}; "
+                               f"set model.vocab_size >= {tok_vocab} or leave it null")
+    _check(vocab % p.tp == 0, f"model.vocab_size={vocab} is not divisible by parallel.tp={p.tp}; leave it null to pad")
+
+    budget = d.train_tokens if d.train_tokens is not None else train_available
+    num_sequences = (budget - 1) // m.seq_len if budget else 0
+    if check_data:
+        _check(num_sequences >= 1, f"data.train_tokens={budget} is less than one sequence of model.seq_len={m.seq_len}")
+    total = t.epochs * num_sequences // t.global_batch_size
+    if check_data:
+        _check(total >= 1, f"{t.epochs} epoch(s) of {num_sequences} sequences is less than one step of "
+                           f"train.global_batch_size={t.global_batch_size}; raise train.epochs or lower the batch")
+    return Layout(
+        world_size=ws, tp=p.tp, pp=p.pp, dp=dp, zero_stage=stage, micro_batch_size=t.micro_batch_size,
+        microbatches=t.global_batch_size // per_step, global_batch_size=t.global_batch_size, seq_len=m.seq_len,
+        vocab_size=vocab, tokenizer_vocab=tok_vocab, num_sequences=num_sequences,
+        train_tokens=num_sequences * m.seq_len, total_steps=total,
+        warmup_steps=max(1, math.ceil(o.warmup_frac * total)) if o.warmup_frac > 0 else 0)
+
+
+def _pad_vocab(n: int, tp: int) -> int:
+    multiple = 128 * tp
+    return -(-n // multiple) * multiple

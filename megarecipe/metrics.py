@@ -1,0 +1,70 @@
+"""TensorBoard from rank 0, throughput and MFU.
+
+The run's facts go into the event files as `run/*` scalars at step 0 (and the config as text), so a tool can
+read a run from its directory alone: see megarecipe/recipes/runs.py.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+# Dense bf16 peak per GPU (FLOP/s), from the vendors' data sheets.
+GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
+
+
+class Writer:
+    """A SummaryWriter on rank 0 and a no-op elsewhere. `start_step` purges events a killed run wrote past
+    its last checkpoint, so a resumed run leaves no duplicate steps."""
+
+    def __init__(self, log_dir: str, enabled: bool, start_step: int = 0):
+        self.tb = SummaryWriter(log_dir=log_dir, purge_step=start_step or None) if enabled else None
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.tb:
+            for tag, value in values.items():
+                self.tb.add_scalar(tag, value, step)
+
+    def run_facts(self, facts: dict, config_yaml: str) -> None:
+        if not self.tb:
+            return
+        self.scalars(0, {f"run/{k}": float(v) for k, v in facts.items()})
+        self.tb.add_text("run/config", "```\n" + config_yaml + "\n```", 0)
+        exp, ssi, sei = hparams(facts, {"val/loss": float("nan")})
+        for summary in (exp, ssi, sei):
+            self.tb.file_writer.add_summary(summary)
+
+    def flush(self) -> None:
+        if self.tb:
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+def device_peak_flops(device: torch.device) -> float:
+    """Peak FLOP/s of this process's device: the data-sheet bf16 figure on a known GPU, else a measured
+    matmul rate (fp32 on CPU with this process's threads)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in GPU_PEAK_BF16.items():
+            if key in name:
+                return peak
+    return measured_matmul_flops(device)
+
+
+def measured_matmul_flops(device: torch.device, n: int = 1024, seconds: float = 0.3) -> float:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm up
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)

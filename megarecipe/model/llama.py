@@ -1,0 +1,64 @@
+"""The Llama of the paper on megatron-core: RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases,
+untied embeddings, every weight initialised from N(0, 0.02)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer.transformer_config import TransformerConfig
+from megatron.core.utils import init_method_normal
+
+from megarecipe.config import ModelConfig
+
+
+def transformer_config(m: ModelConfig, tp: int = 1, pp: int = 1, bf16: bool = False) -> TransformerConfig:
+    init = init_method_normal(m.init_std)
+    return TransformerConfig(
+        num_layers=m.num_layers, hidden_size=m.hidden_size, ffn_hidden_size=m.ffn_hidden_size,
+        num_attention_heads=m.num_attention_heads, num_query_groups=m.num_query_groups,
+        normalization="RMSNorm", layernorm_epsilon=m.norm_eps, gated_linear_unit=True, activation_func=F.silu,
+        add_bias_linear=False, add_qkv_bias=False, hidden_dropout=0.0, attention_dropout=0.0,
+        init_method=init, output_layer_init_method=init, init_method_std=m.init_std,
+        # megatron's fused kernels need CUDA extensions; the unfused paths are exact and portable
+        bias_activation_fusion=False, masked_softmax_fusion=False, bias_dropout_fusion=False,
+        apply_rope_fusion=False, persist_layer_norm=False, gradient_accumulation_fusion=False,
+        use_cpu_initialization=True, params_dtype=torch.float32,
+        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32, bf16=bf16)
+
+
+def build_model(m: ModelConfig, vocab_size: int, bf16: bool = False) -> GPTModel:
+    """This rank's part of the model under the parallel state already initialised."""
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    pp = parallel_state.get_pipeline_model_parallel_world_size()
+    return GPTModel(
+        config=transformer_config(m, tp, pp, bf16),
+        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        vocab_size=vocab_size, max_sequence_length=m.seq_len, position_embedding_type="rope",
+        rotary_base=int(m.rope_theta), share_embeddings_and_output_weights=False,
+        pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage())
+
+
+def count_params(m: ModelConfig, vocab_size: int) -> tuple[int, int]:
+    """(total, without the input embedding and output head) for the full, unsharded model."""
+    h, f = m.hidden_size, m.ffn_hidden_size
+    head_dim = h // m.num_attention_heads
+    attention = h * (h + 2 * m.num_query_groups * head_dim) + h * h
+    mlp = h * 2 * f + f * h
+    per_layer = attention + mlp + 2 * h
+    non_embedding = m.num_layers * per_layer + h
+    return non_embedding + 2 * vocab_size * h, non_embedding
+
+
+def flops_per_token(m: ModelConfig, vocab_size: int) -> float:
+    """Training FLOPs per token: 6 per weight (forward + backward) plus attention scores over the sequence."""
+    _, non_embedding = count_params(m, vocab_size)
+    matmul_params = non_embedding + vocab_size * m.hidden_size
+    return 6 * matmul_params + 6 * m.num_layers * m.hidden_size * m.seq_len
+
+
+def causal_mask(seq_len: int, device=None) -> torch.Tensor:
+    """megatron's convention: True marks a position that may not be attended to."""
+    return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device), diagonal=1).view(1, 1, seq_len, seq_len)

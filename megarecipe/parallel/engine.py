@@ -1,0 +1,71 @@
+"""The DeepSpeed engine: its JSON derived from the run config, the AdamW groups, the cosine schedule.
+
+Microbatches are driven by megatron's schedule (so pipeline and non-pipeline runs share one path) and
+`engine.step()` is the single gradient-reduction point: DeepSpeed runs with gradient_accumulation_steps=1
+and managed_gradient_accumulation=false.
+"""
+from __future__ import annotations
+
+import math
+
+import deepspeed
+import torch
+
+from megarecipe.config import Config, Layout, read_ds_config
+from megarecipe.parallel.mpu import MegatronMPU
+
+
+def ds_config(cfg: Config, layout: Layout, bf16: bool) -> dict:
+    ds = read_ds_config(cfg.parallel.ds_config)
+    ds.update({
+        "train_micro_batch_size_per_gpu": layout.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": layout.micro_batch_size * layout.dp,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": False},
+    })
+    ds.setdefault("steps_per_print", 10**9)
+    if ds.get("zero_optimization", {}).get("offload_optimizer"):
+        ds["zero_force_ds_cpu_optimizer"] = False   # keep torch's AdamW: no compiled cpu_adam needed
+    return ds
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (attention, MLP, output head); none on embeddings, norms or biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "word_embeddings" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine to zero at `total`; `step` counts from 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool):
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2),
+                                  eps=o.eps)
+    total, warmup = layout.total_steps, layout.warmup_steps
+
+    def schedule(opt):
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
+
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                           config=ds_config(cfg, layout, bf16), mpu=MegatronMPU())
+    zero_opt = getattr(engine, "optimizer", None)
+    if layout.zero_stage > 0 and hasattr(zero_opt, "register_grad_acc_post_hook"):
+        # ZeRO resets its per-backward hook bookkeeping only in engine.forward(). A pipeline schedule runs
+        # several backwards between forwards, and the later ones would then never reduce their gradients;
+        # resetting after every backward's epilogue makes each backward count (see docs/pipeline-zero.md).
+        zero_opt.register_grad_acc_post_hook(zero_opt.clear_backward_seen_flag)
+    return engine
