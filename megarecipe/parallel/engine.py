@@ -10,6 +10,7 @@ import math
 
 import deepspeed
 import torch
+from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from megarecipe.config import Config, Layout, read_ds_config
 from megarecipe.parallel.mpu import MegatronMPU
@@ -62,10 +63,16 @@ def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool
 
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=ds_config(cfg, layout, bf16), mpu=MegatronMPU())
-    zero_opt = getattr(engine, "optimizer", None)
-    if layout.zero_stage > 0 and hasattr(zero_opt, "register_grad_acc_post_hook"):
+    if hooks_backward(engine):
         # ZeRO resets its per-backward hook bookkeeping only in engine.forward(). A pipeline schedule runs
         # several backwards between forwards, and the later ones would then never reduce their gradients;
         # resetting after every backward's epilogue makes each backward count (see docs/pipeline-zero.md).
-        zero_opt.register_grad_acc_post_hook(zero_opt.clear_backward_seen_flag)
+        engine.optimizer.register_grad_acc_post_hook(engine.optimizer.clear_backward_seen_flag)
     return engine
+
+
+def hooks_backward(engine) -> bool:
+    """Whether DeepSpeed follows a plain `tensor.backward()` through hooks (its ZeRO and bf16 optimizers do).
+    Without them (fp32 ZeRO-0) the schedule must call the bare module; `engine.step()` then all-reduces
+    the accumulated gradients itself."""
+    return isinstance(engine.optimizer, ZeROOptimizer)
