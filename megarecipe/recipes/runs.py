@@ -1,0 +1,175 @@
+"""The one reader of run directories.
+
+A run directory holds TensorBoard events in RUN/tb (or directly in RUN): `val/loss` over steps, an ensemble's
+`ensemble/val_loss` with step = K members averaged, and the run's facts as `run/*` scalars at step 0 (written
+by megarecipe/metrics.py). Everything is read with tensorboard's own EventAccumulator.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+VAL_TAG = "val/loss"
+ENSEMBLE_TAG = "ensemble/val_loss"
+# run/<fact> -> field; counts come back from float32 and are rounded to int
+COUNTS = ("params", "params_non_embedding", "train_tokens", "seed", "global_batch_tokens", "total_steps")
+VALUES = ("epochs", "lr", "weight_decay")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used; the message says why, in one line."""
+
+
+@dataclass
+class RunRecord:
+    path: str
+    name: str
+    params: int | None = None  # total, embeddings included (of one member, for an ensemble)
+    params_non_embedding: int | None = None
+    train_tokens: int | None = None  # unique-token budget D
+    epochs: float | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    seed: int | None = None
+    global_batch_tokens: int | None = None
+    total_steps: int | None = None
+    final_val_loss: float | None = None  # val/loss at the largest step
+    final_step: int | None = None
+    ensemble_losses: dict = field(default_factory=dict)  # K -> ensemble/val_loss
+
+    @property
+    def best_loss(self) -> float | None:
+        """The run's figure: its final val loss, else its largest ensemble's loss."""
+        if self.final_val_loss is not None:
+            return self.final_val_loss
+        return self.ensemble_losses[max(self.ensemble_losses)] if self.ensemble_losses else None
+
+
+def event_dir(path: str) -> str:
+    """RUN/tb when it exists, else RUN itself."""
+    tb = os.path.join(path, "tb")
+    return tb if os.path.isdir(tb) else path
+
+
+def run_name(path: str) -> str:
+    path = os.path.normpath(path)
+    base = os.path.basename(path)
+    return os.path.basename(os.path.dirname(path)) if base == "tb" else base
+
+
+def read_scalars(tb_dir: str) -> dict:
+    """tag -> {step: value}; of duplicate steps (a resumed run) the last written wins."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
+    log = logging.getLogger("tensorboard")
+    level = log.level
+    log.setLevel(logging.ERROR)  # its purge notice for resumed runs is expected here, not news
+    try:
+        acc.Reload()
+    finally:
+        log.setLevel(level)
+    out = {}
+    for tag in acc.Tags().get("scalars", []):
+        series = {}
+        for ev in acc.Scalars(tag):  # in the order written, files sorted by name (= time)
+            series[int(ev.step)] = float(ev.value)
+        out[tag] = series
+    return out
+
+
+def _fact(series: dict | None):
+    if not series:
+        return None
+    return series[min(series)]  # written once at step 0
+
+
+def read_run(path: str) -> RunRecord:
+    """Read one run directory; raises RunError when it has no events, no final loss, or a non-finite one."""
+    if not os.path.isdir(path):
+        raise RunError("not a directory")
+    tb = event_dir(path)
+    if not glob.glob(os.path.join(tb, "*tfevents*")):
+        raise RunError(f"no TensorBoard event files (looked in {tb})")
+    scalars = read_scalars(tb)
+    rec = RunRecord(path=path, name=run_name(path))
+    for key in COUNTS:
+        v = _fact(scalars.get(f"run/{key}"))
+        setattr(rec, key, None if v is None or not math.isfinite(v) else int(round(v)))
+    for key in VALUES:
+        v = _fact(scalars.get(f"run/{key}"))
+        # float32 storage: 3e-3 comes back as 0.0030000000260...; 7 significant digits restore it
+        setattr(rec, key, None if v is None or not math.isfinite(v) else float(f"{v:.7g}"))
+    if scalars.get(VAL_TAG):
+        val = scalars[VAL_TAG]
+        rec.final_step = max(val)
+        rec.final_val_loss = val[rec.final_step]
+    rec.ensemble_losses = dict(sorted(scalars.get(ENSEMBLE_TAG, {}).items()))
+    check(rec)
+    return rec
+
+
+def check(rec: RunRecord) -> None:
+    if rec.final_val_loss is None and not rec.ensemble_losses:
+        raise RunError(f"no final validation loss (no {VAL_TAG} or {ENSEMBLE_TAG} scalars)")
+    if rec.final_val_loss is not None and not math.isfinite(rec.final_val_loss):
+        raise RunError(f"final {VAL_TAG} is {rec.final_val_loss} (step {rec.final_step})")
+    bad = [k for k, v in rec.ensemble_losses.items() if not math.isfinite(v)]
+    if bad:
+        raise RunError(f"{ENSEMBLE_TAG} is not finite at K = {', '.join(map(str, bad))}")
+    if rec.final_val_loss is not None and rec.total_steps and rec.final_step < rec.total_steps:
+        raise RunError(f"unfinished: last {VAL_TAG} at step {rec.final_step} of {rec.total_steps}")
+
+
+def read_runs(paths) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    """Read every directory; returns (records, problems), a problem being (path, why it was left out)."""
+    records, problems = [], []
+    for path in paths:
+        try:
+            records.append(read_run(path))
+        except RunError as e:
+            problems.append((path, str(e)))
+        except Exception as e:  # a corrupt event file: say which directory, keep going
+            problems.append((path, f"unreadable events: {type(e).__name__}: {e}"))
+    return records, problems
+
+
+COLUMNS = ("name", "params", "params_non_embedding", "train_tokens", "epochs", "lr", "weight_decay", "seed",
+           "final_val_loss", "final_step", "ensemble_losses", "path")
+
+
+def _cell(rec: RunRecord, col: str) -> str:
+    v = getattr(rec, col)
+    if v is None:
+        return ""
+    if col == "ensemble_losses":
+        return " ".join(f"{k}:{loss:.4f}" for k, loss in v.items())
+    if col == "final_val_loss":
+        return f"{v:.4f}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def table_rows(records: list[RunRecord]) -> list[list[str]]:
+    return [[_cell(r, c) for c in COLUMNS] for r in records]
+
+
+def format_table(records: list[RunRecord]) -> str:
+    cols = [c for c in COLUMNS if c != "path"]
+    rows = [[_cell(r, c) for c in cols] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def write_csv(records: list[RunRecord], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        w.writerows(table_rows(records))
