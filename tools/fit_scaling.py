@@ -312,7 +312,7 @@ def efficiency(args, command, problems):
     ci = f" [{eff.ci[0]:.2f}, {eff.ci[1]:.2f}]" if eff.ci else ""
     print(f"recipe loss {loss:.4f} ({how}); reference {ref:.4g}B tokens -> data efficiency {eff.value:.2f}x{ci}")
     plots.plot_efficiency(eff, os.path.join(args.out, "efficiency.png"))
-    sections = [report.efficiency_markdown(eff, how) + f"Reference budget: {ref_how}.\n",
+    sections = [report.efficiency_markdown(eff, how) + f"\nReference budget: {ref_how}.\n",
                 report.fit_markdown("Baseline data law", base, OVER["tokens"][2])]
     data = {"mode": "data-efficiency", "recipe_loss_from": how, "reference_from": ref_how, "efficiency": eff}
     return report.write(args.out, "Data efficiency", command, base_records + recipe_records, problems,
