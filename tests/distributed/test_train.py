@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.dist.conftest import BIN, REPO, TINY, env, free_port, losses, scalars, train
+from tests.distributed.conftest import BIN, REPO, TINY, env, free_port, losses, scalars, train
 
 pytestmark = pytest.mark.slow
 
