@@ -46,14 +46,10 @@ def train(tmp_path, name: str, nproc: int, data_dir: str, *overrides: str, extra
 
 
 def scalars(run_dir, tag: str) -> dict[int, float]:
-    """Read with TensorBoard's own reader: what a user's TensorBoard would show."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """Read with TensorBoard's own reader (through the tools' run reader): what a user's TensorBoard shows."""
+    from megarecipe.recipes.runs import event_dir, read_scalars
 
-    acc = EventAccumulator(str(Path(run_dir) / "tb"), size_guidance={"scalars": 0})
-    acc.Reload()
-    if tag not in acc.Tags()["scalars"]:
-        return {}
-    return {e.step: e.value for e in acc.Scalars(tag)}
+    return read_scalars(event_dir(str(run_dir))).get(tag, {})
 
 
 def losses(run_dir) -> list[float]:

@@ -1,0 +1,129 @@
+"""Tokens/s of the full stack (megatron-core model, DeepSpeed engine, megatron schedule, trainer loop) against
+a plain-PyTorch Llama of the same shape in one process, side by side in one run, as ratios.
+
+    python benchmarks/throughput.py                 # writes the table to stdout; --write adds it to RESULTS.md
+    python benchmarks/throughput.py --steps 30 --hidden 256 --layers 4 --seq 256
+
+Each full-stack case is a real training run (torchrun, the trainer's own loop and its perf/tokens_per_sec);
+the reference runs the same steps with torch AdamW and gradient clipping on the same batches.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shape_overrides(a) -> list[str]:
+    return [f"model.num_layers={a.layers}", f"model.hidden_size={a.hidden}", f"model.ffn_hidden_size={a.ffn}",
+            f"model.num_attention_heads={a.heads}", f"model.num_query_groups={a.kv_heads}", f"model.seq_len={a.seq}",
+            f"train.global_batch_size={a.batch}", f"train.micro_batch_size={a.micro}"]
+
+
+def full_stack(a, data_dir: str, nproc: int, tp: int, stage: int, workdir: str) -> float:
+    from megarecipe.recipes.runs import event_dir, read_scalars
+
+    run_dir = os.path.join(workdir, f"tp{tp}-z{stage}-n{nproc}")
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(nproc), "--master_port",
+           str(free_port()), "-m", "megarecipe.train", "configs/tiny.yaml", *shape_overrides(a),
+           f"data.dir={data_dir}", "data.train_tokens=null", "data.val_tokens=null", f"run.dir={run_dir}",
+           f"parallel.tp={tp}", f"parallel.ds_config=zero{stage}", f"train.stop_after={a.steps}",
+           "train.eval_every=1000000", "train.checkpoint_every=0", "train.progress=false", "train.epochs=1"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", DS_ACCELERATOR="cpu" if not torch.cuda.is_available() else "")
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"full stack tp={tp} zero={stage} failed:\n{result.stderr[-3000:]}")
+    rates = read_scalars(event_dir(run_dir))["perf/tokens_per_sec"]
+    return statistics.median(rates[s] for s in sorted(rates)[a.warmup:])
+
+
+def plain_reference(a, data_dir: str) -> float:
+    from megarecipe.config import ModelConfig
+    from megarecipe.data.dataset import TokenDataset
+    from megarecipe.data.meta import load_meta
+    from megarecipe.model.reference import Llama
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    m = ModelConfig(num_layers=a.layers, hidden_size=a.hidden, ffn_hidden_size=a.ffn, num_attention_heads=a.heads,
+                    num_query_groups=a.kv_heads, seq_len=a.seq)
+    vocab = -(-load_meta(data_dir).vocab_size // 128) * 128
+    torch.manual_seed(0)
+    model = Llama(m, vocab).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    data = TokenDataset(data_dir, a.seq, None, seed=0)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    rates = []
+    for step in range(a.steps):
+        t0 = time.perf_counter()
+        tokens, targets = data.batch(step, a.batch)
+        for x, y in zip(tokens.chunk(a.batch // a.micro), targets.chunk(a.batch // a.micro)):
+            with autocast:
+                loss = model.loss(x.to(device), y.to(device)) / (a.batch // a.micro)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        rates.append(a.batch * a.seq / (time.perf_counter() - t0))
+    return statistics.median(rates[a.warmup:])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--ffn", type=int, default=704)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--micro", type=int, default=8)
+    p.add_argument("--data", default="data/default", help="a prepared data dir (the embedded corpus by default)")
+    p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    a = p.parse_args()
+    os.chdir(REPO)
+    if not os.path.isfile(os.path.join(a.data, "meta.json")):
+        from megarecipe.data.corpus import prepare_default
+        prepare_default(a.data)
+
+    with tempfile.TemporaryDirectory() as work:
+        rows = [("plain PyTorch Llama, 1 process", plain_reference(a, a.data))]
+        for nproc, tp, stage in ((1, 1, 0), (1, 1, 2), (2, 2, 0), (2, 2, 2)):
+            label = f"full stack, TP={tp}, ZeRO-{stage}, {nproc} process{'es' if nproc > 1 else ''}"
+            rows.append((label, full_stack(a, a.data, nproc, tp, stage, work)))
+    base = rows[0][1]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    command = "python benchmarks/throughput.py " + " ".join(sys.argv[1:])
+    lines = [f"`{command.strip()}` — {device}; Llama {a.layers} layers, hidden {a.hidden}, ffn {a.ffn}, "
+             f"heads {a.heads}/{a.kv_heads}, seq {a.seq}, global batch {a.batch} (micro {a.micro}); median of steps "
+             f"{a.warmup + 1}-{a.steps}.", "", "| case | tokens/s | vs plain |", "|---|---|---|"]
+    lines += [f"| {label} | {rate:,.0f} | {rate / base:.2f}x |" for label, rate in rows]
+    table = "\n".join(lines)
+    print(table)
+    if a.write:
+        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write(f"\n## Training throughput ({time.strftime('%Y-%m-%d')})\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
