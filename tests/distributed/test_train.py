@@ -131,3 +131,19 @@ def test_bad_layout_fails_before_any_process_group(tiny_data, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: parallel.pp=2 with ZeRO stage 2 is not supported")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("layout", [["parallel.tp=2"], ["parallel.pp=2"], ["parallel.ds_config=zero3"]])
+def test_export_loads_without_deepspeed_and_reproduces_val_loss(tiny_data, tmp_path, layout):
+    """The export of a sharded run, loaded into the plain-PyTorch Llama, gives the trainer's final val/loss."""
+    from megarecipe.model.export import load_export
+    from megarecipe.recipes.evaluate import validation_loss
+
+    run_dir, _ = train(tmp_path, "exp", 2, tiny_data, "train.stop_after=null", *layout)
+    model, cfg, info = load_export(str(run_dir / "export"))
+    val = scalars(run_dir, "val/loss")
+    final = val[max(val)]
+    got = validation_loss(model, tiny_data, cfg.model.seq_len, max_tokens=cfg.data.val_tokens)
+    assert got == pytest.approx(final, abs=2e-4)
+    assert info["params"] == int(scalars(run_dir, "run/params")[0])
+    assert (run_dir / "export" / "tokenizer.model").exists()

@@ -1,0 +1,51 @@
+"""Between megatron's sharded parameters and canonical (TP=1, PP=1) ones: pure tensor functions.
+
+Column-parallel weights (QKV, MLP input, embedding, output head) are split along rows, row-parallel ones
+(attention and MLP output projections) along columns; norms are replicated. The fused MLP input holds
+[gate; up] and each TP shard holds its own [gate slice; up slice], so it cannot be a plain concatenation.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+_ROW_PARALLEL = ("linear_proj.weight", "linear_fc2.weight")
+_COLUMN_PARALLEL = ("linear_qkv.weight", "linear_fc1.weight", "word_embeddings.weight", "output_layer.weight")
+_LAYER = re.compile(r"^decoder\.layers\.(\d+)\.")
+
+
+def _dim(name: str) -> int | None:
+    if name.endswith(_ROW_PARALLEL):
+        return 1
+    if name.endswith(_COLUMN_PARALLEL):
+        return 0
+    return None
+
+
+def merge_tensor_parallel(name: str, shards: list[torch.Tensor]) -> torch.Tensor:
+    dim = _dim(name)
+    if dim is None:
+        for shard in shards[1:]:
+            if not torch.equal(shard, shards[0]):
+                raise ValueError(f"{name}: replicated parameter differs across tensor-parallel ranks")
+        return shards[0]
+    if name.endswith("linear_fc1.weight"):
+        gates, ups = zip(*(s.chunk(2, dim=0) for s in shards))
+        return torch.cat([*gates, *ups], dim=0)
+    return torch.cat(shards, dim=dim)
+
+
+def split_tensor_parallel(name: str, full: torch.Tensor, tp: int) -> list[torch.Tensor]:
+    dim = _dim(name)
+    if dim is None:
+        return [full] * tp
+    if name.endswith("linear_fc1.weight"):
+        gate, up = full.chunk(2, dim=0)
+        return [torch.cat([g, u], dim=0) for g, u in zip(gate.chunk(tp, dim=0), up.chunk(tp, dim=0))]
+    return list(full.chunk(tp, dim=dim))
+
+
+def global_layer_name(name: str, layer_offset: int) -> str:
+    """A pipeline stage numbers its layers from 0; the canonical name uses the global index."""
+    return _LAYER.sub(lambda m: f"decoder.layers.{int(m.group(1)) + layer_offset}.", name)

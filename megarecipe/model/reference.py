@@ -1,0 +1,108 @@
+"""The same Llama in plain PyTorch: no megatron, no DeepSpeed.
+
+Its parameter names and shapes are megatron's canonical (TP=1, PP=1) ones, so an export loads with
+`load_state_dict(strict=True)`. The recipe tools run exported models with it, and the throughput benchmark
+uses it as the plain reference. Layouts follow megatron-core 0.16: the fused QKV rows are grouped per kv
+head as [queries of the group, key, value]; the fused MLP input rows are [gate; up]; RoPE rotates halves.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from megarecipe.config import ModelConfig
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        self.heads, self.groups = m.num_attention_heads, m.num_query_groups
+        self.head_dim = m.hidden_size // m.num_attention_heads
+        self.linear_qkv = nn.Linear(m.hidden_size, (self.heads + 2 * self.groups) * self.head_dim, bias=False)
+        self.linear_proj = nn.Linear(m.hidden_size, m.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin):
+        b, s, _ = x.shape
+        per_group = self.heads // self.groups
+        qkv = self.linear_qkv(x).view(b, s, self.groups, per_group + 2, self.head_dim)
+        q = qkv[:, :, :, :per_group].reshape(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = qkv[:, :, :, per_group].transpose(1, 2)
+        v = qkv[:, :, :, per_group + 1].transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=per_group > 1)
+        return self.linear_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        self.linear_fc1 = nn.Linear(m.hidden_size, 2 * m.ffn_hidden_size, bias=False)
+        self.linear_fc2 = nn.Linear(m.ffn_hidden_size, m.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.linear_fc1(x).chunk(2, dim=-1)
+        return self.linear_fc2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(m.hidden_size, eps=m.norm_eps)
+        self.self_attention = Attention(m)
+        self.pre_mlp_layernorm = nn.RMSNorm(m.hidden_size, eps=m.norm_eps)
+        self.mlp = MLP(m)
+
+    def forward(self, x, cos, sin):
+        h = x + self.self_attention(self.input_layernorm(x), cos, sin)
+        return h + self.mlp(self.pre_mlp_layernorm(h))
+
+
+class Embedding(nn.Module):
+    def __init__(self, vocab_size: int, hidden: int):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden)
+
+
+class Decoder(nn.Module):
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(m) for _ in range(m.num_layers))
+        self.final_layernorm = nn.RMSNorm(m.hidden_size, eps=m.norm_eps)
+
+
+class Llama(nn.Module):
+    def __init__(self, m: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.config, self.vocab_size = m, vocab_size
+        self.embedding = Embedding(vocab_size, m.hidden_size)
+        self.decoder = Decoder(m)
+        self.output_layer = nn.Linear(m.hidden_size, vocab_size, bias=False)
+        for p in self.parameters():
+            if p.ndim == 2:
+                nn.init.normal_(p, std=m.init_std)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [b, s] -> logits [b, s, vocab]"""
+        m = self.config
+        cos, sin = rope_tables(tokens.shape[1], m.hidden_size // m.num_attention_heads, m.rope_theta, tokens.device)
+        x = self.embedding.word_embeddings(tokens)
+        for layer in self.decoder.layers:
+            x = layer(x, cos.to(x.dtype), sin.to(x.dtype))
+        return self.output_layer(self.decoder.final_layernorm(x))
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        logits = self(tokens)
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
