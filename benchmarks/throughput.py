@@ -106,9 +106,10 @@ def main() -> int:
         from megarecipe.data.corpus import prepare_default
         prepare_default(a.data)
 
+    low = 1 if torch.cuda.is_available() else 0   # bf16 runs ZeRO-1 in place of ZeRO-0 (see megarecipe/config.py)
     cases = [("plain PyTorch Llama, 1 process", None)]
     cases += [(f"full stack, TP={tp}, ZeRO-{stage}, {n} process{'es' if n > 1 else ''}", (n, tp, stage))
-              for n, tp, stage in ((1, 1, 0), (1, 1, 2), (2, 2, 0), (2, 2, 2))]
+              for n, tp, stage in ((1, 1, low), (1, 1, 2), (2, 2, low), (2, 2, 2))]
     best = {label: 0.0 for label, _ in cases}
     with tempfile.TemporaryDirectory() as work:
         for _ in range(a.rounds):   # interleaved rounds, best of each: a busy neighbour slows one round, not a case

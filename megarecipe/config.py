@@ -245,6 +245,10 @@ def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = T
     _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
     _check(t.on_nonfinite in ("stop", "skip"), f"train.on_nonfinite={t.on_nonfinite!r}; use 'stop' or 'skip'")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision={t.precision!r}; use auto, fp32 or bf16")
+    if t.precision == "bf16" or (t.precision == "auto" and _has_cuda()):
+        _check(stage != 0, "parallel.ds_config: ZeRO stage 0 with bf16 is not supported (DeepSpeed's stage-0 bf16 "
+                           "optimizer needs engine.backward, which megatron's schedule does not call); use zero1, "
+                           "or train.precision=fp32")
     _check(t.stop_after is None or t.stop_after >= 1, f"train.stop_after={t.stop_after} must be >= 1 or null")
     _check(d.train_tokens is None or d.train_tokens > 0, f"data.train_tokens={d.train_tokens} must be > 0 or null")
     _check(d.val_tokens is None or d.val_tokens > m.seq_len,
@@ -288,6 +292,11 @@ def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = T
         vocab_size=vocab, tokenizer_vocab=tok_vocab, num_sequences=num_sequences,
         train_tokens=num_sequences * m.seq_len, total_steps=total,
         warmup_steps=max(1, math.ceil(o.warmup_frac * total)) if o.warmup_frac > 0 else 0)
+
+
+def _has_cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def _pad_vocab(n: int, tp: int) -> int:

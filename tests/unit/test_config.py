@@ -64,6 +64,7 @@ def test_missing_yaml():
     (["train.epochs=0"], 1, "train.epochs=0 must be >= 1"),
     (["train.global_batch_size=24"], 2, "train.global_batch_size=24 is not a multiple"),
     (["train.on_nonfinite=ignore"], 1, "train.on_nonfinite"),
+    (["train.precision=bf16", "parallel.ds_config=zero0"], 1, "ZeRO stage 0 with bf16 is not supported"),
     (["parallel.ds_config=zero9"], 1, "parallel.ds_config='zero9' not found"),
     (["model.vocab_size=1001", "parallel.tp=2"], 2, "model.vocab_size=1001 is not divisible"),
 ])
