@@ -147,3 +147,11 @@ def test_export_loads_without_deepspeed_and_reproduces_val_loss(tiny_data, tmp_p
     assert got == pytest.approx(final, abs=2e-4)
     assert info["params"] == int(scalars(run_dir, "run/params")[0])
     assert (run_dir / "export" / "tokenizer.model").exists()
+
+
+def test_bf16_tracks_fp32(tiny_data, tmp_path, reference):
+    """The GPU precision path (bf16 compute, fp32 master weights in ZeRO), run on CPU."""
+    run_dir, _ = train(tmp_path, "bf16", 2, tiny_data, "train.precision=bf16", "parallel.ds_config=zero1")
+    got = losses(run_dir)
+    assert_falls(got)
+    assert got == pytest.approx(reference, abs=2e-3)
