@@ -2,7 +2,9 @@
 
 Column-parallel weights (QKV, MLP input, embedding, output head) are split along rows, row-parallel ones
 (attention and MLP output projections) along columns; norms are replicated. The fused MLP input holds
-[gate; up] and each TP shard holds its own [gate slice; up slice], so it cannot be a plain concatenation.
+[gate; up] and megatron gives each TP rank its own [gate slice; up slice] (fc1 is built with stride 2), so
+it is not a plain concatenation. The QKV rows are grouped per kv head, and a rank holds whole groups, so
+a plain concatenation is right for it.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ def _dim(name: str) -> int | None:
 
 
 def merge_tensor_parallel(name: str, shards: list[torch.Tensor]) -> torch.Tensor:
+    """The full tensor from each TP rank's shard, in rank order."""
+    if not shards:
+        raise ValueError(f"{name}: no shards to merge")
     dim = _dim(name)
     if dim is None:
         for shard in shards[1:]:
@@ -37,12 +42,17 @@ def merge_tensor_parallel(name: str, shards: list[torch.Tensor]) -> torch.Tensor
 
 
 def split_tensor_parallel(name: str, full: torch.Tensor, tp: int) -> list[torch.Tensor]:
+    """What each of `tp` ranks holds of the full tensor; the inverse of merge_tensor_parallel."""
     dim = _dim(name)
     if dim is None:
         return [full] * tp
-    if name.endswith("linear_fc1.weight"):
-        gate, up = full.chunk(2, dim=0)
-        return [torch.cat([g, u], dim=0) for g, u in zip(gate.chunk(tp, dim=0), up.chunk(tp, dim=0))]
+    parts = full.chunk(2, dim=0) if name.endswith("linear_fc1.weight") else [full]
+    for part in parts:
+        if part.shape[dim] % tp:
+            raise ValueError(f"{name}: size {part.shape[dim]} along dim {dim} is not divisible by tp={tp}; "
+                             f"choose a TP size that divides it")
+    if len(parts) == 2:
+        return [torch.cat([g, u], dim=0) for g, u in zip(parts[0].chunk(tp, dim=0), parts[1].chunk(tp, dim=0))]
     return list(full.chunk(tp, dim=dim))
 
 

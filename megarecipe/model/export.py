@@ -3,7 +3,7 @@
 EXPORT/model.safetensors   fp32 weights under canonical (TP=1, PP=1) megatron names
 EXPORT/config.yaml         the run's full config
 EXPORT/model.json          format, vocab size, parameter counts, tokenizer hash
-EXPORT/tokenizer.model     the sentencepiece model the run was trained with
+EXPORT/tokenizer.model     the sentencepiece model the run was trained with (when known)
 """
 from __future__ import annotations
 
@@ -14,17 +14,41 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
-from megarecipe.config import Config, load_config, save_config
+from megarecipe.config import Config, ModelConfig, load_config, save_config
 from megarecipe.model.llama import count_params
 from megarecipe.model.reference import Llama
 
 FORMAT = 1
 
 
+def expected_shapes(m: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in Llama(m, vocab_size).state_dict().items()}
+
+
+def check_weights(shapes: dict[str, tuple[int, ...]], m: ModelConfig, vocab_size: int, where: str) -> None:
+    """Raise ValueError naming the first weight whose name or shape the config does not imply."""
+    expected = expected_shapes(m, vocab_size)
+    for key, shape in shapes.items():
+        if key not in expected:
+            raise ValueError(f"{where}: unexpected weight {key}; weights must use canonical megatron names "
+                             f"(TP=1, PP=1, e.g. decoder.layers.0.mlp.linear_fc1.weight)")
+        if tuple(shape) != expected[key]:
+            raise ValueError(f"{where}: {key} has shape {tuple(shape)} but the config (vocab {vocab_size}) implies "
+                             f"{expected[key]}; the model config and the weights come from different runs")
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise ValueError(f"{where}: {len(missing)} weight(s) missing, e.g. {missing[0]}; pass the full, merged "
+                         f"state dict of every pipeline stage")
+
+
 def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int, tokenizer_path: str | None = None) -> str:
     """Write into OUT.tmp, then move it into place: a crash never leaves a half export under the real name."""
     from megarecipe.data.tokenizer import file_sha256
 
+    # megatron's state_dict() carries an empty `_extra_state` entry per linear layer (room for fp8 metadata)
+    state_dict = {k: v for k, v in state_dict.items() if not (k.endswith("._extra_state") and v is None)}
+    check_weights({k: v.shape for k, v in state_dict.items()}, cfg.model, vocab_size, "write_export")
     out_dir = os.path.normpath(out_dir)
     tmp = out_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -41,6 +65,7 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int, t
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(info, f, indent=1)
     old = out_dir + ".old"
+    shutil.rmtree(old, ignore_errors=True)
     if os.path.isdir(out_dir):
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
@@ -50,26 +75,20 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int, t
 
 def load_export(export_dir: str, device="cpu") -> tuple[Llama, Config, dict]:
     """(plain-PyTorch model in eval mode, the run's config, model.json)."""
+    if not os.path.isdir(export_dir):
+        raise ValueError(f"{export_dir}: no such export directory; give RUN/export of a finished run")
     for name in ("model.safetensors", "config.yaml", "model.json"):
         if not os.path.isfile(os.path.join(export_dir, name)):
-            raise ValueError(f"{export_dir}: {name} is missing; export a finished run (RUN/export) or re-run "
-                             f"training to its end")
+            raise ValueError(f"{export_dir}: {name} is missing; the export is incomplete, re-export the run "
+                             f"(a finished training run writes RUN/export)")
     with open(os.path.join(export_dir, "model.json")) as f:
         info = json.load(f)
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{export_dir}: export format {info.get('format')} is not {FORMAT}; re-export the run")
+    if info.get("format") != FORMAT or "vocab_size" not in info:
+        raise ValueError(f"{export_dir}: model.json has format {info.get('format')}, this code reads format {FORMAT}; "
+                         f"re-export the run with this version")
     cfg = load_config(os.path.join(export_dir, "config.yaml"))
-    model = Llama(cfg.model, info["vocab_size"])
     state = load_file(os.path.join(export_dir, "model.safetensors"))
-    expected = model.state_dict()
-    for key, tensor in state.items():
-        if key not in expected:
-            raise ValueError(f"{export_dir}: unexpected weight {key}; the export does not match this model code")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise ValueError(f"{export_dir}: {key} has shape {tuple(tensor.shape)}, the config implies "
-                             f"{tuple(expected[key].shape)}; config.yaml and model.safetensors disagree")
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise ValueError(f"{export_dir}: weights missing from model.safetensors, e.g. {missing[0]}")
-    model.load_state_dict(state)
+    check_weights({k: v.shape for k, v in state.items()}, cfg.model, info["vocab_size"], export_dir)
+    model = Llama(cfg.model, info["vocab_size"])
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval(), cfg, info

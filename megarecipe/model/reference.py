@@ -1,9 +1,10 @@
 """The same Llama in plain PyTorch: no megatron, no DeepSpeed.
 
-Its parameter names and shapes are megatron's canonical (TP=1, PP=1) ones, so an export loads with
-`load_state_dict(strict=True)`. The recipe tools run exported models with it, and the throughput benchmark
-uses it as the plain reference. Layouts follow megatron-core 0.16: the fused QKV rows are grouped per kv
-head as [queries of the group, key, value]; the fused MLP input rows are [gate; up]; RoPE rotates halves.
+Parameter names and shapes are megatron's canonical (TP=1, PP=1) ones, so an export loads with
+`load_state_dict(strict=True)`. The recipe tools run exported models with it and the throughput benchmark
+uses it as the plain reference. Layouts follow megatron-core 0.16 (checked by tests/unit/test_reference.py):
+the fused QKV rows are grouped per kv head as [queries of the group; key; value], the fused MLP input rows
+are [gate; up], RoPE rotates halves (not interleaved pairs), norms are torch RMSNorm with weights at 1.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-second, first], dim=-1) * sin
+    return x * cos.to(x.dtype) + torch.cat([-second, first], dim=-1) * sin.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -42,6 +43,7 @@ class Attention(nn.Module):
         k = qkv[:, :, :, per_group].transpose(1, 2)
         v = qkv[:, :, :, per_group + 1].transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # enable_gqa pairs query head i with kv head i // per_group: the grouping of the fused rows above
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=per_group > 1)
         return self.linear_proj(out.transpose(1, 2).reshape(b, s, -1))
 
@@ -70,6 +72,7 @@ class Block(nn.Module):
         return h + self.mlp(self.pre_mlp_layernorm(h))
 
 
+# Two holder modules, only so that the parameter names are megatron's.
 class Embedding(nn.Module):
     def __init__(self, vocab_size: int, hidden: int):
         super().__init__()
@@ -100,9 +103,10 @@ class Llama(nn.Module):
         cos, sin = rope_tables(tokens.shape[1], m.hidden_size // m.num_attention_heads, m.rope_theta, tokens.device)
         x = self.embedding.word_embeddings(tokens)
         for layer in self.decoder.layers:
-            x = layer(x, cos.to(x.dtype), sin.to(x.dtype))
+            x = layer(x, cos, sin)
         return self.output_layer(self.decoder.final_layernorm(x))
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy in fp32; targets of -100 are ignored. reduction="none" gives it per token, flattened."""
         logits = self(tokens)
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
