@@ -37,7 +37,7 @@ def build_model(m: ModelConfig, vocab_size: int, bf16: bool = False) -> GPTModel
         config=transformer_config(m, tp, pp, bf16),
         transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
         vocab_size=vocab_size, max_sequence_length=m.seq_len, position_embedding_type="rope",
-        rotary_base=int(m.rope_theta), share_embeddings_and_output_weights=False,
+        rotary_base=m.rope_theta, share_embeddings_and_output_weights=False,
         pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage())
 
 
