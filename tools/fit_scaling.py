@@ -1,13 +1,4 @@
-"""Scaling-law fits L(x) = A / x^alpha + E from run directories' TensorBoard events (or a table).
-
-  python tools/fit_scaling.py runs/reg-* --over params --out reports/reg          # L(N), N in billions
-  python tools/fit_scaling.py runs/ens-300m-* --over members --out reports/ens    # L(K) of ensembles
-  python tools/fit_scaling.py --joint runs/ens-* --out reports/joint              # K-limit per N, then N-limit
-  python tools/fit_scaling.py --data-efficiency --baseline runs/std-* --recipe runs/joint-* --out reports/eff
-  python tools/fit_scaling.py --points table.csv --out reports/paper             # rows x,loss[,group]
-
-Where several runs share x (a sweep) the best one is used. Writes OUT/report.md, fits.json, runs.csv, *.png.
-"""
+"""Scaling-law fits from run directories: `python tools/fit_scaling.py --help` (megarecipe/recipes/fit_cli.py)."""
 import os
 import sys
 
