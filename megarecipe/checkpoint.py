@@ -44,12 +44,13 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(engine, ckpt_dir: str, step: int, keep: int) -> str:
-    """Every rank calls this. Returns the tag written."""
+def save(engine, ckpt_dir: str, step: int, keep: int, layout: dict) -> str:
+    """Every rank calls this. `layout` (world, tp, pp, dp) is kept to check a resume against. Returns the tag."""
     tag = tag_for(step)
-    engine.save_checkpoint(ckpt_dir, tag=tag, client_state={"step": step}, save_latest=False)
+    engine.save_checkpoint(ckpt_dir, tag=tag, client_state={"step": step, "layout": layout}, save_latest=False)
     rank = dist.get_rank()
-    torch.save({"step": step, "rng": _rng_state()}, os.path.join(ckpt_dir, tag, f"trainer_rank{rank}.pt"))
+    torch.save({"step": step, "rng": _rng_state(), "layout": layout},
+               os.path.join(ckpt_dir, tag, f"trainer_rank{rank}.pt"))
     dist.barrier()
     if rank == 0:
         tmp = os.path.join(ckpt_dir, f".{POINTER}.tmp")
@@ -67,6 +68,14 @@ def _prune(ckpt_dir: str, keep: int, newest: str) -> None:
     tags = sorted(t for t in os.listdir(ckpt_dir) if t.startswith("step") and t <= newest)
     for old in tags[:-keep]:
         shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)
+
+
+def saved_layout(ckpt_dir: str) -> dict | None:
+    tag = latest_tag(ckpt_dir)
+    path = os.path.join(ckpt_dir, tag, "trainer_rank0.pt") if tag else None
+    if not path or not os.path.isfile(path):
+        return None
+    return torch.load(path, weights_only=False).get("layout")
 
 
 def load(engine, ckpt_dir: str) -> int:

@@ -100,7 +100,12 @@ def _init_distributed(cfg: Config, layout: Layout):
     return device
 
 
-def _prepare_run_dir(cfg: Config, rank: int) -> str:
+def _layout_facts(layout: Layout) -> dict:
+    return {"world_size": layout.world_size, "tp": layout.tp, "pp": layout.pp, "dp": layout.dp,
+            "zero_stage": layout.zero_stage}
+
+
+def _prepare_run_dir(cfg: Config, layout: Layout, rank: int) -> str:
     from megarecipe import checkpoint
 
     ckpt_dir = os.path.join(cfg.run.dir, "checkpoints")
@@ -108,6 +113,11 @@ def _prepare_run_dir(cfg: Config, rank: int) -> str:
     if has_ckpt and not cfg.run.resume:
         raise TrainingError(f"run.dir={cfg.run.dir!r} already holds a checkpoint; set run.resume=true to continue "
                             f"it or choose another run.dir")
+    saved = checkpoint.saved_layout(ckpt_dir) if has_ckpt else None
+    if saved and saved != _layout_facts(layout):
+        raise TrainingError(f"run.dir={cfg.run.dir!r} was checkpointed with {saved}, this launch is "
+                            f"{_layout_facts(layout)}; resume with the same processes, tp, pp and ZeRO stage (DeepSpeed "
+                            f"checkpoints are sharded by layout)")
     if rank == 0:
         os.makedirs(ckpt_dir, exist_ok=True)
         save_config(cfg, os.path.join(cfg.run.dir, "config.yaml"))
@@ -128,7 +138,7 @@ def train(cfg: Config, layout: Layout) -> None:
     from megarecipe.parallel.engine import build_engine
 
     rank = _rank()
-    ckpt_dir = _prepare_run_dir(cfg, rank)
+    ckpt_dir = _prepare_run_dir(cfg, layout, rank)
     device = _init_distributed(cfg, layout)
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
 
@@ -191,7 +201,7 @@ def train(cfg: Config, layout: Layout) -> None:
         save_now = step == end or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
         if save_now:
             writer.flush()
-            checkpoint.save(engine, ckpt_dir, step, cfg.train.keep_checkpoints)
+            checkpoint.save(engine, ckpt_dir, step, cfg.train.keep_checkpoints, _layout_facts(layout))
         bar.set_postfix(loss=f"{loss:.3f}", **({"val": f"{last_val:.3f}"} if last_val is not None else {}))
         bar.update(1)
     bar.close()

@@ -93,6 +93,13 @@ def test_existing_run_is_not_overwritten(tiny_data, tmp_path):
     assert result.returncode != 0 and "run.resume=true" in result.stderr
 
 
+def test_resume_with_another_layout_is_refused(tiny_data, tmp_path):
+    train(tmp_path, "one", 1, tiny_data, "train.stop_after=2")
+    _, result = train(tmp_path, "one", 2, tiny_data, "run.resume=true", check=False)
+    assert result.returncode != 0
+    assert "was checkpointed with {'world_size': 1" in result.stderr and "resume with the same processes" in result.stderr
+
+
 def test_nonfinite_loss_stops_with_the_step(tiny_data, tmp_path):
     _, result = train(tmp_path, "nan", 2, tiny_data, extra_env={"MEGARECIPE_INJECT_NAN_AT_STEP": "3"}, check=False)
     assert result.returncode != 0
