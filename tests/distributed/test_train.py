@@ -162,3 +162,25 @@ def test_bf16_tracks_fp32(tiny_data, tmp_path, reference):
     got = losses(run_dir)
     assert_falls(got)
     assert got == pytest.approx(reference, abs=2e-3)
+
+
+def test_fit_tool_reads_trainer_runs(tiny_data, tmp_path):
+    """The scaling-fit tool reads finished trainer runs from their directories alone."""
+    import json
+    import sys as _sys
+
+    runs = []
+    for hidden, ffn in ((32, 96), (64, 176), (96, 256)):
+        run_dir, _ = train(tmp_path, f"size-{hidden}", 1, tiny_data, "train.stop_after=null",
+                           f"model.hidden_size={hidden}", f"model.ffn_hidden_size={ffn}")
+        runs.append(str(run_dir))
+    out = tmp_path / "report"
+    result = subprocess.run([_sys.executable, "tools/fit_scaling.py", *runs, "--over", "params", "--out", str(out),
+                             "--bootstrap", "20", "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    fits = json.loads((out / "fits.json").read_text())
+    text = json.dumps(fits)
+    for run in runs:
+        assert os.path.basename(run) in text
+    assert (out / "report.md").exists() and list(out.glob("*.png"))
