@@ -31,8 +31,10 @@ def env() -> dict:
 
 
 def torchrun(nproc: int, overrides: list[str], extra_env: dict | None = None, timeout: int = 400):
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port()),
-           "-m", "megarecipe.train", "configs/tiny.yaml", *overrides]
+    """nproc=0: plain `python -m megarecipe.train`, no launcher."""
+    launcher = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port())] \
+        if nproc else [str(BIN / "python")]
+    cmd = [*launcher, "-m", "megarecipe.train", "configs/tiny.yaml", *overrides]
     return subprocess.run(cmd, cwd=REPO, env={**env(), **(extra_env or {})}, capture_output=True, text=True,
                           timeout=timeout)
 

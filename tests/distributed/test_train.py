@@ -87,9 +87,10 @@ def test_killed_run_resumes_exactly(tiny_data, tmp_path):
     assert scalars(resumed, "val/loss") == scalars(whole, "val/loss")
 
 
-def test_existing_run_is_not_overwritten(tiny_data, tmp_path):
-    train(tmp_path, "once", 1, tiny_data)
-    _, result = train(tmp_path, "once", 1, tiny_data, check=False)
+def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
+    run_dir, _ = train(tmp_path, "once", 0, tiny_data, "parallel.ds_config=zero0")   # no launcher at all
+    assert losses(run_dir) == pytest.approx(reference, abs=1e-6)
+    _, result = train(tmp_path, "once", 0, tiny_data, check=False)
     assert result.returncode != 0 and "run.resume=true" in result.stderr
 
 
