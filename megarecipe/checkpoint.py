@@ -45,7 +45,8 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save(engine, ckpt_dir: str, step: int, keep: int, layout: dict) -> str:
-    """Every rank calls this. `layout` (world, tp, pp, dp) is kept to check a resume against. Returns the tag."""
+    """Every rank calls this. `layout` (sharding, seed, batch, budget) is kept to check a resume against.
+    Returns the tag written."""
     tag = tag_for(step)
     engine.save_checkpoint(ckpt_dir, tag=tag, client_state={"step": step, "layout": layout}, save_latest=False)
     rank = dist.get_rank()

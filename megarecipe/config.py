@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -101,17 +102,22 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         if path:
             if not os.path.isfile(path):
                 raise ConfigError(f"config file {path!r} not found; pass a YAML file such as configs/tiny.yaml")
-            layers.append(OmegaConf.load(path))
+            try:
+                layers.append(OmegaConf.load(path))
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
         for item in overrides or []:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value; write e.g. optim.lr=1e-3")
             layers.append(OmegaConf.from_dotlist([item]))
-        merged = OmegaConf.merge(*layers)
+        return OmegaConf.to_object(OmegaConf.merge(*layers))
     except (ConfigKeyError, ValidationError) as e:
         raise ConfigError(_omegaconf_message(e)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+    except (TypeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
+                          f"(run, data, model, optim, parallel, train)") from None
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
@@ -158,8 +164,13 @@ def read_ds_config(name: str) -> dict:
         raise ConfigError(f"parallel.ds_config: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def zero_stage(ds: dict) -> int:
-    return int(ds.get("zero_optimization", {}).get("stage", 0))
+def zero_stage(ds) -> int:
+    zero = ds.get("zero_optimization", {}) if isinstance(ds, dict) else None
+    stage = zero.get("stage", 0) if isinstance(zero, dict) else None
+    if not isinstance(stage, int) or isinstance(stage, bool):
+        raise ConfigError("parallel.ds_config: the JSON needs an object 'zero_optimization' with an integer "
+                          "'stage' (0-3)")
+    return stage
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -227,13 +238,16 @@ def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = T
     for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
         _check(key not in ds, f"parallel.ds_config: remove {key!r} from the JSON; batch sizes come from train.* only")
 
-    _check(o.lr > 0, f"optim.lr={o.lr} must be > 0")
-    _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
+    _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} must be > 0")
+    _check(0 <= o.weight_decay < math.inf, f"optim.weight_decay={o.weight_decay} must be >= 0 and finite")
+    _check(o.eps >= 0, f"optim.eps={o.eps} must be >= 0")
     _check(0 <= o.warmup_frac < 1, f"optim.warmup_frac={o.warmup_frac} must be in [0, 1)")
     _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
     _check(o.grad_clip >= 0, f"optim.grad_clip={o.grad_clip} must be >= 0 (0 turns clipping off)")
 
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
+    _check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1")
+    _check(cfg.run.seed >= 0, f"run.seed={cfg.run.seed} must be >= 0")
     _check(t.micro_batch_size >= 1, f"train.micro_batch_size={t.micro_batch_size} must be >= 1")
     per_step = t.micro_batch_size * dp
     _check(t.global_batch_size >= per_step and t.global_batch_size % per_step == 0,
@@ -263,6 +277,10 @@ def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = T
         except DataError as e:
             raise ConfigError(f"data.dir: {e}") from None
         tok_vocab, train_available = meta.vocab_size, meta.train_tokens
+        val_available = min(meta.val_tokens, d.val_tokens or meta.val_tokens)
+        _check(val_available > m.seq_len,
+               f"data.dir={d.dir!r} has {val_available} validation tokens (data.val_tokens={d.val_tokens}), less than "
+               f"one sequence of model.seq_len={m.seq_len}; prepare with a larger --val-tokens")
         if d.tokenizer:
             from megarecipe.data.tokenizer import file_sha256
             _check(os.path.isfile(d.tokenizer), f"data.tokenizer={d.tokenizer!r} not found; give a .model file or null")

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(cfg, layout)
-    except TrainingError as e:
+    except (TrainingError, DataError) as e:
         if _rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         return 3
@@ -100,9 +101,14 @@ def _init_distributed(cfg: Config, layout: Layout):
     return device
 
 
-def _layout_facts(layout: Layout) -> dict:
-    return {"world_size": layout.world_size, "tp": layout.tp, "pp": layout.pp, "dp": layout.dp,
-            "zero_stage": layout.zero_stage}
+def _resume_facts(cfg: Config, layout: Layout) -> dict:
+    """What a resumed run must share with its checkpoint: the sharding, and what fixes step s's data and LR."""
+    from megarecipe.data.meta import load_meta
+
+    return {"world_size": layout.world_size, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
+            "seed": cfg.run.seed, "global_batch_size": layout.global_batch_size, "seq_len": layout.seq_len,
+            "num_sequences": layout.num_sequences, "total_steps": layout.total_steps,
+            "tokenizer_sha256": load_meta(cfg.data.dir).tokenizer_sha256}
 
 
 def _prepare_run_dir(cfg: Config, layout: Layout, rank: int) -> str:
@@ -114,13 +120,16 @@ def _prepare_run_dir(cfg: Config, layout: Layout, rank: int) -> str:
         raise TrainingError(f"run.dir={cfg.run.dir!r} already holds a checkpoint; set run.resume=true to continue "
                             f"it or choose another run.dir")
     saved = checkpoint.saved_layout(ckpt_dir) if has_ckpt else None
-    if saved and saved != _layout_facts(layout):
-        raise TrainingError(f"run.dir={cfg.run.dir!r} was checkpointed with {saved}, this launch is "
-                            f"{_layout_facts(layout)}; resume with the same processes, tp, pp and ZeRO stage (DeepSpeed "
-                            f"checkpoints are sharded by layout)")
+    now = _resume_facts(cfg, layout)
+    changed = {k: (v, now.get(k)) for k, v in (saved or {}).items() if now.get(k) != v}
+    if changed:
+        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; resume with the settings it was "
+                            f"checkpointed with (same processes, tp, pp, ZeRO stage, seed, batch and budget)")
     if rank == 0:
         os.makedirs(ckpt_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.run.dir, "config.yaml"))
+        if not has_ckpt:   # a resumed run keeps the config it started with
+            save_config(cfg, os.path.join(cfg.run.dir, "config.yaml"))
     return ckpt_dir
 
 
@@ -152,6 +161,8 @@ def train(cfg: Config, layout: Layout) -> None:
     if cfg.run.resume and checkpoint.latest_tag(ckpt_dir):
         start = checkpoint.load(engine, ckpt_dir)
     total = layout.total_steps
+    if start == 0 and rank == 0:
+        _remove_old_events(os.path.join(cfg.run.dir, "tb"))
     writer = Writer(os.path.join(cfg.run.dir, "tb"), enabled=rank == 0, start_step=start + 1 if start else 0)
     params, params_non_embedding = count_params(cfg.model, layout.vocab_size)
     if start == 0:
@@ -175,33 +186,31 @@ def train(cfg: Config, layout: Layout) -> None:
                                      ps.get_data_parallel_world_size())
         loss = stepper.train_step(tokens, targets, step)
         lr = engine.get_lr()[0]
-        if not torch.isfinite(torch.tensor(loss)):
-            if cfg.train.on_nonfinite == "stop":
-                bar.close()
-                raise TrainingError(f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or set "
-                                    f"train.on_nonfinite=skip to drop such batches")
-            engine.zero_grad()
-            engine.lr_scheduler.step()
+        if math.isfinite(loss):
+            engine.step()
+            grad_norm = engine.get_global_grad_norm()
+            if step % cfg.train.log_every == 0 or step == end:
+                tps = batch_tokens / (time.perf_counter() - t0)
+                writer.scalars(step, {
+                    "train/loss": loss, "train/lr": lr, "perf/tokens_per_sec": tps,
+                    "train/epoch": step * layout.global_batch_size / layout.num_sequences,
+                    "perf/mfu": flops_token * tps / peak.item()})
+                if grad_norm is not None:
+                    writer.scalars(step, {"train/grad_norm": float(grad_norm)})
+        elif cfg.train.on_nonfinite == "stop":
+            bar.close()
+            raise TrainingError(f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or set "
+                                f"train.on_nonfinite=skip to drop such batches")
+        else:
+            _drop_gradients(engine)
             writer.scalars(step, {"train/skipped_batches": 1})
-            bar.update(1)
-            continue
-        engine.step()
-        grad_norm = engine.get_global_grad_norm()
-        dt = time.perf_counter() - t0
-        if step % cfg.train.log_every == 0 or step == end:
-            tps = batch_tokens / dt
-            writer.scalars(step, {
-                "train/loss": loss, "train/lr": lr, "train/epoch": step * layout.global_batch_size / layout.num_sequences,
-                "perf/tokens_per_sec": tps, "perf/mfu": flops_token * tps / peak.item()})
-            if grad_norm is not None:
-                writer.scalars(step, {"train/grad_norm": float(grad_norm)})
         if step % cfg.train.eval_every == 0 or step == total:
             last_val = stepper.evaluate(val)
             writer.scalars(step, {"val/loss": last_val})
         save_now = step == end or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
         if save_now:
             writer.flush()
-            checkpoint.save(engine, ckpt_dir, step, cfg.train.keep_checkpoints, _layout_facts(layout))
+            checkpoint.save(engine, ckpt_dir, step, cfg.train.keep_checkpoints, _resume_facts(cfg, layout))
         bar.set_postfix(loss=f"{loss:.3f}", **({"val": f"{last_val:.3f}"} if last_val is not None else {}))
         bar.update(1)
     bar.close()
@@ -209,10 +218,31 @@ def train(cfg: Config, layout: Layout) -> None:
         _finish(cfg, layout, model, rank, device)
     writer.close()
     if rank == 0:
-        print(f"{'finished' if end == total else 'stopped'} at step {end}/{total}; TensorBoard logs: "
+        print(f"{'finished' if end == total else 'stopped'} at step {max(end, start)}/{total}; TensorBoard logs: "
               f"{os.path.join(cfg.run.dir, 'tb')}" + (f"; final val/loss {last_val:.4f}" if last_val is not None else ""),
               flush=True)
     dist.barrier()
+
+
+def _remove_old_events(tb_dir: str) -> None:
+    """A run that starts at step 0 again (resume without a checkpoint) replaces what an aborted attempt logged."""
+    if os.path.isdir(tb_dir):
+        for name in os.listdir(tb_dir):
+            if name.startswith("events.out.tfevents"):
+                os.remove(os.path.join(tb_dir, name))
+
+
+def _drop_gradients(engine) -> None:
+    """Skip this step's update but keep the schedule moving. ZeRO's step() sees the non-finite gradient norm,
+    discards its partitioned gradient buffers and applies nothing (zero_grad() alone would leave them to
+    poison the next step); without ZeRO the plain gradients are cleared."""
+    from megarecipe.parallel.engine import hooks_backward
+
+    if hooks_backward(engine):
+        engine.step()
+    else:
+        engine.zero_grad()
+    engine.lr_scheduler.step()
 
 
 def _validation_microbatches(cfg: Config, layout: Layout, dp_rank: int, dp_size: int) -> list:

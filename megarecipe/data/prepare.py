@@ -78,9 +78,9 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
     show = progress if progress is not None else total_bytes >= SHOW_PROGRESS_BYTES
 
     os.makedirs(out_dir, exist_ok=True)
+    sp = _tokenizer(files, out_dir, vocab_size, tokenizer, threads, show)   # a bad argument fails here, harmlessly
     if os.path.exists(os.path.join(out_dir, META)):
         os.remove(os.path.join(out_dir, META))   # the dir reads as unprepared until the new meta.json lands
-    sp = _tokenizer(files, out_dir, vocab_size, tokenizer, threads, show)
     dtype = dtype_for(sp.get_piece_size())
     spool = os.path.join(out_dir, f".spool.tmp{os.getpid()}")
     try:

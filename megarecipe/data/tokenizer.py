@@ -62,7 +62,8 @@ def train_tokenizer(files, out_prefix, vocab_size, threads=2) -> str:
                             f"lower it or add text") from None
         if "sentences_.empty()" in msg:
             raise DataError("no text to train the tokenizer on; give non-empty input files") from None
-        raise
+        raise DataError(f"sentencepiece could not train a {vocab_size}-piece tokenizer "
+                        f"({msg.strip().splitlines()[-1]}); change --vocab-size") from None
     path = str(out_prefix) + ".model"
     write_atomic(path, model.getvalue())
     return path

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 import deepspeed
 import torch
 import torch.distributed as dist
+from deepspeed.utils import safe_get_full_fp32_param
 from megatron.core import parallel_state as ps
 
 from megarecipe.model.convert import global_layer_name, merge_tensor_parallel
@@ -21,12 +22,21 @@ def _layer_offset(model) -> int:
     return layers[0].layer_number - 1 if layers is not None and len(layers) else 0
 
 
+def _master_fp32(p: torch.Tensor) -> torch.Tensor:
+    master = safe_get_full_fp32_param(p)
+    return (master if master is not None else p.detach()).float().clone()
+
+
 def full_state_dict(model, zero_stage: int, device: torch.device) -> dict | None:
     """Every rank calls this; global rank 0 gets the state dict, the others None."""
     params = list(model.named_parameters())
-    gathered = deepspeed.zero.GatheredParameters([p for _, p in params]) if zero_stage == 3 else nullcontext()
-    with gathered:
-        local = {name: p.detach().float().clone() for name, p in params}
+    if any(p.dtype != torch.float32 for _, p in params):
+        # bf16 training: take the optimizer's fp32 master weights, not the rounded copies (collective)
+        local = {name: _master_fp32(p) for name, p in params}
+    else:
+        gathered = deepspeed.zero.GatheredParameters([p for _, p in params]) if zero_stage == 3 else nullcontext()
+        with gathered:
+            local = {name: p.detach().float().clone() for name, p in params}
     if ps.get_data_parallel_rank() != 0:
         return None
 

@@ -131,3 +131,42 @@ def test_valid_with_data(tiny_data):
     assert layout.vocab_size % 128 == 0 and layout.vocab_size >= layout.tokenizer_vocab
     assert layout.total_steps == cfg.train.epochs * layout.num_sequences // cfg.train.global_batch_size
     assert layout.train_tokens <= 50000
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("model: [1, 2\n", "is not valid YAML"),
+    ("- 1\n- 2\n", "must be a mapping of sections"),
+])
+def test_malformed_yaml(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(str(path))
+
+
+def test_bad_interpolation():
+    with pytest.raises(ConfigError):
+        load_config("configs/tiny.yaml", ["run.dir=${nope}"])
+
+
+@pytest.mark.parametrize("content", [{"zero_optimization": {"stage": "auto"}}, {"zero_optimization": None}, [1, 2]])
+def test_malformed_ds_json(tmp_path, content):
+    path = tmp_path / "weird.json"
+    path.write_text(json.dumps(content))
+    assert "integer 'stage'" in bad([f"parallel.ds_config={path}"])
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    (["run.seed=-1"], "run.seed=-1 must be >= 0"),
+    (["train.log_every=0"], "train.log_every=0 must be >= 1"),
+    (["optim.lr=inf"], "optim.lr=inf must be > 0"),
+    (["optim.eps=-1"], "optim.eps"),
+])
+def test_more_bad_settings(overrides, fragment):
+    assert fragment in bad(overrides)
+
+
+def test_validation_split_shorter_than_a_sequence(tiny_data):
+    msg = bad([f"data.dir={tiny_data}", "data.train_tokens=null", "model.seq_len=200000", "data.val_tokens=null"],
+              check_data=True)
+    assert "validation tokens" in msg and "model.seq_len=200000" in msg
