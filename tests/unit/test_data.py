@@ -249,3 +249,15 @@ def test_cli_prepares(tmp_path, tiny_data):
     assert r.returncode == 0, r.stderr
     meta = load_meta(tmp_path / "out")
     assert meta.val_tokens >= 500 and f"{meta.train_tokens:,} train" in r.stdout
+
+
+def test_failed_prepare_keeps_a_good_data_dir(tmp_path, tiny_data):
+    from megarecipe.data.meta import load_meta
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_data, copy)
+    for args in (["--tokenizer", str(tmp_path / "nope.model")], ["--vocab-size", "1000000"], ["--vocab-size", "100"]):
+        r = run_cli("--input", *map(str, some_files(3)), "--out", str(copy), *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().startswith("error: ")
+        assert load_meta(str(copy)).train_tokens == load_meta(tiny_data).train_tokens
