@@ -180,6 +180,7 @@ def train(cfg: Config, layout: Layout) -> None:
     bar = tqdm(total=total, initial=start, disable=rank != 0 or not cfg.train.progress, desc="train",
                unit="step", dynamic_ncols=True)
     last_val = None
+    stop, interrupted = _StopOnSignal(device), False
     for step in range(start + 1, end + 1):
         t0 = time.perf_counter()
         tokens, targets = data.batch(step - 1, layout.global_batch_size, ps.get_data_parallel_rank(),
@@ -207,21 +208,50 @@ def train(cfg: Config, layout: Layout) -> None:
         if step % cfg.train.eval_every == 0 or step == total:
             last_val = stepper.evaluate(val)
             writer.scalars(step, {"val/loss": last_val})
-        save_now = step == end or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
+        interrupted = stop.agreed()
+        save_now = step == end or interrupted or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
         if save_now:
             writer.flush()
             checkpoint.save(engine, ckpt_dir, step, cfg.train.keep_checkpoints, _resume_facts(cfg, layout))
         bar.set_postfix(loss=f"{loss:.3f}", **({"val": f"{last_val:.3f}"} if last_val is not None else {}))
         bar.update(1)
+        if interrupted:
+            end = step
+            break
     bar.close()
     if end == total:
         _finish(cfg, layout, model, rank, device)
     writer.close()
     if rank == 0:
-        print(f"{'finished' if end == total else 'stopped'} at step {max(end, start)}/{total}; TensorBoard logs: "
+        how = "finished" if end == total else "stopped on a signal (resume with run.resume=true)" if interrupted \
+            else "stopped"
+        print(f"{how} at step {max(end, start)}/{total}; TensorBoard logs: "
               f"{os.path.join(cfg.run.dir, 'tb')}" + (f"; final val/loss {last_val:.4f}" if last_val is not None else ""),
               flush=True)
     dist.barrier()
+
+
+class _StopOnSignal:
+    """SIGTERM (a scheduler's preemption, or a launcher passing on Ctrl-C) or SIGUSR1 (Slurm's --signal) asks
+    for a checkpoint at the end of the current step and a clean exit; all ranks agree on the step."""
+
+    def __init__(self, device):
+        import signal
+
+        self.device, self.requested = device, False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum, frame):
+        self.requested = True
+
+    def agreed(self) -> bool:
+        import torch
+        import torch.distributed as dist
+
+        seen = torch.tensor([float(self.requested)], device=self.device)
+        dist.all_reduce(seen, op=dist.ReduceOp.MAX)
+        return bool(seen.item())
 
 
 def _remove_old_events(tb_dir: str) -> None:

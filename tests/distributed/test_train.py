@@ -205,3 +205,26 @@ def test_fit_tool_reads_trainer_runs(tiny_data, tmp_path):
     for run in runs:
         assert os.path.basename(run) in text
     assert (out / "report.md").exists() and list(out.glob("*.png"))
+
+
+def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
+    """A scheduler's SIGTERM (through torchrun) ends the run at a step boundary with a checkpoint."""
+    common = ["train.stop_after=null", "train.epochs=3", "train.eval_every=10"]
+    whole, _ = train(tmp_path, "whole", 2, tiny_data, *common)
+
+    run_dir = tmp_path / "term"
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
+           "megarecipe.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", *common, f"run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run_dir / "tb").glob("events*")):
+        time.sleep(0.1)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    tag = (run_dir / "checkpoints" / "latest").read_text()
+    assert "step00000001" <= tag < "step00000058", output[-2000:]
+    assert "stopped on a signal" in output
+
+    resumed, _ = train(tmp_path, "term", 2, tiny_data, *common, "run.resume=true")
+    assert scalars(resumed, "train/loss") == scalars(whole, "train/loss")
