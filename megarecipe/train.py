@@ -111,7 +111,7 @@ def _resume_facts(cfg: Config, layout: Layout) -> dict:
             "tokenizer_sha256": load_meta(cfg.data.dir).tokenizer_sha256}
 
 
-def _prepare_run_dir(cfg: Config, layout: Layout, rank: int) -> str:
+def _prepare_run_dir(cfg: Config, now: dict, rank: int) -> str:
     from megarecipe import checkpoint
 
     ckpt_dir = os.path.join(cfg.run.dir, "checkpoints")
@@ -120,7 +120,6 @@ def _prepare_run_dir(cfg: Config, layout: Layout, rank: int) -> str:
         raise TrainingError(f"run.dir={cfg.run.dir!r} already holds a checkpoint; set run.resume=true to continue "
                             f"it or choose another run.dir")
     saved = checkpoint.saved_layout(ckpt_dir) if has_ckpt else None
-    now = _resume_facts(cfg, layout)
     changed = {k: (v, now.get(k)) for k, v in (saved or {}).items() if now.get(k) != v}
     if changed:
         what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
@@ -147,7 +146,8 @@ def train(cfg: Config, layout: Layout) -> None:
     from megarecipe.parallel.engine import build_engine
 
     rank = _rank()
-    ckpt_dir = _prepare_run_dir(cfg, layout, rank)
+    facts = _resume_facts(cfg, layout)
+    ckpt_dir = _prepare_run_dir(cfg, facts, rank)
     device = _init_distributed(cfg, layout)
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
 
@@ -212,7 +212,7 @@ def train(cfg: Config, layout: Layout) -> None:
         save_now = step == end or interrupted or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
         if save_now:
             writer.flush()
-            checkpoint.save(engine, ckpt_dir, step, cfg.train.keep_checkpoints, _resume_facts(cfg, layout))
+            checkpoint.save(engine, ckpt_dir, step, cfg.train.keep_checkpoints, facts)
         bar.set_postfix(loss=f"{loss:.3f}", **({"val": f"{last_val:.3f}"} if last_val is not None else {}))
         bar.update(1)
         if interrupted:
