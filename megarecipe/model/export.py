@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from megarecipe.config import Config, ModelConfig, load_config, save_config
-from megarecipe.model.llama import count_params
+from megarecipe.model.size import count_params
 from megarecipe.model.reference import Llama
 
 FORMAT = 1

@@ -11,6 +11,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import init_method_normal
 
 from megarecipe.config import ModelConfig
+from megarecipe.model.size import count_params, flops_per_token  # noqa: F401  (re-exported)
 
 
 def transformer_config(m: ModelConfig, tp: int = 1, pp: int = 1, bf16: bool = False) -> TransformerConfig:
@@ -39,26 +40,3 @@ def build_model(m: ModelConfig, vocab_size: int, bf16: bool = False) -> GPTModel
         vocab_size=vocab_size, max_sequence_length=m.seq_len, position_embedding_type="rope",
         rotary_base=m.rope_theta, share_embeddings_and_output_weights=False,
         pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage())
-
-
-def count_params(m: ModelConfig, vocab_size: int) -> tuple[int, int]:
-    """(total, without the input embedding and output head) for the full, unsharded model."""
-    h, f = m.hidden_size, m.ffn_hidden_size
-    head_dim = h // m.num_attention_heads
-    attention = h * (h + 2 * m.num_query_groups * head_dim) + h * h
-    mlp = h * 2 * f + f * h
-    per_layer = attention + mlp + 2 * h
-    non_embedding = m.num_layers * per_layer + h
-    return non_embedding + 2 * vocab_size * h, non_embedding
-
-
-def flops_per_token(m: ModelConfig, vocab_size: int) -> float:
-    """Training FLOPs per token: 6 per weight (forward + backward) plus attention scores over the sequence."""
-    _, non_embedding = count_params(m, vocab_size)
-    matmul_params = non_embedding + vocab_size * m.hidden_size
-    return 6 * matmul_params + 6 * m.num_layers * m.hidden_size * m.seq_len
-
-
-def causal_mask(seq_len: int, device=None) -> torch.Tensor:
-    """megatron's convention: True marks a position that may not be attended to."""
-    return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device), diagonal=1).view(1, 1, seq_len, seq_len)

@@ -228,3 +228,34 @@ def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
 
     resumed, _ = train(tmp_path, "term", 2, tiny_data, *common, "run.resume=true")
     assert scalars(resumed, "train/loss") == scalars(whole, "train/loss")
+
+
+def test_ensemble_of_trained_members(tiny_data, tmp_path):
+    """Members differing only by seed -> logit-averaged ensemble -> L(K) events the fit tool reads."""
+    import json
+
+    members = []
+    for seed in (1, 2, 3):
+        run_dir, _ = train(tmp_path, f"m-seed{seed}", 1, tiny_data, "train.stop_after=null", f"run.seed={seed}")
+        members.append(str(run_dir))
+    out = tmp_path / "ens"
+    result = subprocess.run([str(BIN / "python"), "tools/ensemble_eval.py", *members, "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    by_k = scalars(out, "ensemble/val_loss")
+    finals = [scalars(m, "val/loss")[max(scalars(m, "val/loss"))] for m in members]
+    assert sorted(by_k) == [1, 2, 3]
+    assert by_k[1] == pytest.approx(finals[0], abs=2e-4)           # one member is that member's own val/loss
+    assert by_k[3] <= sum(finals) / 3 + 1e-6                          # Jensen: averaging logits never hurts on average
+    assert scalars(out, "run/params")[0] == scalars(members[0], "run/params")[0]
+
+    report = tmp_path / "report"
+    fit = subprocess.run([str(BIN / "python"), "tools/fit_scaling.py", str(out), "--over", "members", "--out",
+                          str(report), "--bootstrap", "10", "--no-progress"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads((report / "fits.json").read_text())
+
+    bad = subprocess.run([str(BIN / "python"), "tools/ensemble_eval.py", str(tmp_path / "nope"), "--out",
+                          str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr

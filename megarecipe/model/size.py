@@ -1,0 +1,20 @@
+"""Parameter and FLOP counts of the Llama shape, without building it (no megatron import)."""
+from megarecipe.config import ModelConfig
+
+
+def count_params(m: ModelConfig, vocab_size: int) -> tuple[int, int]:
+    """(total, without the input embedding and output head) for the full, unsharded model."""
+    h, f = m.hidden_size, m.ffn_hidden_size
+    head_dim = h // m.num_attention_heads
+    attention = h * (h + 2 * m.num_query_groups * head_dim) + h * h
+    mlp = h * 2 * f + f * h
+    per_layer = attention + mlp + 2 * h
+    non_embedding = m.num_layers * per_layer + h
+    return non_embedding + 2 * vocab_size * h, non_embedding
+
+
+def flops_per_token(m: ModelConfig, vocab_size: int) -> float:
+    """Training FLOPs per token: 6 per weight (forward + backward) plus attention scores over the sequence."""
+    _, non_embedding = count_params(m, vocab_size)
+    matmul_params = non_embedding + vocab_size * m.hidden_size
+    return 6 * matmul_params + 6 * m.num_layers * m.hidden_size * m.seq_len
