@@ -48,7 +48,7 @@ def save(engine, ckpt_dir: str, step: int, keep: int, layout: dict) -> str:
     """Every rank calls this. `layout` (sharding, seed, batch, budget) is kept to check a resume against.
     Returns the tag written."""
     tag = tag_for(step)
-    engine.save_checkpoint(ckpt_dir, tag=tag, client_state={"step": step, "layout": layout}, save_latest=False)
+    engine.save_checkpoint(ckpt_dir, tag=tag, client_state={"step": step}, save_latest=False)
     rank = dist.get_rank()
     torch.save({"step": step, "rng": _rng_state(), "layout": layout},
                os.path.join(ckpt_dir, tag, f"trainer_rank{rank}.pt"))
