@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(BIN)/python -m megarecipe.demo
+	@$(BIN)/python -m megarecipe.cli.demo
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -q -ra tests

@@ -11,7 +11,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from a checkout
 
-from megarecipe.recipes.fit import Point, fit_power_law, joint_asymptote  # noqa: E402
+from megarecipe.analysis.fit import Point, fit_power_law, joint_asymptote  # noqa: E402
 
 
 def curves(seed=0):

@@ -38,7 +38,7 @@ def shape_overrides(a) -> list[str]:
 
 
 def full_stack(a, data_dir: str, nproc: int, tp: int, stage: int, workdir: str) -> float:
-    from megarecipe.recipes.runs import event_dir, read_scalars
+    from megarecipe.analysis.runs import event_dir, read_scalars
 
     run_dir = tempfile.mkdtemp(prefix=f"tp{tp}-z{stage}-n{nproc}-", dir=workdir)
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(nproc), "--master_port",

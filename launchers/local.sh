@@ -8,4 +8,4 @@ nproc="$1"; shift
 [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || die "NPROC must be a positive integer, got '$nproc'"
 args=(--num_gpus "$nproc")
 [[ -n "${MASTER_PORT:-}" ]] && args+=(--master_port "$MASTER_PORT")
-exec deepspeed "${args[@]}" --module megarecipe.train "$@"
+exec deepspeed "${args[@]}" --module megarecipe.cli.train "$@"

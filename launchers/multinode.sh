@@ -10,4 +10,4 @@ python -m megarecipe.hostfile "$hostfile" || exit 2
 args=(--hostfile "$hostfile")
 [[ -n "${MASTER_ADDR:-}" ]] && args+=(--master_addr "$MASTER_ADDR")
 [[ -n "${MASTER_PORT:-}" ]] && args+=(--master_port "$MASTER_PORT")
-exec deepspeed "${args[@]}" --module megarecipe.train "$@"
+exec deepspeed "${args[@]}" --module megarecipe.cli.train "$@"

@@ -1,36 +1,157 @@
-"""Checkpoints: DeepSpeed's files per tag, a pointer that moves only after every rank finished writing.
+"""Checkpoints: DeepSpeed's files per tag, the trainer's own state per rank, a manifest, and a pointer that
+moves only after every rank finished writing.
 
-RUN/checkpoints/step000120/   DeepSpeed's model and optimizer shards, plus trainer_rank{r}.pt (RNG, step)
-RUN/checkpoints/latest         the tag of the newest complete checkpoint (replaced atomically)
-A crash while step N is written leaves `latest` naming the previous, complete checkpoint.
+RUN/checkpoints/step00000120/   DeepSpeed's model and optimizer shards; trainer_rank{r}.pt (step, RNG, resume
+                                key; tensors and plain types, loaded with weights_only=True); manifest.json
+                                (every file and its size, written last)
+RUN/checkpoints/latest          the tag of the newest complete checkpoint (replaced atomically)
+
+A crash while step N is written leaves `latest` naming the previous, complete checkpoint. A pointer that is
+empty or names a missing tag, a missing file, a truncated or corrupt one: each is an error naming the tag, the
+file and the older complete checkpoint to resume from (`run.resume_from=TAG`) - never a silent restart.
+DeepSpeed's own files are pickles: a checkpoint is trusted input (exports are safetensors, safe to share).
 """
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
+import zipfile
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from megarecipe import atomic
+
 POINTER = "latest"
+MANIFEST = "manifest.json"
+TAG = re.compile(r"step\d{8}")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed as asked; one line naming the tag, the file and what to do."""
 
 
 def tag_for(step: int) -> str:
     return f"step{step:08d}"
 
 
-def latest_tag(ckpt_dir: str) -> str | None:
-    path = os.path.join(ckpt_dir, POINTER)
-    if not os.path.isfile(path):
-        return None
-    tag = open(path).read().strip()
-    return tag if os.path.isdir(os.path.join(ckpt_dir, tag)) else None
+def tags(ckpt_dir: str) -> list[str]:
+    """The step directories present, oldest first (complete or not)."""
+    if not os.path.isdir(ckpt_dir):
+        return []
+    return sorted(t for t in os.listdir(ckpt_dir) if TAG.fullmatch(t) and os.path.isdir(os.path.join(ckpt_dir, t)))
 
+
+def exists(ckpt_dir: str) -> bool:
+    """Any pointer or step directory means the run has checkpointed, whatever state they are in."""
+    return os.path.exists(os.path.join(ckpt_dir, POINTER)) or bool(tags(ckpt_dir))
+
+
+def resume_tag(ckpt_dir: str, resume_from: str | None = None) -> str | None:
+    """The tag to resume from: `resume_from` when given, else the one `latest` names; None when the run has
+    no checkpoint at all."""
+    if resume_from:
+        if not os.path.isdir(os.path.join(ckpt_dir, resume_from)):
+            raise CheckpointError(f"run.resume_from={resume_from!r}: no such checkpoint in {ckpt_dir} "
+                                  f"({_present(ckpt_dir)})")
+        return resume_from
+    if not exists(ckpt_dir):
+        return None
+    path = os.path.join(ckpt_dir, POINTER)
+    tag = open(path).read().strip() if os.path.isfile(path) else None
+    if tag and os.path.isdir(os.path.join(ckpt_dir, tag)):
+        return tag
+    what = "is missing" if tag is None else "is empty" if not tag else f"names {tag!r}, which is not there"
+    raise CheckpointError(f"{path} {what} ({_present(ckpt_dir)}){_advice(ckpt_dir, None)}")
+
+
+def _present(ckpt_dir: str) -> str:
+    found = tags(ckpt_dir)
+    return "checkpoints present: " + ", ".join(found) if found else "no step directories"
+
+
+def _advice(ckpt_dir: str, bad: str | None) -> str:
+    older = newest_complete(ckpt_dir, before=bad)
+    if older:
+        return f"; resume from the newest complete one with run.resume_from={older}, or move the damaged one aside"
+    return "; no complete checkpoint remains: start a new run.dir"
+
+
+def newest_complete(ckpt_dir: str, before: str | None = None) -> str | None:
+    """The newest tag (older than `before`) whose manifest lists files that are all there at their size."""
+    for tag in reversed(tags(ckpt_dir)):
+        if (before is None or tag < before) and not _manifest_problem(ckpt_dir, tag):
+            return tag
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checking a tag before loading it
+
+def _manifest_problem(ckpt_dir: str, tag: str) -> str | None:
+    import json
+
+    path = os.path.join(ckpt_dir, tag, MANIFEST)
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+    except FileNotFoundError:
+        return f"{tag}/{MANIFEST} is missing (the checkpoint was never completed)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{tag}/{MANIFEST} is unreadable"
+    for name, size in sorted(files.items()):
+        full = os.path.join(ckpt_dir, tag, name)
+        if not os.path.isfile(full):
+            return f"{tag}/{name} is missing"
+        if os.path.getsize(full) != size:
+            return f"{tag}/{name} has {os.path.getsize(full)} bytes, {size} were written"
+    return None
+
+
+def _file_problem(ckpt_dir: str, tag: str, name: str) -> str | None:
+    """torch's files are zip archives with a CRC per entry: truncation and corruption both show."""
+    try:
+        with zipfile.ZipFile(os.path.join(ckpt_dir, tag, name)) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"{tag}/{name} is damaged ({e})"
+    return f"{tag}/{name} is damaged (entry {bad} fails its CRC)" if bad else None
+
+
+def check(ckpt_dir: str, tag: str, world_size: int) -> None:
+    """Every rank checks its share of the tag's files; all agree, and all raise the same one-line error."""
+    rank, size = dist.get_rank(), dist.get_world_size()
+    problem = _manifest_problem(ckpt_dir, tag) if rank == 0 else None
+    if problem is None and rank == 0:
+        missing = [r for r in range(world_size)
+                   if not os.path.isfile(os.path.join(ckpt_dir, tag, f"trainer_rank{r}.pt"))]
+        if missing:
+            problem = f"{tag}/trainer_rank{missing[0]}.pt is missing (every rank's file is required)"
+    if problem is None:
+        files = sorted(n for n in os.listdir(os.path.join(ckpt_dir, tag)) if n.endswith(".pt"))
+        for name in files[rank::size]:
+            problem = _file_problem(ckpt_dir, tag, name)
+            if problem:
+                break
+    found = [None] * size
+    dist.all_gather_object(found, problem)
+    first = next((p for p in found if p), None)
+    if first:
+        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: {first}{_advice(ckpt_dir, tag)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The trainer's own state per rank: plain types and tensors only
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -38,54 +159,71 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(engine, ckpt_dir: str, step: int, keep: int, layout: dict) -> str:
-    """Every rank calls this. `layout` (sharding, seed, batch, budget) is kept to check a resume against.
-    Returns the tag written."""
-    tag = tag_for(step)
-    engine.save_checkpoint(ckpt_dir, tag=tag, client_state={"step": step}, save_latest=False)
-    rank = dist.get_rank()
-    torch.save({"step": step, "rng": _rng_state(), "layout": layout},
-               os.path.join(ckpt_dir, tag, f"trainer_rank{rank}.pt"))
-    dist.barrier()
-    if rank == 0:
-        tmp = os.path.join(ckpt_dir, f".{POINTER}.tmp")
-        with open(tmp, "w") as f:
-            f.write(tag)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(ckpt_dir, POINTER))
-        _prune(ckpt_dir, keep, tag)
-    dist.barrier()
-    return tag
+def _trainer_file(ckpt_dir: str, tag: str, rank: int) -> str:
+    return os.path.join(ckpt_dir, tag, f"trainer_rank{rank}.pt")
 
 
-def _prune(ckpt_dir: str, keep: int, newest: str) -> None:
-    tags = sorted(t for t in os.listdir(ckpt_dir) if t.startswith("step") and t <= newest)
-    for old in tags[:-keep]:
-        shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)
+def _load_trainer_file(ckpt_dir: str, tag: str, rank: int) -> dict:
+    path = _trainer_file(ckpt_dir, tag, rank)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is missing "
+                              f"(every rank's file is required){_advice(ckpt_dir, tag)}")
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # a damaged zip, or a file from an older version that pickled numpy objects
+        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is "
+                              f"unreadable ({str(e).splitlines()[0][:120]}){_advice(ckpt_dir, tag)}") from None
 
 
-def saved_layout(ckpt_dir: str) -> dict | None:
-    tag = latest_tag(ckpt_dir)
-    path = os.path.join(ckpt_dir, tag, "trainer_rank0.pt") if tag else None
-    if not path or not os.path.isfile(path):
-        return None
-    return torch.load(path, weights_only=False).get("layout")
+def saved_resume_key(ckpt_dir: str, tag: str) -> dict:
+    """What the run was checkpointed with (layout, seed, batch, budget, optimizer), from rank 0's file."""
+    return _load_trainer_file(ckpt_dir, tag, 0)["resume_key"]
 
 
-def load(engine, ckpt_dir: str) -> int:
-    """Restore the newest complete checkpoint; returns its step."""
-    tag = latest_tag(ckpt_dir)
-    if tag is None:
-        raise FileNotFoundError(f"no complete checkpoint in {ckpt_dir}")
-    _, client = engine.load_checkpoint(ckpt_dir, tag=tag)
-    own = os.path.join(ckpt_dir, tag, f"trainer_rank{dist.get_rank()}.pt")
-    if os.path.isfile(own):
-        _set_rng_state(torch.load(own, weights_only=False)["rng"])
-    return int(client["step"])
+# ----------------------------------------------------------------------------------------------------------
+
+class Checkpointer:
+    """Saves at its cadence (every `every` steps, the last step, and when the run is asked to stop) and
+    restores a tag with every rank's state."""
+
+    def __init__(self, engine, ckpt_dir: str, every: int, keep: int, resume_key: dict):
+        self.engine, self.dir, self.every, self.keep, self.resume_key = engine, ckpt_dir, every, keep, resume_key
+
+    def due(self, step: int, end: int, stopping: bool) -> bool:
+        return step == end or stopping or bool(self.every and step % self.every == 0)
+
+    def save(self, step: int) -> str:
+        """Every rank calls this; returns the tag written."""
+        tag = tag_for(step)
+        self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
+        rank = dist.get_rank()
+        torch.save({"step": step, "rng": _rng_state(), "resume_key": self.resume_key},
+                   _trainer_file(self.dir, tag, rank))
+        dist.barrier()
+        if rank == 0:
+            folder = os.path.join(self.dir, tag)
+            files = {n: os.path.getsize(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n != MANIFEST}
+            atomic.write_json(os.path.join(folder, MANIFEST), {"step": step, "files": files})
+            atomic.write_text(os.path.join(self.dir, POINTER), tag)
+            self._prune(tag)
+        dist.barrier()
+        return tag
+
+    def _prune(self, newest: str) -> None:
+        for old in [t for t in tags(self.dir) if t <= newest][:-self.keep]:
+            shutil.rmtree(os.path.join(self.dir, old), ignore_errors=True)
+
+    def restore(self, tag: str, world_size: int) -> int:
+        """Check the tag on every rank, then load it; returns its step."""
+        check(self.dir, tag, world_size)
+        own = _load_trainer_file(self.dir, tag, dist.get_rank())
+        _, client = self.engine.load_checkpoint(self.dir, tag=tag)
+        _set_rng_state(own["rng"])
+        return int(client["step"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -13,8 +14,12 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-REPO = Path(__file__).resolve().parent.parent
-DS_CONFIG_DIR = REPO / "ds_configs"
+from megarecipe.system import has_cuda
+
+# Shipped inside the package (the repository's configs/ and ds_configs/ link here), so they resolve wherever
+# megarecipe is installed.
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+DS_CONFIG_DIR = Path(__file__).resolve().parent / "ds_configs"
 
 
 class ConfigError(ValueError):
@@ -26,6 +31,7 @@ class RunConfig:
     dir: str = "runs/default"
     seed: int = 1234              # model init and data order; the data subset never depends on it
     resume: bool = False          # continue from dir/checkpoints if a checkpoint is there
+    resume_from: Optional[str] = None   # a checkpoint tag (stepNNNNNNNN) to resume from instead of `latest`
 
 
 @dataclass
@@ -100,8 +106,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     try:
         layers = [base]
         if path:
-            if not os.path.isfile(path):
-                raise ConfigError(f"config file {path!r} not found; pass a YAML file such as configs/tiny.yaml")
+            path = resolve_preset(path)
             try:
                 layers.append(OmegaConf.load(path))
             except yaml.YAMLError as e:
@@ -118,6 +123,18 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     except (TypeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
                           f"(run, data, model, optim, parallel, train)") from None
+
+
+def resolve_preset(path: str) -> str:
+    """A YAML path, or a preset's name (`tiny`, `300m`) or its path in a checkout (`configs/tiny.yaml`)."""
+    if os.path.isfile(path):
+        return path
+    name = Path(path).name
+    preset = PRESET_DIR / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if preset.is_file() and (Path(path).parent in (Path("."), Path("configs")) or not Path(path).suffix):
+        return str(preset)
+    choices = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {path!r} not found; pass a YAML file or a preset name ({choices})")
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
@@ -137,10 +154,29 @@ def to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(to_yaml(cfg))
-    os.replace(tmp, path)
+    from megarecipe import atomic
+
+    atomic.write_text(path, to_yaml(cfg))
+
+
+# Settings that change how a run is operated, not what it computes.
+_OPERATIONAL = {"run": ("dir", "resume", "resume_from"),
+                "train": ("stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints")}
+
+
+def run_settings(cfg: Config) -> dict:
+    """The settings that define a run's result, as plain values: runs with equal settings are the same run."""
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+    for section, names in _OPERATIONAL.items():
+        for name in names:
+            plain[section].pop(name)
+    return plain
+
+
+def settings_sha256(cfg: Config) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(run_settings(cfg), sort_keys=True).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -185,7 +221,6 @@ class Layout:
     dp: int
     zero_stage: int
     micro_batch_size: int
-    microbatches: int            # per optimizer step on one data-parallel rank
     global_batch_size: int
     seq_len: int
     vocab_size: int              # the model's, padded
@@ -201,8 +236,8 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = True) -> Layout:
-    """Check every setting that can be checked without building anything; return the derived layout."""
+def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bool = True) -> Layout:
+    """Check every setting that can be checked without building anything, and derive the layout from them."""
     ws = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     m, o, p, t, d = cfg.model, cfg.optim, cfg.parallel, cfg.train, cfg.data
 
@@ -248,6 +283,8 @@ def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = T
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     _check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1")
     _check(cfg.run.seed >= 0, f"run.seed={cfg.run.seed} must be >= 0")
+    _check(cfg.run.resume_from is None or (cfg.run.resume and bool(re.fullmatch(r"step\d{8}", cfg.run.resume_from))),
+           f"run.resume_from={cfg.run.resume_from!r} needs run.resume=true and a tag such as step00000120")
     _check(t.micro_batch_size >= 1, f"train.micro_batch_size={t.micro_batch_size} must be >= 1")
     per_step = t.micro_batch_size * dp
     _check(t.global_batch_size >= per_step and t.global_batch_size % per_step == 0,
@@ -259,7 +296,7 @@ def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = T
     _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
     _check(t.on_nonfinite in ("stop", "skip"), f"train.on_nonfinite={t.on_nonfinite!r}; use 'stop' or 'skip'")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision={t.precision!r}; use auto, fp32 or bf16")
-    if t.precision == "bf16" or (t.precision == "auto" and _has_cuda()):
+    if t.precision == "bf16" or (t.precision == "auto" and has_cuda()):
         _check(stage != 0, "parallel.ds_config: ZeRO stage 0 with bf16 is not supported (DeepSpeed's stage-0 bf16 "
                            "optimizer needs engine.backward, which megatron's schedule does not call); use zero1, "
                            "or train.precision=fp32")
@@ -306,15 +343,10 @@ def validate(cfg: Config, world_size: Optional[int] = None, check_data: bool = T
                            f"train.global_batch_size={t.global_batch_size}; raise train.epochs or lower the batch")
     return Layout(
         world_size=ws, tp=p.tp, pp=p.pp, dp=dp, zero_stage=stage, micro_batch_size=t.micro_batch_size,
-        microbatches=t.global_batch_size // per_step, global_batch_size=t.global_batch_size, seq_len=m.seq_len,
+        global_batch_size=t.global_batch_size, seq_len=m.seq_len,
         vocab_size=vocab, tokenizer_vocab=tok_vocab, num_sequences=num_sequences,
         train_tokens=num_sequences * m.seq_len, total_steps=total,
         warmup_steps=max(1, math.ceil(o.warmup_frac * total)) if o.warmup_frac > 0 else 0)
-
-
-def _has_cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def _pad_vocab(n: int, tp: int) -> int:

@@ -1,7 +1,7 @@
 """TensorBoard from rank 0, throughput and MFU.
 
-The run's facts go into the event files as `run/*` scalars at step 0 (and the config as text), so a tool can
-read a run from its directory alone: see megarecipe/recipes/runs.py.
+The run's facts go into the event files as `run/*` scalars at step 0 (and the config as text and in the
+HPARAMS view) for people browsing TensorBoard; tools read the exact facts from run.json (megarecipe/rundir.py).
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
+
+from megarecipe import rundir
 
 # Dense bf16 peak per GPU (FLOP/s), from the vendors' data sheets.
 GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
@@ -30,9 +32,9 @@ class Writer:
     def run_facts(self, facts: dict, config_yaml: str) -> None:
         if not self.tb:
             return
-        self.scalars(0, {f"run/{k}": float(v) for k, v in facts.items()})
-        self.tb.add_text("run/config", "```\n" + config_yaml + "\n```", 0)
-        exp, ssi, sei = hparams(facts, {"val/loss": float("nan")})
+        self.scalars(0, {rundir.fact_tag(k): float(v) for k, v in facts.items()})
+        self.tb.add_text(rundir.CONFIG_TEXT, "```\n" + config_yaml + "\n```", 0)
+        exp, ssi, sei = hparams(facts, {rundir.VAL_LOSS: float("nan")})
         for summary in (exp, ssi, sei):
             self.tb.file_writer.add_summary(summary)
 

@@ -71,6 +71,17 @@ def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool
     return engine
 
 
+def skip_update(engine) -> None:
+    """Drop this step's gradients but keep the schedule moving. ZeRO's step() sees the non-finite gradient
+    norm, discards its partitioned gradient buffers and applies nothing (zero_grad() alone would leave them to
+    poison the next step); without ZeRO the plain gradients are cleared."""
+    if hooks_backward(engine):
+        engine.step()
+    else:
+        engine.zero_grad()
+    engine.lr_scheduler.step()
+
+
 def hooks_backward(engine) -> bool:
     """Whether DeepSpeed follows a plain `tensor.backward()` through hooks (its ZeRO and bf16 optimizers do).
     Without them (fp32 ZeRO-0) the schedule must call the bare module; `engine.step()` then all-reduces

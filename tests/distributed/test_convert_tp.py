@@ -73,7 +73,7 @@ def worker(out: str) -> None:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    from tests.distributed.conftest import BIN, REPO, env, free_port
+    from tests.helpers import BIN, REPO, env, free_port
 
     out = tmp_path_factory.mktemp("convert_tp")
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), __file__, str(out)]

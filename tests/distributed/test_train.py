@@ -8,7 +8,7 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.distributed.conftest import BIN, REPO, TINY, env, free_port, losses, scalars, train
+from tests.helpers import BIN, REPO, TINY, env, free_port, losses, scalars, train
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_killed_run_resumes_exactly(tiny_data, tmp_path):
 
     run_dir = tmp_path / "killed"
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
-           "megarecipe.train", "configs/tiny.yaml", *common, f"run.dir={run_dir}"]
+           "megarecipe.cli.train", "configs/tiny.yaml", *common, f"run.dir={run_dir}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     pointer = run_dir / "checkpoints" / "latest"
@@ -104,17 +104,21 @@ def test_resume_with_another_layout_is_refused(tiny_data, tmp_path):
     assert result.returncode != 0 and "seed 1234 -> 7" in result.stderr
 
 
+def nan_at(step: int) -> tuple:
+    """The trainer with its training loss made NaN at one step: tests/distributed/inject_nan.py."""
+    return (str(REPO / "tests" / "distributed" / "inject_nan.py"), str(step))
+
+
 def test_nonfinite_loss_stops_with_the_step(tiny_data, tmp_path):
-    _, result = train(tmp_path, "nan", 2, tiny_data, extra_env={"MEGARECIPE_INJECT_NAN_AT_STEP": "3"}, check=False)
+    _, result = train(tmp_path, "nan", 2, tiny_data, program=nan_at(3), check=False)
     assert result.returncode != 0
     assert "non-finite training loss (nan) at step 3" in result.stderr
 
 
 def test_nonfinite_loss_skipped_when_asked(tiny_data, tmp_path, reference):
-    nan3 = {"MEGARECIPE_INJECT_NAN_AT_STEP": "3"}
-    z1, _ = train(tmp_path, "skip1", 2, tiny_data, "train.on_nonfinite=skip", extra_env=nan3)
+    z1, _ = train(tmp_path, "skip1", 2, tiny_data, "train.on_nonfinite=skip", program=nan_at(3))
     z2, _ = train(tmp_path, "skip2", 2, tiny_data, "train.on_nonfinite=skip", "parallel.ds_config=zero2",
-                  extra_env=nan3)
+                  program=nan_at(3))
     for run_dir in (z1, z2):
         assert scalars(run_dir, "train/skipped_batches") == {3: 1.0}
         got = scalars(run_dir, "train/loss")
@@ -124,17 +128,16 @@ def test_nonfinite_loss_skipped_when_asked(tiny_data, tmp_path, reference):
     # ZeRO-2's partitioned gradient buffers must not carry the bad batch into the next step
     assert losses(z2) == pytest.approx(losses(z1), abs=2e-4)
 
-    last, _ = train(tmp_path, "skip_last", 2, tiny_data, "train.on_nonfinite=skip",
-                    extra_env={"MEGARECIPE_INJECT_NAN_AT_STEP": "8"})
+    last, _ = train(tmp_path, "skip_last", 2, tiny_data, "train.on_nonfinite=skip", program=nan_at(8))
     assert (last / "checkpoints" / "latest").read_text() == "step00000008"
     assert 8 in scalars(last, "val/loss")
 
 
 def test_deepspeed_launcher(tiny_data, tmp_path):
-    """The command users type: `deepspeed --num_gpus 2 --module megarecipe.train ...` (CPU processes here)."""
+    """The command users type: `deepspeed --num_gpus 2 --module megarecipe.cli.train ...` (CPU processes here)."""
     run_dir = tmp_path / "ds"
     cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()), "--module",
-           "megarecipe.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", f"run.dir={run_dir}"]
+           "megarecipe.cli.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", f"run.dir={run_dir}"]
     result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
     assert_falls(losses(run_dir))
@@ -144,7 +147,7 @@ def test_deepspeed_launcher(tiny_data, tmp_path):
 def test_bad_layout_fails_before_any_process_group(tiny_data, tmp_path):
     """Rank 0 of a world of 2 with no peer: building a process group would hang, so a prompt exit with the
     one-line error shows the check ran first."""
-    cmd = [str(BIN / "python"), "-m", "megarecipe.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
+    cmd = [str(BIN / "python"), "-m", "megarecipe.cli.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
            f"run.dir={tmp_path / 'bad'}", "parallel.pp=2", "parallel.ds_config=zero2"]
     world = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
              "MASTER_PORT": str(free_port())}
@@ -159,7 +162,7 @@ def test_bad_layout_fails_before_any_process_group(tiny_data, tmp_path):
 def test_export_loads_without_deepspeed_and_reproduces_val_loss(tiny_data, tmp_path, layout):
     """The export of a sharded run, loaded into the plain-PyTorch Llama, gives the trainer's final val/loss."""
     from megarecipe.model.export import load_export
-    from megarecipe.recipes.evaluate import validation_loss
+    from megarecipe.analysis.heldout import validation_loss
 
     run_dir, _ = train(tmp_path, "exp", 2, tiny_data, "train.stop_after=null", *layout)
     model, cfg, info = load_export(str(run_dir / "export"))
@@ -214,7 +217,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
 
     run_dir = tmp_path / "term"
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
-           "megarecipe.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", *common, f"run.dir={run_dir}"]
+           "megarecipe.cli.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", *common, f"run.dir={run_dir}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((run_dir / "tb").glob("events*")):

@@ -15,7 +15,7 @@ from megarecipe.data.meta import dtype_for, load_meta
 from megarecipe.data.prepare import prepare, split_blocks
 from megarecipe.data.tokenizer import file_sha256, load_tokenizer, read_text, train_tokenizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers import REPO
 
 
 @pytest.fixture

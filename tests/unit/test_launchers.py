@@ -7,7 +7,7 @@ import pytest
 
 from megarecipe.hostfile import check_hostfile
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
 ENV_PATH = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
 
 

@@ -16,7 +16,7 @@ def megatron_world():
     cpu_compat.apply()
     import torch.distributed as dist
     from megatron.core import parallel_state as ps, tensor_parallel
-    from tests.distributed.conftest import free_port
+    from tests.helpers import free_port
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     dist.init_process_group("gloo", rank=0, world_size=1)

@@ -3,14 +3,14 @@ export round-trips through it."""
 import pytest
 import torch
 
-from megarecipe.config import REPO, ModelConfig, load_config, save_config
+from megarecipe.config import PRESET_DIR, ModelConfig, load_config, save_config
 from megarecipe.data.tokenizer import file_sha256
 from megarecipe.model.export import load_export, write_export
 from megarecipe.model.llama import count_params
 from megarecipe.model.reference import Llama
 from tests.unit.test_model_engine import megatron_world  # noqa: F401  (fixture)
 
-TINY = str(REPO / "configs" / "tiny.yaml")
+TINY = str(PRESET_DIR / "tiny.yaml")
 
 # megatron's names for ModelConfig() at vocab 2048, written out so that a change on either side shows
 CANONICAL = {"embedding.word_embeddings.weight": (2048, 128)}

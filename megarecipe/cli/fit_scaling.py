@@ -14,8 +14,8 @@ import os
 import shlex
 import sys
 
-from megarecipe.recipes.fit import FitError, Point
-from megarecipe.recipes.runs import RunError
+from megarecipe.analysis.fit import FitError, Point
+from megarecipe.analysis.runs import RunError
 
 OVER = {  # --over name -> (RunRecord field, divisor, axis text)
     "params": ("params", 1e9, "parameters N (billions)"),
@@ -86,7 +86,7 @@ def fit_kw(args):
 
 
 def read(paths, problems):
-    from megarecipe.recipes.runs import format_table, read_runs
+    from megarecipe.analysis.runs import format_table, read_runs
 
     records, bad = read_runs(paths)
     problems.extend(bad)
@@ -182,7 +182,7 @@ def read_table(path):
 
 
 def fit_groups(groups, args):
-    from megarecipe.recipes.fit import fit_points
+    from megarecipe.analysis.fit import fit_points
 
     fits = {}
     for label, pts in groups.items():
@@ -195,7 +195,7 @@ def fit_groups(groups, args):
 
 
 def curves_report(args, fits, x_text, records, problems, command, title):
-    from megarecipe.recipes import plots, report
+    from megarecipe.analysis import plots, report
 
     png = "fit.png"
     plots.plot_curves(fits, os.path.join(args.out, png), x_text)
@@ -206,7 +206,7 @@ def curves_report(args, fits, x_text, records, problems, command, title):
 
 def recipe_loss(args, problems):
     """The recipe's loss, its bootstrap samples, a description, and its records."""
-    from megarecipe.recipes.fit import fit_points, joint_asymptote
+    from megarecipe.analysis.fit import fit_points, joint_asymptote
 
     if args.recipe_loss is not None:
         return args.recipe_loss, None, "given with --recipe-loss", []
@@ -248,7 +248,7 @@ def reference_budget(args, recipe_records, baseline):
     return float(baseline.x.min()), "the baseline's smallest budget (none given)"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "python tools/fit_scaling.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     problems = []
@@ -279,8 +279,8 @@ def main(argv=None) -> int:
 
 
 def joint(args, command, problems):
-    from megarecipe.recipes import plots, report
-    from megarecipe.recipes.fit import joint_asymptote
+    from megarecipe.analysis import plots, report
+    from megarecipe.analysis.fit import joint_asymptote
 
     records = read(args.runs, problems)
     curves = ensemble_curves(records, problems)
@@ -297,8 +297,8 @@ def joint(args, command, problems):
 
 
 def efficiency(args, command, problems):
-    from megarecipe.recipes import plots, report
-    from megarecipe.recipes.fit import data_efficiency, fit_points
+    from megarecipe.analysis import plots, report
+    from megarecipe.analysis.fit import data_efficiency, fit_points
 
     base_records = read(args.baseline, problems)
     groups = run_points(base_records, "tokens", problems)

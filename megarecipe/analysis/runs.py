@@ -1,8 +1,9 @@
-"""The one reader of run directories.
+"""Run directories read into records for the fits and reports.
 
-A run directory holds TensorBoard events in RUN/tb (or directly in RUN): `val/loss` over steps, an ensemble's
-`ensemble/val_loss` with step = K members averaged, and the run's facts as `run/*` scalars at step 0 (written
-by megarecipe/metrics.py). Everything is read with tensorboard's own EventAccumulator.
+The exact facts and the status come from RUN/run.json (megarecipe/rundir.py); the curves - `val/loss` over steps,
+an ensemble's `ensemble/val_loss` with step = K members averaged - from the TensorBoard events in RUN/tb (or
+directly in RUN), read with tensorboard's own EventAccumulator. Run dirs from before run.json existed are
+read from their events alone (facts as float32 `run/*` scalars at step 0).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import math
 import os
 from dataclasses import dataclass, field
 
-VAL_TAG = "val/loss"
-ENSEMBLE_TAG = "ensemble/val_loss"
-# run/<fact> -> field; counts come back from float32 and are rounded to int
+from megarecipe import rundir
+from megarecipe.rundir import RunDir, RunDirError
+
+# facts as event scalars come back from float32: counts are rounded to int, values to 7 significant digits
 COUNTS = ("params", "params_non_embedding", "train_tokens", "seed", "global_batch_tokens", "total_steps")
 VALUES = ("epochs", "lr", "weight_decay")
 
@@ -40,13 +42,7 @@ class RunRecord:
     final_val_loss: float | None = None  # val/loss at the largest step
     final_step: int | None = None
     ensemble_losses: dict = field(default_factory=dict)  # K -> ensemble/val_loss
-
-    @property
-    def best_loss(self) -> float | None:
-        """The run's figure: its final val loss, else its largest ensemble's loss."""
-        if self.final_val_loss is not None:
-            return self.final_val_loss
-        return self.ensemble_losses[max(self.ensemble_losses)] if self.ensemble_losses else None
+    status: str | None = None  # run.json's status; None for a run dir without one
 
 
 def event_dir(path: str) -> str:
@@ -88,41 +84,60 @@ def _fact(series: dict | None):
     return series[min(series)]  # written once at step 0
 
 
+def _run_json(path: str) -> dict:
+    """run.json of RUN (or of RUN when given RUN/tb); {} for a run dir from before run.json existed."""
+    base = os.path.dirname(os.path.normpath(path)) if os.path.basename(os.path.normpath(path)) == rundir.TB else path
+    try:
+        return RunDir(base).info() or {}
+    except RunDirError as e:
+        raise RunError(str(e)) from None
+
+
 def read_run(path: str) -> RunRecord:
     """Read one run directory; raises RunError when it has no events, no final loss, or a non-finite one."""
     if not os.path.isdir(path):
         raise RunError("not a directory")
+    info = _run_json(path)
     tb = event_dir(path)
     if not glob.glob(os.path.join(tb, "*tfevents*")):
         raise RunError(f"no TensorBoard event files (looked in {tb})")
     scalars = read_scalars(tb)
-    rec = RunRecord(path=path, name=run_name(path))
+    rec = RunRecord(path=path, name=run_name(path), status=info.get("status"))
+    exact = info.get("facts") or {}
     for key in COUNTS:
-        v = _fact(scalars.get(f"run/{key}"))
+        v = exact.get(key, _fact(scalars.get(rundir.fact_tag(key))))
         setattr(rec, key, None if v is None or not math.isfinite(v) else int(round(v)))
     for key in VALUES:
-        v = _fact(scalars.get(f"run/{key}"))
-        # float32 storage: 3e-3 comes back as 0.0030000000260...; 7 significant digits restore it
-        setattr(rec, key, None if v is None or not math.isfinite(v) else float(f"{v:.7g}"))
-    if scalars.get(VAL_TAG):
-        val = scalars[VAL_TAG]
+        v = exact.get(key)
+        if v is None:
+            v = _fact(scalars.get(rundir.fact_tag(key)))
+            # float32 storage: 3e-3 comes back as 0.0030000000260...; 7 significant digits restore it
+            v = None if v is None or not math.isfinite(v) else float(f"{v:.7g}")
+        setattr(rec, key, v)
+    if scalars.get(rundir.VAL_LOSS):
+        val = scalars[rundir.VAL_LOSS]
         rec.final_step = max(val)
         rec.final_val_loss = val[rec.final_step]
-    rec.ensemble_losses = dict(sorted(scalars.get(ENSEMBLE_TAG, {}).items()))
+    final = info.get("final") or {}
+    if final.get("val_loss") is not None and final.get("step") == rec.final_step:
+        rec.final_val_loss = final["val_loss"]   # the exact value; the event holds it as float32
+    rec.ensemble_losses = dict(sorted(scalars.get(rundir.ENSEMBLE_VAL_LOSS, {}).items()))
     check(rec)
     return rec
 
 
 def check(rec: RunRecord) -> None:
     if rec.final_val_loss is None and not rec.ensemble_losses:
-        raise RunError(f"no final validation loss (no {VAL_TAG} or {ENSEMBLE_TAG} scalars)")
+        raise RunError(f"no final validation loss (no {rundir.VAL_LOSS} or {rundir.ENSEMBLE_VAL_LOSS} scalars)")
     if rec.final_val_loss is not None and not math.isfinite(rec.final_val_loss):
-        raise RunError(f"final {VAL_TAG} is {rec.final_val_loss} (step {rec.final_step})")
+        raise RunError(f"final {rundir.VAL_LOSS} is {rec.final_val_loss} (step {rec.final_step})")
     bad = [k for k, v in rec.ensemble_losses.items() if not math.isfinite(v)]
     if bad:
-        raise RunError(f"{ENSEMBLE_TAG} is not finite at K = {', '.join(map(str, bad))}")
+        raise RunError(f"{rundir.ENSEMBLE_VAL_LOSS} is not finite at K = {', '.join(map(str, bad))}")
+    if rec.status not in (None, rundir.FINISHED):
+        raise RunError(f"unfinished: run.json says {rec.status}")
     if rec.final_val_loss is not None and rec.total_steps and rec.final_step < rec.total_steps:
-        raise RunError(f"unfinished: last {VAL_TAG} at step {rec.final_step} of {rec.total_steps}")
+        raise RunError(f"unfinished: last {rundir.VAL_LOSS} at step {rec.final_step} of {rec.total_steps}")
 
 
 def read_runs(paths) -> tuple[list[RunRecord], list[tuple[str, str]]]:
@@ -163,8 +178,8 @@ def format_table(records: list[RunRecord]) -> str:
     cols = [c for c in COLUMNS if c != "path"]
     rows = [[_cell(r, c) for c in cols] for r in records]
     widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 

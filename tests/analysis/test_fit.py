@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit, nnls
 
-from megarecipe.recipes.fit import (FitError, Point, PowerLaw, best_per_x, bootstrap, data_efficiency, fit_points,
+from megarecipe.analysis.fit import (FitError, Point, PowerLaw, best_per_x, bootstrap, data_efficiency, fit_points,
                                     fit_power_law, interval, joint_asymptote)
-from megarecipe.recipes.report import to_jsonable
+from megarecipe.analysis.report import to_jsonable
 
-from .conftest import PAPER_K_ASYMPTOTES, PAPER_SIZES
+from tests.helpers import PAPER_K_ASYMPTOTES, PAPER_SIZES
 
 
 def law(x, A, alpha, E):
@@ -158,7 +158,7 @@ def test_bootstrap_is_reproducible_and_centred_on_the_fit():
 
 
 def test_vectorised_bootstrap_matches_one_fit_per_resample():
-    from megarecipe.recipes.fit import resample_weights
+    from megarecipe.analysis.fit import resample_weights
 
     rng = np.random.default_rng(11)
     x = np.geomspace(0.1, 2, 6)
@@ -174,7 +174,7 @@ def test_vectorised_bootstrap_matches_one_fit_per_resample():
 
 
 def test_huber_bootstrap_reaches_each_resamples_optimum():
-    from megarecipe.recipes.fit import resample_weights
+    from megarecipe.analysis.fit import resample_weights
 
     rng = np.random.default_rng(7)
     x = np.geomspace(0.1, 2, 9)

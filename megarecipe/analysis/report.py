@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from megarecipe.recipes.runs import COLUMNS, table_rows, write_csv
+from megarecipe.analysis.runs import COLUMNS, table_rows, write_csv
 
 LOSS_TEXT = {"lsq": "least squares on the raw loss", "huber": "Huber loss on the raw loss"}
 

@@ -1,19 +1,21 @@
-"""Ensembles of independently trained runs: the mean of the members' logits (a renormalised geometric mean
-of their probabilities), scored on the data dir's held-out tokens for K = 1..n members.
+"""Held-out loss of exported models, without DeepSpeed: one model, or an ensemble - the mean of the members'
+logits (a renormalised geometric mean of their probabilities) - for K = 1..n members, on the same held-out
+tokens as every run's `val/loss`.
 
-The result is an event directory the scaling-fit tool reads: `ensemble/val_loss` at step K, and the members'
-shared facts (`run/params` of one member, budget, epochs, LR, weight decay) at step 0.
+An ensemble's result is a run directory of its own: `ensemble/val_loss` at step K in its events, the members'
+shared facts, and run.json / ensemble.json naming the members, which the scaling-fit tool reads.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 import torch.nn.functional as F
 
+from megarecipe import atomic, rundir
 from megarecipe.data.dataset import IGNORE_INDEX, validation_batches
 from megarecipe.model.export import load_export
+from megarecipe.rundir import RunDir
 
 SHARED = ("params", "params_non_embedding", "train_tokens", "epochs", "lr", "weight_decay", "global_batch_tokens")
 
@@ -28,12 +30,12 @@ def load_members(run_dirs: list[str], device="cpu") -> list[tuple]:
         raise EnsembleError("no member runs given; pass the run directories of the ensemble's members")
     members = []
     for run_dir in run_dirs:
-        export = os.path.join(run_dir, "export")
+        export = RunDir(run_dir).export
         if not os.path.isdir(export):
             raise EnsembleError(f"{run_dir} has no export/; only finished runs can be ensembled")
         members.append(load_export(export, device))
     _, cfg0, info0 = members[0]
-    for run_dir, (_, cfg, info) in zip(run_dirs[1:], members[1:]):
+    for run_dir, (_, cfg, info) in zip(run_dirs[1:], members[1:], strict=True):
         for what, a, b in (("tokenizer", info0["tokenizer_sha256"], info["tokenizer_sha256"]),
                            ("vocab size", info0["vocab_size"], info["vocab_size"]),
                            ("model.seq_len", cfg0.model.seq_len, cfg.model.seq_len)):
@@ -60,27 +62,35 @@ def ensemble_losses(models: list, data_dir: str, seq_len: int, max_tokens: int |
     return (totals / count).tolist()
 
 
+def validation_loss(model, data_dir: str, seq_len: int, max_tokens: int | None = None, batch_size: int = 8,
+                    device="cpu") -> float:
+    """Mean per-token cross-entropy of one model (tokens -> logits): the trainer's final val/loss."""
+    return ensemble_losses([model], data_dir, seq_len, max_tokens, batch_size, device)[0]
+
+
 def evaluate_ensemble(run_dirs: list[str], out_dir: str, device="cpu") -> list[float]:
-    """Score K = 1..n of the given runs (in the given order) and write the ensemble's event directory."""
+    """Score K = 1..n of the given runs (in the given order) and write the ensemble's run directory."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from megarecipe.recipes.runs import read_run
+    from megarecipe.analysis.runs import read_run
 
     members = load_members(run_dirs, device)
     cfg = members[0][1]
     losses = ensemble_losses([m for m, _, _ in members], cfg.data.dir, cfg.model.seq_len,
                              max_tokens=cfg.data.val_tokens, batch_size=cfg.train.eval_batch_size, device=device)
     first = read_run(run_dirs[0])
-    os.makedirs(out_dir, exist_ok=True)
-    writer = SummaryWriter(os.path.join(out_dir, "tb"))
-    for name in SHARED:
-        value = getattr(first, name, None)
-        if value is not None:
-            writer.add_scalar(f"run/{name}", float(value), 0)
-    writer.add_scalar("run/members", float(len(members)), 0)
+    facts = {name: getattr(first, name) for name in SHARED if getattr(first, name, None) is not None}
+    facts["members"] = len(members)
+    out = RunDir(out_dir)
+    os.makedirs(out.path, exist_ok=True)
+    writer = SummaryWriter(out.tb)
+    for name, value in facts.items():
+        writer.add_scalar(rundir.fact_tag(name), float(value), 0)
     for k, loss in enumerate(losses, start=1):
-        writer.add_scalar("ensemble/val_loss", loss, k)
+        writer.add_scalar(rundir.ENSEMBLE_VAL_LOSS, loss, k)
     writer.close()
-    with open(os.path.join(out_dir, "ensemble.json"), "w") as f:
-        json.dump({"members": [os.path.abspath(r) for r in run_dirs], "val_loss_by_k": losses}, f, indent=1)
+    paths = [os.path.abspath(r) for r in run_dirs]
+    atomic.write_json(out.join("ensemble.json"), {"members": paths, "val_loss_by_k": losses})
+    out.update(status=rundir.FINISHED, kind="ensemble", facts=facts, members=paths,
+               final={"val_loss": losses[-1], "val_loss_by_k": losses})
     return losses

@@ -11,7 +11,7 @@ DATA_DIR = "data/default"
 RUN_DIR = "runs/demo"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from megarecipe.data.corpus import prepare_default
     from megarecipe.data.errors import DataError
 

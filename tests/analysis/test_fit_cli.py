@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from .conftest import PAPER_K_ASYMPTOTES, PAPER_SIZES, write_run
+from tests.helpers import PAPER_K_ASYMPTOTES, PAPER_SIZES, write_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "fit_scaling.py")

@@ -1,0 +1,79 @@
+"""Process groups: the device and backend chosen at run time (NCCL on GPUs, gloo on CPU), megatron's
+tensor/pipeline groups, and decisions every rank must take together."""
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+import torch.distributed as dist
+
+from megarecipe.system import free_port
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _single_process_env() -> None:
+    """`python -m megarecipe.cli.train` with no launcher: a world of one."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+
+
+def init(tp: int, pp: int, seed: int) -> torch.device:
+    """Join the world the launcher started and build megatron's groups; returns this rank's device."""
+    from megarecipe.parallel import cpu_compat
+
+    _single_process_env()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        cpu_compat.apply()
+        device = torch.device("cpu")
+        backend = "gloo"
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    import deepspeed
+    from megatron.core import parallel_state as ps, tensor_parallel
+
+    deepspeed.init_distributed(dist_backend=backend)
+    ps.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    torch.manual_seed(seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+    return device
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on one."""
+    seen = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(seen, op=dist.ReduceOp.MAX)
+    return bool(seen.item())
+
+
+def all_max(value: float, device: torch.device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
+class StopRequest:
+    """SIGTERM (a scheduler's preemption or time limit, passed on by the launchers) or SIGUSR1 (Slurm's
+    --signal) asks for a checkpoint at the end of the current step and a clean exit; the ranks agree on the
+    step."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.requested = device, False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._request)
+
+    def _request(self, signum, frame):
+        self.requested = True
+
+    def agreed(self) -> bool:
+        return any_rank(self.requested, self.device)

@@ -1,0 +1,166 @@
+"""The run directory: its file names, its TensorBoard tags and its run.json, owned here and nowhere else.
+
+RUN/run.json          what the run is and where it stands: status, exact facts, config hash, export, final loss
+RUN/config.yaml       the resolved config the run started with
+RUN/tb/               TensorBoard events: the curves and the HPARAMS view
+RUN/checkpoints/      DeepSpeed checkpoints and the `latest` pointer
+RUN/export/           consolidated weights, loadable without DeepSpeed
+RUN/eval/             downstream evaluation results
+RUN/run.lock          locked by the process that writes the run, for as long as it runs
+
+Writers (the trainer, the ensemble scorer) and readers (analysis, launchers, recipes) all go through this
+module; it imports nothing heavy, so every layer may use it.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+
+from megarecipe import atomic
+
+RUN_JSON, CONFIG, TB, CHECKPOINTS, EXPORT, EVAL, LOCK = (
+    "run.json", "config.yaml", "tb", "checkpoints", "export", "eval", "run.lock")
+
+# TensorBoard tags
+TRAIN_LOSS = "train/loss"
+VAL_LOSS = "val/loss"                    # exact mean over the data dir's held-out tokens
+ENSEMBLE_VAL_LOSS = "ensemble/val_loss"  # step = K, the number of members whose logits are averaged
+LR = "train/lr"
+GRAD_NORM = "train/grad_norm"
+EPOCH = "train/epoch"
+SKIPPED = "train/skipped_batches"
+TOKENS_PER_SEC = "perf/tokens_per_sec"
+MFU = "perf/mfu"
+CONFIG_TEXT = "run/config"
+
+
+def fact_tag(name: str) -> str:
+    """The run's facts are also TensorBoard scalars at step 0 (float32: run.json holds the exact values)."""
+    return f"run/{name}"
+
+
+def eval_tag(task: str, metric: str) -> str:
+    return f"eval/{task}/{metric}"
+
+
+# The facts every run states, exact, in run.json["facts"].
+FACTS = ("params", "params_non_embedding", "train_tokens", "epochs", "lr", "weight_decay", "seed",
+         "global_batch_tokens", "total_steps", "world_size")
+
+# run.json "status", and the two states a reader can see beyond it
+RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+NOT_STARTED = "not started"
+INTERRUPTED = "interrupted"   # run.json says running, but no process holds the lock: killed
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as it is; the message says why and what to do, in one line."""
+
+
+class RunDir:
+    def __init__(self, path: str):
+        self.path = os.path.normpath(str(path))
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.path!r})"
+
+    def join(self, *names: str) -> str:
+        return os.path.join(self.path, *names)
+
+    @property
+    def run_json(self) -> str:
+        return self.join(RUN_JSON)
+
+    @property
+    def config(self) -> str:
+        return self.join(CONFIG)
+
+    @property
+    def tb(self) -> str:
+        return self.join(TB)
+
+    @property
+    def checkpoints(self) -> str:
+        return self.join(CHECKPOINTS)
+
+    @property
+    def export(self) -> str:
+        return self.join(EXPORT)
+
+    @property
+    def eval(self) -> str:
+        return self.join(EVAL)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    # run.json ---------------------------------------------------------------------------------------------
+
+    def info(self) -> dict | None:
+        """run.json as a dict; None when the run has none (not started, or written by an older version)."""
+        try:
+            with open(self.run_json) as f:
+                info = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{self.run_json} is unreadable ({e}); move it aside to read the run from its "
+                              f"events") from None
+        if not isinstance(info, dict):
+            raise RunDirError(f"{self.run_json} does not hold a JSON object; move it aside")
+        return info
+
+    def update(self, **fields) -> dict:
+        """Merge `fields` into run.json and write it atomically (one writer per run: rank 0)."""
+        info = self.info() or {}
+        info.update(fields, updated=time.time())
+        os.makedirs(self.path, exist_ok=True)
+        atomic.write_json(self.run_json, info)
+        return info
+
+    def state(self) -> str:
+        """not started / running / interrupted / stopped / finished / failed, from the directory alone."""
+        info = self.info()
+        if info is None:
+            return NOT_STARTED if not os.path.isdir(self.checkpoints) else INTERRUPTED
+        status = info.get("status", NOT_STARTED)
+        if status == RUNNING and not self.locked():
+            return INTERRUPTED
+        return status
+
+    # the lock -----------------------------------------------------------------------------------------------
+
+    def locked(self) -> bool:
+        """Whether some process holds the run's lock now."""
+        try:
+            fd = os.open(self.join(LOCK), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    @contextmanager
+    def hold(self):
+        """Hold the run's lock while the block runs; another holder makes this a one-line error."""
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.join(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirError(f"{self.path} is in use by another process (it holds {LOCK}); wait for it to "
+                                  f"finish or stop it, or choose another run.dir") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
+            yield self
+        finally:
+            os.close(fd)

@@ -1,0 +1,30 @@
+"""The trainer with a fault injected: `inject_nan.py STEP CONFIG key=value ...` makes the training loss NaN
+(and so every gradient) at one step, to test the non-finite guard. The injection lives here, not in the trainer."""
+import sys
+
+from megarecipe import objectives, step
+from megarecipe.cli.train import main
+
+bad_step = int(sys.argv.pop(1))
+calls = {"steps": 0}
+train_step, cross_entropy = step.Stepper.train_step, objectives.CrossEntropy.__call__
+
+
+def counting_train_step(self, tokens, targets):
+    calls["steps"] += 1   # the test runs never resume: call n is step n
+    return train_step(self, tokens, targets)
+
+
+def poisoned_cross_entropy(self, per_token, batch):
+    loss, metrics = cross_entropy(self, per_token, batch)
+    if calls["steps"] == bad_step:
+        loss = loss * float("nan")
+        metrics = {"loss": loss.detach().clone()}
+    return loss, metrics
+
+
+step.Stepper.train_step = counting_train_step
+objectives.CrossEntropy.__call__ = poisoned_cross_entropy
+
+if __name__ == "__main__":
+    sys.exit(main())

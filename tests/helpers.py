@@ -1,0 +1,97 @@
+"""Helpers the tests share: launching tiny runs the way users do, reading what they wrote, writing fake runs."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megarecipe.system import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+# A Llama small enough for a few steps a second on two cores.
+TINY = ["model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=176", "model.num_attention_heads=4",
+        "model.num_query_groups=2", "model.seq_len=64", "data.train_tokens=20000", "data.val_tokens=2048",
+        "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=4", "train.eval_every=4",
+        "train.eval_batch_size=8", "train.progress=false", "optim.lr=3e-3", "optim.weight_decay=0.1",
+        "optim.warmup_frac=0.1", "train.stop_after=8"]
+
+
+def env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
+
+
+def torchrun(nproc: int, overrides: list[str], extra_env: dict | None = None, timeout: int = 400,
+             program: tuple = ("-m", "megarecipe.cli.train")):
+    """nproc=0: plain `python -m megarecipe.cli.train`, no launcher."""
+    launcher = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port())] \
+        if nproc else [str(BIN / "python")]
+    cmd = [*launcher, *program, "configs/tiny.yaml", *overrides]
+    return subprocess.run(cmd, cwd=REPO, env={**env(), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def train(tmp_path, name: str, nproc: int, data_dir: str, *overrides: str, extra_env=None, check=True,
+          program: tuple = ("-m", "megarecipe.cli.train")):
+    run_dir = tmp_path / name
+    result = torchrun(nproc, [*TINY, f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides], extra_env,
+                      program=program)
+    if check and result.returncode != 0:
+        pytest.fail(f"{name} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return run_dir, result
+
+
+def scalars(run_dir, tag: str) -> dict[int, float]:
+    """Read with TensorBoard's own reader (through the tools' run reader): what a user's TensorBoard shows."""
+    from megarecipe.analysis.runs import event_dir, read_scalars
+
+    return read_scalars(event_dir(str(run_dir))).get(tag, {})
+
+
+def losses(run_dir) -> list[float]:
+    values = scalars(run_dir, "train/loss")
+    return [values[s] for s in sorted(values)]
+
+
+def write_run(path, facts=None, val=None, ensemble=None, extra=None, tb=True, purge_step=None):
+    """Event files as the trainer writes them, with torch's own SummaryWriter (no code of ours involved).
+
+    facts: run/<name> -> value at step 0; val: step -> val/loss; ensemble: K -> ensemble/val_loss;
+    extra: tag -> {step: value}.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(log_dir=os.path.join(path, "tb") if tb else path, purge_step=purge_step)
+    for name, v in (facts or {}).items():
+        w.add_scalar(f"run/{name}", v, 0)
+    w.add_text("run/config", "model: {}", 0)
+    for step, v in (val or {}).items():
+        w.add_scalar("val/loss", v, step)
+        w.add_scalar("train/loss", v + 0.1, step)
+    for k, v in (ensemble or {}).items():
+        w.add_scalar("ensemble/val_loss", v, k)
+    for tag, series in (extra or {}).items():
+        for step, v in series.items():
+            w.add_scalar(tag, v, step)
+    w.close()
+    return str(path)
+
+
+def llama_params(hidden, mlp, heads, kv_heads, layers, vocab=128256):
+    """Total parameters of the paper's Llama shapes: untied embeddings, no biases, RMSNorm weights."""
+    head_dim = hidden // heads
+    attention = 2 * hidden * hidden + 2 * hidden * kv_heads * head_dim
+    per_layer = attention + 3 * hidden * mlp + 2 * hidden
+    return layers * per_layer + hidden + 2 * vocab * hidden
+
+
+PAPER_SIZES = {  # name -> total params, from the shapes in shared/paper-notes.md
+    "150m": llama_params(512, 1792, 8, 8, 6),
+    "300m": llama_params(768, 2688, 12, 12, 12),
+    "600m": llama_params(1024, 3584, 16, 8, 24),
+    "1.4b": llama_params(2048, 7168, 16, 8, 16),
+}
+PAPER_K_ASYMPTOTES = {"150m": 3.4949, "300m": 3.2730, "600m": 3.2122, "1.4b": 3.1740}

@@ -1,0 +1,55 @@
+"""The run-directory contract: run.json written atomically, the lock, and the states a reader sees."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from megarecipe import rundir
+from megarecipe.rundir import RunDir, RunDirError
+
+
+def test_states_from_the_directory_alone(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.state() == rundir.NOT_STARTED
+    with run.hold():
+        run.update(status=rundir.RUNNING, facts={"lr": 3e-3})
+        assert run.state() == rundir.RUNNING
+        assert RunDir(run.path).locked()
+    assert run.state() == rundir.INTERRUPTED          # says running, but nobody holds the lock
+    run.update(status=rundir.FINISHED)
+    assert run.state() == rundir.FINISHED
+    assert run.info()["facts"]["lr"] == 3e-3          # exact, not float32
+
+
+def test_a_second_holder_is_refused(tmp_path):
+    run = RunDir(tmp_path / "r")
+    with run.hold():
+        with pytest.raises(RunDirError, match="in use by another process"):
+            with RunDir(run.path).hold():
+                pass
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path):
+    code = ("import os, sys; from megarecipe.rundir import RunDir; r = RunDir(sys.argv[1]); "
+            "r.hold().__enter__(); r.update(status='running'); print('held', flush=True); os.kill(os.getpid(), 9)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, timeout=60)
+    run = RunDir(tmp_path / "r")
+    assert run.info()["status"] == rundir.RUNNING and run.state() == rundir.INTERRUPTED
+
+
+def test_damaged_run_json_is_one_line(tmp_path):
+    run = RunDir(tmp_path)
+    (tmp_path / rundir.RUN_JSON).write_text("{not json")
+    with pytest.raises(RunDirError, match="unreadable.*move it aside"):
+        run.info()
+
+
+def test_update_is_atomic_and_merges(tmp_path):
+    run = RunDir(tmp_path)
+    run.update(status="running", step=1)
+    run.update(step=2)
+    info = json.loads((tmp_path / rundir.RUN_JSON).read_text())
+    assert info["status"] == "running" and info["step"] == 2
+    assert [n for n in os.listdir(tmp_path) if "tmp" in n] == []
