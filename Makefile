@@ -11,7 +11,6 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 export DS_BUILD_OPS := 0
-export PYTHONWARNINGS := ignore
 
 .PHONY: setup demo test test-fast bench clean
 

@@ -1,1 +1,20 @@
-"""megarecipe: data-constrained pre-training recipe."""
+"""megarecipe: data-constrained LLM pre-training (megatron-core Llama under DeepSpeed ZeRO), ensembles,
+distillation and scaling-law asymptotes."""
+import warnings as _warnings
+
+__version__ = "0.1.0"
+
+# The one place where warnings are silenced: known noise from megatron-core and torch on machines without
+# Transformer Engine or Apex, each by its message. Every other warning (a deprecation in the internals the CPU
+# layer patches, say) still shows.
+for _message in (
+    r"Transformer Engine and Apex are not installed",
+    r"Apex is not installed",
+    r"`torch\.jit\.script_method` is deprecated",
+    r"The following imports from `dynamic_context\.py`",
+    r"The 'megatron\.core\.transformer\.custom_layers\.transformer_engine'",
+    r"full scope is deprecated",
+    r"MLP requires ffn_hidden_size",
+    r"Warning: tp_group is None",
+):
+    _warnings.filterwarnings("ignore", message=_message)
