@@ -3,15 +3,11 @@
   python benchmarks/fit_bench.py [--resamples 200] [--repeats 3]
 """
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from a checkout
-
-from megarecipe.analysis.fit import Point, fit_power_law, joint_asymptote  # noqa: E402
+from megarecipe.analysis.fit import Point, fit_power_law, joint_asymptote
 
 
 def curves(seed=0):

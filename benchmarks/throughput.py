@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,14 +20,9 @@ from pathlib import Path
 
 import torch
 
+from megarecipe.system import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shape_overrides(a) -> list[str]:
@@ -42,11 +36,11 @@ def full_stack(a, data_dir: str, nproc: int, tp: int, stage: int, workdir: str) 
 
     run_dir = tempfile.mkdtemp(prefix=f"tp{tp}-z{stage}-n{nproc}-", dir=workdir)
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(nproc), "--master_port",
-           str(free_port()), "-m", "megarecipe.train", "configs/tiny.yaml", *shape_overrides(a),
+           str(free_port()), "-m", "megarecipe.cli.train", "configs/tiny.yaml", *shape_overrides(a),
            f"data.dir={data_dir}", "data.train_tokens=null", "data.val_tokens=null", f"run.dir={run_dir}",
            f"parallel.tp={tp}", f"parallel.ds_config=zero{stage}", f"train.stop_after={a.steps}",
            "train.eval_every=1000000", "train.checkpoint_every=0", "train.progress=false", "train.epochs=1"]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", DS_ACCELERATOR="cpu" if not torch.cuda.is_available() else "")
+    env = dict(os.environ, DS_ACCELERATOR="cpu" if not torch.cuda.is_available() else "")
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"full stack tp={tp} zero={stage} failed:\n{result.stderr[-3000:]}")
