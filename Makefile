@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 export DS_BUILD_OPS := 0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	@$(BIN)/python -m megarecipe.cli.demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	@$(BIN)/python -m pytest -q -ra tests
+
+lint: $(STAMP)
+	@$(BIN)/ruff check . && echo "ruff: clean"
 
 test-fast: $(STAMP)
 	@$(BIN)/python -m pytest -q -m "not slow" tests

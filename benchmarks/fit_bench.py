@@ -15,7 +15,7 @@ def curves(seed=0):
     rng = np.random.default_rng(seed)
     k = np.arange(1.0, 6.0)
     out = {}
-    for i, (n, e) in enumerate(zip((0.154, 0.300, 0.602, 1.431), (3.4949, 3.2730, 3.2122, 3.1740))):
+    for i, (n, e) in enumerate(zip((0.154, 0.300, 0.602, 1.431), (3.4949, 3.2730, 3.2122, 3.1740), strict=True)):
         out[n] = (k, (0.3 - 0.03 * i) / k ** (0.8 + 0.1 * i) + e + rng.normal(0, 0.003, k.size))
     return out
 
@@ -41,7 +41,8 @@ def main() -> None:
         return lambda: [fit_power_law(x, y, loss=loss, n_boot=b, seed=i) for i, (x, y) in enumerate(data.values())]
 
     def joint():
-        joint_asymptote({n: [Point(float(k), float(v)) for k, v in zip(x, y)] for n, (x, y) in data.items()}, n_boot=b)
+        curves = {n: [Point(float(k), float(v)) for k, v in zip(x, y, strict=True)] for n, (x, y) in data.items()}
+        joint_asymptote(curves, n_boot=b)
 
     print(f"{'case':44s} {'best s':>8s} {'median s':>9s}")
     for name, fn in ((f"4 curves x {b} resamples, least squares", four("lsq")),

@@ -62,12 +62,13 @@ def plain_reference(a, data_dir: str) -> float:
     model = Llama(m, vocab).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
     data = TokenDataset(data_dir, a.seq, None, seed=0)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
     rates = []
     for step in range(a.steps):
         t0 = time.perf_counter()
         tokens, targets = data.batch(step, a.batch)
-        for x, y in zip(tokens.chunk(a.batch // a.micro), targets.chunk(a.batch // a.micro)):
+        for x, y in zip(tokens.chunk(a.batch // a.micro), targets.chunk(a.batch // a.micro), strict=True):
             with autocast:
                 loss = model.loss(x.to(device), y.to(device)) / (a.batch // a.micro)
             loss.backward()
@@ -116,7 +117,8 @@ def main() -> int:
     command = "python benchmarks/throughput.py " + " ".join(sys.argv[1:])
     lines = [f"`{command.strip()}` — {device}; Llama {a.layers} layers, hidden {a.hidden}, ffn {a.ffn}, "
              f"heads {a.heads}/{a.kv_heads}, seq {a.seq}, global batch {a.batch} (micro {a.micro}); median of steps "
-             f"{a.warmup + 1}-{a.steps}, best of {a.rounds} interleaved rounds.", "", "| case | tokens/s | vs plain |", "|---|---|---|"]
+             f"{a.warmup + 1}-{a.steps}, best of {a.rounds} interleaved rounds.", "",
+             "| case | tokens/s | vs plain |", "|---|---|---|"]
     lines += [f"| {label} | {rate:,.0f} | {rate / base:.2f}x |" for label, rate in rows]
     table = "\n".join(lines)
     print(table)

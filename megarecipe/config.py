@@ -266,7 +266,8 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
 
     ds = read_ds_config(p.ds_config)
     stage = zero_stage(ds)
-    _check(stage in (0, 1, 2, 3), f"parallel.ds_config: zero_optimization.stage={stage} is not in 0-3; use 0, 1, 2 or 3")
+    _check(stage in (0, 1, 2, 3),
+           f"parallel.ds_config: zero_optimization.stage={stage} is not in 0-3; use 0, 1, 2 or 3")
     _check(not (p.pp > 1 and stage > 1),
            f"parallel.pp={p.pp} with ZeRO stage {stage} is not supported (ZeRO-2/3 shard gradients that pipeline "
            f"stages accumulate); use parallel.ds_config=zero1 or zero0 with pipeline parallelism")

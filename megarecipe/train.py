@@ -80,7 +80,8 @@ def train(cfg: Config, layout: Layout) -> None:
             _loop(cfg, layout, run, tag, key, device)
         except Exception as e:
             if first:
-                run.update(status=rundir.FAILED, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                first_line = str(e).splitlines()[0] if str(e) else ""
+                run.update(status=rundir.FAILED, error=f"{type(e).__name__}: {first_line}")
             raise
 
 

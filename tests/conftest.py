@@ -15,3 +15,11 @@ def tiny_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_data")
     prepare(files, str(out), vocab_size=2000, val_tokens=20_000)
     return str(out)
+
+
+def pytest_configure(config):
+    """pytest shows every DeprecationWarning in a test; the known noisy ones stay silenced here as well."""
+    from megarecipe import NOISY_WARNINGS
+
+    for message in NOISY_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}")

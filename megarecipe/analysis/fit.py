@@ -73,7 +73,8 @@ class PowerLaw:
             "level": self.level, "ci": {k: list(v) for k, v in self.ci.items()},
             "bootstrap_resamples": 0 if self.boot is None else len(self.boot),
             "points": [{"x": float(x), "loss": float(y), "fitted": float(self(x)), "residual": float(r),
-                        "source": s} for x, y, r, s in zip(self.x, self.y, self.residuals, self._sources())],
+                        "source": s}
+                       for x, y, r, s in zip(self.x, self.y, self.residuals, self._sources(), strict=True)],
             "dropped": [{"x": p.x, "loss": p.loss, "source": p.source} for p in self.dropped],
             "notes": list(self.notes),
         }
@@ -388,7 +389,9 @@ class Efficiency:
         return self.baseline.inverse(self.recipe_loss)
 
     def to_dict(self) -> dict:
-        fin = (lambda v: v if v is not None and math.isfinite(v) else None)
+        def fin(v):
+            return v if v is not None and math.isfinite(v) else None
+
         return {"efficiency": fin(self.value), "ci": None if self.ci is None else [fin(v) for v in self.ci],
                 "level": self.level, "recipe_loss": self.recipe_loss, "reference_tokens_billions": self.reference,
                 "baseline_loss_at_reference": float(self.baseline(self.reference)),

@@ -56,7 +56,8 @@ def parse(argv):
     ap.add_argument("--bootstrap", type=int, default=200, help="resamples for intervals (0: none)")
     ap.add_argument("--level", type=float, default=0.95, help="interval level")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars (shown for bootstraps taking over 0.5 s)")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bars (shown for bootstraps taking over 0.5 s)")
     args = ap.parse_args(argv)
     if not (args.over or args.joint or args.data_efficiency or args.points):
         ap.error("say what to fit: --over params|tokens|members, --joint, --data-efficiency or --points CSV")

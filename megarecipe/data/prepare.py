@@ -146,7 +146,7 @@ def _encode(sp, sources, docs, spool, dtype, threads, show, batch_chars=4 << 20)
 
     def flush(out):
         nonlocal offset
-        for (doc, _), ids in zip(pending, sp.encode([text for _, text in pending], num_threads=threads)):
+        for (doc, _), ids in zip(pending, sp.encode([text for _, text in pending], num_threads=threads), strict=True):
             ids.append(eos)
             out.write(np.asarray(ids, dtype=dtype).tobytes())
             doc.update(spool_offset=offset, tokens=len(ids))

@@ -26,7 +26,8 @@ def read_text(path) -> str:
 
     Newlines are kept (verse and speaker lines carry meaning); sentencepiece then applies NFKC."""
     try:
-        text = open(path, encoding="utf-8-sig").read()
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
                         f"convert it, e.g. iconv -t utf-8") from None

@@ -36,7 +36,7 @@ def merge_tensor_parallel(name: str, shards: list[torch.Tensor]) -> torch.Tensor
                 raise ValueError(f"{name}: replicated parameter differs across tensor-parallel ranks")
         return shards[0]
     if name.endswith("linear_fc1.weight"):
-        gates, ups = zip(*(s.chunk(2, dim=0) for s in shards))
+        gates, ups = zip(*(s.chunk(2, dim=0) for s in shards), strict=True)
         return torch.cat([*gates, *ups], dim=0)
     return torch.cat(shards, dim=dim)
 
@@ -52,7 +52,8 @@ def split_tensor_parallel(name: str, full: torch.Tensor, tp: int) -> list[torch.
             raise ValueError(f"{name}: size {part.shape[dim]} along dim {dim} is not divisible by tp={tp}; "
                              f"choose a TP size that divides it")
     if len(parts) == 2:
-        return [torch.cat([g, u], dim=0) for g, u in zip(parts[0].chunk(tp, dim=0), parts[1].chunk(tp, dim=0))]
+        pairs = zip(parts[0].chunk(tp, dim=0), parts[1].chunk(tp, dim=0), strict=True)
+        return [torch.cat([g, u], dim=0) for g, u in pairs]
     return list(full.chunk(tp, dim=dim))
 
 

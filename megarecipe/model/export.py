@@ -42,7 +42,8 @@ def check_weights(shapes: dict[str, tuple[int, ...]], m: ModelConfig, vocab_size
                          f"state dict of every pipeline stage")
 
 
-def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int, tokenizer_path: str | None = None) -> str:
+def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
+                 tokenizer_path: str | None = None) -> str:
     """Write into OUT.tmp, then move it into place: a crash never leaves a half export under the real name."""
     from megarecipe.data.tokenizer import file_sha256
 

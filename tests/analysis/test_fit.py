@@ -16,7 +16,10 @@ def law(x, A, alpha, E):
     return A / np.asarray(x, dtype=float) ** alpha + E
 
 
-def brute_force_rss(x, y, alphas=np.linspace(1e-3, 5, 20001)):
+ALPHAS = np.linspace(1e-3, 5, 20001)
+
+
+def brute_force_rss(x, y, alphas=ALPHAS):
     """Least squares by exhaustion over alpha, with scipy's NNLS for (A, E) >= 0 at each alpha."""
     best = math.inf
     for a in alphas:
@@ -216,13 +219,13 @@ def paper_curves(k_max=5, noise=0.0, seed=0):
     for i, (name, n) in enumerate(PAPER_SIZES.items()):
         ks = np.arange(1, k_max + 1)
         loss = law(ks, 0.30 - 0.03 * i, 0.8 + 0.1 * i, PAPER_K_ASYMPTOTES[name]) + rng.normal(0, noise, ks.size)
-        curves[n / 1e9] = [Point(float(k), float(v), f"{name} K={k}") for k, v in zip(ks, loss)]
+        curves[n / 1e9] = [Point(float(k), float(v), f"{name} K={k}") for k, v in zip(ks, loss, strict=True)]
     return curves
 
 
 def test_paper_joint_asymptote_is_about_3_17():
     joint = joint_asymptote(paper_curves(), n_boot=50)
-    for (n, fit), name in zip(joint.per_n.items(), PAPER_K_ASYMPTOTES):
+    for (_, fit), name in zip(joint.per_n.items(), PAPER_K_ASYMPTOTES, strict=True):
         assert fit.E == pytest.approx(PAPER_K_ASYMPTOTES[name], abs=1e-4)
     assert joint.E == pytest.approx(3.17, abs=0.005)
     lo, hi = joint.over_n.ci["E"]

@@ -80,7 +80,7 @@ def test_over_params_uses_the_best_run_per_size_and_leaves_out_broken_runs(tool,
     assert "reg-broken" in report and "**E**" in report and "reg-150m-lr0.001" in report
     io = capsys.readouterr()
     assert "reg-150m-lr0.003" in io.out and "left out" in io.err and "reg-broken" in io.err
-    assert len(open(out / "runs.csv").read().splitlines()) == 1 + 8
+    assert len((out / "runs.csv").read_text().splitlines()) == 1 + 8
 
 
 def test_joint_reproduces_the_paper_asymptote_through_event_files(tool, runs, tmp_path, capsys):

@@ -120,6 +120,6 @@ def test_table_and_csv(tmp_path, make_run):
     text = format_table(recs)
     assert "ens-150m" in text and "1:3.7000 2:3.6000" in text and "0.003" in text
     write_csv(recs, tmp_path / "runs.csv")
-    rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    rows = list(csv.DictReader((tmp_path / "runs.csv").read_text().splitlines()))
     assert rows[1]["name"] == "reg-150m" and rows[1]["params"] == "1431373824"
     assert float(rows[1]["final_val_loss"]) == pytest.approx(3.5) and rows[0]["final_val_loss"] == ""

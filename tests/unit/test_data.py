@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def test_split_does_not_depend_on_input_order(tiny_data, tmp_path):
     other = prepare(files[::-1], tmp_path / "rev", val_tokens=meta.val_tokens_requested,
                     tokenizer=meta.tokenizer_path)
     for name in ("train.bin", "val.bin"):
-        assert open(os.path.join(tiny_data, name), "rb").read() == open(other.path(name), "rb").read()
+        assert Path(tiny_data, name).read_bytes() == Path(other.path(name)).read_bytes()
 
 
 def test_single_file_is_cut_into_blocks(tiny_data, tmp_path):

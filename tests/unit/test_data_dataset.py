@@ -106,7 +106,7 @@ def test_budget_errors(tiny_data):
 def real_rows(batches):
     rows = []
     for x, y in batches:
-        rows += [(tuple(a), tuple(b)) for a, b in zip(x.tolist(), y.tolist()) if b[0] != IGNORE_INDEX]
+        rows += [(tuple(a), tuple(b)) for a, b in zip(x.tolist(), y.tolist(), strict=True) if b[0] != IGNORE_INDEX]
     return rows
 
 

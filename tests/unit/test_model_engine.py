@@ -31,8 +31,8 @@ def test_schedule_warmup_then_cosine_to_zero():
     total, warmup = 1000, 10
     f = [lr_factor(s, total, warmup) for s in range(total)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(f[:warmup], f[1:warmup]))
-    assert all(a >= b for a, b in zip(f[warmup:], f[warmup + 1:]))
+    assert all(a < b for a, b in zip(f[:warmup], f[1:warmup], strict=False))
+    assert all(a >= b for a, b in zip(f[warmup:], f[warmup + 1:], strict=False))
     mid = warmup + (total - warmup) // 2
     assert f[mid] == pytest.approx(0.5, abs=2e-3)
     assert f[-1] < 1e-4 and lr_factor(total, total, warmup) == 0.0

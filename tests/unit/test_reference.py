@@ -42,7 +42,7 @@ def megatron_and_reference(m: ModelConfig, vocab: int):
     mega = build_model(m, vocab).eval()
     # norms start at 1 in both; perturb them so that a norm applied in the wrong place shows
     with torch.no_grad():
-        for name, p in mega.named_parameters():
+        for p in mega.parameters():
             if p.ndim == 1:
                 p.uniform_(0.5, 1.5)
     ref = Llama(m, vocab).eval()
