@@ -5,9 +5,15 @@ errors arrive after a log dump; here each problem is one line and the launch doe
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
 import sys
+
+# DeepSpeed hands each host name to ssh/pdsh as one argument: a name starting with "-" would be read as an
+# option (-oProxyCommand=... runs a command), and shell characters reach the remote shell.
+HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 def check_hostfile(path: str) -> dict[str, int]:
@@ -25,9 +31,22 @@ def check_hostfile(path: str) -> dict[str, int]:
     finally:
         logger.setLevel(level)
     for host, slots in pool.items():
+        check_host_name(path, host)
         if slots < 1:
             raise ValueError(f"hostfile {path!r}: {host} has slots={slots}; give each node at least 1 slot")
     return dict(pool)
+
+
+def check_host_name(path: str, host: str) -> None:
+    if HOST_NAME.fullmatch(host):
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    raise ValueError(f"hostfile {path!r}: host {host!r} is not a plain host name; a name must match "
+                     f"[A-Za-z0-9_][A-Za-z0-9._-]* (or be an IPv4/IPv6 address)")
 
 
 def main(argv: list[str]) -> int:

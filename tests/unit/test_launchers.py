@@ -33,6 +33,23 @@ def test_bad_hostfiles(tmp_path, text, fragment):
         check_hostfile(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("host", ["node-1", "gpu_07.cluster.local", "10.0.0.7", "::1", "fe80::1ff:fe23:4567:890a"])
+def test_plain_host_names_and_addresses_pass(tmp_path, host):
+    assert check_hostfile(write(tmp_path, f"{host} slots=2\n")) == {host: 2}
+
+
+HOSTILE = ["-oProxyCommand=touch${IFS}pwned", "-lroot", "node$(id)", "node;id", "node`id`", "a${IFS}b",
+           "node|id", "nöde", "node\u200b", ".hidden", "node/../x"]
+
+
+@pytest.mark.parametrize("host", HOSTILE)
+def test_hostile_host_names_are_refused(tmp_path, host):
+    with pytest.raises(ValueError) as e:
+        check_hostfile(write(tmp_path, f"node1 slots=2\n{host} slots=2\n"))
+    message = str(e.value)
+    assert repr(host) in message and "[A-Za-z0-9_][A-Za-z0-9._-]*" in message and "\n" not in message
+
+
 def test_missing_hostfile_is_an_error_not_a_local_fallback(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         check_hostfile(str(tmp_path / "nope"))
@@ -48,6 +65,18 @@ def test_multinode_launcher_refuses_a_bad_hostfile(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: hostfile") and "Traceback" not in result.stderr
+
+
+def test_multinode_launcher_refuses_an_option_as_host_name(tmp_path):
+    """ssh would read this name as -oProxyCommand and run `touch pwned`: it must not get that far."""
+    hostfile = write(tmp_path, "-oProxyCommand=touch${IFS}pwned slots=1\n")
+    result = subprocess.run([str(REPO / "launchers/multinode.sh"), hostfile, str(REPO / "configs/tiny.yaml")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**ENV_PATH, "HOME": "/tmp", "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: hostfile") and "-oProxyCommand" in last and "A-Za-z0-9" in last
+    assert not (tmp_path / "pwned").exists() and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("nproc", ["0", "two", "-1"])
