@@ -54,14 +54,15 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     tmp = out_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()},
-              os.path.join(tmp, "model.safetensors"))
+    weights = os.path.join(tmp, "model.safetensors")
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
+    os.chmod(weights, _file_mode())   # safetensors writes through a private temporary file (mode 0600)
     save_config(cfg, os.path.join(tmp, "config.yaml"))
     total, non_embedding = count_params(cfg.model, vocab_size)
     info = {"format": FORMAT, "vocab_size": vocab_size, "params": total, "params_non_embedding": non_embedding,
             "tokenizer_sha256": None}
     if tokenizer_path:
-        shutil.copy(tokenizer_path, os.path.join(tmp, "tokenizer.model"))
+        shutil.copyfile(tokenizer_path, os.path.join(tmp, "tokenizer.model"))
         info["tokenizer_sha256"] = file_sha256(tokenizer_path)
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(info, f, indent=1)
@@ -72,6 +73,13 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     os.replace(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+def _file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask (which can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_export(export_dir: str, device="cpu") -> tuple[Llama, Config, dict]:

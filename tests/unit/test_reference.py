@@ -126,10 +126,14 @@ def test_export_round_trip(tmp_path):
     model = Llama(cfg.model, 512).eval()
     tokenizer = tmp_path / "tok.model"
     tokenizer.write_bytes(b"not really sentencepiece")
+    tokenizer.chmod(0o600)   # the copy in the export takes the umask's mode, not the source's
     out = write_export(str(tmp_path / "export"), model.state_dict(), cfg, 512, tokenizer_path=str(tokenizer))
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
         "config.yaml", "model.json", "model.safetensors", "tokenizer.model"]
     assert not (tmp_path / "export.tmp").exists()
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "export").iterdir()}
+    (tmp_path / "plain").write_text("")
+    assert set(modes.values()) == {oct((tmp_path / "plain").stat().st_mode & 0o777)}, modes   # as the umask says
 
     loaded, cfg2, info = load_export(out)
     assert cfg2 == cfg
