@@ -7,6 +7,7 @@ the split depends on neither input order nor any seed, the two never share a doc
 training split mixes all sources. Each document is followed by EOS."""
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -66,10 +67,14 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
             threads=2) -> DataMeta:
     """Tokenize `inputs` (files or folders) into `out_dir`; return the checked DataMeta.
 
+    Everything is built in a sibling folder that replaces out_dir only once it is complete, so a failed or
+    interrupted prepare leaves an existing data dir as it was.
     tokenizer: an existing sentencepiece .model to use (copied into out_dir) instead of training one.
     progress: show tqdm bars on stderr; None = only for inputs over 8 MB."""
     if val_tokens < 0:
         raise DataError(f"--val-tokens {val_tokens} must be >= 0")
+    final = os.path.realpath(out_dir)
+    _check_replaceable(out_dir, final)
     files = expand_inputs(inputs)
     sources, docs = _scan(files)
     if not docs:
@@ -77,18 +82,43 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
     total_bytes = sum(s["bytes"] for s in sources)
     show = progress if progress is not None else total_bytes >= SHOW_PROGRESS_BYTES
 
-    os.makedirs(out_dir, exist_ok=True)
-    sp = _tokenizer(files, out_dir, vocab_size, tokenizer, threads, show)   # a bad argument fails here, harmlessly
-    if os.path.exists(os.path.join(out_dir, META)):
-        os.remove(os.path.join(out_dir, META))   # the dir reads as unprepared until the new meta.json lands
-    dtype = dtype_for(sp.get_piece_size())
-    spool = os.path.join(out_dir, f".spool.tmp{os.getpid()}")
+    build = f"{final}.tmp{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    os.makedirs(build)
     try:
-        _encode(sp, sources, docs, spool, dtype, threads, show)
-        counts = _assemble(docs, spool, out_dir, dtype, val_tokens)
+        _build(build, files, sources, docs, vocab_size, val_tokens, tokenizer, threads, show)
+        _replace_dir(build, final)
     finally:
-        if os.path.exists(spool):
-            os.remove(spool)
+        shutil.rmtree(build, ignore_errors=True)
+    return load_meta(out_dir)
+
+
+def _check_replaceable(out_dir, final):
+    """out_dir is replaced whole: refuse one that holds anything a data dir does not."""
+    if os.path.exists(final) and not os.path.isdir(final):
+        raise DataError(f"--out {out_dir} is a file; give a new folder or a data dir")
+    foreign = sorted(set(os.listdir(final)) - {META, TRAIN, VAL, TOKENIZER}) if os.path.isdir(final) else []
+    if foreign:
+        raise DataError(f"--out {out_dir} holds {len(foreign)} file(s) that are not a data dir's (e.g. {foreign[0]}) "
+                        f"and would be replaced; give a new folder or an existing data dir")
+
+
+def _replace_dir(build, final):
+    """Two renames: the old dir stays whole under .old until the new one has its name."""
+    old = f"{final}.old{os.getpid()}"
+    if os.path.isdir(final):
+        os.replace(final, old)
+    os.replace(build, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(out_dir, files, sources, docs, vocab_size, val_tokens, tokenizer, threads, show):
+    sp = _tokenizer(files, out_dir, vocab_size, tokenizer, threads, show)
+    dtype = dtype_for(sp.get_piece_size())
+    spool = os.path.join(out_dir, ".spool")
+    _encode(sp, sources, docs, spool, dtype, threads, show)
+    counts = _assemble(docs, spool, out_dir, dtype, val_tokens)
+    os.remove(spool)
     by_path = {s["path"]: s for s in sources}
     for s in sources:
         s.update(train_tokens=0, val_tokens=0)
@@ -102,7 +132,7 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
                                     for d in docs],
         val_tokens_requested=val_tokens, val_documents=[d["name"] for d in docs if d["split"] == "val"])
     write_meta(meta)
-    return load_meta(out_dir)
+    load_meta(out_dir)
 
 
 def _scan(files):
@@ -134,8 +164,7 @@ def _tokenizer(files, out_dir, vocab_size, tokenizer, threads, show):
     sp = load_tokenizer(tokenizer)
     if sp.eos_id() < 0:
         raise DataError(f"tokenizer {tokenizer} defines no EOS id; train it with eos_id set")
-    if not (os.path.exists(tok_path) and os.path.samefile(tokenizer, tok_path)):
-        write_atomic(tok_path, Path(tokenizer).read_bytes())
+    write_atomic(tok_path, Path(tokenizer).read_bytes())
     return sp
 
 
@@ -170,26 +199,18 @@ def _assemble(docs, spool, out_dir, dtype, val_tokens):
     docs.sort(key=lambda d: d["sha256"])
     tokens = np.memmap(spool, dtype=dtype, mode="r")
     counts = {"val": 0, "train": 0}
-    tmp = {s: os.path.join(out_dir, f".{s}.bin.tmp{os.getpid()}") for s in counts}
-    try:
-        with open(tmp["val"], "wb") as val, open(tmp["train"], "wb") as train:
-            for d in docs:
-                split = "val" if counts["val"] < val_tokens else "train"
-                start = d.pop("spool_offset")
-                (val if split == "val" else train).write(tokens[start:start + d["tokens"]].tobytes())
-                d.update(split=split, offset=counts[split])
-                counts[split] += d["tokens"]
-            for f in (val, train):
-                f.flush()
-                os.fsync(f.fileno())
-        if counts["train"] == 0:
-            raise DataError(f"all {counts['val']} tokens went to the validation split (--val-tokens {val_tokens}); "
-                            f"lower --val-tokens or add text")
-        os.replace(tmp["train"], os.path.join(out_dir, TRAIN))
-        os.replace(tmp["val"], os.path.join(out_dir, VAL))
-    finally:
-        del tokens
-        for path in tmp.values():
-            if os.path.exists(path):
-                os.remove(path)
+    with open(os.path.join(out_dir, VAL), "wb") as val, open(os.path.join(out_dir, TRAIN), "wb") as train:
+        for d in docs:
+            split = "val" if counts["val"] < val_tokens else "train"
+            start = d.pop("spool_offset")
+            (val if split == "val" else train).write(tokens[start:start + d["tokens"]].tobytes())
+            d.update(split=split, offset=counts[split])
+            counts[split] += d["tokens"]
+        for f in (val, train):
+            f.flush()
+            os.fsync(f.fileno())
+    del tokens
+    if counts["train"] == 0:
+        raise DataError(f"all {counts['val']} tokens went to the validation split (--val-tokens {val_tokens}); "
+                        f"lower --val-tokens or add text")
     return counts

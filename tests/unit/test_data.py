@@ -127,15 +127,35 @@ def test_dtype_follows_vocab():
     assert dtype_for(8000) == "uint16" and dtype_for(65536) == "uint16" and dtype_for(65537) == "uint32"
 
 
-def test_interrupted_prepare_leaves_no_complete_looking_dir(data_copy, monkeypatch):
+def snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def no_leftovers(folder) -> bool:
+    return [p.name for p in folder.parent.iterdir() if p.name.startswith(folder.name)] == [folder.name]
+
+
+def test_interrupted_prepare_leaves_the_old_dir_as_it_was(data_copy, monkeypatch):
+    before = snapshot(data_copy)
+
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(prepare_mod, "_assemble", killed)
     with pytest.raises(KeyboardInterrupt):
         prepare(some_files(3), data_copy, vocab_size=500, val_tokens=100)
-    with pytest.raises(DataError, match="meta.json is missing"):
-        load_meta(data_copy)
-    assert not [f for f in os.listdir(data_copy) if "tmp" in f]
+    assert snapshot(data_copy) == before and no_leftovers(data_copy)
+
+
+def test_prepare_replaces_a_data_dir_but_not_other_files(data_copy, tmp_path):
+    tok = str(tmp_path / "tok.model")
+    shutil.copy(data_copy / "tokenizer.model", tok)
+    meta = prepare(some_files(2), data_copy, val_tokens=100, tokenizer=tok)
+    assert meta.dir == str(data_copy) and len(meta.sources) == 2 and no_leftovers(data_copy)
+    (data_copy / "notes.txt").write_text("mine")
+    before = snapshot(data_copy)
+    with pytest.raises(DataError, match="not a data dir's .e.g. notes.txt"):
+        prepare(some_files(2), data_copy, val_tokens=100, tokenizer=tok)
+    assert snapshot(data_copy) == before
 
 
 # ---- errors
@@ -253,12 +273,17 @@ def test_cli_prepares(tmp_path, tiny_data):
 
 
 def test_failed_prepare_keeps_a_good_data_dir(tmp_path, tiny_data):
-    from megarecipe.data.meta import load_meta
-
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_data, copy)
-    for args in (["--tokenizer", str(tmp_path / "nope.model")], ["--vocab-size", "1000000"], ["--vocab-size", "100"]):
-        r = run_cli("--input", *map(str, some_files(3)), "--out", str(copy), *args)
+    """Every way to fail, through the command: the data dir it would have replaced stays byte-identical."""
+    copy = shutil.copytree(tiny_data, tmp_path / "copy")
+    before = snapshot(copy)
+    (tmp_path / "text.model").write_text("not a sentencepiece model")
+    inputs = ["--input", *map(str, some_files(3))]
+    for args in (["--tokenizer", str(tmp_path / "nope.model")], ["--tokenizer", str(tmp_path / "text.model")],
+                 ["--vocab-size", "1000000"], ["--vocab-size", "100"], ["--vocab-size", "400", "--val-tokens", str(10**9)],
+                 ["--tokenizer", str(copy / "tokenizer.model"), "--val-tokens", str(10**9)]):
+        r = run_cli(*inputs, "--out", str(copy), *args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.strip().startswith("error: ")
-        assert load_meta(str(copy)).train_tokens == load_meta(tiny_data).train_tokens
+        assert r.stderr.strip().startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert snapshot(copy) == before, args
+        assert no_leftovers(copy)
+    assert load_meta(str(copy)).train_tokens == load_meta(tiny_data).train_tokens
