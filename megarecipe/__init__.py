@@ -17,6 +17,7 @@ NOISY_WARNINGS = (
     r"full scope is deprecated",
     r"MLP requires ffn_hidden_size",
     r".*tp_group is None, using default tp group",
+    r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
 )
 for _message in NOISY_WARNINGS:
     _warnings.filterwarnings("ignore", message=_message)
