@@ -44,6 +44,19 @@ def train(tmp_path, name: str, nproc: int, data_dir: str, *overrides: str, extra
     return run_dir, result
 
 
+def processes_of(run_dir) -> list[int]:
+    """Pids of every process whose command line names run_dir (launchers and ranks alike)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f"run.dir={run_dir}".encode() in f.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
 def scalars(run_dir, tag: str) -> dict[int, float]:
     """Read with TensorBoard's own reader (through the tools' run reader): what a user's TensorBoard shows."""
     from megarecipe.analysis.runs import event_dir, read_scalars

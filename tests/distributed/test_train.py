@@ -8,7 +8,7 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import BIN, REPO, TINY, env, free_port, losses, scalars, train
+from tests.helpers import BIN, REPO, TINY, env, free_port, losses, processes_of, scalars, train
 
 pytestmark = pytest.mark.slow
 
@@ -211,26 +211,56 @@ def test_fit_tool_reads_trainer_runs(tiny_data, tmp_path):
 
 
 def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
-    """A scheduler's SIGTERM (through torchrun) ends the run at a step boundary with a checkpoint."""
-    common = ["train.stop_after=null", "train.epochs=3", "train.eval_every=10"]
-    whole, _ = train(tmp_path, "whole", 2, tiny_data, *common)
-
+    """A user's `kill` (or `timeout`) of launchers/local.sh, then a scheduler's SIGTERM through torchrun: each
+    ends the run at a step boundary with a checkpoint and leaves no process behind; the resumed run ends with
+    the losses of an uninterrupted one."""
+    extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]   # 77 steps
+    whole, _ = train(tmp_path, "whole", 2, tiny_data, *extra)
+    common = [*TINY, f"data.dir={tiny_data}", *extra]
     run_dir = tmp_path / "term"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
-           "megarecipe.cli.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", *common, f"run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((run_dir / "tb").glob("events*")):
-        time.sleep(0.1)
-    time.sleep(2.0)
-    proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=120)[0]
-    tag = (run_dir / "checkpoints" / "latest").read_text()
-    assert "step00000001" <= tag < "step00000058", output[-2000:]
+    pointer = run_dir / "checkpoints" / "latest"
+    local_sh = [str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *common, f"run.dir={run_dir}"]
+
+    def started(proc, events_before):
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((run_dir / "tb").glob("events*"))) <= events_before:
+            assert proc.poll() is None, "the run ended before it could be stopped"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert len([p for p in processes_of(run_dir) if p != proc.pid]) >= 2   # the ranks are up
+
+    log = open(tmp_path / "local.log", "w+")
+    proc = subprocess.Popen(local_sh, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())}, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        started(proc, 0)
+        proc.send_signal(signal.SIGTERM)   # to the script alone, as `kill PID` or `timeout` sends it
+        sent = time.time()
+        assert proc.wait(timeout=90) == 143
+        took = time.time() - sent
+        assert processes_of(run_dir) == [], "a training process outlived the launcher"
+    finally:
+        for pid in processes_of(run_dir):
+            os.kill(pid, signal.SIGKILL)
+    log.seek(0)
+    output = log.read()
+    assert took < 30, f"local.sh took {took:.0f} s to stop"
+    first = pointer.read_text()
+    assert "step00000001" <= first < "step00000040", output[-2000:]
     assert "stopped on a signal" in output
 
-    resumed, _ = train(tmp_path, "term", 2, tiny_data, *common, "run.resume=true")
-    assert scalars(resumed, "train/loss") == scalars(whole, "train/loss")
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
+           "megarecipe.cli.train", "configs/tiny.yaml", *common, f"run.dir={run_dir}", "run.resume=true"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started(proc, len(list((run_dir / "tb").glob("events*"))))
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert first <= pointer.read_text() < "step00000077" and "stopped on a signal" in output, (first, output[-3000:])
+
+    resumed = subprocess.run([*local_sh, "run.resume=true"], cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())},
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert scalars(run_dir, "train/loss") == scalars(whole, "train/loss")
 
 
 def test_ensemble_of_trained_members(tiny_data, tmp_path):

@@ -1,6 +1,9 @@
 """Launchers: a malformed hostfile or argument is refused with one line, before anything launches."""
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,88 @@ def test_launcher_scripts_parse():
         assert run("bash", "-n", script).returncode == 0, script
     assert "eval" not in "".join((REPO / "launchers" / name).read_text() for name in
                                  ("local.sh", "multinode.sh", "slurm.sbatch", "common.sh"))
+
+
+# A stand-in for DeepSpeed's runner: it handles no signal itself (as the real one on one node) and starts a
+# "rank" that logs its arguments and the signals it gets, then exits 0.
+FAKE_DEEPSPEED = """#!{python}
+import os, signal, subprocess, sys, time
+log = os.environ["FAKE_LOG"]
+if sys.argv[1] != "--rank":
+    with open(log, "a") as f:
+        f.write("launched " + " ".join(sys.argv[1:]) + "\\n")
+    sys.exit(subprocess.call([sys.executable, __file__, "--rank"]))
+def stop(signum, frame):
+    with open(log, "a") as f:
+        f.write("rank got " + signal.Signals(signum).name + "\\n")
+    sys.exit(0)
+for s in (signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(s, stop)
+with open(log, "a") as f:
+    f.write("rank ready\\n")
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def fake_launcher(tmp_path):
+    """env for launchers/*.sh that puts the fake deepspeed first on PATH; its log is tmp_path/launch.log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "deepspeed").write_text(FAKE_DEEPSPEED.format(python=sys.executable))
+    (bin_dir / "deepspeed").chmod(0o755)
+    venv = Path(sys.executable).parent
+    return {"PATH": f"{bin_dir}:{venv}:/usr/bin:/bin", "VIRTUAL_ENV": str(venv.parent), "HOME": "/tmp",
+            "PYTHONPATH": str(REPO), "FAKE_LOG": str(tmp_path / "launch.log")}
+
+
+def launch_log(env) -> str:
+    return Path(env["FAKE_LOG"]).read_text() if os.path.exists(env["FAKE_LOG"]) else ""
+
+
+@pytest.mark.parametrize("script,setting,message", [
+    ("local.sh", "model.hidden_size=130", "error: model.hidden_size=130 is not divisible"),
+    ("local.sh", "parallel.tp=4", "error: model.num_query_groups=2 is not divisible by parallel.tp=4"),
+    ("multinode.sh", "train.global_batch_size=24", "error: train.global_batch_size=24 is not a multiple"),
+])
+def test_a_bad_setting_is_refused_before_any_process_starts(tmp_path, fake_launcher, script, setting, message):
+    first = "2" if script == "local.sh" else write(tmp_path, "localhost slots=2\n")
+    start = time.time()
+    result = subprocess.run([f"launchers/{script}", first, "configs/tiny.yaml", setting], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env=fake_launcher)
+    took = time.time() - start
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message) and "Traceback" not in result.stderr
+    assert launch_log(fake_launcher) == "", "the launcher was started"
+    assert script != "local.sh" or took < 10, f"{took:.1f} s"   # multinode.sh first imports DeepSpeed
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGUSR1, 0)])
+def test_local_launcher_passes_signals_on_and_leaves_no_process(tmp_path, tiny_data, fake_launcher, sig, status):
+    cmd = ["launchers/local.sh", "2", "configs/tiny.yaml", f"data.dir={tiny_data}", "data.train_tokens=20000",
+           f"run.dir={tmp_path / 'unique-run'}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=fake_launcher, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while "rank ready" not in launch_log(fake_launcher) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    try:
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == status
+    finally:
+        leftover = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(tmp_path / "bin"))]
+        for pid in leftover:
+            os.kill(pid, signal.SIGKILL)
+    assert leftover == []
+    log = launch_log(fake_launcher)
+    assert log.startswith("launched --num_gpus 2 --log_level error --module megarecipe.cli.train configs/tiny.yaml")
+    assert log.endswith(f"rank got {sig.name}\n")
+
+
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return text.encode() in f.read()
+    except OSError:
+        return False
