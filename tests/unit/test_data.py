@@ -278,9 +278,10 @@ def test_failed_prepare_keeps_a_good_data_dir(tmp_path, tiny_data):
     before = snapshot(copy)
     (tmp_path / "text.model").write_text("not a sentencepiece model")
     inputs = ["--input", *map(str, some_files(3))]
+    many = str(10**9)
     for args in (["--tokenizer", str(tmp_path / "nope.model")], ["--tokenizer", str(tmp_path / "text.model")],
-                 ["--vocab-size", "1000000"], ["--vocab-size", "100"], ["--vocab-size", "400", "--val-tokens", str(10**9)],
-                 ["--tokenizer", str(copy / "tokenizer.model"), "--val-tokens", str(10**9)]):
+                 ["--vocab-size", "1000000"], ["--vocab-size", "100"], ["--vocab-size", "400", "--val-tokens", many],
+                 ["--tokenizer", str(copy / "tokenizer.model"), "--val-tokens", many]):
         r = run_cli(*inputs, "--out", str(copy), *args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
