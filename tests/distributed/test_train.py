@@ -236,9 +236,10 @@ def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
         started(proc, 0)
         proc.send_signal(signal.SIGTERM)   # to the script alone, as `kill PID` or `timeout` sends it
         sent = time.time()
-        assert proc.wait(timeout=90) == 143
+        status = proc.wait(timeout=90)
         took = time.time() - sent
         assert processes_of(run_dir) == [], "a training process outlived the launcher"
+        assert status == 143
     finally:
         for pid in processes_of(run_dir):
             os.kill(pid, signal.SIGKILL)
