@@ -1,6 +1,5 @@
 """Preparing data: tokenizer, splits, metadata, and the errors for bad inputs and damaged data dirs."""
 import json
-import os
 import shutil
 import subprocess
 import sys
