@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [[ $# -ge 2 ]] || die "usage: launchers/multinode.sh HOSTFILE CONFIG.yaml [key=value ...]"
 hostfile="$1"; shift
-summary="$(python -m megarecipe.hostfile "$hostfile")" || exit 2
+summary="$(python -m megarecipe.cli.check_hostfile "$hostfile")" || exit 2
 [[ "$summary" =~ ([0-9]+)\ process ]] || die "hostfile $hostfile: could not count its processes ($summary)"
 python -m megarecipe.cli.check_config --world-size "${BASH_REMATCH[1]}" "$@"
 args=(--hostfile "$hostfile" --log_level warning)

@@ -2,8 +2,10 @@
 
     python -m megarecipe.cli.check_config --world-size 2 configs/tiny.yaml key=value ...
 
-Prints nothing when the config is good; otherwise the trainer's one-line `error: ...` and exits 2. The
-launchers run it first, so a bad setting is reported in a second or two instead of after every process started.
+Prints nothing when the config is good; otherwise the trainer's one-line `error: ...` and exits 2. Also checks
+the run dir: one that holds a checkpoint without run.resume=true, a damaged `latest`, or a resume under other
+settings. The launchers run it first, so a bad setting is reported in a second or two instead of after every
+process started.
 """
 from __future__ import annotations
 
@@ -18,16 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("args", nargs=argparse.REMAINDER, help="CONFIG.yaml and key=value overrides, as the trainer takes")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
 
+    from megarecipe.checkpoint import CheckpointError
     from megarecipe.cli.train import parse_args
     from megarecipe.config import ConfigError, load_config, resolve_layout
     from megarecipe.data.errors import DataError
+    from megarecipe.rundir import RunDir
+    from megarecipe.train import TrainingError, check_run_dir, resume_key
 
     try:
         if args.world_size < 1:
             raise ConfigError(f"--world-size {args.world_size} must be >= 1; give the number of processes")
         path, overrides = parse_args(args.args)
-        resolve_layout(load_config(path, overrides), world_size=args.world_size)
-    except (ConfigError, DataError) as e:
+        cfg = load_config(path, overrides)
+        layout = resolve_layout(cfg, world_size=args.world_size)
+        check_run_dir(cfg, RunDir(cfg.run.dir), resume_key(cfg, layout))
+    except (ConfigError, DataError, TrainingError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

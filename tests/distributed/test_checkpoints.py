@@ -109,3 +109,19 @@ def test_run_json_holds_exact_facts_and_status(checkpointed):
     assert info["status"] == "stopped" and info["step"] == 8
     assert info["facts"]["lr"] == 3e-3 and info["facts"]["weight_decay"] == 0.1
     assert len(info["settings_sha256"]) == 64
+
+
+def test_launch_check_refuses_an_existing_run_before_spawning(checkpointed, tiny_data):
+    """What launchers/local.sh runs before it starts any process."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, TINY
+
+    cmd = [sys.executable, "-m", "megarecipe.cli.check_config", "--world-size", "2", "configs/tiny.yaml", *TINY,
+           *STEPS, f"data.dir={tiny_data}", f"run.dir={checkpointed}"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "already holds a checkpoint" in one_line_error(result)
+    result = subprocess.run([*cmd, "run.resume=true", "optim.lr=1e-3"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "optim.lr 0.003 -> 0.001" in one_line_error(result)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from megarecipe.hostfile import check_hostfile
+from megarecipe.cli.check_hostfile import check_hostfile
 
 from tests.helpers import REPO
 ENV_PATH = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}

@@ -1,4 +1,4 @@
-"""Check a DeepSpeed hostfile before launching: `python -m megarecipe.hostfile HOSTFILE`.
+"""Check a DeepSpeed hostfile before launching: `python -m megarecipe.cli.check_hostfile HOSTFILE`.
 
 DeepSpeed's launcher silently falls back to local resources when the hostfile is missing, and its parse
 errors arrive after a log dump; here each problem is one line and the launch does not start.
@@ -49,9 +49,10 @@ def check_host_name(path: str, host: str) -> None:
                      f"[A-Za-z0-9_][A-Za-z0-9._-]* (or be an IPv4/IPv6 address)")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m megarecipe.hostfile HOSTFILE", file=sys.stderr)
+        print("usage: python -m megarecipe.cli.check_hostfile HOSTFILE", file=sys.stderr)
         return 2
     try:
         pool = check_hostfile(argv[0])
@@ -63,4 +64,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
