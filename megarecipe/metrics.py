@@ -13,8 +13,18 @@ from torch.utils.tensorboard.summary import hparams
 
 from megarecipe import rundir
 
-# Dense bf16 peak per GPU (FLOP/s), from the vendors' data sheets.
-GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
+# Dense peak per GPU and precision (FLOP/s), from the vendors' data sheets (SXM parts; tf32 = fp32 matmuls on
+# tensor cores, which torch uses when torch.backends.cuda.matmul.allow_tf32 is set). V100 has no bf16 or tf32:
+# its fp16 tensor-core figure stands in.
+GPU_PEAK = {
+    "H200": {"bf16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "H100": {"bf16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "A100": {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+    "L40S": {"bf16": 362e12, "tf32": 183e12, "fp32": 91.6e12},
+    "A10": {"bf16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
+    "V100": {"bf16": 125e12, "tf32": 125e12, "fp32": 15.7e12},
+}
+GPU_PEAK_BF16 = {name: peaks["bf16"] for name, peaks in GPU_PEAK.items()}
 
 
 class Writer:
@@ -47,19 +57,27 @@ class Writer:
             self.tb.close()
 
 
-def device_peak_flops(device: torch.device) -> float:
-    """Peak FLOP/s of this process's device: the data-sheet bf16 figure on a known GPU, else a measured
-    matmul rate (fp32 on CPU with this process's threads)."""
+def peak_precision(device: torch.device, bf16: bool) -> str:
+    """The matmul precision in use: bf16, tf32 (fp32 on tensor cores) or fp32."""
+    if bf16:
+        return "bf16"
+    return "tf32" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
+
+
+def device_peak_flops(device: torch.device, precision: str = "bf16") -> float:
+    """Peak FLOP/s of this process's device at `precision` (bf16, tf32, fp32): the data-sheet figure on a
+    known GPU, else a measured matmul rate (on CPU with this process's threads)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, peak in GPU_PEAK_BF16.items():
+        for key, peaks in GPU_PEAK.items():
             if key in name:
-                return peak
-    return measured_matmul_flops(device)
+                return peaks[precision]
+    return measured_matmul_flops(device, precision)
 
 
-def measured_matmul_flops(device: torch.device, n: int = 1024, seconds: float = 0.3) -> float:
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def measured_matmul_flops(device: torch.device, precision: str = "bf16", n: int = 1024,
+                          seconds: float = 0.3) -> float:
+    dtype = torch.bfloat16 if device.type == "cuda" and precision == "bf16" else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm up

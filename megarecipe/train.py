@@ -94,6 +94,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
+    from megarecipe.parallel.memory import gather_held, held_bytes, write_memory  # zero_plan
     from megarecipe.step import Stepper
     from megarecipe.validation import Validator
 
@@ -119,16 +120,19 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
                    step=start, started=time.time(), error=None)
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))
-    meter = _Meter(cfg, layout, device)
+    meter = _Meter(cfg, layout, device, bf16)
 
     total = layout.total_steps
     end = min(total, cfg.train.stop_after) if cfg.train.stop_after else total
     progress = _progress(cfg, total, start, first)
     stop, stopping = StopRequest(device), False
+    grads_held = None  # zero_plan
     for step in range(start + 1, end + 1):
         meter.start()
         tokens, targets = data.batch(step - 1, layout.global_batch_size, dp_rank, dp_size)
         metrics = stepper.train_step(tokens, targets)
+        if step == end:  # zero_plan: gradients are held between backward and engine.step()
+            grads_held = held_bytes(engine)
         loss = metrics["loss"]
         if math.isfinite(loss):
             lr = engine.get_lr()[0]
@@ -155,6 +159,9 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
             break
     progress.close()
     writer.close()
+    held = gather_held(engine, grads_held)  # zero_plan: the model-state bytes each rank held, for tools/zero_plan.py
+    if first:
+        write_memory(os.path.join(run.path, "memory.json"), held)
 
     finished = end == total
     if finished:
@@ -185,14 +192,14 @@ def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: L
 class _Meter:
     """Tokens per second of one step, and model FLOP utilisation against the slowest rank's peak."""
 
-    def __init__(self, cfg: Config, layout: Layout, device):
-        from megarecipe.metrics import device_peak_flops
+    def __init__(self, cfg: Config, layout: Layout, device, bf16: bool):
+        from megarecipe.metrics import device_peak_flops, peak_precision
         from megarecipe.model.size import flops_per_token
         from megarecipe.parallel.distributed import all_max
 
         self.batch_tokens = layout.global_batch_size * layout.seq_len
         self.flops_per_token = flops_per_token(cfg.model, layout.vocab_size)
-        self.peak = all_max(device_peak_flops(device), device)
+        self.peak = all_max(device_peak_flops(device, peak_precision(device, bf16)), device)
         self.t0 = 0.0
 
     def start(self) -> None:

@@ -14,6 +14,12 @@ from megarecipe.config import ModelConfig
 from megarecipe.model.size import count_params, flops_per_token  # noqa: F401  (re-exported)
 
 
+# model.recompute -> TransformerConfig: "selective" recomputes core attention (the b*a*s*s scores), "full"
+# keeps only each layer's input and recomputes the layer in backward.
+RECOMPUTE = {"none": {}, "selective": {"recompute_granularity": "selective"},
+             "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1}}
+
+
 def transformer_config(m: ModelConfig, tp: int = 1, pp: int = 1, bf16: bool = False) -> TransformerConfig:
     init = init_method_normal(m.init_std)
     return TransformerConfig(
@@ -27,7 +33,7 @@ def transformer_config(m: ModelConfig, tp: int = 1, pp: int = 1, bf16: bool = Fa
         apply_rope_fusion=False, persist_layer_norm=False, gradient_accumulation_fusion=False,
         use_cpu_initialization=True, params_dtype=torch.float32,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
-        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32, bf16=bf16)
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32, bf16=bf16, **RECOMPUTE[m.recompute])
 
 
 def build_model(m: ModelConfig, vocab_size: int, bf16: bool = False) -> GPTModel:
