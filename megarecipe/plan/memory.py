@@ -176,3 +176,12 @@ def plan_memory(m: ModelConfig, vocab: int, z: ZeroSetting, tp: int, pp: int, dp
         if worst is None or mem.total > worst.total:
             worst = mem
     return worst
+
+
+def rank_model_states(m: ModelConfig, vocab: int, z: ZeroSetting, tp: int, pp: int, dp: int, bf16: bool,
+                      global_rank: int) -> dict:
+    """Planned {'params', 'grads', 'optimizer'} bytes of one global rank (megatron's order: TP fastest, then
+    DP, then PP), to compare with what RUN/memory.json says that rank held."""
+    stage, dp_rank = global_rank // (tp * dp), (global_rank // tp) % dp
+    params, grads, optimizer, _, _ = model_states(stage_tensors(m, vocab, tp, pp, stage), z, dp, bf16, dp_rank)
+    return {"params": params, "grads": grads, "optimizer": optimizer}

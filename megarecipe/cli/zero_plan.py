@@ -1,0 +1,235 @@
+"""Plan which ZeRO / TP / PP / micro-batch / recomputation layout fits, measure the candidates, write the winner.
+
+  python tools/zero_plan.py configs/1.4b.yaml model.vocab_size=128256 --nodes 2 --gpus-per-node 8 --gpu-memory 80GB
+  python tools/zero_plan.py configs/tiny.yaml --processes 2 --measure --out plans/tiny
+  python tools/zero_plan.py configs/300m.yaml model.vocab_size=32000 --gpus-per-node 8 --gpu-memory 80GB \\
+      --write ds_configs/300m-best.json
+
+Memory per device is split into parameters, gradients, optimizer states (fp32 master copies included),
+activations (with and without recomputation) and buffers; layouts the trainer refuses are listed with the
+reason and never proposed. --measure trains each fitting candidate for --steps steps through
+launchers/local.sh and records tokens/s, step time and peak memory. --write saves the winner's ds_config
+(ZeRO settings only) and prints the overrides that select it.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import sys
+import tempfile
+
+from megarecipe.config import ConfigError, load_config, validate
+
+GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _size(text: str) -> float:
+    match = re.fullmatch(r"\s*([0-9.]+)\s*(GB|GiB|G|MB|MiB|M)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 80GB or 16GiB")
+    unit = (match.group(2) or "GB").lower()
+    scale = {"gb": 1e9, "g": 1e9, "gib": 2**30, "mb": 1e6, "m": 1e6, "mib": 2**20}[unit]
+    return float(match.group(1)) * scale
+
+
+def parse(argv):
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="a YAML run config")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, as for training")
+    where = ap.add_argument_group("the machine")
+    where.add_argument("--nodes", type=int, default=1)
+    where.add_argument("--gpus-per-node", type=int, help="plan for GPUs (bf16 unless train.precision says fp32)")
+    where.add_argument("--gpu-memory", type=_size, help="memory per GPU, e.g. 80GB")
+    where.add_argument("--processes", type=int, help="plan for N CPU processes on this machine (fp32)")
+    where.add_argument("--memory", type=_size, help="memory per CPU process (default: this machine's RAM / N)")
+    where.add_argument("--margin", type=float, default=0.10, help="head-room fraction a fit must leave (0.10)")
+    where.add_argument("--peak-tflops", type=float, help="per device at the precision in use (GPU: 989)")
+    where.add_argument("--efficiency", type=float, default=0.4, help="achieved fraction of peak (0.4)")
+    where.add_argument("--intra-gbs", type=float, help="GB/s per device inside a node (GPU: 150)")
+    where.add_argument("--inter-gbs", type=float, help="GB/s per device across nodes (GPU: 25)")
+    pick = ap.add_argument_group("which candidates (default: all)")
+    pick.add_argument("--zero", help="comma list of ZeRO variants: zero0,zero1,zero2,zero2-offload,zero3,...")
+    pick.add_argument("--tp", type=_ints)
+    pick.add_argument("--pp", type=_ints)
+    pick.add_argument("--micro-batch", type=_ints)
+    pick.add_argument("--recompute", help="comma list of none,selective,full")
+    out = ap.add_argument_group("output")
+    out.add_argument("--top", type=int, default=20, help="rows of the table (20)")
+    out.add_argument("--json", help="write every candidate with its planned (and measured) figures")
+    out.add_argument("--measure", action="store_true", help="train each fitting candidate briefly")
+    out.add_argument("--max-measure", type=int, default=8, help="measure at most this many, best planned first")
+    out.add_argument("--steps", type=int, default=3, help="steps per measured candidate (3)")
+    out.add_argument("--out", help="scratch dir for --measure (run dirs, ds_configs, plan.json)")
+    out.add_argument("--write", help="write the winner's ds_config JSON here and print its overrides")
+    return ap.parse_args(argv)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(args)
+    except ConfigError as e:
+        return _fail(str(e))
+
+
+def _target(args):
+    """(world, devices per node, memory per device, gpu?) from the flags."""
+    if args.processes and args.gpus_per_node:
+        raise ConfigError("--processes and --gpus-per-node: give one (CPU processes here, or GPUs)")
+    if args.gpus_per_node:
+        if not args.gpu_memory:
+            raise ConfigError("--gpu-memory: needed with --gpus-per-node; give e.g. --gpu-memory 80GB")
+        return args.nodes * args.gpus_per_node, args.gpus_per_node, args.gpu_memory, True
+    if args.processes:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return args.processes, args.processes, args.memory or ram / args.processes, False
+    raise ConfigError("--gpus-per-node or --processes: say what to plan for, e.g. --gpus-per-node 8 "
+                      "--gpu-memory 80GB, or --processes 2")
+
+
+def _vocab(cfg) -> int:
+    """model.vocab_size, else the tokenizer's (each candidate pads it for its TP size, as the trainer does)."""
+    if cfg.model.vocab_size is not None:
+        return cfg.model.vocab_size
+    from megarecipe.data.errors import DataError
+    from megarecipe.data.meta import load_meta
+    try:
+        return load_meta(cfg.data.dir).vocab_size
+    except DataError:
+        raise ConfigError(f"model.vocab_size: not set and data.dir={cfg.data.dir!r} holds no prepared data; pass "
+                          f"model.vocab_size=N (e.g. 128256 for Llama-3's tokenizer) or point data.dir at "
+                          f"prepared data") from None
+
+
+def _run(args) -> int:
+    from megarecipe.plan.candidates import RECOMPUTE, ZERO_VARIANTS, enumerate_candidates
+    from megarecipe.plan.comm import Machine
+    from megarecipe.plan.rank import assess, rank
+    from megarecipe.plan.report import refused_summary, table
+
+    world, per_node, budget, gpu = _target(args)
+    zeros = args.zero.split(",") if args.zero else None
+    for z in zeros or []:
+        if z not in ZERO_VARIANTS:
+            raise ConfigError(f"--zero: unknown variant {z!r}; use some of {', '.join(ZERO_VARIANTS)}")
+    recomputes = args.recompute.split(",") if args.recompute else None
+    for r in recomputes or []:
+        if r not in RECOMPUTE:
+            raise ConfigError(f"--recompute: unknown value {r!r}; use some of {', '.join(RECOMPUTE)}")
+    if args.measure and not args.out:
+        raise ConfigError("--measure: needs --out DIR for the scratch runs")
+    if args.measure and gpu and args.nodes > 1:
+        raise ConfigError("--measure: runs on this machine only; use --nodes 1")
+    cfg = load_config(args.config, args.overrides)
+    base = copy.deepcopy(cfg)   # the settings no candidate changes must be sound (and the data there, to measure)
+    base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
+    base.train.precision = "fp32"
+    validate(base, world_size=world, check_data=args.measure)
+    vocab = _vocab(cfg)
+    if cfg.train.precision == "auto":
+        cfg.train.precision = "bf16" if gpu else "fp32"
+    bf16 = cfg.train.precision == "bf16"
+
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else (GPU_TARGET_DEFAULTS["peak_tflops"] * 1e12 if gpu
+                                                                else _cpu_peak())
+    bw = (lambda flag, key, cpu: (flag or (GPU_TARGET_DEFAULTS[key] if gpu else cpu)) * 1e9)
+    hw = Machine(peak, args.efficiency, bw(args.intra_gbs, "intra_gbs", 2.0), bw(args.inter_gbs, "inter_gbs", 2.0),
+                 bw(None, "pcie_gbs", 10.0), per_node)
+    with tempfile.TemporaryDirectory() as ds_dir:
+        candidates = enumerate_candidates(cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp, args.micro_batch,
+                                          recomputes)
+        assess(candidates, cfg, world, budget, args.margin, hw, bf16, gpu)
+    ranked = rank(candidates)
+    target = (f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each" if gpu else
+              f"{world} CPU process(es), {budget / 2**30:.1f} GiB each")
+    print(f"{args.config}: {len(candidates)} candidates for {target}, {cfg.train.precision}, vocab {vocab}, "
+          f"margin {args.margin:.0%}; {sum(1 for c in ranked if c.fits)} fit")
+
+    if args.measure:
+        _measure(args, cfg, ranked, world, bf16)
+        ranked = rank(candidates)
+    print(table(ranked, args.top))
+    summary = refused_summary(candidates)
+    if summary:
+        print(summary)
+    if args.json:
+        _write_json(args.json, candidates, args)
+    if args.measure:
+        _write_json(os.path.join(args.out, "plan.json"), candidates, args)
+    winner = next((c for c in ranked if c.fits and not (c.measured or {}).get("error")), None)
+    if winner is None:
+        print("no candidate fits: add devices, lower train.micro_batch_size, or allow offload", file=sys.stderr)
+        return 1
+    if args.write:
+        _write_winner(args.write, winner, cfg, world)
+    return 0
+
+
+def _cpu_peak() -> float:
+    return 50e9
+
+
+def _measure(args, cfg, ranked, world, bf16) -> None:
+    from megarecipe.plan.candidates import ds_json
+    from megarecipe.plan.measure import run_candidate
+    from megarecipe.plan.memory import ZeroSetting, rank_model_states
+
+    fitting = [c for c in ranked if c.fits][:args.max_measure]
+    for i, c in enumerate(fitting, 1):
+        print(f"measuring {i}/{len(fitting)}: {c.name} ({args.steps} steps)", flush=True)
+        c.measured = run_candidate(c, args.config, args.overrides, world, args.out, args.steps)
+        ranks = c.measured.get("ranks")
+        if ranks:
+            z = ZeroSetting.from_json(ds_json(c.zero))
+            planned = [rank_model_states(cfg.model, c.vocab, z, c.tp, c.pp, c.dp, bf16, r) for r in range(len(ranks))]
+            c.measured["planned_ranks"] = planned
+            c.measured["model_states_match"] = all(
+                all(p[k] == r[k] for k in ("params", "grads", "optimizer"))
+                for p, r in zip(planned, ranks, strict=True))
+
+
+def _write_json(path: str, candidates, args) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    doc = {"config": args.config, "overrides": args.overrides, "candidates": [c.as_dict() for c in candidates]}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
+def _write_winner(path: str, winner, cfg, world: int) -> None:
+    from megarecipe.plan.candidates import write_ds_json
+
+    write_ds_json(winner.zero, path)
+    overrides = winner.overrides(path)
+    check = load_config(None, [])
+    check.model, check.train, check.optim = copy.deepcopy(cfg.model), cfg.train, cfg.optim
+    check.model.vocab_size = winner.vocab
+    for item in overrides:
+        key, value = item.split("=", 1)
+        section, name = key.split(".")
+        setattr(getattr(check, section), name, type(getattr(getattr(check, section), name))(value))
+    validate(check, world_size=world, check_data=False)
+    print(f"wrote {path} ({winner.name}); train with:\n  " + " ".join(overrides))
