@@ -250,7 +250,7 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
     _check(m.num_attention_heads % m.num_query_groups == 0,
            f"model.num_attention_heads={m.num_attention_heads} is not divisible by model.num_query_groups="
            f"{m.num_query_groups}; use a kv-head count that divides the head count")
-    _check(m.recompute in ("none", "selective", "full"), f"model.recompute={m.recompute!r}; use none, selective or full")
+    _check(m.recompute in ("none", "selective", "full"), f"model.recompute={m.recompute!r}; use none/selective/full")
     _check(p.tp >= 1 and p.pp >= 1, f"parallel.tp={p.tp} and parallel.pp={p.pp} must be >= 1")
     _check(m.num_attention_heads % p.tp == 0,
            f"model.num_attention_heads={m.num_attention_heads} is not divisible by parallel.tp={p.tp}; "

@@ -153,12 +153,14 @@ def _run(args) -> int:
 
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (GPU_TARGET_DEFAULTS["peak_tflops"] * 1e12 if gpu
                                                                 else _cpu_peak())
-    bw = (lambda flag, key, cpu: (flag or (GPU_TARGET_DEFAULTS[key] if gpu else cpu)) * 1e9)
+
+    def bw(flag, key, cpu):
+        return (flag or (GPU_TARGET_DEFAULTS[key] if gpu else cpu)) * 1e9
     hw = Machine(peak, args.efficiency, bw(args.intra_gbs, "intra_gbs", 2.0), bw(args.inter_gbs, "inter_gbs", 2.0),
                  bw(None, "pcie_gbs", 10.0), per_node)
     with tempfile.TemporaryDirectory() as ds_dir:
-        candidates = enumerate_candidates(cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp, args.micro_batch,
-                                          recomputes)
+        candidates = enumerate_candidates(cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp,
+                                          args.micro_batch, recomputes)
         assess(candidates, cfg, world, budget, args.margin, hw, bf16, gpu)
     ranked = rank(candidates)
     target = (f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each" if gpu else

@@ -73,7 +73,8 @@ class Candidate:
     def as_dict(self) -> dict:
         return {"name": self.name, "zero": self.zero, "ds_config": ds_json(self.zero), "tp": self.tp, "pp": self.pp,
                 "dp": self.dp, "micro_batch_size": self.micro_batch, "microbatches": self.microbatches,
-                "recompute": self.recompute, "vocab_size": self.vocab, "refused": self.refused, "fits": self.fits, "rank": self.rank,
+                "recompute": self.recompute, "vocab_size": self.vocab, "refused": self.refused, "fits": self.fits,
+                "rank": self.rank,
                 "memory": self.memory.as_dict() if self.memory else None,
                 "comm": self.comm.as_dict() if self.comm else None, "step_seconds": self.step_seconds,
                 "measured": self.measured}

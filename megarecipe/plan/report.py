@@ -36,5 +36,6 @@ def refused_summary(candidates: list[Candidate]) -> str:
     lines = [f"refused by the trainer ({sum(reasons.values())} candidates, never proposed):"]
     for reason, n in reasons.most_common():
         example = next(c for c in candidates if c.refused == reason)
-        lines.append(f"  {n:4d} x  e.g. {example.zero} tp{example.tp} pp{example.pp} mbs{example.micro_batch}: {reason}")
+        where = f"{example.zero} tp{example.tp} pp{example.pp} mbs{example.micro_batch}"
+        lines.append(f"  {n:4d} x  e.g. {where}: {reason}")
     return "\n".join(lines)

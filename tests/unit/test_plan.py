@@ -1,0 +1,96 @@
+"""tools/zero_plan.py planning (no GPU, no data): refusals, fits, the memory model's orderings, --write."""
+import json
+
+import pytest
+
+from megarecipe.cli.zero_plan import main
+from megarecipe.config import load_config, validate
+
+GPU = ["--nodes", "2", "--gpus-per-node", "8"]
+
+
+@pytest.fixture(scope="module")
+def plan_1p4b(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plan") / "plan.json"
+    assert main(["configs/1.4b.yaml", "model.vocab_size=128256", *GPU, "--gpu-memory", "80GB", "--json",
+                 str(path)]) == 0
+    return json.loads(path.read_text())["candidates"]
+
+
+def test_refused_layouts_are_listed_with_the_reason_and_never_ranked(plan_1p4b):
+    refused = [c for c in plan_1p4b if c["refused"]]
+    ranked = [c for c in plan_1p4b if c["rank"] is not None]
+    assert refused and ranked and len(refused) + len(ranked) == len(plan_1p4b)
+    for c in plan_1p4b:
+        bad = (c["pp"] > 1 and c["ds_config"]["zero_optimization"]["stage"] > 1) or c["zero"] == "zero0"  # bf16
+        assert bool(c["refused"]) == bad or "not divisible" in (c["refused"] or ""), c["name"]
+        if c["refused"]:
+            assert c["rank"] is None and c["memory"] is None
+    assert any("ZeRO stage 0 with bf16" in c["refused"] for c in refused)
+    assert any("with ZeRO stage 3 is not supported" in c["refused"] for c in refused)
+
+
+def test_ranked_candidates_pass_validate(plan_1p4b, tmp_path):
+    from megarecipe.plan.candidates import write_ds_json
+
+    for c in sorted((c for c in plan_1p4b if c["rank"]), key=lambda c: c["rank"])[:10]:
+        ds = write_ds_json(c["zero"], str(tmp_path / f"{c['zero']}.json"))
+        cfg = load_config("configs/1.4b.yaml", [
+            "model.vocab_size=128256", "train.precision=bf16", f"parallel.tp={c['tp']}", f"parallel.pp={c['pp']}",
+            f"train.micro_batch_size={c['micro_batch_size']}", f"model.recompute={c['recompute']}",
+            f"parallel.ds_config={ds}"])
+        assert validate(cfg, world_size=16, check_data=False).dp == c["dp"]
+
+
+def test_fit_is_needed_bytes_with_margin_against_the_budget(tmp_path):
+    path = tmp_path / "small.json"
+    assert main(["configs/1.4b.yaml", "model.vocab_size=128256", *GPU, "--gpu-memory", "16GB", "--json",
+                 str(path)]) == 0
+    candidates = [c for c in json.loads(path.read_text())["candidates"] if c["rank"]]
+    assert {True, False} == {c["fits"] for c in candidates}
+    for c in candidates:
+        need = c["memory"]["total"] - c["memory"]["model_states"] + max(
+            c["memory"]["model_states"], c["memory"]["deepspeed_model_states"] or 0)
+        assert c["fits"] == (need * 1.10 <= 16e9), c["name"]
+    fitting_ranks = [c["rank"] for c in candidates if c["fits"]]
+    assert max(fitting_ranks) < min(c["rank"] for c in candidates if not c["fits"])
+
+
+def test_memory_model_orders_stages_and_recompute():
+    from megarecipe.plan.candidates import ds_json
+    from megarecipe.plan.memory import ZeroSetting, plan_memory
+
+    m = load_config("configs/1.4b.yaml", []).model
+
+    def mem(zero, recompute="none"):
+        return plan_memory(m, 128256, ZeroSetting.from_json(ds_json(zero)), 1, 1, 16, 1, 4, recompute, True, True,
+                           with_deepspeed=False)
+    assert mem("zero3").model_states < mem("zero2").model_states < mem("zero1").model_states \
+        < mem("zero0").model_states
+    assert mem("zero2-offload").optimizer == 0 < mem("zero2-offload").host
+    assert mem("zero1", "full").activations < mem("zero1", "selective").activations < mem("zero1").activations
+
+
+def test_write_gives_a_ds_config_the_trainer_takes(tmp_path, capsys):
+    out = tmp_path / "300m-best.json"
+    assert main(["configs/300m.yaml", "model.vocab_size=32000", "--gpus-per-node", "8", "--gpu-memory", "80GB",
+                 "--write", str(out)]) == 0
+    ds = json.loads(out.read_text())
+    assert set(ds) == {"zero_optimization", "steps_per_print", "wall_clock_breakdown"}
+    overrides = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert f"parallel.ds_config={out}" in overrides
+    cfg = load_config("configs/300m.yaml", ["model.vocab_size=32000", "train.precision=bf16", *overrides])
+    validate(cfg, world_size=8, check_data=False)
+
+
+@pytest.mark.parametrize("args, field", [
+    (["configs/tiny.yaml", "model.vocab_size=2048"], "--gpus-per-node or --processes"),
+    (["configs/tiny.yaml", "model.vocab_size=2048", "--gpus-per-node", "8"], "--gpu-memory"),
+    (["configs/tiny.yaml", "data.dir=/nonexistent", "--processes", "2"], "model.vocab_size"),
+    (["configs/tiny.yaml", "model.vocab_size=2048", "--processes", "2", "--zero", "zero9"], "--zero"),
+    (["configs/tiny.yaml", "model.hidden_size=130", "model.vocab_size=2048", "--processes", "2"], "model.hidden_size"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, field, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and field in err[0], err
