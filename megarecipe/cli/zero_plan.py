@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 
-from megarecipe.config import ConfigError, load_config, validate
+from megarecipe.config import ConfigError, load_config, resolve_layout
 
 GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
 
@@ -145,7 +145,7 @@ def _run(args) -> int:
     base = copy.deepcopy(cfg)   # the settings no candidate changes must be sound (and the data there, to measure)
     base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
     base.train.precision = "fp32"
-    validate(base, world_size=world, check_data=args.measure)
+    resolve_layout(base, world_size=world, check_data=args.measure)
     vocab = _vocab(cfg)
     if cfg.train.precision == "auto":
         cfg.train.precision = "bf16" if gpu else "fp32"
@@ -233,5 +233,5 @@ def _write_winner(path: str, winner, cfg, world: int) -> None:
         key, value = item.split("=", 1)
         section, name = key.split(".")
         setattr(getattr(check, section), name, type(getattr(getattr(check, section), name))(value))
-    validate(check, world_size=world, check_data=False)
+    resolve_layout(check, world_size=world, check_data=False)
     print(f"wrote {path} ({winner.name}); train with:\n  " + " ".join(overrides))

@@ -1,5 +1,5 @@
 """Layouts to consider: ZeRO variant x TP x PP x micro-batch x recomputation, each checked by the trainer's
-own validate(); what it refuses is kept with its reason and never proposed."""
+own resolve_layout(); what it refuses is kept with its reason and never proposed."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from megarecipe.config import Config, ConfigError, _pad_vocab, validate
+from megarecipe.config import Config, ConfigError, _pad_vocab, resolve_layout
 from megarecipe.plan.comm import Comm
 from megarecipe.plan.memory import Memory
 
@@ -104,8 +104,8 @@ def enumerate_candidates(cfg: Config, tokenizer_vocab: int, world: int, per_node
                     trial.model.vocab_size = vocab
                     refused, microbatches = None, 0
                     try:
-                        layout = validate(trial, world_size=world, check_data=False)
-                        microbatches = layout.microbatches
+                        layout = resolve_layout(trial, world_size=world, check_data=False)
+                        microbatches = layout.global_batch_size // (layout.micro_batch_size * layout.dp)
                     except ConfigError as e:
                         refused = str(e)
                     if refused is None and cfg.model.ffn_hidden_size % tp:

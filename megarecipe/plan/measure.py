@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 
-from megarecipe.config import REPO
+from pathlib import Path
+
+import yaml
+
+import megarecipe
 from megarecipe.plan.candidates import Candidate, write_ds_json
+from megarecipe.system import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+REPO = Path(megarecipe.__file__).resolve().parent.parent   # launchers/ live in the checkout
 
 
 def run_candidate(c: Candidate, config_path: str, overrides: list[str], nproc: int, out: str, steps: int,
@@ -26,7 +26,7 @@ def run_candidate(c: Candidate, config_path: str, overrides: list[str], nproc: i
     cmd = [str(REPO / "launchers" / "local.sh"), str(nproc), config_path, *overrides, *c.overrides(ds),
            f"run.dir={run_dir}", f"train.stop_after={steps}", "train.progress=false", "train.checkpoint_every=0",
            "train.eval_every=1000000000"]
-    env = dict(os.environ, MASTER_PORT=str(_free_port()), PYTHONWARNINGS="ignore")
+    env = dict(os.environ, MASTER_PORT=str(free_port()), PYTHONWARNINGS="ignore")
     try:
         result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -38,7 +38,7 @@ def run_candidate(c: Candidate, config_path: str, overrides: list[str], nproc: i
 
 
 def read_run(run_dir: str) -> dict:
-    from megarecipe.recipes.runs import event_dir, read_scalars
+    from megarecipe.analysis.runs import event_dir, read_scalars
 
     scalars = read_scalars(event_dir(run_dir))
     tps = scalars.get("perf/tokens_per_sec", {})
@@ -46,7 +46,6 @@ def read_run(run_dir: str) -> dict:
     with open(os.path.join(run_dir, "memory.json")) as f:
         ranks = json.load(f)["ranks"]
     with open(os.path.join(run_dir, "config.yaml")) as f:
-        import yaml
         cfg = yaml.safe_load(f)
     batch_tokens = cfg["train"]["global_batch_size"] * cfg["model"]["seq_len"]
     tokens_per_s = statistics.median(later) if later else None

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.distributed.conftest import BIN, REPO, TINY, env, free_port
+from tests.helpers import BIN, REPO, TINY, env, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_planned_model_states_equal_engine_bytes_and_recompute_is_exact(tiny_dat
 
 def test_measure_prints_the_table_and_trains_with_the_written_config(tiny_data, tmp_path, monkeypatch, capsys):
     from megarecipe.cli.zero_plan import main
-    from megarecipe.config import load_config, validate
+    from megarecipe.config import load_config, resolve_layout
 
     for key, value in env().items():
         monkeypatch.setenv(key, value)
@@ -53,5 +53,5 @@ def test_measure_prints_the_table_and_trains_with_the_written_config(tiny_data, 
     assert ds["zero_optimization"]["stage"] == 2 and "train_batch_size" not in ds
     printed = out.strip().splitlines()[-1].split()
     assert f"parallel.ds_config={best}" in printed
-    layout = validate(load_config("configs/tiny.yaml", [*overrides, *printed]), world_size=2)
+    layout = resolve_layout(load_config("configs/tiny.yaml", [*overrides, *printed]), world_size=2)
     assert (layout.zero_stage, layout.micro_batch_size) == (2, 4)

@@ -6,17 +6,18 @@ import sys
 
 import torch
 
-from megarecipe import train as trainer
-from megarecipe.config import load_config, read_ds_config, validate
+from megarecipe.config import load_config, read_ds_config, resolve_layout
 from megarecipe.plan.candidates import write_ds_json
 from megarecipe.plan.memory import ZeroSetting, rank_model_states
 
 
 def build(overrides, first):
     cfg = load_config("configs/tiny.yaml", overrides)
-    layout = validate(cfg)
-    device = trainer._init_distributed(cfg, layout) if first else torch.device("cpu")
-    from megarecipe.loop import Stepper
+    layout = resolve_layout(cfg)
+    from megarecipe.parallel import distributed
+
+    device = distributed.init(1, 1, cfg.run.seed) if first else torch.device("cpu")
+    from megarecipe.step import Stepper
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.engine import build_engine
 
@@ -41,7 +42,7 @@ def main():
         data = TokenDataset(cfg.data.dir, layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
         for step in (1, 2):
             tokens, targets = data.batch(step - 1, layout.global_batch_size, rank, 2)
-            stepper.train_step(tokens, targets, step)
+            stepper.train_step(tokens, targets)
             grads = held_bytes(engine)["grads"]
             engine.step()
         held = {**held_bytes(engine), "grads": grads}
@@ -54,7 +55,7 @@ def main():
         losses = []
         for step in (1, 2, 3):
             tokens, targets = data.batch(step - 1, layout.global_batch_size, rank, 2)
-            losses.append(stepper.train_step(tokens, targets, step))
+            losses.append(stepper.train_step(tokens, targets)["loss"])
             engine.step()
         result["losses"][recompute] = losses
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from megarecipe.cli.zero_plan import main
-from megarecipe.config import load_config, validate
+from megarecipe.config import load_config, resolve_layout
 
 GPU = ["--nodes", "2", "--gpus-per-node", "8"]
 
@@ -39,7 +39,7 @@ def test_ranked_candidates_pass_validate(plan_1p4b, tmp_path):
             "model.vocab_size=128256", "train.precision=bf16", f"parallel.tp={c['tp']}", f"parallel.pp={c['pp']}",
             f"train.micro_batch_size={c['micro_batch_size']}", f"model.recompute={c['recompute']}",
             f"parallel.ds_config={ds}"])
-        assert validate(cfg, world_size=16, check_data=False).dp == c["dp"]
+        assert resolve_layout(cfg, world_size=16, check_data=False).dp == c["dp"]
 
 
 def test_fit_is_needed_bytes_with_margin_against_the_budget(tmp_path):
@@ -80,7 +80,7 @@ def test_write_gives_a_ds_config_the_trainer_takes(tmp_path, capsys):
     overrides = capsys.readouterr().out.strip().splitlines()[-1].split()
     assert f"parallel.ds_config={out}" in overrides
     cfg = load_config("configs/300m.yaml", ["model.vocab_size=32000", "train.precision=bf16", *overrides])
-    validate(cfg, world_size=8, check_data=False)
+    resolve_layout(cfg, world_size=8, check_data=False)
 
 
 @pytest.mark.parametrize("args, field", [
