@@ -55,14 +55,17 @@ class Machine:
     inter_bw: float            # bytes/s per device across nodes
     pcie_bw: float             # bytes/s per device to host memory
     gpus_per_node: int
+    layer_overhead: float = 2e-4   # seconds per layer per microbatch (forward + backward): launches, the schedule
 
 
 def step_seconds(m: ModelConfig, vocab: int, comm: Comm, hw: Machine, world: int, tp: int, pp: int,
                  global_batch: int, microbatches: int, recompute: str) -> float:
-    """Compute (with the 1F1B bubble and recomputation) plus communication, assuming no overlap."""
+    """Compute (with the 1F1B bubble and recomputation), a fixed cost per layer and microbatch (what makes
+    small micro-batches slower), plus communication, assuming no overlap."""
     flops = flops_per_token(m, vocab) * global_batch * m.seq_len / world
     flops *= {"none": 1.0, "selective": 1.03, "full": 4 / 3}[recompute]
     compute = flops / (hw.peak_flops * hw.efficiency) * (microbatches + pp - 1) / microbatches
+    compute += hw.layer_overhead * microbatches * m.num_layers / pp
     dp_bw = hw.inter_bw if world > hw.gpus_per_node and tp * pp < world else hw.intra_bw
     pp_bw = hw.inter_bw if tp * pp > hw.gpus_per_node else hw.intra_bw
     return (compute + comm.data_parallel / dp_bw + comm.tensor_parallel / hw.intra_bw + comm.pipeline / pp_bw

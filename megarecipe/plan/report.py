@@ -5,16 +5,18 @@ from collections import Counter
 
 from megarecipe.plan.candidates import Candidate
 
-GIB = 1 << 30
-
-
-def _gib(n) -> str:
-    return "-" if n is None else f"{n / GIB:.2f}"
 
 
 def table(ranked: list[Candidate], top: int) -> str:
+    """Memory in GiB, or MiB when every layout shown needs less than 1 GiB."""
+    unit, scale = ("GiB", 1 << 30) if any(c.memory.total >= 1 << 30 for c in ranked[:top]) else ("MiB", 1 << 20)
+
+    def _gib(n) -> str:
+        return "-" if n is None else f"{n / scale:.2f}"
+
     head = ("#", "zero", "tp", "pp", "dp", "mbs", "recompute", "params", "grads", "optim", "activ", "buffers",
-            "total GiB", "DS est", "fits", "comm GB", "est step s", "meas tok/s", "meas step s", "meas peak GiB")
+            f"total {unit}", "DS est", "fits", "comm GB", "est step s", "meas tok/s", "meas step s",
+            f"meas peak {unit}")
     rows = [head]
     for c in ranked[:top]:
         mem, meas = c.memory, c.measured or {}
@@ -24,7 +26,9 @@ def table(ranked: list[Candidate], top: int) -> str:
                      f"{c.comm.total / 1e9:.2f}", f"{c.step_seconds:.3f}",
                      f"{meas['tokens_per_s']:.0f}" if meas.get("tokens_per_s") else meas.get("error", "-")[:40],
                      f"{meas['step_seconds']:.3f}" if meas.get("step_seconds") else "-", _gib(meas.get("peak_bytes"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    if not any(c.measured for c in ranked[:top]):
+        rows = [r[:-3] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
 
