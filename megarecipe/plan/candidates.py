@@ -74,7 +74,7 @@ class Candidate:
         return {"name": self.name, "zero": self.zero, "ds_config": ds_json(self.zero), "tp": self.tp, "pp": self.pp,
                 "dp": self.dp, "micro_batch_size": self.micro_batch, "microbatches": self.microbatches,
                 "recompute": self.recompute, "vocab_size": self.vocab, "refused": self.refused, "fits": self.fits,
-                "rank": self.rank,
+                "rank": self.rank, "needed_bytes": self.extra.get("needed_bytes"),
                 "memory": self.memory.as_dict() if self.memory else None,
                 "comm": self.comm.as_dict() if self.comm else None, "step_seconds": self.step_seconds,
                 "measured": self.measured}

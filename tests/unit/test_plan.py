@@ -94,3 +94,14 @@ def test_bad_input_is_one_line_and_exit_2(args, field, capsys):
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and field in err[0], err
+
+
+def test_planning_modules_import_neither_deepspeed_nor_megatron():
+    import subprocess
+    import sys
+
+    code = ("import sys, megarecipe.cli.zero_plan, megarecipe.plan.candidates, megarecipe.plan.memory, "
+            "megarecipe.plan.comm, megarecipe.plan.rank, megarecipe.plan.report, megarecipe.plan.measure; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('deepspeed', 'megatron')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
