@@ -61,7 +61,12 @@ def peak_precision(device: torch.device, bf16: bool) -> str:
     """The matmul precision in use: bf16, tf32 (fp32 on tensor cores) or fp32."""
     if bf16:
         return "bf16"
-    return "tf32" if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    return "tf32" if device.type == "cuda" and tf32_matmuls() else "fp32"
+
+
+def tf32_matmuls() -> bool:
+    """Whether fp32 matmuls may run on tensor cores (torch.backends.cuda.matmul.allow_tf32)."""
+    return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
 def device_peak_flops(device: torch.device, precision: str = "bf16") -> float:
