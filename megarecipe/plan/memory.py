@@ -109,8 +109,9 @@ def model_states(tensors: list[Tensor], z: ZeroSetting, dp: int, bf16: bool,
     persistent = sum(t.numel for t in tensors if t.numel <= z.persistence_threshold)
     gathered = min(z.prefetch_bucket, local) + largest_layer(tensors)   # live full tensors during fwd/bwd
     params, grads, optimizer, host = (part + persistent) * pb, part * 4, part * (4 + ADAM), 0
-    if z.offload_optimizer:
-        host, optimizer = host + optimizer + grads, 0
+    if z.offload_optimizer:   # gradient partitions go to host memory too; a reduce bucket stays on the device
+        host, optimizer, grads = host + optimizer + grads, 0, 0
+        gathered += min(z.reduce_bucket, local)
     if z.offload_params:
         host, params = host + part * pb, persistent * pb
     return params, grads, optimizer, host, gathered * pb
