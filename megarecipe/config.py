@@ -161,7 +161,7 @@ def save_config(cfg: Config, path: str) -> None:
 
 
 # Settings that change how a run is operated, not what it computes.
-_OPERATIONAL = {"run": ("dir", "resume", "resume_from"),
+_OPERATIONAL = {"run": ("dir", "resume", "resume_from"), "model": ("recompute",),
                 "train": ("stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints")}
 
 

@@ -7,6 +7,7 @@ RUN/checkpoints/      DeepSpeed checkpoints and the `latest` pointer
 RUN/export/           consolidated weights, loadable without DeepSpeed
 RUN/eval/             downstream evaluation results
 RUN/run.lock          locked by the process that writes the run, for as long as it runs
+RUN/memory.json       model-state bytes each rank held (parameters, gradients, optimizer), for the ZeRO planner
 
 Writers (the trainer, the ensemble scorer) and readers (analysis, launchers, recipes) all go through this
 module; it imports nothing heavy, so every layer may use it.
@@ -21,8 +22,8 @@ from contextlib import contextmanager
 
 from megarecipe import atomic
 
-RUN_JSON, CONFIG, TB, CHECKPOINTS, EXPORT, EVAL, LOCK = (
-    "run.json", "config.yaml", "tb", "checkpoints", "export", "eval", "run.lock")
+RUN_JSON, CONFIG, TB, CHECKPOINTS, EXPORT, EVAL, LOCK, MEMORY = (
+    "run.json", "config.yaml", "tb", "checkpoints", "export", "eval", "run.lock", "memory.json")
 
 # TensorBoard tags
 TRAIN_LOSS = "train/loss"

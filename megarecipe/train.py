@@ -161,7 +161,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     writer.close()
     held = gather_held(engine, grads_held)  # zero_plan: the model-state bytes each rank held, for tools/zero_plan.py
     if first:
-        write_memory(os.path.join(run.path, "memory.json"), held)
+        write_memory(run.join(rundir.MEMORY), held)
 
     finished = end == total
     if finished:

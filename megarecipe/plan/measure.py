@@ -12,7 +12,9 @@ from pathlib import Path
 import yaml
 
 import megarecipe
+from megarecipe import rundir
 from megarecipe.plan.candidates import Candidate, write_ds_json
+from megarecipe.rundir import RunDir
 from megarecipe.system import free_port
 
 REPO = Path(megarecipe.__file__).resolve().parent.parent   # launchers/ live in the checkout
@@ -43,7 +45,7 @@ def read_run(run_dir: str) -> dict:
     scalars = read_scalars(event_dir(run_dir))
     tps = scalars.get("perf/tokens_per_sec", {})
     later = [v for s, v in sorted(tps.items()) if s > 1] or list(tps.values())
-    with open(os.path.join(run_dir, "memory.json")) as f:
+    with open(RunDir(run_dir).join(rundir.MEMORY)) as f:
         ranks = json.load(f)["ranks"]
     with open(os.path.join(run_dir, "config.yaml")) as f:
         cfg = yaml.safe_load(f)

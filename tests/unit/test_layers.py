@@ -55,6 +55,14 @@ def test_upper_layers_never_import_the_training_stack():
         assert not bad, f"{module} reaches the training stack: " + ", ".join(f"{n} (via {v})" for n, v in bad.items())
 
 
+def test_the_planner_uses_only_deepspeeds_estimators():
+    """The ZeRO planner runs on a laptop: DeepSpeed's memory estimators, but no model, engine or trainer."""
+    edges = graph()
+    for module in [m for m in edges if under(m, ("megarecipe.plan",))]:
+        bad = [n for n in reachable(module, edges) if under(n, (*TRAINING_STACK[:-1], "deepspeed.runtime.engine"))]
+        assert not bad, f"{module} imports {bad}"
+
+
 def test_training_stack_never_imports_upper_layers_or_tools():
     edges = graph()
     for module in [m for m in edges if under(m, TRAINING_STACK)]:
