@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import re
 import sys
 import tempfile
 
+from megarecipe import atomic
 from megarecipe.config import ConfigError, load_config, resolve_layout
 
 GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
@@ -214,10 +214,7 @@ def _measure(args, cfg, ranked, world, bf16) -> None:
 def _write_json(path: str, candidates, args) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     doc = {"config": args.config, "overrides": args.overrides, "candidates": [c.as_dict() for c in candidates]}
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
+    atomic.write_json(path, doc)
     print(f"wrote {path}")
 
 

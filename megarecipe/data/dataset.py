@@ -70,11 +70,6 @@ class TokenDataset:
         ids = self.sample_ids(step * global_batch + dp_rank * b, b)
         return _windows(self.tokens, self.seq_len, ids)
 
-    def position(self, step, global_batch) -> tuple:
-        """(epoch, index in epoch) of the first sample of global batch `step`."""
-        epoch, index = divmod(step * global_batch, self.num_sequences)
-        return int(epoch), int(index)
-
 
 def validation_batches(data_dir, seq_len, batch_size, max_tokens=None, dp_rank=0, dp_size=1):
     """The held-out sequences (of the first `max_tokens` val tokens), in file order, as batches of `batch_size`

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from megarecipe.data.errors import DataError
-from megarecipe.data.tokenizer import file_sha256, write_atomic
+from megarecipe import atomic
+from megarecipe.data.tokenizer import file_sha256
 
 FORMAT = 1
 META, TRAIN, VAL, TOKENIZER = "meta.json", "train.bin", "val.bin", "tokenizer.model"
@@ -52,7 +53,7 @@ def dtype_for(vocab_size: int) -> str:
 def write_meta(meta: DataMeta):
     record = dataclasses.asdict(meta)
     del record["dir"]
-    write_atomic(meta.path(META), (json.dumps(record, indent=1) + "\n").encode())
+    atomic.write_text(meta.path(META), json.dumps(record, indent=1) + "\n")
 
 
 def load_meta(data_dir) -> DataMeta:

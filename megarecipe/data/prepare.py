@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from megarecipe.data.errors import DataError
 from megarecipe.data.meta import META, TOKENIZER, TRAIN, VAL, DataMeta, dtype_for, load_meta, write_meta
-from megarecipe.data.tokenizer import file_sha256, load_tokenizer, read_text, train_tokenizer, write_atomic
+from megarecipe import atomic
+from megarecipe.data.tokenizer import file_sha256, load_tokenizer, read_text, train_tokenizer
 
 SUFFIXES = (".txt", ".md", ".rst")
 BLOCK_CHARS = 256 * 1024
@@ -164,7 +165,7 @@ def _tokenizer(files, out_dir, vocab_size, tokenizer, threads, show):
     sp = load_tokenizer(tokenizer)
     if sp.eos_id() < 0:
         raise DataError(f"tokenizer {tokenizer} defines no EOS id; train it with eos_id set")
-    write_atomic(tok_path, Path(tokenizer).read_bytes())
+    atomic.write_bytes(tok_path, Path(tokenizer).read_bytes())
     return sp
 
 

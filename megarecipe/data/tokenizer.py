@@ -6,6 +6,7 @@ import re
 
 import sentencepiece as spm
 
+from megarecipe import atomic
 from megarecipe.data.errors import DataError
 
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -66,7 +67,7 @@ def train_tokenizer(files, out_prefix, vocab_size, threads=2) -> str:
         raise DataError(f"sentencepiece could not train a {vocab_size}-piece tokenizer "
                         f"({msg.strip().splitlines()[-1]}); change --vocab-size") from None
     path = str(out_prefix) + ".model"
-    write_atomic(path, model.getvalue())
+    atomic.write_bytes(path, model.getvalue())
     return path
 
 
@@ -80,12 +81,3 @@ def load_tokenizer(path) -> spm.SentencePieceProcessor:
         raise DataError(f"tokenizer {path} is not a sentencepiece model; give a .model file") from None
     return sp
 
-
-def write_atomic(path, data: bytes):
-    """Write to a temporary name in the same dir, then rename: a killed writer never leaves a half file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -4,11 +4,10 @@ meta tensors are left out. Used by the trainer to write RUN/memory.json, which t
 with its plan."""
 from __future__ import annotations
 
-import json
-import os
-
 import torch
 import torch.distributed as dist
+
+from megarecipe import atomic
 
 KINDS = ("params", "grads", "optimizer")
 
@@ -80,7 +79,4 @@ def gather_held(engine, grads_at_backward: dict | None = None) -> list[dict]:
 
 
 def write_memory(path: str, per_rank: list[dict]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"ranks": per_rank}, f, indent=1)
-    os.replace(tmp, path)
+    atomic.write_json(path, {"ranks": per_rank})

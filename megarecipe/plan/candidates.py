@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from megarecipe import atomic
 from megarecipe.config import Config, ConfigError, _pad_vocab, resolve_layout
 from megarecipe.plan.comm import Comm
 from megarecipe.plan.memory import Memory
@@ -35,11 +36,7 @@ def ds_json(variant: str) -> dict:
 
 def write_ds_json(variant: str, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"   # several ranks may write the same file
-    with open(tmp, "w") as f:
-        json.dump(ds_json(variant), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(ds_json(variant), indent=2) + "\n")   # several ranks may write it
     return path
 
 
