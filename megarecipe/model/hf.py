@@ -1,0 +1,134 @@
+"""Hugging Face export: a `LlamaForCausalLM` directory made from a megarecipe export (RUN/export).
+
+OUT/config.json, OUT/model.safetensors    Llama weights under transformers' names, fp32
+OUT/tokenizer.json, tokenizer_config.json  a fast tokenizer that splits text as the run's sentencepiece model does
+OUT/megarecipe.json                        where it came from (export dir, tokenizer hash)
+
+The reference Llama already rotates halves as transformers does, so q/k rows need no permutation; the fused
+QKV rows are split per kv group and the fused MLP input into gate and up.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+from safetensors.torch import save_file
+
+from megarecipe.config import ModelConfig
+
+# Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
+# a private-use code point, so text that contains it tokenizes differently from sentencepiece.
+_NEWLINE_STANDIN = "\ue000"
+
+
+def hf_state_dict(state: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, torch.Tensor]:
+    """Canonical megarecipe (megatron TP=1, PP=1) names -> transformers Llama names."""
+    heads, groups = m.num_attention_heads, m.num_query_groups
+    head_dim, per_group = m.hidden_size // heads, heads // groups
+    out = {"model.embed_tokens.weight": state["embedding.word_embeddings.weight"],
+           "model.norm.weight": state["decoder.final_layernorm.weight"],
+           "lm_head.weight": state["output_layer.weight"]}
+    for i in range(m.num_layers):
+        src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
+        qkv = state[src + "self_attention.linear_qkv.weight"].view(groups, per_group + 2, head_dim, m.hidden_size)
+        gate, up = state[src + "mlp.linear_fc1.weight"].chunk(2, dim=0)
+        out.update({
+            dst + "input_layernorm.weight": state[src + "input_layernorm.weight"],
+            dst + "post_attention_layernorm.weight": state[src + "pre_mlp_layernorm.weight"],
+            dst + "self_attn.q_proj.weight": qkv[:, :per_group].reshape(-1, m.hidden_size),
+            dst + "self_attn.k_proj.weight": qkv[:, per_group].reshape(-1, m.hidden_size),
+            dst + "self_attn.v_proj.weight": qkv[:, per_group + 1].reshape(-1, m.hidden_size),
+            dst + "self_attn.o_proj.weight": state[src + "self_attention.linear_proj.weight"],
+            dst + "mlp.gate_proj.weight": gate,
+            dst + "mlp.up_proj.weight": up,
+            dst + "mlp.down_proj.weight": state[src + "mlp.linear_fc2.weight"],
+        })
+    return {k: v.detach().float().contiguous().clone() for k, v in out.items()}
+
+
+def hf_config(m: ModelConfig, vocab_size: int, bos_id: int | None, eos_id: int | None) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32",
+        "vocab_size": vocab_size, "hidden_size": m.hidden_size, "intermediate_size": m.ffn_hidden_size,
+        "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_attention_heads,
+        "num_key_value_heads": m.num_query_groups, "head_dim": m.hidden_size // m.num_attention_heads,
+        "hidden_act": "silu", "rms_norm_eps": m.norm_eps, "max_position_embeddings": m.seq_len,
+        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta}, "rope_theta": m.rope_theta,
+        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False, "initializer_range": m.init_std,
+        "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": None,
+    }
+
+
+def fast_tokenizer(sp_model_path: str):
+    """A transformers fast tokenizer giving the sentencepiece model's ids on any text (but the stand-in).
+
+    transformers' Llama conversion keeps the BPE pieces and merges; what it drops is the model's normaliser:
+    the NFKC character map, and the removal of leading, trailing and repeated spaces. Those are put back here,
+    and "\n" (a user-defined piece the map must not touch) stops being an added token so the whole text is
+    normalised at once, as sentencepiece does."""
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import Tokenizer
+    from transformers import LlamaTokenizer, PreTrainedTokenizerFast
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(sp_model_path, "rb") as f:
+        proto.ParseFromString(f.read())
+    spec = proto.normalizer_spec
+    with tempfile.TemporaryDirectory() as tmp:    # transformers reads the model from a directory
+        shutil.copy(sp_model_path, os.path.join(tmp, "tokenizer.model"))
+        llama = LlamaTokenizer.from_pretrained(tmp, add_bos_token=False, add_eos_token=False)
+    backend = json.loads(llama.backend_tokenizer.to_str())
+    backend["added_tokens"] = [t for t in backend["added_tokens"] if t["special"]]
+    steps = []
+    if spec.precompiled_charsmap:
+        steps += [{"type": "Replace", "pattern": {"String": "\n"}, "content": _NEWLINE_STANDIN},
+                  {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(spec.precompiled_charsmap).decode()},
+                  {"type": "Replace", "pattern": {"String": _NEWLINE_STANDIN}, "content": "\n"}]
+    if spec.remove_extra_whitespaces:   # the regex engine is Oniguruma: ^ and $ would match at every newline
+        steps += [{"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+                  {"type": "Replace", "pattern": {"Regex": "\\A | \\z"}, "content": ""}]
+    backend["normalizer"] = {"type": "Sequence", "normalizers": steps}
+    # "first" prepends only where the normalised text still starts at offset 0, which stripping breaks
+    backend["pre_tokenizer"]["prepend_scheme"] = "always" if spec.add_dummy_prefix else "never"
+    special = {name: proto.pieces[i].piece for name, i in (("unk_token", proto.trainer_spec.unk_id),
+                                                             ("bos_token", proto.trainer_spec.bos_id),
+                                                             ("eos_token", proto.trainer_spec.eos_id)) if i >= 0}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(backend)), **special,
+                                   add_bos_token=False, add_eos_token=False)
+
+
+def export_hf(export_dir: str, out_dir: str) -> str:
+    """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
+    from megarecipe.model.export import load_export
+
+    model, cfg, info = load_export(export_dir)
+    sp_path = os.path.join(export_dir, "tokenizer.model")
+    if not os.path.isfile(sp_path):
+        raise ValueError(f"{export_dir}: tokenizer.model is missing; re-export the run from a data dir that "
+                         f"has its tokenizer")
+    tokenizer = fast_tokenizer(sp_path)
+    out_dir = os.path.normpath(out_dir)
+    tmp = out_dir + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
+              metadata={"format": "pt"})
+    config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    tokenizer.model_max_length = cfg.model.seq_len
+    tokenizer.save_pretrained(tmp)
+    with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
+        json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
+                   "params": info["params"]}, f, indent=1)
+    old = out_dir + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.isdir(out_dir):
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
