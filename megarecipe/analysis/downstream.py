@@ -1,0 +1,166 @@
+"""Downstream evaluation of a run or an ensemble through lm-eval, offline, and where its results go.
+
+RUN/eval/<task>.json   lm-eval's results for that task (the latest evaluation of it; --limit is recorded)
+RUN/eval/results.md    the table of every task evaluated so far, plus their average
+RUN/tb/                eval/<task>/acc and eval/<task>/acc_norm, in an event file of their own
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+
+# Names other tools may read; kept together so they can move to the run-directory contract.
+EVAL_DIR = "eval"
+TB_DIR = "tb"
+EVAL_TAG = "eval/{task}/{metric}"
+EVENTS_SUFFIX = ".downstream"
+METRICS = ("acc", "acc_norm")
+TABLE_FILE = "results.md"
+
+
+def evaluate(path: str, tasks: list[str], limit: int | None = None, batch_size: int = 16, device: str | None = None,
+             max_resident: int = 4, log_samples: bool = False) -> dict:
+    """Score PATH (run, export or ensemble dir) on TASKS with lm-eval; returns lm-eval's output dict."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from megarecipe.analysis.lm_eval_model import check_members, member_exports
+    from megarecipe.analysis.tasks import check_tasks
+
+    check_tasks(tasks)                        # cheap checks first: a bad name must not wait for a model load
+    check_members(member_exports(path))
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from megarecipe.analysis.lm_eval_model import MegarecipeLM
+    from megarecipe.analysis.tasks import write_task_dir
+
+    model = MegarecipeLM(path, batch_size=batch_size, device=device, max_resident=max_resident)
+    with tempfile.TemporaryDirectory() as task_dir:
+        manager = TaskManager(include_path=write_task_dir(task_dir, tasks), include_defaults=False)
+        return lm_eval.simple_evaluate(model=model, tasks=tasks, task_manager=manager, limit=limit,
+                                       log_samples=log_samples)
+
+
+def task_summaries(output: dict) -> dict[str, dict]:
+    """task -> {acc, acc_norm (when the task has it), n}."""
+    out = {}
+    for task, res in output["results"].items():
+        row = {m: res[f"{m},none"] for m in METRICS if f"{m},none" in res}
+        row["n"] = output.get("n-samples", {}).get(task, {}).get("effective")
+        out[task] = row
+    return out
+
+
+def write_results(path: str, output: dict, limit: int | None = None) -> dict[str, dict]:
+    """lm-eval's JSON per task, the TensorBoard scalars and the Markdown table; returns every stored task."""
+    eval_dir = os.path.join(path, EVAL_DIR)
+    os.makedirs(eval_dir, exist_ok=True)
+    for task in output["results"]:
+        per_task = {key: ({task: value[task]} if isinstance(value, dict) and task in value else value)
+                    for key, value in output.items() if key != "samples"}
+        per_task["megarecipe"] = {"limit": limit, "source": os.path.abspath(path)}
+        _write_json(os.path.join(eval_dir, f"{task}.json"), per_task)
+        if "samples" in output and task in output["samples"]:
+            _write_json(os.path.join(eval_dir, f"{task}.samples.json"), output["samples"][task])
+    stored = read_results(path)
+    _write_events(path, stored)
+    _write_atomic(os.path.join(eval_dir, TABLE_FILE), results_table(stored, title=os.path.basename(
+        os.path.normpath(path))))
+    return stored
+
+
+def read_results(path: str) -> dict[str, dict]:
+    """Every task evaluated for PATH so far: task -> {acc, acc_norm, n, limit}."""
+    out = {}
+    for file in sorted(glob.glob(os.path.join(path, EVAL_DIR, "*.json"))):
+        if file.endswith(".samples.json"):
+            continue
+        with open(file) as f:
+            data = json.load(f)
+        for task, row in task_summaries(data).items():
+            row["limit"] = data.get("megarecipe", {}).get("limit")
+            out[task] = row
+    return out
+
+
+def _step(path: str) -> int:
+    """Where the scalars go: the run's last step, or K for an ensemble (as its ensemble/val_loss)."""
+    ens = os.path.join(path, "ensemble.json")
+    if os.path.isfile(ens):
+        with open(ens) as f:
+            return len(json.load(f).get("members", []))
+    try:
+        from megarecipe.recipes.runs import read_run
+        return read_run(path).final_step or 0
+    except (ValueError, OSError):
+        return 0
+
+
+def _write_events(path: str, stored: dict[str, dict]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = os.path.join(path, TB_DIR)
+    for old in glob.glob(os.path.join(tb, f"*{EVENTS_SUFFIX}")):
+        os.remove(old)     # one event file holds the latest result of every task
+    writer = SummaryWriter(tb, filename_suffix=EVENTS_SUFFIX)
+    step = _step(path)
+    for task, row in stored.items():
+        for metric in METRICS:
+            if metric in row:
+                writer.add_scalar(EVAL_TAG.format(task=task, metric=metric), row[metric], step)
+    writer.close()
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def results_table(stored: dict[str, dict], title: str = "") -> str:
+    lines = ([f"### {title}", ""] if title else []) + ["| task | acc | acc_norm | items |", "|---|---|---|---|"]
+    for task, row in stored.items():
+        n = row.get("n")
+        items = "-" if n is None else f"{n}" + (" (limit)" if row.get("limit") else "")
+        lines.append(f"| {task} | {_fmt(row.get('acc'))} | {_fmt(row.get('acc_norm'))} | {items} |")
+    if stored:
+        accs = [r["acc"] for r in stored.values() if "acc" in r]
+        norms = [r.get("acc_norm", r.get("acc")) for r in stored.values()]
+        lines.append(f"| average ({len(stored)} tasks) | {_fmt(sum(accs) / len(accs))} | "
+                     f"{_fmt(sum(norms) / len(norms))} | |")
+        if any("acc_norm" not in r for r in stored.values()):
+            lines.append("")
+            lines.append("acc_norm average: tasks without acc_norm count with their acc.")
+    return "\n".join(lines) + "\n"
+
+
+def compare_table(paths: list[str], metric: str = "acc_norm") -> str:
+    """Tasks down, runs across: METRIC (acc where a task has no acc_norm), and the average over the tasks that
+    every column has."""
+    columns = [(os.path.basename(os.path.normpath(p)), read_results(p)) for p in paths]
+    tasks = sorted({t for _, stored in columns for t in stored})
+    common = [t for t in tasks if all(t in stored for _, stored in columns)]
+    lines = ["| task | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+
+    def value(stored, task):
+        row = stored.get(task)
+        return None if row is None else row.get(metric, row.get("acc"))
+
+    for task in tasks:
+        lines.append(f"| {task} | " + " | ".join(_fmt(value(s, task)) for _, s in columns) + " |")
+    if common:
+        lines.append(f"| average ({len(common)} common tasks) | " + " | ".join(
+            _fmt(sum(value(s, t) for t in common) / len(common)) for _, s in columns) + " |")
+    note = f"\n{metric}" + (" (acc for tasks without it)" if metric == "acc_norm" else "")
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def _write_json(path: str, data) -> None:
+    _write_atomic(path, json.dumps(data, indent=1, default=str))
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

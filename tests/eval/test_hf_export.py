@@ -1,0 +1,62 @@
+"""The Hugging Face export: transformers' Llama computes our logits, and its tokenizer our token ids."""
+import os
+import random
+
+import pytest
+import torch
+
+from megarecipe.model.export import load_export
+from tests.eval.conftest import make_run
+
+TRICKY = ["Question: what?\nAnswer: yes", "  leading and trailing  ", "a   b\t c", "bag \nnext", "bag\n next",
+          "\n", " \n \n ", "x\r\ny", "", " ", "ﬁne Ａ ½ café\u00a0x", "Émile's 3.14 «quotes» — dash", "a\n\n\nb"]
+
+
+@pytest.mark.parametrize("shape", [{}, {"num_query_groups": 4, "rope_theta": 10000.0}])
+def test_transformers_llama_gives_the_reference_logits(tmp_path, tokenizer_model, shape):
+    from transformers import LlamaForCausalLM
+
+    from megarecipe.model.hf import export_hf
+
+    run = make_run(tmp_path / "run", tokenizer_model, seed=3, **shape)
+    out = export_hf(os.path.join(run, "export"), str(tmp_path / "hf"))
+    hf = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    ours = load_export(os.path.join(run, "export"))[0]
+    tokens = torch.randint(0, 2048, (3, 96), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (hf(tokens).logits - ours(tokens)).abs().max().item()
+    assert diff < 1e-5
+    assert hf.config.max_position_embeddings == 96 and hf.config.vocab_size == 2048
+
+
+def test_autotokenizer_loads_offline_and_splits_as_sentencepiece(tiny_hf, tokenizer_model, monkeypatch):
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    from megarecipe.analysis.tasks import TASKS, data_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = AutoTokenizer.from_pretrained(tiny_hf)
+    sp = spm.SentencePieceProcessor(model_file=tokenizer_model)
+    texts = list(TRICKY)
+    rng = random.Random(0)
+    alphabet = "ab .,'\n\t\r\u00a0\u3000ﬁéＡ½-\"xyz"
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(500)]
+    import pyarrow as pa
+    for task in TASKS:   # the first items of every task's data, every string column
+        with pa.memory_map(data_file(task)) as src:
+            table = pa.ipc.open_stream(src).read_all().slice(0, 30)
+        for column in table.column_names:
+            texts += [v for v in table.column(column).to_pylist() if isinstance(v, str)]
+    wrong = [t for t in texts if tok(t, add_special_tokens=False)["input_ids"] != sp.encode(t)]
+    assert not wrong, f"{len(wrong)} of {len(texts)} strings split differently, e.g. {wrong[:3]}"
+    assert tok.eos_token_id == sp.eos_id() and tok.bos_token_id == sp.bos_id()
+    assert tok("Hello there")["input_ids"] == sp.encode("Hello there")   # no BOS added, as in training
+
+
+def test_export_tool_errors_in_one_line(tmp_path, capsys):
+    from megarecipe.cli.export_hf import main
+
+    assert main([str(tmp_path), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no export" in err and "\n" not in err
