@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     p.add_argument("--max-resident", type=int, default=4, help="ensemble members held in memory at once")
-    p.add_argument("--log-samples", action="store_true", help="also write per-item results RUN/eval/<task>.samples.json")
+    p.add_argument("--log-samples", action="store_true", help="also write RUN/eval/<task>.samples.json (per item)")
     p.add_argument("--compare", action="store_true", help="print a table across PATHS already evaluated")
     p.add_argument("--metric", default="acc_norm", choices=["acc", "acc_norm"], help="the --compare figure")
     p.add_argument("--write-tasks", metavar="DIR", help="write the offline task YAMLs for lm_eval --include_path")

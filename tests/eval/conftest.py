@@ -20,7 +20,7 @@ def tokenizer_model(tmp_path_factory):
     return train_tokenizer(files, str(tmp_path_factory.mktemp("tok") / "tok"), 2000)
 
 
-def make_run(root, tokenizer, seed=0, seq_len=96, **shape):
+def make_run(root, tokenizer, seed=0, seq_len=256, **shape):
     """RUN/export of a random reference Llama whose norm weights are not all 1 (so a swapped norm would show)."""
     from megarecipe.config import Config, ModelConfig
     from megarecipe.model.export import write_export

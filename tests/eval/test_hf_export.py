@@ -22,11 +22,11 @@ def test_transformers_llama_gives_the_reference_logits(tmp_path, tokenizer_model
     out = export_hf(os.path.join(run, "export"), str(tmp_path / "hf"))
     hf = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     ours = load_export(os.path.join(run, "export"))[0]
-    tokens = torch.randint(0, 2048, (3, 96), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, 2048, (3, 256), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (hf(tokens).logits - ours(tokens)).abs().max().item()
     assert diff < 1e-5
-    assert hf.config.max_position_embeddings == 96 and hf.config.vocab_size == 2048
+    assert hf.config.max_position_embeddings == 256 and hf.config.vocab_size == 2048
 
 
 def test_autotokenizer_loads_offline_and_splits_as_sentencepiece(tiny_hf, tokenizer_model, monkeypatch):
