@@ -159,9 +159,19 @@ class MegarecipeLM(TemplateLM):
     def _continuation_logits(self, models, tokens, index) -> torch.Tensor:
         """Sum over models of the fp32 logits at the continuation positions: [b, cont, vocab]."""
         rows = torch.arange(tokens.shape[0], device=tokens.device)[:, None]
+
+        def pick(_module, _inputs, hidden):
+            # the final norm works per position: keeping only these rows leaves their logits as they were, and
+            # the output layer (most of a small model's work) then runs on the continuation positions alone
+            return hidden[rows, index]
+
         total = None
         for model in models:
-            logits = model(tokens)[rows, index].float()
+            handle = model.decoder.final_layernorm.register_forward_hook(pick)
+            try:
+                logits = model(tokens).float()
+            finally:
+                handle.remove()
             total = logits if total is None else total + logits
         return total
 

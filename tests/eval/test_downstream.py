@@ -103,7 +103,7 @@ def test_hf_model_on_the_export_agrees_with_ours(tiny_run, tiny_hf, tmp_path):
     from megarecipe.analysis.downstream import evaluate
     from megarecipe.analysis.tasks import write_task_dir
 
-    tasks, limit = ["arc_easy", "piqa", "sciq", "winogrande", "boolq"], 30
+    tasks, limit = ["arc_easy", "piqa", "winogrande", "boolq"], 20
     ours = evaluate(tiny_run, tasks, limit=limit, log_samples=True)
     manager = TaskManager(include_path=write_task_dir(str(tmp_path / "tasks"), tasks), include_defaults=False)
     hf = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={tiny_hf},dtype=float32", device="cpu",
@@ -112,7 +112,7 @@ def test_hf_model_on_the_export_agrees_with_ours(tiny_run, tiny_hf, tmp_path):
         a, b = per_item(ours, task), per_item(hf, task)
         assert len(a) == len(b) == limit
         for x, y in zip(a, b, strict=True):
-            assert x == pytest.approx(y, abs=1e-4)
+            assert x == pytest.approx(y, rel=1e-5, abs=1e-4)
         for metric in ("acc,none", "acc_norm,none"):
             assert ours["results"][task].get(metric) == hf["results"][task].get(metric)
         assert 0 <= ours["results"][task]["acc,none"] <= 1
