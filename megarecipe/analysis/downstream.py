@@ -2,7 +2,7 @@
 
 RUN/eval/<task>.json   lm-eval's results for that task (the latest evaluation of it; --limit is recorded)
 RUN/eval/results.md    the table of every task evaluated so far, plus their average
-RUN/tb/                eval/<task>/acc and eval/<task>/acc_norm, in an event file of their own
+RUN/tb/                eval/<task>/acc and eval/<task>/acc_norm (rundir.eval_tag), in an event file of their own
 """
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import json
 import os
 import tempfile
 
-# Names other tools may read; kept together so they can move to the run-directory contract.
-EVAL_DIR = "eval"
-TB_DIR = "tb"
-EVAL_TAG = "eval/{task}/{metric}"
-EVENTS_SUFFIX = ".downstream"
+from megarecipe import atomic, rundir
+
+EVAL_DIR, TB_DIR = rundir.EVAL, rundir.TB
+EVENTS_SUFFIX = ".downstream"     # the event file of these scalars, apart from the trainer's
 METRICS = ("acc", "acc_norm")
 TABLE_FILE = "results.md"
 
@@ -66,7 +65,7 @@ def write_results(path: str, output: dict, limit: int | None = None) -> dict[str
             _write_json(os.path.join(eval_dir, f"{task}.samples.json"), output["samples"][task])
     stored = read_results(path)
     _write_events(path, stored)
-    _write_atomic(os.path.join(eval_dir, TABLE_FILE), results_table(stored, title=os.path.basename(
+    atomic.write_text(os.path.join(eval_dir, TABLE_FILE), results_table(stored, title=os.path.basename(
         os.path.normpath(path))))
     return stored
 
@@ -92,7 +91,7 @@ def _step(path: str) -> int:
         with open(ens) as f:
             return len(json.load(f).get("members", []))
     try:
-        from megarecipe.recipes.runs import read_run
+        from megarecipe.analysis.runs import read_run
         return read_run(path).final_step or 0
     except (ValueError, OSError):
         return 0
@@ -109,7 +108,7 @@ def _write_events(path: str, stored: dict[str, dict]) -> None:
     for task, row in stored.items():
         for metric in METRICS:
             if metric in row:
-                writer.add_scalar(EVAL_TAG.format(task=task, metric=metric), row[metric], step)
+                writer.add_scalar(rundir.eval_tag(task, metric), row[metric], step)
     writer.close()
 
 
@@ -156,11 +155,4 @@ def compare_table(paths: list[str], metric: str = "acc_norm") -> str:
 
 
 def _write_json(path: str, data) -> None:
-    _write_atomic(path, json.dumps(data, indent=1, default=str))
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=1, default=str) + "\n")

@@ -18,6 +18,7 @@ import tempfile
 import torch
 from safetensors.torch import save_file
 
+from megarecipe.atomic import replace_dir
 from megarecipe.config import ModelConfig
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
@@ -125,10 +126,5 @@ def export_hf(export_dir: str, out_dir: str) -> str:
     with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
         json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
                    "params": info["params"]}, f, indent=1)
-    old = out_dir + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.isdir(out_dir):
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out_dir)
     return out_dir

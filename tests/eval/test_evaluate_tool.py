@@ -16,8 +16,8 @@ def offline(monkeypatch):
 def test_results_land_in_the_run_and_compare(tmp_path, tiny_run, capsys):
     import shutil
 
-    from megarecipe.analysis.downstream import EVAL_TAG
-    from megarecipe.recipes.runs import read_scalars
+    from megarecipe.analysis.runs import read_scalars
+    from megarecipe.rundir import eval_tag
 
     run = str(tmp_path / "run")
     shutil.copytree(tiny_run, run)
@@ -35,7 +35,7 @@ def test_results_land_in_the_run_and_compare(tmp_path, tiny_run, capsys):
         tags = read_scalars(os.path.join(path, "tb"))
         for task, metrics in (("arc_easy", ("acc", "acc_norm")), ("boolq", ("acc",))):
             for metric in metrics:
-                (value,) = tags[EVAL_TAG.format(task=task, metric=metric)].values()
+                (value,) = tags[eval_tag(task, metric)].values()
                 assert 0 <= value <= 1
     member, ensemble = (json.load(open(os.path.join(p, "eval", "boolq.json")))["results"]["boolq"]
                         for p in (run, str(ens)))
