@@ -56,8 +56,8 @@ def safe_name(text: str) -> str:
 
 
 def number(v: float) -> str:
-    """A short exact spelling for names: 0.003 -> 3e-3, 0.8 -> 0.8, 16 -> 16, 1e-4 -> 1e-4."""
-    if v == 0 or (1e-2 <= abs(v) < 1e4):
+    """A short exact spelling for names: 0.003 -> 3e-3, 0.01 -> 1e-2, 0.8 -> 0.8, 16 -> 16."""
+    if v == 0 or (0.1 <= abs(v) < 1e4):
         return f"{v:g}"
     mantissa, exp = f"{v:e}".split("e")
     return f"{float(mantissa):g}e{int(exp)}"
