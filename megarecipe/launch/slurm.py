@@ -26,7 +26,6 @@ from megarecipe.launch.pool import REPO
 from megarecipe.launch.spec import LaunchError, RunResult, RunSpec, mark_failed, progress_step, result_of
 
 SCRIPT = REPO / "launchers" / "slurm_array.sbatch"
-POLL_S = float(os.environ.get("MEGARECIPE_SLURM_POLL_S", "30"))
 
 
 def sbatch_command(specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_node: int = 8,
@@ -75,7 +74,7 @@ def wait(job: str) -> None:
         out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True).stdout
         if not out.strip():
             return
-        time.sleep(POLL_S)
+        time.sleep(float(os.environ.get("MEGARECIPE_SLURM_POLL_S", "30")))
 
 
 def cancel(job: str) -> None:
