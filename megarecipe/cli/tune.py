@@ -57,6 +57,7 @@ def parse(argv):
     ap.add_argument("--processes", type=int, default=1, help="ranks per run (default 1)")
     ap.add_argument("--retries", type=int, default=1, help="retries of a failed run, resuming (default 1)")
     ap.add_argument("--backend", choices=BACKENDS, default="local", help="local pool or Slurm job arrays")
+    ap.add_argument("--bootstrap", type=int, default=100, help="resamples for the fits' intervals (0: none)")
     ap.add_argument("--slurm-args", default="", help="extra sbatch arguments, e.g. '--partition=gpu --time=4:00:00'")
     args = ap.parse_intermixed_args(argv)
     if args.status:
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         how = Launching(args.backend, args.parallel, args.retries, args.processes, shlex.split(args.slurm_args))
         budgets = [ladder.parse_tokens(t) for t in args.tokens.split(",")] if args.tokens else [None]
         if args.ladder or args.tokens:
-            certs = ladder.run(args.configs, budgets, args.out, args.overrides, grid, how, command=command)
+            certs = ladder.run(args.configs, budgets, args.out, args.overrides, grid, how, command=command,
+                               n_boot=args.bootstrap)
             print(f"report: {os.path.join(args.out, 'report.md')}")
             return 0 if all(certs.values()) else 1
         Sweep(args.configs[0], args.out, args.overrides, grid, how).run()

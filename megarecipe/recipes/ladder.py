@@ -44,7 +44,7 @@ def sweep_name(config: str, budget: int | None) -> str:
 
 
 def run(configs: list[str], budgets: list[int | None], out: str, overrides: list[str], grid, how, log=print,
-        command: str = "") -> dict:
+        command: str = "", n_boot: int = 100) -> dict:
     """Every (budget, size) search in order; returns sweep name -> certificate (None where it failed)."""
     plan = [(c, d) for d in budgets for c in configs]
     if len({sweep_name(c, d) for c, d in plan}) != len(plan):
@@ -66,7 +66,7 @@ def run(configs: list[str], budgets: list[int | None], out: str, overrides: list
             except SearchError as e:
                 log(f"[{name}] no certificate: {e}")
                 certs[name] = None
-    write_report(out, plan, certs, command, n_boot=100)
+    write_report(out, plan, certs, command, n_boot)
     return certs
 
 
