@@ -53,6 +53,9 @@ def parse(argv):
     ap.add_argument("--epochs", type=numbers(int), help="epochs grid (default 1,2,4,...,64)")
     ap.add_argument("--lr", type=numbers(float), help="learning-rate grid (default 1e-4,3e-4,...,3e-2)")
     ap.add_argument("--wd", type=numbers(float), help="weight-decay grid (default 0,0.1,0.2,...,12.8)")
+    ap.add_argument("--seed-early", action="store_true",
+                    help="re-run each round's centre with the next seed alongside its neighbours: one run more per "
+                         "move, one wave of runs less at the end")
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
     ap.add_argument("--processes", type=int, default=1, help="ranks per run (default 1)")
     ap.add_argument("--retries", type=int, default=1, help="retries of a failed run, resuming (default 1)")
@@ -108,23 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     from megarecipe.recipes.sweep import Launching, Sweep, paper_grid
 
     command = "python tools/tune.py " + shlex.join(argv)
-    signal.signal(signal.SIGTERM, _terminate)   # unwinds the pool: its runs checkpoint and stop
+    previous = signal.signal(signal.SIGTERM, _terminate)   # unwinds the pool: its runs checkpoint and stop
     try:
         grid = paper_grid(args.standard, args.epochs, args.lr, args.wd)
         how = Launching(args.backend, args.parallel, args.retries, args.processes, shlex.split(args.slurm_args))
         budgets = [ladder.parse_tokens(t) for t in args.tokens.split(",")] if args.tokens else [None]
         if args.ladder or args.tokens:
             certs = ladder.run(args.configs, budgets, args.out, args.overrides, grid, how, command=command,
-                               n_boot=args.bootstrap)
+                               n_boot=args.bootstrap, seed_early=args.seed_early)
             print(f"report: {os.path.join(args.out, 'report.md')}")
             return 0 if all(certs.values()) else 1
-        Sweep(args.configs[0], args.out, args.overrides, grid, how).run()
+        Sweep(args.configs[0], args.out, args.overrides, grid, how, seed_early=args.seed_early).run()
     except (ConfigError, LaunchError, SearchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SystemExit) as e:
         print(f"stopped; the same command resumes the search (runs in {args.out})", file=sys.stderr)
         return getattr(e, "code", None) or 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -9,7 +9,7 @@ CERTIFICATE_JSON, CERTIFICATE_MD = "certificate.json", "certificate.md"
 SHORT = {"epochs": "epochs", "lr": "LR", "weight_decay": "WD"}
 
 
-def build(result, names: dict, seed_run: dict | None, runs_trained: int) -> dict:
+def build(result, names: dict, seed_run: dict | None, runs: int) -> dict:
     """result: a SearchResult; names: point -> run name; seed_run: {"seed", "run", "loss"} of the re-run."""
     loss = result.loss
     spread = abs(seed_run["loss"] - loss) if seed_run and seed_run.get("loss") is not None else None
@@ -29,7 +29,7 @@ def build(result, names: dict, seed_run: dict | None, runs_trained: int) -> dict
             "certified": all(r["loss"] is None or r["margin"] >= 0 for r in rows),
             "distinguishable": spread is not None and all(r["verdict"] in ("worse", "failed") for r in rows),
             "rounds": len(result.rounds), "points_evaluated": len(result.evaluated),
-            "runs_trained": runs_trained, "grid_size": result.grid.size(),
+            "runs": runs, "grid_size": result.grid.size(),
             "grid": {n: list(v) for n, v in zip(result.grid.names, result.grid.values, strict=True)},
             "path": [{"centre": result.grid.at(r.centre), "loss": r.losses[r.centre]} for r in result.rounds]}
 

@@ -44,7 +44,7 @@ def sweep_name(config: str, budget: int | None) -> str:
 
 
 def run(configs: list[str], budgets: list[int | None], out: str, overrides: list[str], grid, how, log=print,
-        command: str = "", n_boot: int = 100) -> dict:
+        command: str = "", n_boot: int = 100, seed_early: bool = False) -> dict:
     """Every (budget, size) search in order; returns sweep name -> certificate (None where it failed)."""
     plan = [(c, d) for d in budgets for c in configs]
     if len({sweep_name(c, d) for c, d in plan}) != len(plan):
@@ -59,7 +59,8 @@ def run(configs: list[str], budgets: list[int | None], out: str, overrides: list
         for config in configs:
             name = sweep_name(config, budget)
             extra = [f"data.train_tokens={budget}"] if budget else []
-            sweep = Sweep(config, os.path.join(out, name), [*overrides, *extra], grid, how, log, title=name)
+            sweep = Sweep(config, os.path.join(out, name), [*overrides, *extra], grid, how, log, title=name,
+                          seed_early=seed_early)
             try:
                 certs[name] = sweep.run(start)
                 start = certs[name]["centre"]

@@ -49,7 +49,7 @@ def run_name(values: dict, seed: int) -> str:
 
 class Sweep:
     def __init__(self, config: str, out: str, overrides: list[str], grid: Grid, how: Launching | None = None,
-                 log=print, title: str = ""):
+                 log=print, title: str = "", seed_early: bool = False):
         from megarecipe.config import load_config
 
         self.config, self.out, self.overrides, self.grid = config, out, list(overrides), grid
@@ -57,6 +57,8 @@ class Sweep:
         self.cfg = load_config(config, self.overrides)
         self.seed = self.cfg.run.seed
         self.rounds: list[dict] = []
+        self.seed_early = seed_early   # re-run each round's centre with the next seed alongside its neighbours
+        self.centre: dict = {}
 
     def config_values(self) -> dict:
         c = self.cfg
@@ -81,11 +83,13 @@ class Sweep:
 
     def evaluate(self, points: list[dict]) -> list:
         specs = [self.spec(p, self.seed) for p in points]
-        self.save(SEARCHING, pending=[s.name for s in specs])
-        results = self.launch(specs)
+        extra = [self.spec(self.centre, self.seed + 1)] if self.seed_early else []
+        self.save(SEARCHING, pending=[s.name for s in specs + extra])
+        results = self.launch(specs + extra)
         return [results[s.run_dir].val_loss for s in specs]
 
     def on_round(self, r) -> None:
+        self.centre = self.grid.at(r.best)
         self.rounds.append({"centre": self.grid.at(r.centre), "best": self.grid.at(r.best),
                             "runs": [run_name(self.grid.at(p), self.seed) for p in r.losses]})
 
@@ -99,6 +103,7 @@ class Sweep:
     def run(self, start: dict | None = None) -> dict:
         """Search from `start` (values; default: the config's, snapped to the grid); returns the certificate."""
         point = self.grid.snap(start or self.config_values())
+        self.centre = self.grid.at(point)
         self.log(f"[{self.title}] start at {self.grid.at(point)}")
         self.rounds = []
         try:
@@ -111,10 +116,11 @@ class Sweep:
         seed_result = self.launch([seed_spec])[seed_spec.run_dir]
         names = {p: run_name(self.grid.at(p), self.seed) for p in result.evaluated}
         seed_run = {"seed": self.seed + 1, "run": seed_spec.name, "loss": seed_result.val_loss}
-        cert = certificate.build(result, names, seed_run, len(result.evaluated) + 1)
+        runs = len(result.evaluated) + (len(result.rounds) if self.seed_early else 1)
+        cert = certificate.build(result, names, seed_run, runs)
         cert.update(config=self.config, overrides=self.overrides, run_dir=os.path.join(self.out, cert["run"]))
         certificate.write(self.out, cert, self.title)
         self.save(CERTIFIED, optimum=cert["centre"], loss=cert["loss"], run_dir=cert["run_dir"])
         self.log(f"[{self.title}] certified {cert['centre']} val/loss {cert['loss']:.4f} "
-                 f"({cert['runs_trained']} runs; {os.path.join(self.out, certificate.CERTIFICATE_MD)})")
+                 f"({cert['runs']} runs; {os.path.join(self.out, certificate.CERTIFICATE_MD)})")
         return cert

@@ -20,7 +20,7 @@ def fake_launch(calls):
         calls.append([s.name for s in specs])
         for s in specs:
             o = dict(a.split("=", 1) for a in s.overrides)
-            h, d, lr, wd = int(Path(s.config).stem[1:]), int(o["data.train_tokens"]), float(o["optim.lr"]), \
+            h, d, lr, wd = int(Path(s.config).stem[1:]), int(o.get("data.train_tokens", 20000)), float(o["optim.lr"]), \
                 float(o["optim.weight_decay"])
             params = 24 * h * h + 4096 * h
             loss = (2 + 50 / math.sqrt(params) + 30 / d ** 0.3 + math.log10(lr / OPT_LR[h]) ** 2
@@ -63,3 +63,16 @@ def test_ladder_over_sizes_and_budgets(tmp_path, fake_data, monkeypatch, capsys)
     status = tune.main(["--status", str(out)])
     text = capsys.readouterr().out
     assert status == 0 and text.count("certified") >= 9
+
+
+def test_seed_early_runs_the_second_seed_with_each_round(tmp_path, fake_data, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "launch", fake_launch(calls))
+    config = tmp_path / "h128.yaml"
+    config.write_text(f"data:\n  dir: {fake_data}\n  train_tokens: 20000\noptim:\n  lr: 3.0e-2\n")
+    grid = sweep.paper_grid(epochs=[2], weight_decay=[0.8])
+    cert = sweep.Sweep(str(config), str(tmp_path / "s"), [], grid, log=lambda line: None, seed_early=True).run()
+    assert cert["centre"]["lr"] == 3e-3 and cert["certified"] and cert["seed_rerun"]["loss"] is not None
+    # rounds at lr 3e-2, 1e-2, 3e-3: each batch holds its centre's seed-1235 run; the last one is read back
+    assert [b[-1] for b in calls[:3]] == [f"lr{lr}_wd0.8_ep2_s1235" for lr in ("3e-2", "1e-2", "3e-3")]
+    assert len(calls) == 4 and calls[3] == ["lr3e-3_wd0.8_ep2_s1235"] and cert["runs"] == 4 + 3
