@@ -20,6 +20,7 @@ from pathlib import Path
 
 from megarecipe.launch import policy
 from megarecipe.launch.spec import LOG, RunResult, RunSpec, mark_failed, progress_step, result_of
+from megarecipe.rundir import FINISHED, RunDir
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,8 +91,15 @@ class LocalPool:
                                     env=self._env(spec, gpus), cwd=os.getcwd())
         return _Live(spec, proc, gpus, progress_step(spec.run_dir), time.monotonic())
 
-    def _fits(self, spec: RunSpec) -> bool:
-        return not self.gpu_mode or len(self.free_gpus) >= spec.processes
+    def _next(self, queue: list[RunSpec]) -> RunSpec | None:
+        """The first queued run that fits the free GPUs and that no other process holds (another tool, or a
+        trainer left running by a killed one: it is waited for, not started twice)."""
+        for i, spec in enumerate(queue):
+            if self.gpu_mode and len(self.free_gpus) < spec.processes:
+                return None
+            if not RunDir(spec.run_dir).locked():
+                return queue.pop(i)
+        return None
 
     def run(self, specs: list[RunSpec]) -> dict[str, RunResult]:
         """Start, watch and retry every spec; returns when all have ended. On an exception (Ctrl-C, SIGTERM
@@ -105,9 +113,16 @@ class LocalPool:
         results: dict[str, RunResult] = {}
         try:
             while queue or live:
-                while queue and len(live) < self.parallel and self._fits(queue[0]):
-                    spec = queue.pop(0)
+                while len(live) < self.parallel:
+                    spec = self._next(queue)
+                    if spec is None:
+                        break
                     c = counts[spec.run_dir]
+                    if RunDir(spec.run_dir).state() == FINISHED:   # finished by the process we waited for
+                        results[spec.run_dir] = result_of(spec, c["attempts"], c["seconds"], reused=True)
+                        if self.on_done:
+                            self.on_done(results[spec.run_dir])
+                        continue
                     c["attempts"] += 1
                     live.append(self._start(spec, c["attempts"]))
                 time.sleep(POLL_S)

@@ -56,3 +56,24 @@ def test_refusals_come_before_anything_starts(tmp_path, fake_data, fake_trainer)
     with pytest.raises(LaunchError, match="share a run_dir"):
         launch(runs + runs)
     assert len(starts(fake_trainer)) == 1
+
+
+def test_a_run_held_by_another_process_is_waited_for_not_started_twice(tmp_path, fake_data, fake_trainer):
+    import subprocess
+    import sys
+
+    from megarecipe.launch import settings_of
+
+    [spec] = specs(tmp_path, fake_data, [0.001])
+    sha, _ = settings_of(spec)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from megarecipe.rundir import RunDir; r = RunDir(sys.argv[1])\n"
+        "with r.hold():\n"
+        "    r.update(status='running', settings_sha256=sys.argv[2]); print('held', flush=True); time.sleep(1.5)\n"
+        "    r.update(status='finished', final={'val_loss': 4.5, 'step': 1}, step=1)\n"), spec.run_dir, sha],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    result = launch([spec])[spec.run_dir]
+    holder.wait(timeout=30)
+    assert result.state == rundir.FINISHED and result.val_loss == 4.5 and result.attempts == 0
+    assert starts(fake_trainer) == []
