@@ -13,7 +13,9 @@ with run.resume=true). Preemption: Slurm requeues the task (--requeue) and the t
 120 s before the limit or SIGTERM on preemption, checkpoints first; the requeued task resumes from there.
 A task that ends unfinished is resubmitted by the rule in policy.py (resume after progress, one retry after a
 failure), in a new array of the runs still to do. The launcher polls `squeue -h -j JOB -o %i` until the
-array is gone; the runs' states come from their directories, not from Slurm.
+array is gone; the runs' states come from their directories, not from Slurm. Interrupted (Ctrl-C, SIGTERM),
+it sends the array's tasks SIGUSR1 (`scancel --signal=USR1 --full JOB`): they checkpoint and end. Started
+again, it first waits for the arrays an earlier call left in the queue (their ids are in WORKDIR/jobs).
 """
 from __future__ import annotations
 
@@ -83,6 +85,10 @@ def cancel(job: str) -> None:
 
 def run(specs: list[RunSpec], parallel: int, retries: int, on_done, work_dir: str, gpus_per_node: int = 8,
         extra: list[str] | None = None) -> dict[str, RunResult]:
+    jobs_file = os.path.join(work_dir, "jobs")
+    if os.path.exists(jobs_file):   # arrays of an earlier call that was killed: let them end first
+        for job in open(jobs_file).read().split():
+            wait(job)
     counts = {s.run_dir: {"attempts": 0, "failures": 0, "resumes": 0, "seconds": 0.0} for s in specs}
     results: dict[str, RunResult] = {}
     todo, round_no = list(specs), 0
@@ -95,6 +101,8 @@ def run(specs: list[RunSpec], parallel: int, retries: int, on_done, work_dir: st
         for n, group in groups.items():
             job = submit(group, os.path.join(work_dir, f"array-{time.strftime('%Y%m%d-%H%M%S')}-{round_no}-{n}"),
                          parallel, gpus_per_node, extra)
+            with open(jobs_file, "a") as f:
+                f.write(job + "\n")
             t0 = time.monotonic()
             try:
                 wait(job)
