@@ -23,6 +23,7 @@ def command(out, data):
             "--wd", "0.8"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_search_resumes_and_trains_nothing_twice(tmp_path, fake_data, fake_trainer, sig):
     out = tmp_path / "sweep"
