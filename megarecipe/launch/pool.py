@@ -1,11 +1,12 @@
 """The local backend: a pool of concurrent training runs on this machine.
 
 Each run is `python -m megarecipe.cli.train` (one process) or `launchers/local.sh N` (N processes through the
-deepspeed launcher), with its own rendezvous port, its output appended to RUN/train.log, and its share of the
-machine: on GPUs, `processes` devices of its own (CUDA_VISIBLE_DEVICES); on CPU, cpu_count // (parallel *
-processes) threads per rank (OMP_NUM_THREADS and MEGARECIPE_THREADS, which the trainer obeys). At most
-`parallel` runs are alive at once. The trainer command can be replaced for tests with MEGARECIPE_TRAINER
-(a command line that takes the trainer's arguments).
+deepspeed launcher; `deepspeed --num_gpus N --module megarecipe.cli.train` in an installed copy), with its own
+rendezvous port, its output appended to RUN/train.log, and its share of the machine: on GPUs, `processes`
+devices of its own (CUDA_VISIBLE_DEVICES); on CPU, cpu_count // (parallel * processes) threads per rank
+(OMP_NUM_THREADS and MEGARECIPE_THREADS, which the trainer obeys). At most `parallel` runs are alive at once.
+The trainer command can be replaced for tests with MEGARECIPE_TRAINER (a command line that takes the trainer's
+arguments).
 """
 from __future__ import annotations
 
@@ -49,7 +50,11 @@ def command(spec: RunSpec) -> list[str]:
         return [*shlex.split(fake), *spec.trainer_args()]
     if spec.processes == 1:
         return [sys.executable, "-m", "megarecipe.cli.train", *spec.trainer_args()]
-    return ["bash", str(REPO / "launchers" / "local.sh"), str(spec.processes), *spec.trainer_args()]
+    local = REPO / "launchers" / "local.sh"
+    if local.is_file():
+        return ["bash", str(local), str(spec.processes), *spec.trainer_args()]
+    return ["deepspeed", "--num_gpus", str(spec.processes), "--module", "megarecipe.cli.train",   # an installed copy
+            *spec.trainer_args()]
 
 
 @dataclass
@@ -69,7 +74,8 @@ class LocalPool:
 
     def _env(self, spec: RunSpec, gpus: list[str]) -> dict:
         env = dict(os.environ, MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        if (REPO / "pyproject.toml").is_file():   # a checkout: its runs import this copy of the package
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         if self.gpu_mode:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         else:

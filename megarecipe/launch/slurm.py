@@ -59,6 +59,8 @@ def write_tasks(specs: list[RunSpec], task_dir: str) -> None:
 
 
 def submit(specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_node: int, extra) -> str:
+    if not SCRIPT.is_file():
+        raise LaunchError(f"{SCRIPT} not found: the Slurm backend runs the launchers of a checkout; run from one")
     write_tasks(specs, task_dir)
     cmd = sbatch_command(specs, task_dir, parallel, gpus_per_node, extra)
     try:
