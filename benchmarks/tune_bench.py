@@ -4,6 +4,7 @@ around the paper's optima), and the wall time of a tiny real search at --paralle
   python benchmarks/tune_bench.py [--skip-real] [--data DIR]
 """
 import argparse
+import json
 import math
 import os
 import shutil
@@ -51,7 +52,7 @@ def counts():
     return rows
 
 
-def real(data: str, parallel: int, work: str, extra=()) -> float:
+def real(data: str, parallel: int, work: str, extra=()) -> tuple[float, dict]:
     config = os.path.join(work, "tiny-search.yaml")
     with open(config, "w") as f:
         f.write(f"""model: {{num_layers: 1, hidden_size: 32, ffn_hidden_size: 96, num_attention_heads: 2,
@@ -67,7 +68,9 @@ train: {{epochs: 1, global_batch_size: 16, micro_batch_size: 16, eval_every: 100
     subprocess.run([sys.executable, "tools/tune.py", config, "--out", out, "--parallel", str(parallel),
                     "--epochs", "1", "--lr", "3e-3,1e-2", "--wd", "0.1,0.4", *extra], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    with open(os.path.join(out, "certificate.json")) as f:
+        return seconds, json.load(f)
 
 
 def main():
@@ -91,10 +94,9 @@ def main():
     load = os.getloadavg()[0]
     times = {f"--parallel {p}": real(data, p, work) for p in (1, 2)}
     times["--parallel 4 --seed-early"] = real(data, 4, work, ["--seed-early"])
-    print(f"\ntiny real search (4 runs: 3 grid points + the seed re-run), {os.cpu_count()} CPU cores, "
-          f"load average {load:.1f} at the start:")
-    for p, t in times.items():
-        print(f"{p}: {t:.1f} s")
+    print(f"\ntiny real search, {os.cpu_count()} CPU cores, load average {load:.1f} at the start:")
+    for p, (t, cert) in times.items():
+        print(f"{p}: {t:.1f} s, {cert['rounds']} round(s), {cert['runs']} runs, centre {cert['centre']}")
     shutil.rmtree(work, ignore_errors=True)
 
 
