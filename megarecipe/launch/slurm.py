@@ -5,7 +5,7 @@ node) with its output appended to RUN/train.log.
 Issued, for n runs of `processes` ranks each (g = processes when it fits on one node, else gpus_per_node):
 
     sbatch --parsable --array=0-(n-1)%parallel --job-name=megarecipe-launch --nodes=processes/g
-           --gpus-per-node=g --requeue --signal=USR1@120 --output=/dev/null --export=ALL,GPUS_PER_NODE=g
+           --gpus-per-node=g --requeue --signal=USR1@120 --output=TASKDIR/%a.out --export=ALL,GPUS_PER_NODE=g
            [extra sbatch args] launchers/slurm_array.sbatch TASKDIR
 
 TASKDIR/<i>.args holds task i's run dir and then its trainer arguments, one per line (every run is started
@@ -41,7 +41,7 @@ def sbatch_command(specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_
         raise LaunchError(f"processes={n} is not a multiple of gpus_per_node={gpus_per_node}; use whole nodes")
     return ["sbatch", "--parsable", f"--array=0-{len(specs) - 1}%{parallel}", "--job-name=megarecipe-launch",
             f"--nodes={n // per_node}", f"--gpus-per-node={per_node}", "--requeue", "--signal=USR1@120",
-            "--output=/dev/null", f"--export=ALL,GPUS_PER_NODE={per_node}", *(extra or []), str(SCRIPT),
+            f"--output={task_dir}/%a.out", f"--export=ALL,GPUS_PER_NODE={per_node}", *(extra or []), str(SCRIPT),
             task_dir]
 
 

@@ -45,7 +45,11 @@ def run_rows(sweep: str) -> list[list[str]]:
             continue
         loss = (info.get("final") or {}).get("val_loss")
         started, ended = info.get("started"), info.get("ended")
-        secs = (ended if st == rundir.FINISHED and ended else time.time()) - started if started else None
+        secs = None
+        if started and st == rundir.FINISHED and ended:
+            secs = ended - started
+        elif started and st == rundir.RUNNING:
+            secs = time.time() - started
         total = (info.get("facts") or {}).get("total_steps")
         step = f"{info.get('step', 0)}/{total}" if total else str(info.get("step", ""))
         rows.append([name, st, step, "" if loss is None else f"{loss:.4f}",

@@ -58,7 +58,7 @@ def test_slurm_job_arrays(tmp_path, fake_data, fake_trainer, monkeypatch):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     first = calls[0]
     assert first[:9] == ["--parsable", "--array=0-2%2", "--job-name=megarecipe-launch", "--nodes=1",
-                         "--gpus-per-node=4", "--requeue", "--signal=USR1@120", "--output=/dev/null",
+                         "--gpus-per-node=4", "--requeue", "--signal=USR1@120", f"--output={first[-1]}/%a.out",
                          "--export=ALL,GPUS_PER_NODE=4"]
     assert first[9:] == ["--partition=gpu", str(SCRIPT), first[-1]]
     args = (open(os.path.join(first[-1], "0.args")).read().splitlines())
@@ -70,3 +70,34 @@ def test_slurm_job_arrays(tmp_path, fake_data, fake_trainer, monkeypatch):
     assert results[runs[2].run_dir].state == rundir.FINISHED and results[runs[2].run_dir].attempts == 2
     failed = results[runs[1].run_dir]
     assert failed.state == rundir.FAILED and failed.attempts == 2 and "boom" in failed.log_tail
+
+
+def test_array_task_hands_its_args_to_slurm_sbatch(tmp_path):
+    """launchers/slurm_array.sbatch as Slurm runs it, with fake scontrol/srun/torchrun: task 1's args file
+    reaches torchrun unchanged and the output lands in RUN/train.log."""
+    import subprocess
+
+    from megarecipe.launch.slurm import write_tasks
+
+    from tests.helpers import REPO
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"scontrol": "echo node7", "srun": 'while [ "${1#--}" != "$1" ]; do shift; done; exec "$@"',
+             "torchrun": 'echo "torchrun $*"'}
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    runs = [RunSpec("configs/tiny.yaml", [f"optim.lr={lr}", "data.dir=a dir/with space"], str(tmp_path / f"r{lr}"))
+            for lr in (0.001, 0.002)]
+    write_tasks(runs, str(tmp_path / "tasks"))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_NODELIST": "node[7-8]",
+           "SLURM_NNODES": "1", "SLURM_JOB_ID": "99", "SLURM_SUBMIT_DIR": str(REPO), "GPUS_PER_NODE": "4",
+           "VIRTUAL_ENV": "x"}
+    result = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "tasks")], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "r0.002" / "train.log").read_text()
+    assert "--nproc_per_node 4" in log and "--rdzv_endpoint node7:29500" in log
+    assert f"-m megarecipe.cli.train configs/tiny.yaml optim.lr=0.002 data.dir=a dir/with space " \
+           f"run.dir={runs[1].run_dir} run.resume=true" in log
+    assert not (tmp_path / "r0.001" / "train.log").exists()
