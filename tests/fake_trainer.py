@@ -33,8 +33,9 @@ def main(argv):
             if os.environ.get("FAKE_LOG"):
                 live = len(os.listdir(live_dir)) if live_dir else 0
                 with open(os.environ["FAKE_LOG"], "a") as f:
-                    f.write(f"{run.name} live={live} threads={os.environ.get('MEGARECIPE_THREADS')} "
-                            f"port={os.environ.get('MASTER_PORT')}\n")
+                    env = os.environ
+                    f.write(f"{run.name} live={live} threads={env.get('MEGARECIPE_THREADS')} "
+                            f"port={env.get('MASTER_PORT')} gpus={env.get('CUDA_VISIBLE_DEVICES', '-')}\n")
             facts = {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay, "epochs": cfg.train.epochs,
                      "seed": cfg.run.seed}
             start = int((run.info() or {}).get("step") or 0)

@@ -77,3 +77,16 @@ def test_a_run_held_by_another_process_is_waited_for_not_started_twice(tmp_path,
     holder.wait(timeout=30)
     assert result.state == rundir.FINISHED and result.val_loss == 4.5 and result.attempts == 0
     assert starts(fake_trainer) == []
+
+
+def test_each_run_gets_gpus_of_its_own(tmp_path, fake_data, fake_trainer, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    monkeypatch.setenv("FAKE_SECONDS", "0.5")
+    runs = specs(tmp_path, fake_data, [0.001, 0.002, 0.003])
+    for s in runs:
+        s.processes = 2
+    results = launch(runs, parallel=3)             # 4 GPUs hold two 2-GPU runs at once, not three
+    lines = starts(fake_trainer)
+    assert all(r.state == rundir.FINISHED for r in results.values()) and len(lines) == 3
+    assert max(int(line.split("live=")[1].split()[0]) for line in lines) == 2
+    assert {line.split("gpus=")[1] for line in lines} <= {"0,1", "2,3"}
