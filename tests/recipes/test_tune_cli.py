@@ -1,5 +1,6 @@
-"""tools/tune.py as a user runs it, with the stand-in trainer: killed mid-search and started again, it trains
-nothing twice and ends with the same certificate; --status shows what ran and what is left."""
+"""tools/tune.py as a user runs it, with the stand-in trainer: killed mid-search (SIGTERM, then SIGKILL, to its
+process group) and started again, it trains nothing twice and ends with the certificate; --status shows what
+ran and what is left."""
 import json
 import os
 import signal
@@ -23,38 +24,48 @@ def command(out, data):
             "--wd", "0.8"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_search_resumes_and_trains_nothing_twice(tmp_path, fake_data, fake_trainer, sig):
-    out = tmp_path / "sweep"
-    env = dict(os.environ, FAKE_SECONDS="1")
-    tool = subprocess.Popen(command(out, fake_data), cwd=REPO, env=env, start_new_session=True,
+def kill_after(out, data, log, n_starts, sig, env):
+    """Start the tool, wait until the trainer has been started n_starts times in all, signal the group."""
+    tool = subprocess.Popen(command(out, data), cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while len(starts(fake_trainer)) < 3 and tool.poll() is None and time.monotonic() < deadline:
+    while len(starts(log)) < n_starts and tool.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(tool.pid, sig)        # the whole group, as a terminal's Ctrl-C or a scheduler would
     _, err = tool.communicate(timeout=120)
-    assert tool.returncode != 0
-    if sig == signal.SIGTERM:
-        assert tool.returncode == 128 + signal.SIGTERM and "the same command resumes" in err
-    runs = [d for d in out.iterdir() if d.is_dir()]
-    finished_before = {d.name for d in runs if RunDir(str(d)).state() == rundir.FINISHED}
-    unfinished = {d.name for d in runs} - finished_before
-    assert finished_before and unfinished, "the kill should land mid-search"
+    return tool.returncode, err
+
+
+def finished(out):
+    return {d.name for d in out.iterdir() if d.is_dir() and RunDir(str(d)).state() == rundir.FINISHED}
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_and_trains_nothing_twice(tmp_path, fake_data, fake_trainer):
+    out = tmp_path / "sweep"
+    env = dict(os.environ, FAKE_SECONDS="1")
+    rc, err = kill_after(out, fake_data, fake_trainer, 3, signal.SIGTERM, env)   # round 1: 2 done, 1 running
+    assert rc == 128 + signal.SIGTERM and "the same command resumes" in err
+    done_1 = finished(out)
+    assert done_1 and {d.name for d in out.iterdir() if d.is_dir()} - done_1, "the kill should land mid-search"
 
     status = subprocess.run([sys.executable, "tools/tune.py", "--status", str(out)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "searching" in status.stdout and "left in this round" in status.stdout
-    assert all(name in status.stdout for name in finished_before | unfinished)
+    assert all(name in status.stdout for name in done_1)
+
+    rc, _ = kill_after(out, fake_data, fake_trainer, len(starts(fake_trainer)) + 1, signal.SIGKILL, env)
+    assert rc == -signal.SIGKILL
+    done_2 = finished(out)
 
     again = subprocess.run(command(out, fake_data), cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr
     cert = json.loads((out / "certificate.json").read_text())
     per_run = Counter(line.split()[0] for line in starts(fake_trainer))
-    assert all(per_run[name] == 1 for name in finished_before)          # read back, not retrained
-    assert all(per_run[name] <= 2 for name in unfinished)               # restarted once at most
+    assert all(per_run[name] == 1 for name in done_1)                   # read back, not retrained
+    assert all(per_run[name] <= 2 for name in done_2 - done_1)
+    assert all(n <= 3 for n in per_run.values())                        # one start per kill at most
     assert len(per_run) == cert["points_evaluated"] + 1                 # every run the certificate needs, once
     assert cert["centre"] == {"epochs": 8, "lr": 3e-3, "weight_decay": 0.8} and cert["certified"]
     assert "read back" in again.stdout
