@@ -59,6 +59,8 @@ def parse(argv):
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
     ap.add_argument("--processes", type=int, default=1, help="ranks per run (default 1)")
     ap.add_argument("--retries", type=int, default=1, help="retries of a failed run, resuming (default 1)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="try runs an earlier call marked failed again (default: read back as failed)")
     ap.add_argument("--backend", choices=BACKENDS, default="local", help="local pool or Slurm job arrays")
     ap.add_argument("--bootstrap", type=int, default=100, help="resamples for the fits' intervals (0: none)")
     ap.add_argument("--slurm-args", default="", help="extra sbatch arguments, e.g. '--partition=gpu --time=4:00:00'")
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)   # unwinds the pool: its runs checkpoint and stop
     try:
         grid = paper_grid(args.standard, args.epochs, args.lr, args.wd)
-        how = Launching(args.backend, args.parallel, args.retries, args.processes, shlex.split(args.slurm_args))
+        how = Launching(args.backend, args.parallel, args.retries, args.processes, shlex.split(args.slurm_args),
+                        args.retry_failed)
         budgets = [ladder.parse_tokens(t) for t in args.tokens.split(",")] if args.tokens else [None]
         if args.ladder or args.tokens:
             certs = ladder.run(args.configs, budgets, args.out, args.overrides, grid, how, command=command,

@@ -11,7 +11,8 @@
   checkpoint, and a finished one is read back (matched by run.json's settings_sha256), never retrained. A run
   dir holding a run with other settings is refused before anything starts, as are bad settings.
 - A run that fails is retried once (resuming), then marked failed in run.json with its log's last lines;
-  launch() goes on with the others. Each run's stdout and stderr are appended to RUN/train.log.
+  launch() goes on with the others; a later call reads it back as failed unless retry_failed=True. Each run's
+  stdout and stderr are appended to RUN/train.log.
 - Backends: "local" (megarecipe/launch/pool.py: at most `parallel` runs at once, each with its own port and
   its share of the GPUs or CPU threads) and "slurm" (megarecipe/launch/slurm.py: one sbatch job array).
 
@@ -34,9 +35,11 @@ def state(run_dir: str) -> str:
 
 
 def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retries: int = 1, on_done=None,
-           slurm_args: list[str] | None = None, gpus_per_node: int = 8) -> dict[str, RunResult]:
+           slurm_args: list[str] | None = None, gpus_per_node: int = 8,
+           retry_failed: bool = False) -> dict[str, RunResult]:
     """Run every spec to its end; returns run_dir -> RunResult. on_done(result) is called as each run ends
-    (finished runs read back included). Raises LaunchError, before starting anything, on bad settings."""
+    (runs read back included). A run marked failed by an earlier call is read back as failed unless
+    retry_failed. Raises LaunchError, before starting anything, on bad settings."""
     if backend not in BACKENDS:
         raise LaunchError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
     if parallel < 1 or retries < 0:
@@ -47,7 +50,7 @@ def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retr
     results, todo = {}, []
     for spec in specs:
         sha, _ = settings_of(spec)
-        done = check_reuse(spec, sha)
+        done = check_reuse(spec, sha, retry_failed)
         if done is None:
             todo.append(spec)
         else:

@@ -79,9 +79,9 @@ def settings_of(spec: RunSpec) -> tuple[str, dict]:
                                   "epochs": cfg.train.epochs, "seed": cfg.run.seed}
 
 
-def check_reuse(spec: RunSpec, sha: str) -> RunResult | None:
-    """A finished run with these exact settings is read, not trained again; a run dir that holds another run is
-    refused."""
+def check_reuse(spec: RunSpec, sha: str, retry_failed: bool = False) -> RunResult | None:
+    """A finished run with these exact settings is read, not trained again, and so is a failed one unless
+    retry_failed; a run dir that holds another run is refused."""
     run = RunDir(spec.run_dir)
     info = run.info() or {}
     have = info.get("settings_sha256")
@@ -89,7 +89,7 @@ def check_reuse(spec: RunSpec, sha: str) -> RunResult | None:
         raise LaunchError(f"{spec.run_dir} holds a run with other settings (settings_sha256 {have[:12]} != "
                           f"{sha[:12]}); move it aside or write the sweep to another directory")
     st = run.state()
-    if st in (rundir.FINISHED, rundir.FAILED):
+    if st == rundir.FINISHED or (st == rundir.FAILED and not retry_failed):
         return result_of(spec, attempts=0, seconds=0.0, reused=True)
     return None
 

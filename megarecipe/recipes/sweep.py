@@ -33,6 +33,7 @@ class Launching:
     retries: int = 1
     processes: int = 1
     slurm_args: list = field(default_factory=list)
+    retry_failed: bool = False       # runs an earlier call marked failed are tried again (else read back)
 
 
 def paper_grid(standard: bool = False, epochs=None, lr=None, weight_decay=None) -> Grid:
@@ -73,7 +74,7 @@ class Sweep:
     def launch(self, specs: list[RunSpec]) -> dict:
         h = self.how
         return launch(specs, backend=h.backend, parallel=h.parallel, retries=h.retries, on_done=self.progress,
-                      slurm_args=h.slurm_args)
+                      slurm_args=h.slurm_args, retry_failed=h.retry_failed)
 
     def progress(self, r) -> None:
         loss = "" if r.val_loss is None else f"  val/loss {r.val_loss:.4f}"

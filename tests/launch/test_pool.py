@@ -41,6 +41,8 @@ def test_pool_caps_concurrency_shares_threads_retries_once_and_reads_back(tmp_pa
     again = launch(runs, parallel=2)                          # everything ended: read back, nothing started
     assert len(starts(fake_trainer)) == 6 and all(r.reused and r.attempts == 0 for r in again.values())
     assert again[runs[0].run_dir].val_loss == results[runs[0].run_dir].val_loss
+    launch(runs[1:2], retry_failed=True)                      # asked to: the failed run is tried again
+    assert sum("lr0.002" in line for line in starts(fake_trainer)) == 4
 
 
 def test_refusals_come_before_anything_starts(tmp_path, fake_data, fake_trainer):
