@@ -94,6 +94,7 @@ class Sweep:
         self.centre = self.grid.at(r.best)
         self.rounds.append({"centre": self.grid.at(r.centre), "best": self.grid.at(r.best),
                             "runs": [run_name(self.grid.at(p), self.seed) for p in r.losses]})
+        self.save(SEARCHING)
 
     def save(self, state: str, pending=(), **extra) -> None:
         os.makedirs(self.out, exist_ok=True)
