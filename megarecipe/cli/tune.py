@@ -63,6 +63,7 @@ def parse(argv):
                     help="try runs an earlier call marked failed again (default: read back as failed)")
     ap.add_argument("--backend", choices=BACKENDS, default="local", help="local pool or Slurm job arrays")
     ap.add_argument("--bootstrap", type=int, default=100, help="resamples for the fits' intervals (0: none)")
+    ap.add_argument("--gpus-per-node", type=int, default=8, help="Slurm: GPUs per node (default 8)")
     ap.add_argument("--slurm-args", default="", help="extra sbatch arguments, e.g. '--partition=gpu --time=4:00:00'")
     args = ap.parse_intermixed_args(argv)
     if args.status:
@@ -81,9 +82,9 @@ def parse(argv):
         args.configs = paths
     if args.standard and args.wd:
         ap.error("--wd: the standard recipe fixes weight decay at 0.1; drop --wd or --standard")
-    for name in ("parallel", "processes"):
+    for name in ("parallel", "processes", "gpus_per_node"):
         if getattr(args, name) < 1:
-            ap.error(f"--{name}={getattr(args, name)} must be >= 1")
+            ap.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     if args.retries < 0:
         ap.error(f"--retries={args.retries} must be >= 0")
     for key in ("optim.lr", "optim.weight_decay", "train.epochs", "run.dir", "run.seed", "run.resume"):
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid = paper_grid(args.standard, args.epochs, args.lr, args.wd)
         how = Launching(args.backend, args.parallel, args.retries, args.processes, shlex.split(args.slurm_args),
-                        args.retry_failed)
+                        args.retry_failed, args.gpus_per_node)
         budgets = [ladder.parse_tokens(t) for t in args.tokens.split(",")] if args.tokens else [None]
         if args.ladder or args.tokens:
             certs = ladder.run(args.configs, budgets, args.out, args.overrides, grid, how, command=command,

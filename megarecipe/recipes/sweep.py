@@ -34,6 +34,7 @@ class Launching:
     processes: int = 1
     slurm_args: list = field(default_factory=list)
     retry_failed: bool = False       # runs an earlier call marked failed are tried again (else read back)
+    gpus_per_node: int = 8           # Slurm: a run of more processes takes whole nodes of this many
 
 
 def paper_grid(standard: bool = False, epochs=None, lr=None, weight_decay=None) -> Grid:
@@ -74,7 +75,7 @@ class Sweep:
     def launch(self, specs: list[RunSpec]) -> dict:
         h = self.how
         return launch(specs, backend=h.backend, parallel=h.parallel, retries=h.retries, on_done=self.progress,
-                      slurm_args=h.slurm_args, retry_failed=h.retry_failed)
+                      slurm_args=h.slurm_args, retry_failed=h.retry_failed, gpus_per_node=h.gpus_per_node)
 
     def progress(self, r) -> None:
         loss = "" if r.val_loss is None else f"  val/loss {r.val_loss:.4f}"
