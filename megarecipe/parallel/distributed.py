@@ -38,7 +38,7 @@ def init(tp: int, pp: int, seed: int) -> torch.device:
         device = torch.device("cpu")
         backend = "gloo"
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(int(os.environ.get("MEGARECIPE_THREADS") or (os.cpu_count() or 1) // local_world or 1))
     import deepspeed
     from megatron.core import parallel_state as ps, tensor_parallel
 

@@ -1,0 +1,46 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO
+
+FAKE_TRAINER = f"{sys.executable} {REPO / 'tests' / 'fake_trainer.py'}"
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory):
+    """A data dir that passes the config checks (meta.json, a tokenizer file, token files) with no real text:
+    for runs of the fake trainer."""
+    from megarecipe.data.meta import DataMeta, write_meta
+    from megarecipe.data.tokenizer import file_sha256
+
+    d = tmp_path_factory.mktemp("fake_data")
+    (d / "tokenizer.model").write_bytes(b"not a real tokenizer")
+    n = 200_000
+    tokens = np.ones(n, dtype=np.uint16)
+    tokens[-1] = 0
+    tokens.tofile(d / "train.bin")
+    tokens[:20_000].tofile(d / "val.bin")
+    (d / "val.bin").write_bytes(tokens[:20_000].tobytes()[:-2] + np.zeros(1, np.uint16).tobytes())
+    write_meta(DataMeta(dir=str(d), vocab_size=256, tokenizer_sha256=file_sha256(str(d / "tokenizer.model")),
+                        dtype="uint16", train_tokens=n, val_tokens=20_000, eos_id=0))
+    return str(d)
+
+
+@pytest.fixture
+def fake_trainer(tmp_path, monkeypatch):
+    """MEGARECIPE_TRAINER set to the fake; returns the file listing each start."""
+    live = tmp_path / "live"
+    live.mkdir()
+    log = tmp_path / "starts.log"
+    monkeypatch.setenv("MEGARECIPE_TRAINER", FAKE_TRAINER)
+    monkeypatch.setenv("FAKE_LIVE", str(live))
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return log
+
+
+def starts(log) -> list[str]:
+    return log.read_text().splitlines() if os.path.exists(log) else []
