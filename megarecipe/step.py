@@ -32,7 +32,9 @@ class Stepper:
             batch = next(data_iterator)
             tokens, targets = batch.tokens.to(self.device), batch.targets.to(self.device)
             positions = torch.arange(self.seq_len, device=self.device).unsqueeze(0).expand(tokens.shape[0], -1)
-            output = self.forward_module(tokens, positions, None, labels=targets)
+            # without labels GPTModel returns this rank's vocabulary shard of the logits, [b, s, v / tp]
+            labels = None if getattr(objective, "needs_logits", False) else targets
+            output = self.forward_module(tokens, positions, None, labels=labels)
             return output, lambda per_token: objective(per_token, batch)
         return forward_step
 
