@@ -118,7 +118,8 @@ def test_teacher_weights_are_in_the_resume_key(tiny_data, tmp_path):
     (ens / "ensemble.json").write_text(json.dumps({"members": [str(one), str(two)]}))
 
     def key(*overrides):
-        cfg = load_config("configs/tiny.yaml", [f"data.dir={tiny_data}", "model.seq_len=64", "data.train_tokens=20000", *overrides])
+        cfg = load_config("configs/tiny.yaml",
+                          [f"data.dir={tiny_data}", "model.seq_len=64", "data.train_tokens=20000", *overrides])
         return resume_key(cfg, resolve_layout(cfg, world_size=1))
 
     plain, by_one, by_ens = key(), key(f"distill.teacher={one}"), key(f"distill.teacher={ens}")
