@@ -20,7 +20,9 @@ def teacher(tiny_data, tmp_path_factory):
 def test_distillation(tiny_data, tmp_path, teacher):
     from megarecipe.data.tokenizer import file_sha256
 
-    kd, _ = train(tmp_path, "kd", 1, tiny_data, f"distill.teacher={teacher}")
+    kd = tmp_path / "kd"   # through the distillation tool, which runs the trainer
+    train(tmp_path, "kd", 0, tiny_data, program=("tools/distill.py", "train", "--teacher", str(teacher), "--out",
+                                                 str(kd), "--student"))
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
     assert set(val) == {4, 8}
     assert val[4] < plain[4] - 0.03 and val[8] < plain[8] - 0.01, (val, plain)   # same steps and seed, no teacher

@@ -129,3 +129,36 @@ def test_teacher_weights_are_in_the_resume_key(tiny_data, tmp_path):
     assert by_ens["distill.teacher_sha256"][0] != by_ens["distill.teacher_sha256"][1]   # different random weights
     assert key(f"distill.teacher={one}", "distill.alpha=0.5")["distill.alpha"] == 0.5
     assert teacher.identity(str(ens))["members"] == [str(one), str(two)]
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "tools/distill.py", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_distill_tool_checks_before_spawning_and_reports(tiny_data, tmp_path):
+    from tests.helpers import write_run
+
+    good = _teacher_run(tmp_path, "good", tiny_data)
+    common = ["--student", "configs/tiny.yaml", "--out", tmp_path / "kd", f"data.dir={tiny_data}", "model.seq_len=64",
+              "data.train_tokens=20000"]
+    ok = _cli("train", "--teacher", good, "--processes", 2, "--alpha", 0.5, "--dry-run", *common)
+    assert ok.returncode == 0, ok.stderr
+    assert "--num_gpus 2 --module megarecipe.cli.train" in ok.stdout and "distill.alpha=0.5" in ok.stdout
+    bad = _cli("train", "--teacher", _teacher_run(tmp_path, "seq", tiny_data, seq_len=32), *common)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: distill.teacher: member")
+    assert "Traceback" not in bad.stderr and not (tmp_path / "kd").exists()
+
+    single = write_run(tmp_path / "single", val={10: 3.57})
+    ens = write_run(tmp_path / "ens", ensemble={1: 3.5, 8: 3.32})
+    student = write_run(tmp_path / "student", val={10: 3.36})
+    (tmp_path / "student" / "run.json").write_text(json.dumps({"status": "finished", "distill": {"dir": ens}}))
+    out = _cli("report", student, "--single", single)
+    assert out.returncode == 0, out.stderr
+    assert "retained = (L_single - L_student) / (L_single - L_teacher) = 0.840" in out.stdout
+    assert "L_teacher" in out.stdout and "3.3200" in out.stdout
+    worse = _cli("report", student, "--single", single, "--teacher", write_run(tmp_path / "t2", val={10: 3.6}))
+    assert worse.returncode == 2 and "no better than the single run" in worse.stderr
