@@ -339,12 +339,6 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
             _check(file_sha256(d.tokenizer) == meta.tokenizer_sha256,
                    f"data.dir={d.dir!r} was made with another tokenizer than data.tokenizer={d.tokenizer!r}; "
                    f"re-run tools/prepare_data.py --tokenizer {d.tokenizer} or point data.dir at a matching dir")
-        if k.teacher:
-            from megarecipe import teacher
-            try:
-                teacher.check(k.teacher, meta.tokenizer_sha256, tok_vocab, m.seq_len)
-            except teacher.TeacherError as e:
-                raise ConfigError(str(e)) from None
         if d.train_tokens is not None:
             _check(d.train_tokens <= train_available,
                    f"data.train_tokens={d.train_tokens} is larger than the {train_available} training tokens prepared "
@@ -358,6 +352,15 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
     num_sequences = (budget - 1) // m.seq_len if budget else 0
     if check_data:
         _check(num_sequences >= 1, f"data.train_tokens={budget} is less than one sequence of model.seq_len={m.seq_len}")
+    if check_data and k.teacher:
+        from megarecipe import teacher, teacher_cache
+        try:
+            if teacher_cache.is_cache(k.teacher):
+                teacher_cache.check(k.teacher, meta.tokenizer_sha256, m.seq_len, num_sequences, k.temperature)
+            else:
+                teacher.check(k.teacher, meta.tokenizer_sha256, tok_vocab, m.seq_len)
+        except teacher.TeacherError as e:
+            raise ConfigError(str(e)) from None
     total = t.epochs * num_sequences // t.global_batch_size
     if check_data:
         _check(total >= 1, f"{t.epochs} epoch(s) of {num_sequences} sequences is less than one step of "

@@ -18,6 +18,7 @@ class Microbatch:
     tokens: torch.Tensor              # [b, s]
     targets: torch.Tensor             # [b, s], next tokens
     weights: torch.Tensor | None = None  # [b, s] per-token weights for evaluation; 0 marks padding
+    ids: torch.Tensor | None = None      # [b] training sequence ids (for a teacher cache)
 
 
 class CrossEntropy:
@@ -95,17 +96,33 @@ class Distill:
         picked = z.gather(-1, (targets - lo).clamp(0, width - 1).unsqueeze(-1)).squeeze(-1) * local
         ce = self._logsumexp(z) - self._sum(picked)
 
-        # KL over the tokenizer's columns: sum_v p_v (log p_v - z_v / T) + logsumexp(z / T)
         t = self.temperature
         real = max(0, min(width, self.vocab - lo))
         student = z[..., :real] / t
         with torch.no_grad():
-            teacher_logp = torch.log_softmax(self.teacher(batch.tokens.to(z.device))[..., :self.vocab] / t, dim=-1)
-            teacher_logp = teacher_logp[..., lo:lo + real]
-        p = teacher_logp.exp()
-        kl = self._sum((p * (teacher_logp - student)).sum(dim=-1)) + self._logsumexp(student)
+            taught = self.teacher(batch)
+        if isinstance(taught, torch.Tensor):   # a live teacher's logits [b, s, V]
+            # KL over the tokenizer's columns: sum_v p_v (log p_v - z_v / T) + logsumexp(z / T)
+            teacher_logp = torch.log_softmax(taught.to(z.device)[..., :self.vocab] / t, dim=-1)[..., lo:lo + real]
+            p = teacher_logp.exp()
+            kl = self._sum((p * (teacher_logp - student)).sum(dim=-1)) + self._logsumexp(student)
+        else:
+            kl = self._top_k_kl(student, taught, lo)
 
         kl_mean, ce_mean = kl.mean(), ce.mean()
         loss = self.alpha * t * t * kl_mean + (1 - self.alpha) * ce_mean
         return loss, {"loss": loss.detach().clone(), "distill/kl": kl_mean.detach().clone(),
                       "distill/ce": ce_mean.detach().clone()}
+
+    def _top_k_kl(self, student: torch.Tensor, taught, lo: int) -> torch.Tensor:
+        """KL from a cached top-k teacher: its k tokens one by one, every other token as one outcome (the tail)."""
+        logp, ids, tail = (x.to(student.device) for x in (taught.logp, taught.ids, taught.tail))
+        real = student.shape[-1]
+        if real:
+            here = (ids >= lo) & (ids < lo + real)
+            picked = student.gather(-1, (ids - lo).clamp(0, real - 1)) * here
+        else:
+            picked = torch.zeros(ids.shape, device=student.device)
+        logq = self._sum(picked) - self._logsumexp(student).unsqueeze(-1)
+        q_tail = (1 - logq.exp().sum(-1)).clamp(min=1e-30)
+        return (logp.exp() * (logp - logq)).sum(-1) + tail * (tail.clamp(min=1e-30).log() - q_tail.log())

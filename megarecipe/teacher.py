@@ -34,6 +34,10 @@ class Member:
 def member_dirs(teacher: str) -> list[str]:
     """The run directories that make up `teacher`: itself (a run with export/), or ensemble.json's members."""
     where = f"distill.teacher={teacher!r}"
+    from megarecipe.teacher_cache import is_cache, read_info
+
+    if is_cache(teacher):
+        return read_info(teacher)["teacher"]["members"]
     if not os.path.isdir(teacher):
         raise TeacherError(f"{where} is not a directory; give a finished run (with export/) or an ensemble dir "
                            f"(with {ENSEMBLE_JSON})")
@@ -93,29 +97,39 @@ def identity(teacher: str) -> dict:
     """What the teacher is, exactly: its members and the sha256 of each member's weights."""
     from megarecipe.data.tokenizer import file_sha256
 
+    from megarecipe.teacher_cache import is_cache, read_info
+
+    if is_cache(teacher):   # the cache states its teacher; the members need not exist any more
+        info = read_info(teacher)
+        return {**info["teacher"], "cache": os.path.abspath(teacher), "cache_k": info["k"]}
     ms = members(teacher)
     return {"dir": os.path.abspath(teacher), "members": [m.run for m in ms],
             "sha256": [file_sha256(os.path.join(m.export, "model.safetensors")) for m in ms]}
 
 
 class Teacher:
-    """tokens [b, s] -> the members' mean logits [b, s, V], in fp32; frozen."""
+    """A microbatch (or `logits(tokens [b, s])`) -> the members' mean logits [b, s, V], in fp32; frozen."""
 
     def __init__(self, teacher: str, device, bf16: bool = False):
         import torch
 
         from megarecipe.model.export import load_export
 
-        self.models = []
+        self.models, self.device = [], device
         for m in members(teacher):
             model, _, _ = load_export(m.export, device)
             model.requires_grad_(False)
             self.models.append(model.to(torch.bfloat16) if bf16 else model)
         self.vocab_size = min(m.vocab_size for m in members(teacher))
 
-    def __call__(self, tokens):
+    def __call__(self, batch):
+        """batch: a Microbatch (megarecipe/objectives.py)."""
+        return self.logits(batch.tokens)
+
+    def logits(self, tokens):
         import torch
 
+        tokens = tokens.to(self.device)
         with torch.no_grad():
             total = None
             for model in self.models:

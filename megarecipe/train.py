@@ -43,8 +43,9 @@ def distill_key(cfg: Config) -> dict:
     k = cfg.distill
     if not k.teacher:
         return {"distill.teacher_sha256": None}
-    return {"distill.teacher_sha256": teacher.identity(k.teacher)["sha256"], "distill.alpha": k.alpha,
-            "distill.temperature": k.temperature}
+    who = teacher.identity(k.teacher)
+    return {"distill.teacher_sha256": who["sha256"], "distill.alpha": k.alpha, "distill.temperature": k.temperature,
+            **({"distill.cache_k": who["cache_k"]} if "cache_k" in who else {})}
 
 
 def distill_facts(cfg: Config) -> dict | None:
@@ -153,7 +154,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     for step in range(start + 1, end + 1):
         meter.start()
         tokens, targets = data.batch(step - 1, layout.global_batch_size, dp_rank, dp_size)
-        metrics = stepper.train_step(tokens, targets)
+        ids = data.batch_ids(step - 1, layout.global_batch_size, dp_rank, dp_size)
+        metrics = stepper.train_step(tokens, targets, ids)
         if step == end:  # zero_plan: gradients are held between backward and engine.step()
             grads_held = held_bytes(engine)
         loss = metrics["loss"]
@@ -209,8 +211,12 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
 
     from megarecipe.objectives import Distill
     from megarecipe.teacher import Teacher
+    from megarecipe.teacher_cache import CachedTeacher, is_cache
 
-    teacher = Teacher(cfg.distill.teacher, device, bf16) if ps.is_pipeline_last_stage() else None
+    source = cfg.distill.teacher
+    teacher = None
+    if ps.is_pipeline_last_stage():
+        teacher = CachedTeacher(source) if is_cache(source) else Teacher(source, device, bf16)
     group = ps.get_tensor_model_parallel_group() if layout.tp > 1 else None
     return Distill(teacher, cfg.distill.alpha, cfg.distill.temperature, layout.tokenizer_vocab, group=group,
                    shard=ps.get_tensor_model_parallel_rank())

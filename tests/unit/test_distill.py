@@ -162,3 +162,38 @@ def test_distill_tool_checks_before_spawning_and_reports(tiny_data, tmp_path):
     assert "L_teacher" in out.stdout and "3.3200" in out.stdout
     worse = _cli("report", student, "--single", single, "--teacher", write_run(tmp_path / "t2", val={10: 3.6}))
     assert worse.returncode == 2 and "no better than the single run" in worse.stderr
+
+
+def test_top_k_cache_with_every_token_is_the_live_teacher(tiny_data, tmp_path):
+    from megarecipe.data.dataset import TokenDataset
+    from megarecipe.teacher import Teacher
+    from megarecipe.teacher_cache import CachedTeacher, build
+
+    torch.manual_seed(3)
+    run = _teacher_run(tmp_path, "t", tiny_data)
+    data = TokenDataset(tiny_data, 64, 1000, seed=5)
+    tokens, targets = data.batch(2, 4)
+    batch = Microbatch(tokens, targets, ids=torch.as_tensor(data.batch_ids(2, 4)))
+    student = torch.randn(4, 64, 2048, requires_grad=True)
+    live = Distill(Teacher(str(run), "cpu"), 0.7, 2.0, 2000)(student, batch)[0]
+    want, = torch.autograd.grad(live, student)
+    losses = {}
+    for k in (2000, 20):
+        info = build(str(run), tiny_data, 64, 1000, k, 2.0, str(tmp_path / f"top{k}"), progress=False)
+        assert info["num_sequences"] == 15 and info["teacher"]["members"] == [str(run)]
+        cached = CachedTeacher(str(tmp_path / f"top{k}"))
+        top = cached(batch)
+        assert torch.allclose(top.logp.exp().sum(-1) + top.tail, torch.ones(4, 64), atol=1e-5)
+        losses[k] = Distill(cached, 0.7, 2.0, 2000)(student, batch)[0]
+    assert losses[2000].item() == pytest.approx(live.item(), abs=1e-5)
+    got, = torch.autograd.grad(losses[2000], student)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert losses[20].item() != pytest.approx(live.item(), abs=1e-5) and torch.isfinite(losses[20])
+
+    base = [f"data.dir={tiny_data}", "model.seq_len=64", "data.val_tokens=2048", "distill.temperature=2.0",
+            "train.global_batch_size=4", "train.micro_batch_size=4"]
+    cfg = load_config("configs/tiny.yaml", [*base, "data.train_tokens=1000", f"distill.teacher={tmp_path / 'top20'}"])
+    resolve_layout(cfg, world_size=1)
+    with pytest.raises(ConfigError, match="num_sequences=15, the student needs 31"):
+        resolve_layout(load_config("configs/tiny.yaml", [*base, "data.train_tokens=2000",
+                                                         f"distill.teacher={tmp_path / 'top20'}"]), world_size=1)
