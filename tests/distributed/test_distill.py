@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import losses, scalars, train
+from tests.helpers import TINY, losses, scalars, train
 
 pytestmark = pytest.mark.slow
 
@@ -47,3 +47,12 @@ def test_distillation(tiny_data, tmp_path, teacher):
     resumed, _ = train(tmp_path, "split", 1, tiny_data, f"distill.teacher={teacher}", "run.resume=true")
     assert losses(resumed) == losses(kd)   # bit-identical on CPU
     assert scalars(resumed, "distill/kl") == kl and scalars(resumed, "val/loss") == val
+
+    # the teacher's top-k cache with k = the vocabulary: the same training with no teacher run
+    from megarecipe.cli.distill import main as distill
+    cache = tmp_path / "cache"
+    assert distill(["cache", "--teacher", str(teacher), "--student", "configs/tiny.yaml", "--out", str(cache),
+                    "--k", "2000", f"data.dir={tiny_data}", *TINY]) == 0
+    cached, _ = train(tmp_path, "cached", 1, tiny_data, f"distill.teacher={cache}")
+    assert losses(cached) == pytest.approx(losses(kd), abs=1e-5)
+    assert json.loads((cached / "run.json").read_text())["distill"]["cache_k"] == 2000
