@@ -2,7 +2,7 @@
 ensemble.json lists member runs; its logits are the mean of the members' logits (as the ensemble scorer
 averages them).
 
-The teacher is frozen: plain-PyTorch Llamas from the exports (no megatron, no DeepSpeed), in eval mode, without
+A teacher may also be a top-k cache of one (megarecipe/teacher_cache.py). The teacher is frozen: plain-PyTorch Llamas from the exports (no megatron, no DeepSpeed), in eval mode, without
 gradients, never in an optimizer or a checkpoint; its identity (each member's weight hash) goes into the run's
 run.json and the checkpoint's resume key instead.
 """
