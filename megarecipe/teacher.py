@@ -1,8 +1,8 @@
 """The teacher of a distillation run: one finished run (RUN/export) or an ensemble directory whose
 ensemble.json lists member runs; its logits are the mean of the members' logits (as the ensemble scorer
-averages them).
+averages them). A teacher may also be a top-k cache of one (megarecipe/teacher_cache.py).
 
-A teacher may also be a top-k cache of one (megarecipe/teacher_cache.py). The teacher is frozen: plain-PyTorch Llamas from the exports (no megatron, no DeepSpeed), in eval mode, without
+The teacher is frozen: plain-PyTorch Llamas from the exports (no megatron, no DeepSpeed), in eval mode, without
 gradients, never in an optimizer or a checkpoint; its identity (each member's weight hash) goes into the run's
 run.json and the checkpoint's resume key instead.
 """
