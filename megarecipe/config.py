@@ -179,6 +179,8 @@ def run_settings(cfg: Config) -> dict:
     for section, names in _OPERATIONAL.items():
         for name in names:
             plain[section].pop(name)
+    if not plain["distill"]["teacher"]:   # alpha and temperature mean nothing without a teacher
+        plain.pop("distill")
     return plain
 
 

@@ -130,6 +130,11 @@ def test_teacher_weights_are_in_the_resume_key(tiny_data, tmp_path):
     assert key(f"distill.teacher={one}", "distill.alpha=0.5")["distill.alpha"] == 0.5
     assert teacher.identity(str(ens))["members"] == [str(one), str(two)]
 
+    from megarecipe.config import settings_sha256
+    plain_hash = settings_sha256(load_config("configs/tiny.yaml"))
+    assert settings_sha256(load_config("configs/tiny.yaml", ["distill.alpha=0.5"])) == plain_hash   # no teacher
+    assert settings_sha256(load_config("configs/tiny.yaml", [f"distill.teacher={one}"])) != plain_hash
+
 
 def _cli(*args):
     import subprocess
