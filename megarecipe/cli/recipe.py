@@ -1,0 +1,71 @@
+"""The whole recipe of "Pre-training under infinite compute" from one recipe file, stage by stage.
+
+  python tools/recipe.py configs/recipe/tiny.yaml --out runs/demo            # this machine, <= 10 minutes
+  python tools/recipe.py configs/recipe/paper.yaml --out runs/paper --backend slurm
+  python tools/recipe.py tiny --out runs/demo --search                       # redo the hyperparameter searches
+
+Stages: data -> standard (WD fixed; every size, plus the data-law budgets) -> regularized -> ensembles
+(K = 1..n) -> distill -> downstream -> fits+report (OUT/REPORT.md, OUT/fits.json, PNG plots). Running it again
+resumes: finished runs are read back, killed ones continue from their checkpoints, nothing finished is
+retrained. key=value arguments override recipe fields (e.g. launch.parallel=4 downstream.limit=100).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse(argv):
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recipe", help="a recipe file, or a shipped recipe's name (tiny, paper)")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="recipe fields to override")
+    ap.add_argument("--out", required=True, help="the pipeline's directory (runs, fits.json, REPORT.md)")
+    ap.add_argument("--search", action="store_true",
+                    help="find each size's hyperparameters by the locally-optimal search instead of using the "
+                         "certified values in the recipe file")
+    ap.add_argument("--backend", choices=("local", "slurm"), help="overrides launch.backend")
+    ap.add_argument("--parallel", type=int, help="runs at once (overrides launch.parallel)")
+    ap.add_argument("--stop-after", metavar="STAGE", help="stop after this stage (data, standard, regularized, "
+                                                          "ensembles, distill, downstream)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    from megarecipe.config import ConfigError
+    from megarecipe.data.errors import DataError
+    from megarecipe.launch import LaunchError
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline, PipelineError
+
+    overrides = list(args.overrides)
+    if args.backend:
+        overrides.append(f"launch.backend={args.backend}")
+    if args.parallel is not None:
+        overrides.append(f"launch.parallel={args.parallel}")
+    try:
+        recipe = recipe_file.load(args.recipe, overrides)
+        if args.stop_after and args.stop_after not in Pipeline.STAGES:
+            raise recipe_file.RecipeError(f"--stop-after {args.stop_after}: not a stage; use one of "
+                                          f"{', '.join(Pipeline.STAGES)}")
+        report = Pipeline(recipe, args.out, search=args.search, stop_after=args.stop_after,
+                          log=lambda m: print(m, flush=True)).run()
+    except (recipe_file.RecipeError, ConfigError, DataError, LaunchError, PipelineError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    if not args.stop_after:
+        print(f"\nreport: {report}\nbrowse every run: tensorboard --logdir {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
