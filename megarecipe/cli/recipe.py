@@ -33,7 +33,7 @@ def parse(argv):
     ap.add_argument("--parallel", type=int, help="runs at once (overrides launch.parallel)")
     ap.add_argument("--stop-after", metavar="STAGE", help="stop after this stage (data, standard, regularized, "
                                                           "ensembles, distill, downstream)")
-    return ap.parse_args(argv)
+    return ap.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,107 @@
+"""tools/recipe.py: the recipe file's checks (one line per bad field), and the whole pipeline on a sliver with the
+real trainer: killed mid-stage, resumed without retraining anything that finished, re-run training nothing, and a
+report whose numbers are those of its fits.json."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from megarecipe.cli.recipe import main
+from tests.helpers import REPO
+
+SLIVER = str(REPO / "tests" / "recipes" / "sliver.yaml")
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: "), err
+    return err
+
+
+def test_bad_fields_are_one_line(capsys, tmp_path):
+    out = str(tmp_path / "out")
+    assert "budgett" in _one_line_error(capsys, [SLIVER, "budgett=3", "--out", out])
+    assert "launch.parallel" in _one_line_error(capsys, [SLIVER, "launch.parallel=two", "--out", out])
+    assert "distill.student" in _one_line_error(capsys, [SLIVER, "distill.student=zz", "--out", out])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(SLIVER).read().replace("{name: a, overrides", "{name: a, hidden: 3, overrides"))
+    assert "sizes[0].hidden" in _one_line_error(capsys, [str(bad), "--out", out])
+    bad.write_text(open(SLIVER).read().replace("a: {lr: 1.0e-2, epochs: 2}", "a: {lr: fast, epochs: 2}"))
+    assert "standard.certified.a" in _one_line_error(capsys, [str(bad), "--out", out])
+    assert not os.path.exists(out)   # nothing started
+
+
+def _command(out, data):
+    return [sys.executable, str(REPO / "tools" / "recipe.py"), SLIVER, "--out", out, f"data.dir={data}",
+            "data.vocab_size=2000", "data.val_tokens=20000"]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+
+
+def _run_logs(out) -> dict:
+    return {p: open(p).read() for p in glob.glob(os.path.join(out, "**", "train.log"), recursive=True)}
+
+
+def _finished(out) -> set:
+    done = set()
+    for p in glob.glob(os.path.join(out, "**", "run.json"), recursive=True):
+        with open(p) as f:
+            info = json.load(f)
+        if info.get("status") == "finished" and info.get("kind") != "ensemble":
+            done.add(os.path.dirname(p))
+    return done
+
+
+@pytest.mark.slow
+def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
+    out = str(tmp_path / "sliver")
+    tool = subprocess.Popen(_command(out, tiny_data), cwd=REPO, env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not glob.glob(os.path.join(out, "regularized", "*", "train.log")):   # mid-stage: a regularized run is up
+        assert tool.poll() is None and time.time() < deadline, "the pipeline ended before the regularized stage"
+        time.sleep(0.5)
+    os.killpg(tool.pid, signal.SIGKILL)
+    tool.wait()
+    before, logs = _finished(out), _run_logs(out)
+    assert len(before) >= 2                                  # the standard stage's runs
+
+    second = subprocess.run(_command(out, tiny_data), cwd=REPO, env=_env(), capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    for run in before:   # finished before the kill: read back, never started again
+        log = os.path.join(run, "train.log")
+        assert open(log).read() == logs[log], run
+    runs = _finished(out)
+    assert len(runs) == 2 + 2 + 1 + 1                       # standard, regularized, one member, the student
+
+    logs = _run_logs(out)
+    third = subprocess.run(_command(out, tiny_data), cwd=REPO, env=_env(), capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "0 trainer starts this call" in third.stdout
+    assert _run_logs(out) == logs
+
+    report = open(os.path.join(out, "REPORT.md")).read()
+    with open(os.path.join(out, "fits.json")) as f:
+        fits = json.load(f)
+    for section in ("standard", "regularized"):
+        for row in fits["runs"][section].values():
+            assert f"{row['val_loss']:.4f}" in report
+    for e in fits["ensembles"]["by_size"].values():
+        assert " | ".join(f"{v:.4f}" for v in e["val_loss_by_k"]) in report
+    d = fits["distill"]
+    for key in ("student_loss", "single_loss", "teacher_loss"):
+        assert f"{d[key]:.4f}" in report
+    if d["retained"] is not None:
+        assert f"{d['retained']:.3f}" in report
+    assert "sciq" in report and set(fits["downstream"]) == {"best single", "ensemble", "student"}
+    stages = json.load(open(os.path.join(out, "stages.json")))
+    for name in ("standard", "regularized", "ensembles", "distill"):
+        assert f"| {name} | {stages[name]['wall_s']:.0f} | {stages[name]['cpu_s']:.0f} |" in report
