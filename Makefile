@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(BIN)/python -m megarecipe.cli.demo
+	@$(BIN)/python -m megarecipe.cli.demo   # = tools/recipe.py configs/recipe/tiny.yaml --out runs/demo
 
 test: $(STAMP) lint
 	@$(BIN)/python -m pytest -q -ra tests

@@ -1,38 +1,18 @@
-"""`make demo`: prepare the embedded corpus once, then train the tiny Llama with 2 processes under
-DeepSpeed ZeRO-1 and say where the TensorBoard logs are. Running it again continues or re-reports the run."""
+"""`make demo`: the whole recipe at tiny scale (configs/recipe/tiny.yaml) into runs/demo, then where its report is.
+Running it again resumes and trains nothing that finished. Extra arguments go to tools/recipe.py."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 
-DATA_DIR = "data/default"
-RUN_DIR = "runs/demo"
+RECIPE = "tiny"
+OUT = "runs/demo"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from megarecipe.data.corpus import prepare_default
-    from megarecipe.data.errors import DataError
+    from megarecipe.cli.recipe import main as recipe
 
-    if not os.path.isfile(os.path.join(DATA_DIR, "meta.json")):
-        print(f"== preparing the embedded corpus into {DATA_DIR} ==", flush=True)
-        t0 = time.time()
-        try:
-            meta = prepare_default(DATA_DIR)
-        except DataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"prepared {meta.train_tokens:,} training and {meta.val_tokens:,} validation tokens "
-              f"(vocab {meta.vocab_size}) in {time.time() - t0:.0f} s", flush=True)
-    print(f"== training configs/tiny.yaml with 2 processes into {RUN_DIR} ==", flush=True)
-    cmd = ["launchers/local.sh", "2", "configs/tiny.yaml", f"data.dir={DATA_DIR}", f"run.dir={RUN_DIR}",
-           "run.resume=true"]
-    code = subprocess.call(cmd)
-    if code == 0:
-        print(f"\nview the curves with: tensorboard --logdir {RUN_DIR}/tb\n"
-              f"exported weights (no DeepSpeed needed to load them): {RUN_DIR}/export")
-    return code
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return recipe([RECIPE, *([] if "--out" in argv else ["--out", OUT]), *argv])
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ class Pipeline:
         from megarecipe.data.prepare import prepare
         inputs = list(d.inputs) or default_files()
         self.worked = True
-        meta = prepare(inputs, d.dir, vocab_size=d.vocab_size, val_tokens=d.val_tokens, progress=False)
+        meta = prepare(inputs, d.dir, vocab_size=d.vocab_size, val_tokens=d.val_tokens, tokenizer=d.tokenizer,
+                       progress=False)
         self.log(f"{d.dir}: {meta.train_tokens:,} train + {meta.val_tokens:,} val tokens, vocab {meta.vocab_size}")
 
     def _search(self, section: str) -> None:

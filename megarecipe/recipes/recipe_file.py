@@ -25,6 +25,7 @@ class RecipeError(ValueError):
 class DataSection:
     dir: str = "data/recipe"                    # prepared by the pipeline's first stage when it has no meta.json
     inputs: list = field(default_factory=list)  # text files or folders; empty = the embedded default corpus
+    tokenizer: Optional[str] = None             # a sentencepiece .model to use instead of training one
     vocab_size: int = 1024
     val_tokens: int = 65536                     # held out at preparation
     eval_tokens: int = 32768                    # of those, what every run is measured on (data.val_tokens)
@@ -88,7 +89,7 @@ class Recipe:
     base: str = "tiny"                          # the run config every run starts from
     overrides: list = field(default_factory=list)   # key=value for every run
     budget: int = 32768                         # D: unique training tokens
-    data_law_budgets: list = field(default_factory=list)   # smaller D for the standard recipe's data law
+    data_law_budgets: list = field(default_factory=list)   # other D for the standard recipe's data law
     data_law_size: str = ""                     # the size the data law is measured at; default: the largest
     sizes: list = field(default_factory=list)   # Size entries, smallest first
     data: DataSection = field(default_factory=DataSection)
@@ -176,8 +177,8 @@ def check(r: Recipe) -> None:
         _fail("sizes", f"two sizes share a name ({names}); give each its own")
     if r.budget <= 0:
         _fail("budget", "must be > 0 tokens")
-    if any(int(b) <= 0 or int(b) >= r.budget for b in r.data_law_budgets):
-        _fail("data_law_budgets", f"each must be > 0 and below budget {r.budget}")
+    if any(int(b) <= 0 or int(b) == r.budget for b in r.data_law_budgets):
+        _fail("data_law_budgets", f"each must be > 0 and differ from budget {r.budget} (that run is there already)")
     if r.data_law_size and r.data_law_size not in names:
         _fail("data_law_size", f"{r.data_law_size!r} is not a size ({', '.join(names)})")
     for section in ("standard", "regularized"):
