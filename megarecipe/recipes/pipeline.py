@@ -188,9 +188,13 @@ class Pipeline:
         specs = []
         for size in self.sizes:
             run_dir = self.plan.get("regularized", {}).get(size) if self.search else None
+            hp = self.hyper("regularized", size)
+            if not run_dir and hp == self.hyper("standard", size):
+                run_dir = self.plan["standard"][size]   # the same settings and seed: that run, not a copy of it
+                self.log(f"  regularized/{size}: the same settings as standard/{size}; that run is used")
             if not run_dir:
                 run_dir = os.path.join(self.out, "regularized", size)
-                specs.append(self.spec(size, self.hyper("regularized", size), run_dir))
+                specs.append(self.spec(size, hp, run_dir))
             self.plan.setdefault("regularized", {})[size] = os.path.abspath(run_dir)
         self._save()
         self.run_all(specs)
