@@ -22,7 +22,6 @@ from megarecipe.launch import RunSpec, launch
 from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError
 
 PLAN_JSON, STAGES_JSON = "plan.json", "stages.json"
-HP_KEYS = {"lr": "optim.lr", "weight_decay": "optim.weight_decay", "epochs": "train.epochs"}
 
 
 class PipelineError(RuntimeError):
@@ -32,13 +31,6 @@ class PipelineError(RuntimeError):
 def _cpu() -> float:
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def tokens_text(n: int) -> str:
-    for unit, size in (("G", 10 ** 9), ("M", 10 ** 6), ("k", 10 ** 3)):
-        if n >= size and n % (size // 1000 or 1) == 0:
-            return f"{n / size:g}{unit}"
-    return str(n)
 
 
 class Pipeline:
@@ -176,7 +168,7 @@ class Pipeline:
         law = self.r.data_law_size or list(self.sizes)[-1]
         self.plan["data_law"] = {"size": law, "runs": {str(self.r.budget): self.plan["standard"][law]}}
         for budget in sorted(int(b) for b in self.r.data_law_budgets):
-            run_dir = os.path.join(self.out, "standard", f"{law}_D{tokens_text(budget)}")
+            run_dir = os.path.join(self.out, "standard", f"{law}_D{budget}")
             specs.append(self.spec(law, self.hyper("standard", law), run_dir, budget=budget))
             self.plan["data_law"]["runs"][str(budget)] = os.path.abspath(run_dir)
         self._save()
