@@ -61,11 +61,27 @@ def resume_tag(ckpt_dir: str, resume_from: str | None = None) -> str | None:
     if not exists(ckpt_dir):
         return None
     path = os.path.join(ckpt_dir, POINTER)
-    tag = open(path).read().strip() if os.path.isfile(path) else None
-    if tag and os.path.isdir(os.path.join(ckpt_dir, tag)):
+    tag = _read_pointer(path)
+    if tag and TAG.fullmatch(tag) and os.path.isdir(os.path.join(ckpt_dir, tag)):
         return tag
-    what = "is missing" if tag is None else "is empty" if not tag else f"names {tag!r}, which is not there"
+    if tag is None:
+        what = "is not a file" if os.path.exists(path) else "is missing"
+    elif not tag:
+        what = "is empty"
+    elif not TAG.fullmatch(tag):   # only a tag of this run: a path would resume another run's checkpoint
+        what = f"names {tag[:80]!r}, which is not a checkpoint tag (stepNNNNNNNN)"
+    else:
+        what = f"names {tag!r}, which is not there"
     raise CheckpointError(f"{path} {what} ({_present(ckpt_dir)}){_advice(ckpt_dir, None)}")
+
+
+def _read_pointer(path: str) -> str | None:
+    """The pointer's text, stripped (undecodable bytes kept visible); None when it is not a readable file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode("utf-8", errors="backslashreplace").strip()
+    except OSError:
+        return None
 
 
 def _present(ckpt_dir: str) -> str:

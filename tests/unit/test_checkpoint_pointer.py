@@ -1,0 +1,50 @@
+"""The `latest` pointer as a hostile user leaves it: only a tag of this run's checkpoints is followed; anything
+else is one error naming what the pointer holds and the complete checkpoint to resume from."""
+import json
+
+import pytest
+
+from megarecipe import checkpoint
+from megarecipe.checkpoint import CheckpointError
+
+
+def fake_checkpoints(root, *tags):
+    """Step dirs that pass the manifest check (one file each, at the size the manifest says)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for tag in tags:
+        (root / tag).mkdir()
+        (root / tag / "model.pt").write_bytes(b"x" * 10)
+        (root / tag / checkpoint.MANIFEST).write_text(json.dumps({"files": {"model.pt": 10}}))
+    (root / checkpoint.POINTER).write_text(tags[-1])
+    return root
+
+
+def test_a_good_pointer_is_followed(tmp_path):
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
+    (ckpt / "latest").write_text(" step00000008 \n")
+    assert checkpoint.resume_tag(str(ckpt)) == "step00000008"
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"../../other/checkpoints/step00000008", "which is not a checkpoint tag"),
+    (b"OTHER/checkpoints/step00000008", "which is not a checkpoint tag"),
+    (b".", "which is not a checkpoint tag"),
+    (b"\xff\xfe\x00", "which is not a checkpoint tag"),
+    (b"", "is empty"),
+])
+def test_a_pointer_outside_this_run_is_refused(tmp_path, content, fragment):
+    other = fake_checkpoints(tmp_path / "other" / "checkpoints", "step00000008")
+    ckpt = fake_checkpoints(tmp_path / "run" / "checkpoints", "step00000004", "step00000008")
+    (ckpt / "latest").write_bytes(content.replace(b"OTHER", str(other.parent).encode()))
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.resume_tag(str(ckpt))
+    line = str(e.value)
+    assert fragment in line and "run.resume_from=step00000008" in line and "\n" not in line, line
+
+
+def test_a_pointer_that_is_a_folder_is_named_as_such(tmp_path):
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004")
+    (ckpt / "latest").unlink()
+    (ckpt / "latest").mkdir()
+    with pytest.raises(CheckpointError, match="latest is not a file.*run.resume_from=step00000004"):
+        checkpoint.resume_tag(str(ckpt))
