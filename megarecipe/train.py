@@ -24,10 +24,15 @@ def resume_key(cfg: Config, layout: Layout) -> dict:
     s's data, LR and update. Plain values, compared key by key."""
     from megarecipe.data.meta import load_meta
 
+    meta = load_meta(cfg.data.dir)
     key = {"world_size": layout.world_size, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
            "seed": cfg.run.seed, "global_batch_size": layout.global_batch_size, "seq_len": layout.seq_len,
            "num_sequences": layout.num_sequences, "total_steps": layout.total_steps,
-           "tokenizer_sha256": load_meta(cfg.data.dir).tokenizer_sha256}
+           "tokenizer_sha256": meta.tokenizer_sha256,
+           # the tokens themselves (another data dir with the same tokenizer would train on other text), and the
+           # held-out tokens val/loss is measured on
+           "data.dir (contents sha256)": meta.content_sha256(),
+           "data.val_tokens": min(meta.val_tokens, cfg.data.val_tokens or meta.val_tokens)}
     settings = run_settings(cfg)
     for section in ("model", "optim"):
         key.update({f"{section}.{k}": v for k, v in settings[section].items()})
@@ -59,8 +64,8 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
         if changed:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; resume with the settings it was "
-                                f"checkpointed with (same processes, layout, seed, batch, budget, model and "
-                                f"optimizer) or start a new run.dir")
+                                f"checkpointed with (same processes, layout, seed, batch, data, budget, "
+                                f"model and optimizer) or start a new run.dir")
     return tag
 
 
