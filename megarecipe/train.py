@@ -77,6 +77,11 @@ def train(cfg: Config, layout: Layout) -> None:
     first = distributed.rank() == 0
     with run.hold() if first else nullcontext():
         tag = check_run_dir(cfg, run, key)
+        if tag == checkpoint.tag_for(layout.total_steps) and (run.info() or {}).get("status") == rundir.FINISHED:
+            if first:   # a requeued or repeated launch: the result, its export and run.json stay as they are
+                print(f"run.dir={cfg.run.dir!r} already finished at step {layout.total_steps}; nothing to do",
+                      flush=True)
+            return
         if first and not tag:   # a resumed run keeps the config it started with
             os.makedirs(run.path, exist_ok=True)
             save_config(cfg, run.config)
@@ -169,6 +174,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         write_memory(run.join(rundir.MEMORY), held)
 
     finished = end == total
+    if finished and validator.last is None:   # resumed from the last step's checkpoint: the run was killed after it
+        validator.run()                        # (its val/loss event is written already; run.json needs the value)
     if finished:
         _export(cfg, layout, model, run, device)
     if first:

@@ -71,3 +71,23 @@ def test_settings_that_change_the_result_are_refused(checkpointed, tiny_data, ov
 def test_another_data_dir_with_the_same_tokenizer_is_refused(checkpointed, other_data):
     with pytest.raises(TrainingError, match=r"data\.dir \(contents sha256\)"):
         check(other_data, checkpointed)
+
+
+def test_a_finished_run_is_left_as_it_is(tmp_path, tiny_data):
+    """A requeued or repeated launch of a finished run changes nothing (it rewrote the export and set run.json's
+    final val_loss to null)."""
+    from megarecipe import rundir
+    from megarecipe.train import train
+
+    cfg, layout = config(tiny_data, tmp_path / "run", "run.resume=true")
+    folder = tmp_path / "run" / "checkpoints" / f"step{layout.total_steps:08d}"
+    folder.mkdir(parents=True)
+    torch.save({"step": layout.total_steps, "resume_key": resume_key(cfg, layout)}, folder / "trainer_rank0.pt")
+    (folder.parent / "latest").write_text(folder.name)
+    run = RunDir(tmp_path / "run")
+    run.update(status=rundir.FINISHED, final={"val_loss": 6.25, "step": layout.total_steps})
+    before = (tmp_path / "run" / "run.json").read_bytes()
+    train(cfg, layout)   # would build the model and a process group if it went on
+    assert (tmp_path / "run" / "run.json").read_bytes() == before
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoints", "run.json", "run.lock"]
+
