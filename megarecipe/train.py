@@ -53,6 +53,7 @@ def run_facts(cfg: Config, layout: Layout) -> dict:
 def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
     """Before any process group: is this a new run, or a resume of a checkpoint that matches? Returns the tag
     to resume from (None: start at step 0)."""
+    run.info()   # a damaged run.json is refused now, not after the model is built
     has_checkpoint = checkpoint.exists(run.checkpoints)
     if has_checkpoint and not cfg.run.resume:
         raise TrainingError(f"run.dir={cfg.run.dir!r} already holds a checkpoint; set run.resume=true to continue "

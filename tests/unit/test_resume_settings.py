@@ -91,3 +91,21 @@ def test_a_finished_run_is_left_as_it_is(tmp_path, tiny_data):
     assert (tmp_path / "run" / "run.json").read_bytes() == before
     assert sorted(os.listdir(tmp_path / "run")) == ["checkpoints", "run.json", "run.lock"]
 
+
+def test_a_damaged_run_json_is_refused_before_anything_is_built(checkpointed, tiny_data):
+    from megarecipe.rundir import RunDirError
+
+    (checkpointed / "run.json").write_text("{garbage")
+    with pytest.raises(RunDirError, match="run.json is unreadable"):
+        check(tiny_data, checkpointed)
+
+
+def test_the_launch_check_refuses_a_run_dir_in_use(checkpointed, tiny_data, capsys):
+    from megarecipe.cli.check_config import main
+
+    args = ["configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", f"run.dir={checkpointed}", "run.resume=true"]
+    assert main(args) == 0
+    with RunDir(checkpointed).hold():
+        assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is in use by another process" in err[0], err
