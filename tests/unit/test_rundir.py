@@ -53,3 +53,12 @@ def test_update_is_atomic_and_merges(tmp_path):
     info = json.loads((tmp_path / rundir.RUN_JSON).read_text())
     assert info["status"] == "running" and info["step"] == 2
     assert [n for n in os.listdir(tmp_path) if "tmp" in n] == []
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "file/r"])
+def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, name):
+    (tmp_path / "file").write_text("")
+    run = RunDir(tmp_path / name)
+    for use in (run.locked, lambda: run.hold().__enter__()):
+        with pytest.raises(RunDirError, match="cannot be used .*; choose another run.dir"):
+            use()
