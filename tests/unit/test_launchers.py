@@ -82,6 +82,16 @@ def test_multinode_launcher_refuses_an_option_as_host_name(tmp_path):
     assert not (tmp_path / "pwned").exists() and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("arg", ["run.dir=/tmp/x;touch${IFS}pwned", "run.dir=$(touch pwned)", "run.dir=it's"])
+def test_multinode_launcher_refuses_shell_syntax_for_remote_hosts(tmp_path, fake_launcher, arg):
+    """pdsh runs the trainer's arguments through each host's shell unquoted: `$(...)` or `;` would run there."""
+    hostfile = write(tmp_path, "node1 slots=1\nnode2 slots=1\n")
+    result = subprocess.run([str(REPO / "launchers/multinode.sh"), hostfile, "configs/tiny.yaml", arg], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env=fake_launcher)
+    assert result.returncode == 2 and launch_log(fake_launcher) == "", result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: argument '{arg}'"), result.stderr
+
+
 @pytest.mark.parametrize("nproc", ["0", "two", "-1"])
 def test_local_launcher_refuses_a_bad_process_count(nproc):
     result = run("launchers/local.sh", nproc, "configs/tiny.yaml")
