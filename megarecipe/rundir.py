@@ -125,13 +125,13 @@ class RunDir:
 
     def state(self) -> str:
         """not started / running / interrupted / stopped / finished / failed, from the directory alone."""
+        if self.locked():   # a resumed run holds the lock before it updates run.json
+            return RUNNING
         info = self.info()
         if info is None:
             return NOT_STARTED if not os.path.isdir(self.checkpoints) else INTERRUPTED
         status = info.get("status", NOT_STARTED)
-        if status == RUNNING and not self.locked():
-            return INTERRUPTED
-        return status
+        return INTERRUPTED if status == RUNNING else status
 
     def _unusable(self, e: OSError) -> RunDirError:
         return RunDirError(f"run.dir {self.path[:200]!r} cannot be used ({e.strerror}); choose another run.dir")

@@ -23,6 +23,15 @@ def test_states_from_the_directory_alone(tmp_path):
     assert run.info()["facts"]["lr"] == 3e-3          # exact, not float32
 
 
+def test_a_resumed_run_is_running_while_it_holds_the_lock(tmp_path):
+    run = RunDir(tmp_path / "r")
+    for status in (rundir.FINISHED, rundir.FAILED, rundir.STOPPED):
+        run.update(status=status)
+        with run.hold():     # starting up: run.json is updated only once the checkpoint is loaded
+            assert run.state() == rundir.RUNNING, status
+        assert run.state() == status
+
+
 def test_a_second_holder_is_refused(tmp_path):
     run = RunDir(tmp_path / "r")
     with run.hold():
