@@ -194,8 +194,15 @@ def _load_trainer_file(ckpt_dir: str, tag: str, rank: int) -> dict:
     try:
         return torch.load(path, weights_only=True)
     except Exception as e:  # a damaged zip, or a file from an older version that pickled numpy objects
-        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is "
-                              f"unreadable ({str(e).splitlines()[0][:120]}){_advice(ckpt_dir, tag)}") from None
+        where = os.path.join(ckpt_dir, tag)
+        if not os.path.isfile(os.path.join(where, MANIFEST)) and "Weights only load failed" in str(e):
+            raise CheckpointError(f"cannot resume from {where}: an older megarecipe wrote it (no {MANIFEST}, "
+                                  f"trainer_rank{rank}.pt holds pickled objects), and this version resumes only "
+                                  f"checkpoints it wrote; finish the run with the version that started it, or start "
+                                  f"a new run.dir") from None
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot resume from {where}: trainer_rank{rank}.pt is unreadable ({first})"
+                              f"{_advice(ckpt_dir, tag)}") from None
 
 
 def saved_resume_key(ckpt_dir: str, tag: str) -> dict:

@@ -48,3 +48,20 @@ def test_a_pointer_that_is_a_folder_is_named_as_such(tmp_path):
     (ckpt / "latest").mkdir()
     with pytest.raises(CheckpointError, match="latest is not a file.*run.resume_from=step00000004"):
         checkpoint.resume_tag(str(ckpt))
+
+
+def test_a_checkpoint_from_an_older_version_is_named_as_such(tmp_path):
+    """Before manifests, rank files pickled numpy's RNG state; weights_only refuses them with a long message."""
+    import random
+
+    import numpy as np
+    import torch
+
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000008")
+    (ckpt / "step00000008" / checkpoint.MANIFEST).unlink()
+    torch.save({"step": 8, "rng": {"numpy": np.random.get_state(), "python": random.getstate()}, "resume_key": {}},
+               ckpt / "step00000008" / "trainer_rank0.pt")
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.saved_resume_key(str(ckpt), checkpoint.resume_tag(str(ckpt)))
+    line = str(e.value)
+    assert "an older megarecipe wrote it" in line and "\n" not in line and "\x1b" not in line, line
