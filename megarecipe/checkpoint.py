@@ -247,6 +247,11 @@ class Checkpointer:
         """Check the tag on every rank, then load it; returns its step."""
         check(self.dir, tag, world_size)
         own = _load_trainer_file(self.dir, tag, dist.get_rank())
-        _, client = self.engine.load_checkpoint(self.dir, tag=tag)
+        try:
+            _, client = self.engine.load_checkpoint(self.dir, tag=tag)
+        except OSError as e:   # a file the manifest does not list (it was edited) is missing
+            name = os.path.relpath(e.filename, self.dir) if e.filename else "a file"
+            raise CheckpointError(f"cannot resume from {os.path.join(self.dir, tag)}: {name} cannot be read "
+                                  f"({e.strerror}){_advice(self.dir, tag)}") from None
         _set_rng_state(own["rng"])
         return int(client["step"])

@@ -65,3 +65,28 @@ def test_a_checkpoint_from_an_older_version_is_named_as_such(tmp_path):
         checkpoint.saved_resume_key(str(ckpt), checkpoint.resume_tag(str(ckpt)))
     line = str(e.value)
     assert "an older megarecipe wrote it" in line and "\n" not in line and "\x1b" not in line, line
+
+
+def test_a_file_missing_from_both_the_tag_and_its_manifest_is_one_line(tmp_path):
+    """The manifest was edited along with the file: DeepSpeed's load is the last check, and it names the file."""
+    import torch
+    import torch.distributed as dist
+
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
+    torch.save({"step": 8, "rng": {}, "resume_key": {}}, ckpt / "step00000008" / "trainer_rank0.pt")
+    (ckpt / "step00000008" / "model.pt").unlink()   # not a torch file; the manifest no longer lists it
+    (ckpt / "step00000008" / checkpoint.MANIFEST).write_text(json.dumps({"files": {}}))
+
+    class Engine:
+        def load_checkpoint(self, folder, tag):
+            open(f"{folder}/{tag}/zero_pp_rank_0_mp_rank_00_optim_states.pt", "rb")
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        with pytest.raises(CheckpointError) as e:
+            checkpoint.Checkpointer(Engine(), str(ckpt), 0, 2, {}).restore("step00000008", 1)
+    finally:
+        dist.destroy_process_group()
+    line = str(e.value)
+    assert "step00000008/zero_pp_rank_0_mp_rank_00_optim_states.pt cannot be read" in line, line
+    assert "run.resume_from=step00000004" in line, line
