@@ -191,18 +191,24 @@ def _load_trainer_file(ckpt_dir: str, tag: str, rank: int) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is missing "
                               f"(every rank's file is required){_advice(ckpt_dir, tag)}")
+    where = os.path.join(ckpt_dir, tag)
+    older = CheckpointError(f"cannot resume from {where}: an older megarecipe wrote it (no {MANIFEST}, "
+                            f"trainer_rank{rank}.pt holds pickled numpy state), and this version resumes only "
+                            f"checkpoints it wrote; finish the run with the version that started it, or start a new "
+                            f"run.dir")
     try:
-        return torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True)
     except Exception as e:  # a damaged zip, or a file from an older version that pickled numpy objects
-        where = os.path.join(ckpt_dir, tag)
         if not os.path.isfile(os.path.join(where, MANIFEST)) and "Weights only load failed" in str(e):
-            raise CheckpointError(f"cannot resume from {where}: an older megarecipe wrote it (no {MANIFEST}, "
-                                  f"trainer_rank{rank}.pt holds pickled objects), and this version resumes only "
-                                  f"checkpoints it wrote; finish the run with the version that started it, or start "
-                                  f"a new run.dir") from None
+            raise older from None
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()[0][:120] if str(e) else type(e).__name__
         raise CheckpointError(f"cannot resume from {where}: trainer_rank{rank}.pt is unreadable ({first})"
                               f"{_advice(ckpt_dir, tag)}") from None
+    # importing megatron.core allows numpy arrays under weights_only, so an older file may load: its numpy RNG
+    # state is then numpy's tuple, not our dict
+    if not isinstance(state.get("rng", {}).get("numpy", {}), dict):
+        raise older
+    return state
 
 
 def saved_resume_key(ckpt_dir: str, tag: str) -> dict:
