@@ -92,6 +92,13 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: Optional[str] = None        # a finished run (RUN/export) or an ensemble dir (ensemble.json); null = none
+    alpha: float = 0.9                   # weight of the teacher's term; 1 - alpha weighs the real next token
+    temperature: float = 1.0
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -99,6 +106,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
@@ -125,7 +133,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
     except (TypeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
-                          f"(run, data, model, optim, parallel, train)") from None
+                          f"(run, data, model, optim, parallel, train, distill)") from None
 
 
 def resolve_preset(path: str) -> str:
@@ -173,6 +181,8 @@ def run_settings(cfg: Config) -> dict:
     for section, names in _OPERATIONAL.items():
         for name in names:
             plain[section].pop(name)
+    if not plain["distill"]["teacher"]:   # alpha and temperature mean nothing without a teacher
+        plain.pop("distill")
     return plain
 
 
@@ -312,6 +322,10 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
     _check(d.val_tokens is None or d.val_tokens > m.seq_len,
            f"data.val_tokens={d.val_tokens} must exceed model.seq_len={m.seq_len} or be null")
 
+    k = cfg.distill
+    _check(0 <= k.alpha <= 1, f"distill.alpha={k.alpha} must be in [0, 1]")
+    _check(k.temperature > 0 and math.isfinite(k.temperature), f"distill.temperature={k.temperature} must be > 0")
+
     tok_vocab, train_available = 0, None
     if check_data:
         from megarecipe.data.errors import DataError
@@ -344,6 +358,15 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
     num_sequences = (budget - 1) // m.seq_len if budget else 0
     if check_data:
         _check(num_sequences >= 1, f"data.train_tokens={budget} is less than one sequence of model.seq_len={m.seq_len}")
+    if check_data and k.teacher:
+        from megarecipe import teacher, teacher_cache
+        try:
+            if teacher_cache.is_cache(k.teacher):
+                teacher_cache.check(k.teacher, meta.tokenizer_sha256, m.seq_len, num_sequences, k.temperature)
+            else:
+                teacher.check(k.teacher, meta.tokenizer_sha256, tok_vocab, m.seq_len)
+        except teacher.TeacherError as e:
+            raise ConfigError(str(e)) from None
     total = t.epochs * num_sequences // t.global_batch_size
     if check_data:
         _check(total >= 1, f"{t.epochs} epoch(s) of {num_sequences} sequences is less than one step of "

@@ -32,7 +32,9 @@ class Stepper:
             batch = next(data_iterator)
             tokens, targets = batch.tokens.to(self.device), batch.targets.to(self.device)
             positions = torch.arange(self.seq_len, device=self.device).unsqueeze(0).expand(tokens.shape[0], -1)
-            output = self.forward_module(tokens, positions, None, labels=targets)
+            # without labels GPTModel returns this rank's vocabulary shard of the logits, [b, s, v / tp]
+            labels = None if getattr(objective, "needs_logits", False) else targets
+            output = self.forward_module(tokens, positions, None, labels=labels)
             return output, lambda per_token: objective(per_token, batch)
         return forward_step
 
@@ -43,11 +45,14 @@ class Stepper:
             micro_batch_size=microbatches[0].tokens.shape[0], decoder_seq_length=self.seq_len,
             forward_only=forward_only)
 
-    def train_step(self, tokens: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def train_step(self, tokens: torch.Tensor, targets: torch.Tensor, ids=None) -> dict[str, float]:
         """Forward and backward over this rank's share of the global batch. Returns the objective's metrics
         averaged over the global batch, on every rank; the caller decides whether to apply the update."""
         n = tokens.shape[0] // self.micro_batch_size
         microbatches = [Microbatch(t, y) for t, y in zip(tokens.chunk(n), targets.chunk(n), strict=True)]
+        if ids is not None:   # the training sequences' ids, for a teacher cache
+            for mb, i in zip(microbatches, torch.as_tensor(ids).chunk(n), strict=True):
+                mb.ids = i
         results = self._run(microbatches, self.objective, forward_only=False)
         if self.metric_names is None:   # fixed by the objective; the stages agree on them once
             self.metric_names = _names_from_last_stage(sorted(results[0]) if results else [])

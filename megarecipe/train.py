@@ -37,7 +37,30 @@ def resume_key(cfg: Config, layout: Layout) -> dict:
     for section in ("model", "optim"):
         key.update({f"{section}.{k}": v for k, v in settings[section].items()})
     key.update({f"train.{k}": settings["train"][k] for k in ("epochs", "micro_batch_size", "precision")})
+    key.update(distill_key(cfg))
     return key
+
+
+def distill_key(cfg: Config) -> dict:
+    """The teacher by its weights (not its path), and how it teaches; a plain run has no teacher."""
+    from megarecipe import teacher
+
+    k = cfg.distill
+    if not k.teacher:
+        return {"distill.teacher_sha256": None}
+    who = teacher.identity(k.teacher)
+    return {"distill.teacher_sha256": who["sha256"], "distill.alpha": k.alpha, "distill.temperature": k.temperature,
+            **({"distill.cache_k": who["cache_k"]} if "cache_k" in who else {})}
+
+
+def distill_facts(cfg: Config) -> dict | None:
+    """run.json's "distill": the teacher's members and weight hashes, alpha and temperature."""
+    from megarecipe import teacher
+
+    k = cfg.distill
+    if not k.teacher:
+        return None
+    return {**teacher.identity(k.teacher), "alpha": k.alpha, "temperature": k.temperature}
 
 
 def run_facts(cfg: Config, layout: Layout) -> dict:
@@ -65,8 +88,8 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
         if changed:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; resume with the settings it was "
-                                f"checkpointed with (same processes, layout, seed, batch, data, budget, "
-                                f"model and optimizer) or start a new run.dir")
+                                f"checkpointed with (same processes, layout, seed, batch, data, budget, model, "
+                                f"optimizer and teacher) or start a new run.dir")
     return tag
 
 
@@ -113,7 +136,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     model = build_model(cfg.model, layout.vocab_size, bf16=bf16)
     engine = build_engine(model, cfg, layout, bf16)
-    stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device)
+    stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device,
+                      objective=_objective(cfg, layout, device, bf16))
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     data = TokenDataset(cfg.data.dir, layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
     validator = Validator(stepper, cfg.data.dir, layout.seq_len, cfg.train.eval_batch_size, cfg.data.val_tokens,
@@ -127,8 +151,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     writer = Writer(run.tb, enabled=first, start_step=start + 1 if start else 0)
     facts = run_facts(cfg, layout)
     if first:
-        run.update(status=rundir.RUNNING, kind="train", facts=facts, settings_sha256=settings_sha256(cfg),
-                   step=start, started=time.time(), error=None)
+        run.update(status=rundir.RUNNING, kind="train", facts=facts, distill=distill_facts(cfg),
+                   settings_sha256=settings_sha256(cfg), step=start, started=time.time(), error=None)
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))
     meter = _Meter(cfg, layout, device, bf16)
@@ -141,7 +165,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     for step in range(start + 1, end + 1):
         meter.start()
         tokens, targets = data.batch(step - 1, layout.global_batch_size, dp_rank, dp_size)
-        metrics = stepper.train_step(tokens, targets)
+        ids = data.batch_ids(step - 1, layout.global_batch_size, dp_rank, dp_size)
+        metrics = stepper.train_step(tokens, targets, ids)
         if step == end:  # zero_plan: gradients are held between backward and engine.step()
             grads_held = held_bytes(engine)
         loss = metrics["loss"]
@@ -189,6 +214,25 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         print(f"{how} at step {max(end, start)}/{total}; TensorBoard logs: {run.tb}"
               + (f"; final val/loss {validator.last:.4f}" if validator.last is not None else ""), flush=True)
     dist.barrier()
+
+
+def _objective(cfg: Config, layout: Layout, device, bf16: bool):
+    """Cross-entropy, or distillation by the configured teacher (loaded on the ranks that compute the loss)."""
+    if not cfg.distill.teacher:
+        return None
+    from megatron.core import parallel_state as ps
+
+    from megarecipe.objectives import Distill
+    from megarecipe.teacher import Teacher
+    from megarecipe.teacher_cache import CachedTeacher, is_cache
+
+    source = cfg.distill.teacher
+    teacher = None
+    if ps.is_pipeline_last_stage():
+        teacher = CachedTeacher(source) if is_cache(source) else Teacher(source, device, bf16)
+    group = ps.get_tensor_model_parallel_group() if layout.tp > 1 else None
+    return Distill(teacher, cfg.distill.alpha, cfg.distill.temperature, layout.tokenizer_vocab, group=group,
+                   shard=ps.get_tensor_model_parallel_rank())
 
 
 def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout) -> dict:

@@ -66,8 +66,15 @@ class TokenDataset:
             raise DataError(f"global batch {global_batch} is not divisible by the data-parallel size {dp_size}")
         if not 0 <= dp_rank < dp_size:
             raise DataError(f"dp_rank={dp_rank} is outside [0, {dp_size})")
+        return self.windows(self.batch_ids(step, global_batch, dp_rank, dp_size))
+
+    def batch_ids(self, step, global_batch, dp_rank=0, dp_size=1) -> np.ndarray:
+        """The sequence ids of this rank's slice of global batch `step` (what `batch` returns the windows of)."""
         b = global_batch // dp_size
-        ids = self.sample_ids(step * global_batch + dp_rank * b, b)
+        return self.sample_ids(step * global_batch + dp_rank * b, b)
+
+    def windows(self, ids) -> tuple:
+        """(inputs, targets) of the given sequence ids, int64 [len(ids), seq_len]."""
         return _windows(self.tokens, self.seq_len, ids)
 
 

@@ -149,14 +149,11 @@ def launch_log(env) -> str:
 ])
 def test_a_bad_setting_is_refused_before_any_process_starts(tmp_path, fake_launcher, script, setting, message):
     first = "2" if script == "local.sh" else write(tmp_path, "localhost slots=2\n")
-    start = time.time()
     result = subprocess.run([f"launchers/{script}", first, "configs/tiny.yaml", setting], cwd=REPO,
                             capture_output=True, text=True, timeout=120, env=fake_launcher)
-    took = time.time() - start
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message) and "Traceback" not in result.stderr
     assert launch_log(fake_launcher) == "", "the launcher was started"
-    assert script != "local.sh" or took < 10, f"{took:.1f} s"   # multinode.sh first imports DeepSpeed
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGUSR1, 0)])

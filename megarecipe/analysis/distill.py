@@ -1,0 +1,48 @@
+"""How much of a teacher's gain a distilled student keeps, read from run directories alone:
+retained = (L_single - L_student) / (L_single - L_teacher), each L a final held-out loss on the same tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from megarecipe.analysis.runs import RunError, read_run
+from megarecipe.rundir import RunDir
+
+
+@dataclass
+class Retained:
+    student: str
+    single: str
+    teacher: str
+    student_loss: float
+    single_loss: float
+    teacher_loss: float
+
+    @property
+    def fraction(self) -> float:
+        return (self.single_loss - self.student_loss) / (self.single_loss - self.teacher_loss)
+
+
+def final_loss(path: str) -> float:
+    """A run's final val/loss, or an ensemble dir's loss with every member averaged."""
+    try:
+        rec = read_run(path)
+    except RunError as e:
+        raise RunError(f"{path}: {e}") from None
+    if rec.final_val_loss is not None:
+        return rec.final_val_loss
+    return rec.ensemble_losses[max(rec.ensemble_losses)]
+
+
+def retained(student: str, single: str, teacher: str | None = None) -> Retained:
+    """teacher: by default the one the student's run.json names."""
+    if teacher is None:
+        info = RunDir(student).info() or {}
+        teacher = (info.get("distill") or {}).get("dir")
+        if not teacher:
+            raise RunError(f"{student}: run.json names no teacher (not a distillation run?); pass --teacher")
+    r = Retained(student, single, teacher, final_loss(student), final_loss(single), final_loss(teacher))
+    if not r.single_loss > r.teacher_loss:
+        raise RunError(f"the teacher {teacher} ({r.teacher_loss:.4f}) is no better than the single run {single} "
+                       f"({r.single_loss:.4f}), so no gain can be retained; compare against the plain run of the "
+                       f"student's shape")
+    return r

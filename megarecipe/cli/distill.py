@@ -1,0 +1,118 @@
+"""Distillation: a finished run or an ensemble teaches a smaller student by its logits.
+
+  python tools/distill.py train --teacher runs/ens-300m --student configs/150m.yaml --out runs/kd-150m \\
+      [--alpha 0.9] [--temperature 1.0] [--processes 8] [key=value ...]
+  python tools/distill.py cache --teacher runs/ens-300m --student configs/150m.yaml --out cache/ens-300m --k 64
+  python tools/distill.py train --teacher cache/ens-300m --student configs/150m.yaml --out runs/kd-150m-top64
+  python tools/distill.py report runs/kd-150m --single runs/150m [--teacher runs/ens-300m]
+
+`train` runs the trainer (`python -m megarecipe.cli.train`, or `deepspeed --num_gpus N --module ...` for N > 1
+processes) with distill.teacher/alpha/temperature set: the loss per token is
+alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy, with val/loss the plain held-out loss.
+Add run.resume=true to continue a stopped run. `cache` writes the teacher's k most likely tokens and the mass of
+the rest at every training position of the student's budget (memory-mapped); training from it runs no teacher
+(k = the vocabulary gives the live teacher's loss). `report` prints the fraction of the teacher's gain over the
+single run that the student keeps: (L_single - L_student) / (L_single - L_teacher).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a student with a teacher")
+    t.add_argument("--teacher", required=True, help="a finished run (with export/) or an ensemble dir")
+    t.add_argument("--student", required=True, help="the student's config: a YAML file or a preset name")
+    t.add_argument("--out", required=True, help="the student's run directory")
+    t.add_argument("--alpha", type=float, default=None, help="weight of the teacher's term (default 0.9)")
+    t.add_argument("--temperature", type=float, default=None, help="softmax temperature T (default 1.0)")
+    t.add_argument("--processes", type=int, default=1, help="processes on this machine (GPUs, or CPU processes)")
+    t.add_argument("--dry-run", action="store_true", help="check everything and print the command, run nothing")
+    t.add_argument("overrides", nargs="*", help="key=value settings for the student")
+    c = sub.add_parser("cache", help="precompute the teacher's top-k over the student's training positions")
+    c.add_argument("--teacher", required=True, help="a finished run (with export/) or an ensemble dir")
+    c.add_argument("--student", required=True, help="the student's config (its data dir, budget and seq_len)")
+    c.add_argument("--out", required=True, help="the cache directory")
+    c.add_argument("--k", type=int, default=64, help="tokens kept per position (default 64)")
+    c.add_argument("--temperature", type=float, default=None, help="default: the student config's (1.0)")
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--device", default=None, help="default: cuda when there is one")
+    c.add_argument("overrides", nargs="*", help="key=value settings of the student")
+    r = sub.add_parser("report", help="the fraction of the teacher's gain the student retains")
+    r.add_argument("student", help="the distilled student's run directory")
+    r.add_argument("--single", required=True, help="a plain run of the student's shape (no teacher)")
+    r.add_argument("--teacher", default=None, help="default: the teacher the student's run.json names")
+    args = p.parse_args(argv)
+    return {"train": _train, "cache": _cache, "report": _report}[args.command](args)
+
+
+def _train(args) -> int:
+    from megarecipe.config import ConfigError, load_config, resolve_layout
+    from megarecipe.data.errors import DataError
+
+    overrides = [*args.overrides, f"run.dir={args.out}", f"distill.teacher={args.teacher}"]
+    overrides += [f"distill.alpha={args.alpha}"] if args.alpha is not None else []
+    overrides += [f"distill.temperature={args.temperature}"] if args.temperature is not None else []
+    try:
+        if args.processes < 1:
+            raise ConfigError(f"--processes={args.processes} must be >= 1")
+        resolve_layout(load_config(args.student, overrides), world_size=args.processes)   # errors before spawning
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.processes == 1:
+        cmd = [sys.executable, "-m", "megarecipe.cli.train"]
+    else:
+        deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
+        cmd = [deepspeed if os.path.exists(deepspeed) else shutil.which("deepspeed") or "deepspeed",
+               "--num_gpus", str(args.processes), "--module", "megarecipe.cli.train"]
+    cmd += [args.student, *overrides]
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    return subprocess.call(cmd)
+
+
+def _cache(args) -> int:
+    from megarecipe.config import ConfigError, load_config
+    from megarecipe.data.errors import DataError
+    from megarecipe.system import has_cuda
+    from megarecipe.teacher import TeacherError
+    from megarecipe.teacher_cache import build
+
+    try:
+        cfg = load_config(args.student, args.overrides)
+        t = args.temperature if args.temperature is not None else cfg.distill.temperature
+        device = args.device or ("cuda" if has_cuda() else "cpu")
+        info = build(args.teacher, cfg.data.dir, cfg.model.seq_len, cfg.data.train_tokens, args.k, t, args.out,
+                     device=device, batch_size=args.batch_size, bf16=device.startswith("cuda"))
+    except (ConfigError, DataError, TeacherError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: top-{info['k']} of {info['vocab_size']} at {info['num_sequences']} x {info['seq_len']} "
+          f"positions, T = {info['temperature']}; train with --teacher {args.out}")
+    return 0
+
+
+def _report(args) -> int:
+    from megarecipe.analysis.distill import retained
+    from megarecipe.analysis.runs import RunError
+
+    try:
+        r = retained(args.student, args.single, args.teacher)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    width = max(len(r.teacher), len(r.student), len(r.single))
+    print(f"L_teacher  {r.teacher:<{width}}  {r.teacher_loss:.4f}")
+    print(f"L_student  {r.student:<{width}}  {r.student_loss:.4f}")
+    print(f"L_single   {r.single:<{width}}  {r.single_loss:.4f}")
+    print(f"retained = (L_single - L_student) / (L_single - L_teacher) = {r.fraction:.3f}")
+    return 0

@@ -1,0 +1,58 @@
+"""Distillation through the trainer on real text: the student gains from its teacher, TP=2 equals TP=1, a stopped
+run resumes bit-identically, and the teacher is part of what a resume must match."""
+import json
+
+import pytest
+
+from tests.helpers import TINY, losses, scalars, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_data, tmp_path_factory):
+    """The tiny student's shape trained for its whole schedule (19 steps). Its own curve up to step 8 is the plain
+    student: same seed, schedule and batches, no teacher (train.stop_after changes nothing before it stops)."""
+    run_dir, _ = train(tmp_path_factory.mktemp("kd"), "teacher", 1, tiny_data, "train.stop_after=null")
+    return run_dir
+
+
+def test_distillation(tiny_data, tmp_path, teacher):
+    from megarecipe.data.tokenizer import file_sha256
+
+    kd = tmp_path / "kd"   # through the distillation tool, which runs the trainer
+    train(tmp_path, "kd", 0, tiny_data, program=("tools/distill.py", "train", "--teacher", str(teacher), "--out",
+                                                 str(kd), "--student"))
+    plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
+    assert set(val) == {4, 8}
+    assert val[4] < plain[4] - 0.03 and val[8] < plain[8] - 0.01, (val, plain)   # same steps and seed, no teacher
+    kl, ce, loss = scalars(kd, "distill/kl"), scalars(kd, "distill/ce"), scalars(kd, "train/loss")
+    assert sorted(kl) == sorted(ce) == sorted(loss) == list(range(1, 9))
+    assert all(kl[s] > 0 and loss[s] == pytest.approx(0.9 * kl[s] + 0.1 * ce[s], rel=1e-5) for s in kl)
+    info = json.loads((kd / "run.json").read_text())["distill"]
+    assert info["sha256"] == [file_sha256(str(teacher / "export" / "model.safetensors"))]   # the teacher unchanged
+    assert info["alpha"] == 0.9 and info["members"] == [str(teacher)]
+
+    tp2, _ = train(tmp_path, "tp2", 2, tiny_data, f"distill.teacher={teacher}", "parallel.tp=2")
+    assert losses(tp2) == pytest.approx(losses(kd), abs=2e-4)
+    assert [scalars(tp2, "distill/kl")[s] for s in kl] == pytest.approx([kl[s] for s in kl], abs=2e-4)
+    assert scalars(tp2, "val/loss") == pytest.approx(val, abs=2e-4)
+
+    train(tmp_path, "split", 1, tiny_data, f"distill.teacher={teacher}", "train.stop_after=4")
+    ens = tmp_path / "ens"
+    ens.mkdir()
+    (ens / "ensemble.json").write_text(json.dumps({"members": [str(teacher), str(teacher)]}))
+    _, refused = train(tmp_path, "split", 1, tiny_data, f"distill.teacher={ens}", "run.resume=true", check=False)
+    assert refused.returncode != 0 and "cannot resume: distill.teacher_sha256" in refused.stderr
+    resumed, _ = train(tmp_path, "split", 1, tiny_data, f"distill.teacher={teacher}", "run.resume=true")
+    assert losses(resumed) == losses(kd)   # bit-identical on CPU
+    assert scalars(resumed, "distill/kl") == kl and scalars(resumed, "val/loss") == val
+
+    # the teacher's top-k cache with k = the vocabulary: the same training with no teacher run
+    from megarecipe.cli.distill import main as distill
+    cache = tmp_path / "cache"
+    assert distill(["cache", "--teacher", str(teacher), "--student", "configs/tiny.yaml", "--out", str(cache),
+                    "--k", "2000", f"data.dir={tiny_data}", *TINY]) == 0
+    cached, _ = train(tmp_path, "cached", 1, tiny_data, f"distill.teacher={cache}")
+    assert losses(cached) == pytest.approx(losses(kd), abs=1e-5)
+    assert json.loads((cached / "run.json").read_text())["distill"]["cache_k"] == 2000
