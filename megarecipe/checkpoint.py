@@ -61,11 +61,27 @@ def resume_tag(ckpt_dir: str, resume_from: str | None = None) -> str | None:
     if not exists(ckpt_dir):
         return None
     path = os.path.join(ckpt_dir, POINTER)
-    tag = open(path).read().strip() if os.path.isfile(path) else None
-    if tag and os.path.isdir(os.path.join(ckpt_dir, tag)):
+    tag = _read_pointer(path)
+    if tag and TAG.fullmatch(tag) and os.path.isdir(os.path.join(ckpt_dir, tag)):
         return tag
-    what = "is missing" if tag is None else "is empty" if not tag else f"names {tag!r}, which is not there"
+    if tag is None:
+        what = "is not a file" if os.path.exists(path) else "is missing"
+    elif not tag:
+        what = "is empty"
+    elif not TAG.fullmatch(tag):   # only a tag of this run: a path would resume another run's checkpoint
+        what = f"names {tag[:80]!r}, which is not a checkpoint tag (stepNNNNNNNN)"
+    else:
+        what = f"names {tag!r}, which is not there"
     raise CheckpointError(f"{path} {what} ({_present(ckpt_dir)}){_advice(ckpt_dir, None)}")
+
+
+def _read_pointer(path: str) -> str | None:
+    """The pointer's text, stripped (undecodable bytes kept visible); None when it is not a readable file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode("utf-8", errors="backslashreplace").strip()
+    except OSError:
+        return None
 
 
 def _present(ckpt_dir: str) -> str:
@@ -175,11 +191,24 @@ def _load_trainer_file(ckpt_dir: str, tag: str, rank: int) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is missing "
                               f"(every rank's file is required){_advice(ckpt_dir, tag)}")
+    where = os.path.join(ckpt_dir, tag)
+    older = CheckpointError(f"cannot resume from {where}: an older megarecipe wrote it (no {MANIFEST}, "
+                            f"trainer_rank{rank}.pt holds pickled numpy state), and this version resumes only "
+                            f"checkpoints it wrote; finish the run with the version that started it, or start a new "
+                            f"run.dir")
     try:
-        return torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True)
     except Exception as e:  # a damaged zip, or a file from an older version that pickled numpy objects
-        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is "
-                              f"unreadable ({str(e).splitlines()[0][:120]}){_advice(ckpt_dir, tag)}") from None
+        if not os.path.isfile(os.path.join(where, MANIFEST)) and "Weights only load failed" in str(e):
+            raise older from None
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot resume from {where}: trainer_rank{rank}.pt is unreadable ({first})"
+                              f"{_advice(ckpt_dir, tag)}") from None
+    # importing megatron.core allows numpy arrays under weights_only, so an older file may load: its numpy RNG
+    # state is then numpy's tuple, not our dict
+    if not isinstance(state.get("rng", {}).get("numpy", {}), dict):
+        raise older
+    return state
 
 
 def saved_resume_key(ckpt_dir: str, tag: str) -> dict:
@@ -224,6 +253,11 @@ class Checkpointer:
         """Check the tag on every rank, then load it; returns its step."""
         check(self.dir, tag, world_size)
         own = _load_trainer_file(self.dir, tag, dist.get_rank())
-        _, client = self.engine.load_checkpoint(self.dir, tag=tag)
+        try:
+            _, client = self.engine.load_checkpoint(self.dir, tag=tag)
+        except OSError as e:   # a file the manifest does not list (it was edited) is missing
+            name = os.path.relpath(e.filename, self.dir) if e.filename else "a file"
+            raise CheckpointError(f"cannot resume from {os.path.join(self.dir, tag)}: {name} cannot be read "
+                                  f"({e.strerror}){_advice(self.dir, tag)}") from None
         _set_rng_state(own["rng"])
         return int(client["step"])

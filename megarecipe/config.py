@@ -120,6 +120,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
                 layers.append(OmegaConf.load(path))
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+            except (UnicodeDecodeError, OSError) as e:
+                raise ConfigError(f"{path} is not a readable YAML text file ({e}); pass a config file") from None
         for item in overrides or []:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value; write e.g. optim.lr=1e-3")
@@ -209,6 +211,8 @@ def read_ds_config(name: str) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"parallel.ds_config: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"parallel.ds_config: {path} is not a readable JSON text file ({e})") from None
 
 
 def zero_stage(ds) -> int:

@@ -125,13 +125,16 @@ class RunDir:
 
     def state(self) -> str:
         """not started / running / interrupted / stopped / finished / failed, from the directory alone."""
+        if self.locked():   # a resumed run holds the lock before it updates run.json
+            return RUNNING
         info = self.info()
         if info is None:
             return NOT_STARTED if not os.path.isdir(self.checkpoints) else INTERRUPTED
         status = info.get("status", NOT_STARTED)
-        if status == RUNNING and not self.locked():
-            return INTERRUPTED
-        return status
+        return INTERRUPTED if status == RUNNING else status
+
+    def _unusable(self, e: OSError) -> RunDirError:
+        return RunDirError(f"run.dir {self.path[:200]!r} cannot be used ({e.strerror}); choose another run.dir")
 
     # the lock -----------------------------------------------------------------------------------------------
 
@@ -141,6 +144,8 @@ class RunDir:
             fd = os.open(self.join(LOCK), os.O_RDONLY)
         except FileNotFoundError:
             return False
+        except OSError as e:
+            raise self._unusable(e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -152,8 +157,11 @@ class RunDir:
     @contextmanager
     def hold(self):
         """Hold the run's lock while the block runs; another holder makes this a one-line error."""
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(self.join(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            fd = os.open(self.join(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise self._unusable(e) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,10 +24,15 @@ def resume_key(cfg: Config, layout: Layout) -> dict:
     s's data, LR and update. Plain values, compared key by key."""
     from megarecipe.data.meta import load_meta
 
+    meta = load_meta(cfg.data.dir)
     key = {"world_size": layout.world_size, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
            "seed": cfg.run.seed, "global_batch_size": layout.global_batch_size, "seq_len": layout.seq_len,
            "num_sequences": layout.num_sequences, "total_steps": layout.total_steps,
-           "tokenizer_sha256": load_meta(cfg.data.dir).tokenizer_sha256}
+           "tokenizer_sha256": meta.tokenizer_sha256,
+           # the tokens themselves (another data dir with the same tokenizer would train on other text), and the
+           # held-out tokens val/loss is measured on
+           "data.dir (contents sha256)": meta.content_sha256(),
+           "data.val_tokens": min(meta.val_tokens, cfg.data.val_tokens or meta.val_tokens)}
     settings = run_settings(cfg)
     for section in ("model", "optim"):
         key.update({f"{section}.{k}": v for k, v in settings[section].items()})
@@ -71,6 +76,7 @@ def run_facts(cfg: Config, layout: Layout) -> dict:
 def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
     """Before any process group: is this a new run, or a resume of a checkpoint that matches? Returns the tag
     to resume from (None: start at step 0)."""
+    run.info()   # a damaged run.json is refused now, not after the model is built
     has_checkpoint = checkpoint.exists(run.checkpoints)
     if has_checkpoint and not cfg.run.resume:
         raise TrainingError(f"run.dir={cfg.run.dir!r} already holds a checkpoint; set run.resume=true to continue "
@@ -82,7 +88,7 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
         if changed:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; resume with the settings it was "
-                                f"checkpointed with (same processes, layout, seed, batch, budget, model, "
+                                f"checkpointed with (same processes, layout, seed, batch, data, budget, model, "
                                 f"optimizer and teacher) or start a new run.dir")
     return tag
 
@@ -95,6 +101,11 @@ def train(cfg: Config, layout: Layout) -> None:
     first = distributed.rank() == 0
     with run.hold() if first else nullcontext():
         tag = check_run_dir(cfg, run, key)
+        if tag == checkpoint.tag_for(layout.total_steps) and (run.info() or {}).get("status") == rundir.FINISHED:
+            if first:   # a requeued or repeated launch: the result, its export and run.json stay as they are
+                print(f"run.dir={cfg.run.dir!r} already finished at step {layout.total_steps}; nothing to do",
+                      flush=True)
+            return
         if first and not tag:   # a resumed run keeps the config it started with
             os.makedirs(run.path, exist_ok=True)
             save_config(cfg, run.config)
@@ -189,6 +200,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         write_memory(run.join(rundir.MEMORY), held)
 
     finished = end == total
+    if finished and validator.last is None:   # resumed from the last step's checkpoint: the run was killed after it
+        validator.run()                        # (its val/loss event is written already; run.json needs the value)
     if finished:
         _export(cfg, layout, model, run, device)
     if first:

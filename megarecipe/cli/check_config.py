@@ -3,9 +3,9 @@
     python -m megarecipe.cli.check_config --world-size 2 configs/tiny.yaml key=value ...
 
 Prints nothing when the config is good; otherwise the trainer's one-line `error: ...` and exits 2. Also checks
-the run dir: one that holds a checkpoint without run.resume=true, a damaged `latest`, or a resume under other
-settings. The launchers run it first, so a bad setting is reported in a second or two instead of after every
-process started.
+the run dir: one in use by another process, a damaged run.json, one that holds a checkpoint without
+run.resume=true, a damaged `latest`, or a resume under other settings. The launchers run it first, so a bad
+setting is reported in a second or two instead of after every process started.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from megarecipe.cli.train import parse_args
     from megarecipe.config import ConfigError, load_config, resolve_layout
     from megarecipe.data.errors import DataError
-    from megarecipe.rundir import RunDir
+    from megarecipe.rundir import LOCK, RunDir, RunDirError
     from megarecipe.train import TrainingError, check_run_dir, resume_key
 
     try:
@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         path, overrides = parse_args(args.args)
         cfg = load_config(path, overrides)
         layout = resolve_layout(cfg, world_size=args.world_size)
-        check_run_dir(cfg, RunDir(cfg.run.dir), resume_key(cfg, layout))
-    except (ConfigError, DataError, TrainingError, CheckpointError) as e:
+        run = RunDir(cfg.run.dir)
+        if run.locked():
+            raise RunDirError(f"run.dir={cfg.run.dir!r} is in use by another process (it holds {LOCK}); wait for it "
+                              f"to finish or stop it, or choose another run.dir")
+        check_run_dir(cfg, run, resume_key(cfg, layout))
+    except (ConfigError, DataError, TrainingError, CheckpointError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,6 @@
 """meta.json: what a prepared data dir holds, and the checks run every time one is opened."""
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ class DataMeta:
     @property
     def tokenizer_path(self) -> str:
         return self.path(TOKENIZER)
+
+    def content_sha256(self) -> str:
+        """What the token files hold, wherever the data dir or its sources lie: the tokenizer, and each
+        document's text hash, split and length in token-file order."""
+        docs = [(d["sha256"], d["split"], d["tokens"]) for d in self.documents]
+        return hashlib.sha256(json.dumps([self.tokenizer_sha256, docs]).encode()).hexdigest()
 
     def tokens(self, split: str) -> np.ndarray:
         """The read-only token array of "train" or "val"."""

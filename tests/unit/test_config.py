@@ -143,6 +143,14 @@ def test_malformed_yaml(tmp_path, text, fragment):
         load_config(str(path))
 
 
+def test_a_binary_file_as_config_or_ds_config_is_one_line(tmp_path):
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(b"\x80\xff" * 64)
+    with pytest.raises(ConfigError, match="not a readable YAML text file"):
+        load_config(str(path))
+    assert "not a readable JSON text file" in bad([f"parallel.ds_config={path}"])
+
+
 def test_bad_interpolation():
     with pytest.raises(ConfigError):
         load_config("configs/tiny.yaml", ["run.dir=${nope}"])

@@ -82,6 +82,16 @@ def test_multinode_launcher_refuses_an_option_as_host_name(tmp_path):
     assert not (tmp_path / "pwned").exists() and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("arg", ["run.dir=/tmp/x;touch${IFS}pwned", "run.dir=$(touch pwned)", "run.dir=it's"])
+def test_multinode_launcher_refuses_shell_syntax_for_remote_hosts(tmp_path, fake_launcher, arg):
+    """pdsh runs the trainer's arguments through each host's shell unquoted: `$(...)` or `;` would run there."""
+    hostfile = write(tmp_path, "node1 slots=1\nnode2 slots=1\n")
+    result = subprocess.run([str(REPO / "launchers/multinode.sh"), hostfile, "configs/tiny.yaml", arg], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env=fake_launcher)
+    assert result.returncode == 2 and launch_log(fake_launcher) == "", result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: argument '{arg}'"), result.stderr
+
+
 @pytest.mark.parametrize("nproc", ["0", "two", "-1"])
 def test_local_launcher_refuses_a_bad_process_count(nproc):
     result = run("launchers/local.sh", nproc, "configs/tiny.yaml")
@@ -139,14 +149,11 @@ def launch_log(env) -> str:
 ])
 def test_a_bad_setting_is_refused_before_any_process_starts(tmp_path, fake_launcher, script, setting, message):
     first = "2" if script == "local.sh" else write(tmp_path, "localhost slots=2\n")
-    start = time.time()
     result = subprocess.run([f"launchers/{script}", first, "configs/tiny.yaml", setting], cwd=REPO,
                             capture_output=True, text=True, timeout=120, env=fake_launcher)
-    took = time.time() - start
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message) and "Traceback" not in result.stderr
     assert launch_log(fake_launcher) == "", "the launcher was started"
-    assert script != "local.sh" or took < 10, f"{took:.1f} s"   # multinode.sh first imports DeepSpeed
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGUSR1, 0)])

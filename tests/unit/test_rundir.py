@@ -23,6 +23,15 @@ def test_states_from_the_directory_alone(tmp_path):
     assert run.info()["facts"]["lr"] == 3e-3          # exact, not float32
 
 
+def test_a_resumed_run_is_running_while_it_holds_the_lock(tmp_path):
+    run = RunDir(tmp_path / "r")
+    for status in (rundir.FINISHED, rundir.FAILED, rundir.STOPPED):
+        run.update(status=status)
+        with run.hold():     # starting up: run.json is updated only once the checkpoint is loaded
+            assert run.state() == rundir.RUNNING, status
+        assert run.state() == status
+
+
 def test_a_second_holder_is_refused(tmp_path):
     run = RunDir(tmp_path / "r")
     with run.hold():
@@ -53,3 +62,12 @@ def test_update_is_atomic_and_merges(tmp_path):
     info = json.loads((tmp_path / rundir.RUN_JSON).read_text())
     assert info["status"] == "running" and info["step"] == 2
     assert [n for n in os.listdir(tmp_path) if "tmp" in n] == []
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "file/r"])
+def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, name):
+    (tmp_path / "file").write_text("")
+    run = RunDir(tmp_path / name)
+    for use in (run.locked, lambda: run.hold().__enter__()):
+        with pytest.raises(RunDirError, match="cannot be used .*; choose another run.dir"):
+            use()

@@ -1,0 +1,100 @@
+"""The `latest` pointer as a hostile user leaves it: only a tag of this run's checkpoints is followed; anything
+else is one error naming what the pointer holds and the complete checkpoint to resume from."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from megarecipe import checkpoint
+from megarecipe.checkpoint import CheckpointError
+
+
+def fake_checkpoints(root, *tags):
+    """Step dirs that pass the manifest check (one file each, at the size the manifest says)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for tag in tags:
+        (root / tag).mkdir()
+        (root / tag / "model.pt").write_bytes(b"x" * 10)
+        (root / tag / checkpoint.MANIFEST).write_text(json.dumps({"files": {"model.pt": 10}}))
+    (root / checkpoint.POINTER).write_text(tags[-1])
+    return root
+
+
+def test_a_good_pointer_is_followed(tmp_path):
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
+    (ckpt / "latest").write_text(" step00000008 \n")
+    assert checkpoint.resume_tag(str(ckpt)) == "step00000008"
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"../../other/checkpoints/step00000008", "which is not a checkpoint tag"),
+    (b"OTHER/checkpoints/step00000008", "which is not a checkpoint tag"),
+    (b".", "which is not a checkpoint tag"),
+    (b"\xff\xfe\x00", "which is not a checkpoint tag"),
+    (b"", "is empty"),
+])
+def test_a_pointer_outside_this_run_is_refused(tmp_path, content, fragment):
+    other = fake_checkpoints(tmp_path / "other" / "checkpoints", "step00000008")
+    ckpt = fake_checkpoints(tmp_path / "run" / "checkpoints", "step00000004", "step00000008")
+    (ckpt / "latest").write_bytes(content.replace(b"OTHER", str(other.parent).encode()))
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.resume_tag(str(ckpt))
+    line = str(e.value)
+    assert fragment in line and "run.resume_from=step00000008" in line and "\n" not in line, line
+
+
+def test_a_pointer_that_is_a_folder_is_named_as_such(tmp_path):
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004")
+    (ckpt / "latest").unlink()
+    (ckpt / "latest").mkdir()
+    with pytest.raises(CheckpointError, match="latest is not a file.*run.resume_from=step00000004"):
+        checkpoint.resume_tag(str(ckpt))
+
+
+@pytest.mark.parametrize("megatron_imported", [False, True])
+def test_a_checkpoint_from_an_older_version_is_named_as_such(tmp_path, megatron_imported):
+    """Before manifests, rank files pickled numpy's RNG state: weights_only refuses them with a long message,
+    or loads them once megatron.core is imported (it allows numpy arrays)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000008")
+    (ckpt / "step00000008" / checkpoint.MANIFEST).unlink()
+    torch.save({"step": 8, "rng": {"numpy": np.random.get_state(), "python": random.getstate()}, "resume_key": {}},
+               ckpt / "step00000008" / "trainer_rank0.pt")
+    # a fresh interpreter: whether megatron.core is imported must not depend on the tests that ran before
+    code = ("import sys\nfrom megarecipe import checkpoint\n"
+            + ("import megatron.core\n" if megatron_imported else "")
+            + "try:\n    checkpoint.saved_resume_key(sys.argv[1], checkpoint.resume_tag(sys.argv[1]))\n"
+            "except checkpoint.CheckpointError as e:\n    print(str(e), end='')\n")
+    result = subprocess.run([sys.executable, "-c", code, str(ckpt)], capture_output=True, text=True, timeout=120)
+    line = result.stdout
+    assert "an older megarecipe wrote it" in line and "\n" not in line and "\x1b" not in line, line
+
+
+def test_a_file_missing_from_both_the_tag_and_its_manifest_is_one_line(tmp_path):
+    """The manifest was edited along with the file: DeepSpeed's load is the last check, and it names the file."""
+    import torch
+    import torch.distributed as dist
+
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
+    torch.save({"step": 8, "rng": {}, "resume_key": {}}, ckpt / "step00000008" / "trainer_rank0.pt")
+    (ckpt / "step00000008" / "model.pt").unlink()   # not a torch file; the manifest no longer lists it
+    (ckpt / "step00000008" / checkpoint.MANIFEST).write_text(json.dumps({"files": {}}))
+
+    class Engine:
+        def load_checkpoint(self, folder, tag):
+            open(f"{folder}/{tag}/zero_pp_rank_0_mp_rank_00_optim_states.pt", "rb")
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        with pytest.raises(CheckpointError) as e:
+            checkpoint.Checkpointer(Engine(), str(ckpt), 0, 2, {}).restore("step00000008", 1)
+    finally:
+        dist.destroy_process_group()
+    line = str(e.value)
+    assert "step00000008/zero_pp_rank_0_mp_rank_00_optim_states.pt cannot be read" in line, line
+    assert "run.resume_from=step00000004" in line, line
