@@ -2,6 +2,11 @@
 
 Every number in REPORT.md is read from fits.json (the dict this module writes), so the two cannot disagree.
 N is in billions of parameters and D in billions of tokens, as in fit_scaling.
+
+Intervals: a fit of 3 points to 3 parameters interpolates, so resampling points says nothing. Each bootstrap
+resample instead also adds to every point a draw of the seed-to-seed noise measured here: the pooled standard
+deviation of the ensemble members' losses (members differ only by seed). The joint fit's second stage fits each
+resample's first-stage asymptotes, so its interval carries both stages.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import time
 import numpy as np
 
 from megarecipe import atomic
-from megarecipe.analysis.fit import FitError, Point, data_efficiency, fit_points, joint_asymptote
+from megarecipe.analysis.fit import FitError, Joint, Point, data_efficiency, fit_power_law
 
 FITS_JSON, REPORT_MD = "fits.json", "REPORT.md"
 
@@ -35,11 +40,50 @@ def _params_b(run_dir: str) -> float:
     return _facts(run_dir)["params"] / 1e9
 
 
-def _fit(points, n_boot, seed):
+def _fit(points, n_boot, seed, sigma=0.0, y_boot=None):
+    """Best point per x, fitted; n_boot resamples with Gaussian seed noise `sigma` added to each point."""
+    best = {}
+    for p in points:
+        if p.x not in best or p.loss < best[p.x].loss:
+            best[p.x] = p
+    chosen = [best[x] for x in sorted(best)]
+    y = np.array([p.loss for p in chosen])
+    if y_boot is None and n_boot and sigma > 0:
+        y_boot = y + np.random.default_rng(seed + 1000).normal(0.0, sigma, size=(n_boot, len(y)))
     try:
-        return fit_points(points, n_boot=n_boot, seed=seed), None
+        fit = fit_power_law([p.x for p in chosen], y, n_boot=n_boot, seed=seed, y_boot=y_boot)
     except FitError as e:
         return None, str(e)
+    fit.sources = [p.source for p in chosen]
+    fit.dropped = [p for p in points if p not in chosen]
+    return fit, None
+
+
+def seed_sigma(plan: dict) -> tuple[float, int]:
+    """Pooled standard deviation of final losses across seeds of the same settings (the ensemble members)."""
+    sq, dof = 0.0, 0
+    for d in (plan.get("ensembles") or {}).values():
+        losses = np.array(_json(os.path.join(d, "ensemble.json"))["member_val_loss"], dtype=float)
+        if len(losses) > 1:
+            sq, dof = sq + float(((losses - losses.mean()) ** 2).sum()), dof + len(losses) - 1
+    return (float(np.sqrt(sq / dof)) if dof else 0.0), dof
+
+
+def _joint(curves: dict, n_boot: int, sigma: float) -> Joint:
+    if len(curves) < 3:
+        raise FitError(f"the joint asymptote needs ensembles at >= 3 model sizes, got {len(curves)}")
+    per_n = {}
+    for i, n in enumerate(sorted(curves)):
+        fit, err = _fit(curves[n], n_boot, seed=20 + i, sigma=sigma)
+        if fit is None:
+            raise FitError(f"N = {n:g}: {err}")
+        per_n[n] = fit
+    sizes = list(per_n)
+    y_boot = np.stack([per_n[n].boot[:, 2] for n in sizes], axis=1) if n_boot else None
+    over, err = _fit([Point(n, per_n[n].E, f"E_N of N = {n:g}") for n in sizes], n_boot, seed=30, y_boot=y_boot)
+    if over is None:
+        raise FitError(err)
+    return Joint(per_n, over)
 
 
 def _fit_dict(fit, error):
@@ -49,7 +93,9 @@ def _fit_dict(fit, error):
 def compute(out: str, recipe, plan: dict) -> tuple[dict, dict]:
     """(fits.json's dict, the fit objects for the plots)."""
     B = recipe.bootstrap
-    fits, objs = {"budget_tokens": recipe.budget, "bootstrap": B, "runs": {}}, {}
+    sigma, dof = seed_sigma(plan)
+    fits, objs = {"budget_tokens": recipe.budget, "bootstrap": B, "seed_sigma": sigma, "seed_sigma_dof": dof,
+                  "runs": {}}, {}
     for section in ("standard", "regularized"):
         runs = plan.get(section, {})
         fits["runs"][section] = {s: {"run": os.path.relpath(d, out), "params": _facts(d)["params"],
@@ -57,7 +103,7 @@ def compute(out: str, recipe, plan: dict) -> tuple[dict, dict]:
                                                                                             "epochs")}}
                                  for s, d in runs.items()}
         pts = [Point(_params_b(d), _loss(d), os.path.relpath(d, out)) for d in runs.values()]
-        objs[section], err = _fit(pts, B, seed=1 if section == "standard" else 2)
+        objs[section], err = _fit(pts, B, seed=1 if section == "standard" else 2, sigma=sigma)
         fits[section] = _fit_dict(objs[section], err)
     ens = plan.get("ensembles") or {}
     if ens:
@@ -70,7 +116,7 @@ def compute(out: str, recipe, plan: dict) -> tuple[dict, dict]:
                            "dir": os.path.relpath(d, out)}
         fits["ensembles"] = {"by_size": table}
         try:
-            joint = joint_asymptote(curves, n_boot=B, seed=3)
+            joint = _joint(curves, B, sigma)
             objs["joint"] = joint
             fits["ensembles"]["per_size"] = {s: joint.per_n[_params_b(_json(os.path.join(d, "ensemble.json"))
                                                                        ["members"][0])].to_dict()
@@ -83,7 +129,7 @@ def compute(out: str, recipe, plan: dict) -> tuple[dict, dict]:
             fits["ensembles"]["error"] = str(e)
             per = {}
             for i, (n, pts) in enumerate(sorted(curves.items())):
-                f, err = _fit(pts, B, seed=10 + i)
+                f, err = _fit(pts, B, seed=10 + i, sigma=sigma)
                 per[n] = f
                 fits["ensembles"].setdefault("per_size", {})[f"{n:g}"] = _fit_dict(f, err)
             good = {n: f for n, f in per.items() if f is not None}
@@ -94,7 +140,7 @@ def compute(out: str, recipe, plan: dict) -> tuple[dict, dict]:
     law = plan.get("data_law") or {}
     if law.get("runs"):
         pts = [Point(int(b) / 1e9, _loss(d), os.path.relpath(d, out)) for b, d in law["runs"].items()]
-        base, err = _fit(pts, B, seed=4)
+        base, err = _fit(pts, B, seed=4, sigma=sigma)
         objs["data_law"] = base
         fits["data_law"] = {"size": law["size"], **_fit_dict(base, err)}
         fits["efficiency"] = {}
@@ -261,15 +307,18 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
             f"{int(float(p['x']) * 1e9):,}" for p in fits["data_law"].get("points", [])) + " tokens.")
     L += ["", "| stage | wall s | CPU s | trainer starts |", "|---|---:|---:|---:|"]
     tot_w = tot_c = 0.0
-    for name, t in stages.items():
-        if name == "last_call":
-            continue
+    order = ("data", "standard", "regularized", "ensembles", "distill", "downstream", "fits+report")
+    for name in sorted((n for n in stages if n != "last_call"), key=lambda n: order.index(n) if n in order else 99):
+        t = stages[name]
         tot_w, tot_c = tot_w + t["wall_s"], tot_c + t["cpu_s"]
         L.append(f"| {name} | {t['wall_s']:.0f} | {t['cpu_s']:.0f} | {t['runs_started']} |")
     L += [f"| total | {tot_w:.0f} | {tot_c:.0f} | |", "",
           "Times are those of the call that did each stage's work; a later call that only read results back keeps "
           "them. CPU s counts this process and every trainer it started.", ""]
     L += ["## Fitted asymptotes (L = A / x^alpha + E, 95% bootstrap intervals)", "",
+          f"Intervals: {fits['bootstrap']} bootstrap resamples, each adding seed noise of standard deviation "
+          f"{_num(fits['seed_sigma'])} (pooled over the ensemble members, {fits['seed_sigma_dof']} degrees of "
+          f"freedom) to every point, as well as resampling points where there are more than 3.", "",
           "| recipe | E | alpha | points |", "|---|---|---|---|"]
     rows = [("standard (over N)", fits.get("standard")), ("regularized (over N)", fits.get("regularized")),
             ("ensemble, best size (over K)", ens.get("best_size_asymptote")),
@@ -281,7 +330,7 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
         if isinstance(f, dict) and "E" in f:
             L.append(f"| ensemble {size} (over K) | {_E(f)} | {_num(f.get('alpha'), '.3g')} | "
                      f"{len(f.get('points', []))} |")
-    notes = sorted({n for _, f in rows if f for n in f.get("notes", [])})
+    notes = sorted({n for _, f in rows if f for n in f.get("notes", []) if not n.startswith("3 points")})
     if notes:
         L += ["", *[f"Note: {n}." for n in notes]]
     if ens.get("by_size"):
@@ -315,6 +364,9 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
             L.append(f"| {label} (`{m['dir']}`) | " + " | ".join(_num(a, '.3f') for a in accs) +
                      f" | {_num(sum(have) / len(have), '.3f') if have else 'n/a'} |")
         lim = recipe.downstream.limit
+        for label, tasks_skipped in (plan.get("downstream_skipped") or {}).items():
+            for task, why in tasks_skipped.items():
+                L += ["", f"{task} was not scored for {label}: {why['why']}."]
         L.append("")
         L.append(f"{'First ' + str(lim) + ' examples per task' if lim else 'Every example'}; at this scale the "
                  f"models are near chance, so differences are mostly noise.")

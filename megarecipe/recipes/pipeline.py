@@ -62,9 +62,13 @@ class Pipeline:
         fn()
         took = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(_cpu() - c0, 1),
                 "runs_started": self.started_runs - runs0, "did_work": self.worked}
-        # the timing of the call that did the work is kept; a call that only read results back does not replace it
-        if name not in self.stages or self.worked or not self.stages[name].get("did_work"):
+        # the calls that did work add up (a stage killed and resumed counts both parts); reading back adds nothing
+        old = self.stages.get(name)
+        if old is None or not old.get("did_work"):
             self.stages[name] = took
+        elif self.worked:
+            self.stages[name] = {k: round(old[k] + took[k], 1) for k in ("wall_s", "cpu_s", "runs_started")}
+            self.stages[name]["did_work"] = True
         self.stages.setdefault("last_call", {})[name] = took
         self._save()
 
@@ -268,17 +272,25 @@ class Pipeline:
         os.environ.setdefault("TQDM_DISABLE", "1")   # lm-eval's progress bars, one per model and task
         ds = self.r.downstream
         models = self.downstream_models()
+        skipped = self.plan.setdefault("downstream_skipped", {})
         for label, path in models.items():
             have = downstream.read_results(path)
-            todo = [t for t in ds.tasks if t not in have or have[t].get("limit") != ds.limit]
+            todo = [t for t in ds.tasks if (t not in have or have[t].get("limit") != ds.limit)
+                    and skipped.get(label, {}).get(t, {}).get("limit", -1) != ds.limit]
             if not todo:
                 self.log(f"  {label}: evaluated before")
                 continue
             self.worked = True
-            output = downstream.evaluate(path, todo, limit=ds.limit, batch_size=ds.batch_size)
-            stored = downstream.write_results(path, output, limit=ds.limit)
-            self.log(f"  {label} ({os.path.relpath(path, self.out)}): " +
-                     ", ".join(f"{t} {stored[t].get('acc', float('nan')):.3f}" for t in todo))
+            for task in todo:   # one at a time: a task the model cannot score is reported, not fatal
+                try:
+                    output = downstream.evaluate(path, [task], limit=ds.limit, batch_size=ds.batch_size)
+                except ValueError as e:
+                    skipped.setdefault(label, {})[task] = {"limit": ds.limit, "why": str(e).splitlines()[0]}
+                    self.log(f"  {label}: {task} not scored: {e}")
+                    continue
+                stored = downstream.write_results(path, output, limit=ds.limit)
+                self.log(f"  {label} ({os.path.relpath(path, self.out)}): {task} acc "
+                         f"{stored[task].get('acc', float('nan')):.3f}")
         self.plan["downstream"] = models
         self._save()
 
