@@ -313,8 +313,8 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
         tot_w, tot_c = tot_w + t["wall_s"], tot_c + t["cpu_s"]
         L.append(f"| {name} | {t['wall_s']:.0f} | {t['cpu_s']:.0f} | {t['runs_started']} |")
     L += [f"| total | {tot_w:.0f} | {tot_c:.0f} | |", "",
-          "Times are those of the call that did each stage's work; a later call that only read results back keeps "
-          "them. CPU s counts this process and every trainer it started.", ""]
+          "Times add up the calls that did each stage's work (a stage killed and resumed counts both parts); a call "
+          "that only read results back adds nothing. CPU s counts this process and every trainer it started.", ""]
     L += ["## Fitted asymptotes (L = A / x^alpha + E, 95% bootstrap intervals)", "",
           f"Intervals: {fits['bootstrap']} bootstrap resamples, each adding seed noise of standard deviation "
           f"{_num(fits['seed_sigma'])} (pooled over the ensemble members, {fits['seed_sigma_dof']} degrees of "
