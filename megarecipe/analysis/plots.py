@@ -116,3 +116,21 @@ def plot_efficiency(eff, path: str, recipe_label: str = "recipe") -> str:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def plot_members(losses: list[float], member_losses: list, path: str) -> str:
+    """The ensemble's held-out loss against K members, with each member's own loss for comparison."""
+    ks = np.arange(1, len(losses) + 1)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(ks, losses, "o-", color=COLORS[0], label="ensemble of the first K")
+    own = [(k, v) for k, v in zip(ks, member_losses, strict=True) if v is not None]
+    if own:
+        ax.plot(*zip(*own, strict=True), "x", color=COLORS[1], label="member K alone")
+    _log_x(ax, ks)
+    ax.set_xlabel("members K")
+    ax.set_ylabel("validation loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,93 @@
+"""An ensemble's members as exports on disk: found, checked against each other, loaded onto a device.
+
+Reading a member reads only its export's config.yaml and model.json, so every mismatch is reported before
+any weights are loaded or any process is started.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+from megarecipe.config import Config, ConfigError, load_config
+from megarecipe.rundir import RunDir
+
+
+class EnsembleError(ValueError):
+    """Members that cannot be combined or scored; the message names the member and the fix."""
+
+
+@dataclass
+class Member:
+    run_dir: str
+    cfg: Config      # the run's config as exported
+    info: dict       # model.json: vocab size, parameter counts, tokenizer hash
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.run_dir))
+
+    @property
+    def weights(self) -> str:
+        return os.path.join(RunDir(self.run_dir).export, "model.safetensors")
+
+
+def read_member(run_dir: str) -> Member:
+    run = RunDir(run_dir)
+    if not os.path.isdir(run.path):
+        raise EnsembleError(f"{run_dir}: no such run directory; pass the run directories of finished members")
+    missing = [n for n in ("model.safetensors", "config.yaml", "model.json")
+               if not os.path.isfile(os.path.join(run.export, n))]
+    if missing:
+        state = (run.info() or {}).get("status", "not started")
+        raise EnsembleError(f"member {run_dir}: no export ({run.export}/{missing[0]} is missing; run.json says "
+                            f"{state}); finish its training (`ensemble.py train` resumes it) or leave it out")
+    try:
+        cfg = load_config(os.path.join(run.export, "config.yaml"))
+    except ConfigError as e:
+        raise EnsembleError(f"member {run_dir}: {e}") from None
+    with open(os.path.join(run.export, "model.json")) as f:
+        info = json.load(f)
+    return Member(run_dir, cfg, info)
+
+
+def check_compatible(members: list[Member]) -> None:
+    """Same held-out tokens and vocabulary for all: data dir, tokenizer, vocab size, sequence length, val tokens."""
+    if not members:
+        raise EnsembleError("no members given; pass the run directories of the ensemble's members")
+    first = members[0]
+    for m in members[1:]:
+        for what, a, b, fix in (
+                ("data.dir", os.path.realpath(first.cfg.data.dir), os.path.realpath(m.cfg.data.dir),
+                 "members must be trained on the same data dir"),
+                ("tokenizer", first.info.get("tokenizer_sha256"), m.info.get("tokenizer_sha256"),
+                 "members must share the data dir's tokenizer"),
+                ("vocab size", first.info["vocab_size"], m.info["vocab_size"], "members must share the vocabulary"),
+                ("model.seq_len", first.cfg.model.seq_len, m.cfg.model.seq_len,
+                 "members must be trained with the same sequence length"),
+                ("data.val_tokens", first.cfg.data.val_tokens, m.cfg.data.val_tokens,
+                 "members must be scored on the same held-out tokens")):
+            if a != b:
+                raise EnsembleError(f"member {m.run_dir}: its {what} is {b}, but {first.run_dir} has {a}; {fix} "
+                                    f"(leave {m.name} out or retrain it)")
+
+
+def read_members(run_dirs: list[str]) -> list[Member]:
+    members = [read_member(d) for d in run_dirs]
+    check_compatible(members)
+    return members
+
+
+def load_model(member: Member, device, dtype: torch.dtype, shell=None):
+    """The member's model on `device`: into `shell` (a model of the same shape) when given, else a new one."""
+    from safetensors.torch import load_file
+
+    from megarecipe.model.export import load_export
+
+    if shell is None:
+        model = load_export(RunDir(member.run_dir).export, "cpu")[0]
+        return model.to(device=device, dtype=dtype)
+    shell.load_state_dict(load_file(member.weights, device=str(device)), strict=True)
+    return shell

@@ -1,0 +1,126 @@
+"""Ensemble scoring on exported members: every K in one pass, in turns, over ranks; and its one-line errors.
+
+The members are untrained Llamas with large random weights (distinct logits per seed), exported the way the
+trainer exports, so these tests need no training; tests/distributed/test_train.py scores trained members."""
+import os
+import subprocess
+
+import pytest
+import torch
+
+from megarecipe.analysis.ensemble import Placement, ensemble_losses
+from megarecipe.analysis.heldout import score_members
+from megarecipe.analysis.members import EnsembleError, read_members
+from megarecipe.config import load_config
+from megarecipe.model.export import write_export
+from megarecipe.model.reference import Llama
+from megarecipe.rundir import RunDir
+
+from tests.helpers import BIN, REPO, env, write_run
+
+SHAPE = ["model.num_layers=1", "model.hidden_size=32", "model.ffn_hidden_size=64", "model.num_attention_heads=2",
+         "model.num_query_groups=1", "model.seq_len=32", "model.init_std=0.3", "data.val_tokens=1600",
+         "train.eval_batch_size=4"]
+VOCAB = 2048
+
+
+def make_member(path, data_dir, seed, *overrides, weights_from=None):
+    cfg = load_config(None, [*SHAPE, f"data.dir={data_dir}", f"run.seed={seed}", f"run.dir={path}", *overrides])
+    torch.manual_seed(seed if weights_from is None else weights_from)
+    model = Llama(cfg.model, VOCAB)
+    write_export(RunDir(str(path)).export, model.state_dict(), cfg, VOCAB)
+    write_run(str(path), facts={"params": 1000, "seed": seed}, val={1: 7.0 + seed / 10})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def members(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("members")
+    return [make_member(root / f"seed{s}", tiny_data, s) for s in (1, 2, 3)]
+
+
+def test_placement_deals_members_out_in_turns():
+    p = Placement(members=5, world=2, resident=1)
+    assert (p.turns, list(p.turn_members(2))) == (3, [4])
+    assert [p.owner(k) for k in range(5)] == [(0, 0), (1, 0), (0, 0), (1, 0), (0, 0)]
+    assert Placement(members=3, world=2).slots == 2 and Placement(members=3, world=2).turns == 1
+
+
+def test_identical_members_score_as_the_single_member(members, tiny_data, tmp_path):
+    twin = make_member(tmp_path / "twin", tiny_data, 9, weights_from=1)
+    losses = score_members(read_members([members[0], twin, members[0]]), "cpu")
+    assert losses == pytest.approx([losses[0]] * 3, abs=1e-6)
+    # and the one-member loss is the model's own held-out loss, computed independently here
+    cfg = read_members([members[0]])[0].cfg
+    from megarecipe.model.export import load_export
+    from megarecipe.data.dataset import validation_batches
+    model = load_export(RunDir(members[0]).export)[0]
+    total = count = 0
+    with torch.no_grad():
+        for x, y in validation_batches(tiny_data, cfg.model.seq_len, 4, max_tokens=cfg.data.val_tokens):
+            total += model.loss(x, y, reduction="sum").item()
+            count += int((y != -100).sum())
+    assert losses[0] == pytest.approx(total / count, rel=1e-6)
+
+
+def test_turns_equal_all_resident_and_averaging_helps(members):
+    ms = read_members(members)
+    resident = score_members(ms, "cpu")
+    turns = score_members(ms, "cpu", resident=1, chunk_batches=3)   # 3 turns over 4 chunks (the last one short)
+    assert turns == pytest.approx(resident, abs=1e-6)
+    assert len(set(resident)) == 3
+    singles = [score_members([m], "cpu")[0] for m in ms]
+    assert resident[1] < (singles[0] + singles[1]) / 2   # the logit mean beats its members' mean on these
+    assert resident[0] == pytest.approx(singles[0], abs=1e-6)
+
+
+def test_models_in_memory_score_like_their_exports(members):
+    from megarecipe.model.export import load_export
+
+    ms = read_members(members[:2])
+    models = [load_export(RunDir(m).export)[0] for m in members[:2]]
+    cfg = ms[0].cfg
+    in_memory = ensemble_losses(models, cfg.data.dir, cfg.model.seq_len, cfg.data.val_tokens, 4, "cpu")
+    assert in_memory == pytest.approx(score_members(ms, "cpu"), abs=1e-6)
+
+
+def test_two_ranks_equal_one_process(members, tmp_path):
+    ms = read_members(members[:2])
+    expected = score_members(ms, "cpu")
+    out = tmp_path / "ens"
+    result = subprocess.run([str(BIN / "python"), "tools/ensemble.py", "eval", "--runs", *members[:2], "--out",
+                             str(out), "--processes", "2", "--device", "cpu", "--no-progress"],
+                            cwd=REPO, env={**env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = RunDir(str(out)).info()
+    assert got["status"] == "finished" and got["kind"] == "ensemble"
+    assert got["final"]["val_loss_by_k"] == pytest.approx(expected, abs=1e-6)
+    assert os.path.isfile(out / "loss_vs_members.png")
+
+
+def test_mismatched_members_are_named(members, tiny_data, tmp_path):
+    longer = make_member(tmp_path / "longer", tiny_data, 4, "model.seq_len=16")
+    with pytest.raises(EnsembleError, match=r"member .*longer: its model.seq_len is 16.*same sequence length"):
+        read_members([members[0], longer])
+    other = make_member(tmp_path / "other", str(tmp_path), 5)
+    with pytest.raises(EnsembleError, match=r"member .*other: its data.dir"):
+        read_members([members[0], other])
+    os.makedirs(tmp_path / "unfinished")
+    with pytest.raises(EnsembleError, match=r"member .*unfinished: no export .*finish its training"):
+        read_members([members[0], str(tmp_path / "unfinished")])
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--runs", "nope", "--out", "x"], "nope: no such run directory"),
+    (["--runs", "nope"], "--out: missing"),
+    (["ens_missing"], "ens_missing: no such ensemble directory"),
+    (["--runs", "a", "--out", "x", "--resident", "0"], "--resident=0 must be >= 1"),
+])
+def test_eval_errors_are_one_line(args, fragment, tmp_path, capsys, monkeypatch):
+    from megarecipe.cli.ensemble import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
