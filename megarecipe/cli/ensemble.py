@@ -82,10 +82,19 @@ def train(args) -> int:
             return fail(f"--{name}={getattr(args, name)} must be >= 1")
     if args.retries < 0:
         return fail(f"--retries={args.retries} must be >= 0")
+    flags = [a for a in args.overrides if a.startswith("-") or "=" not in a]
+    if flags:
+        return fail(f"train: unknown argument {flags[0]!r}; pass CONFIG, options and key=value settings")
+
+    def done(result):
+        how = f"val/loss {result.val_loss:.4f}" if result.val_loss is not None else (result.error or "")
+        print(f"{result.name}: {result.state}{' (already finished)' if result.reused else ''} {how}".rstrip(),
+              flush=True)
+
     try:
         states = ensemble.train(args.config, args.overrides, args.out, args.members, parallel=args.parallel,
                                 backend=args.backend, processes=args.processes, member_shift=args.member_shift,
-                                retries=args.retries)
+                                retries=args.retries, on_done=done)
     except (ConfigError, ensemble.EnsembleSetupError) as e:
         return fail(str(e))
     print(ensemble.format_status(states))

@@ -52,18 +52,19 @@ def member_overrides(config: str, overrides: list[str], member_shift: bool = Fal
 
 def specs(config: str, overrides: list[str], out: str, members: int, processes: int = 1,
           member_shift: bool = False) -> list:
+    """One RunSpec per member; the launcher adds run.dir and run.resume=true."""
     from megarecipe.launch import RunSpec
 
     common = member_overrides(config, overrides, member_shift)
-    return [RunSpec(config=config, run_dir=member_dir(out, seed), processes=processes,
-                    overrides=[*common, f"run.seed={seed}", f"run.dir={member_dir(out, seed)}", "run.resume=true"])
-            for seed in range(1, members + 1)]
+    return [RunSpec(config=config, overrides=[*common, f"run.seed={seed}"], run_dir=member_dir(out, seed),
+                    processes=processes) for seed in range(1, members + 1)]
 
 
 def train(config: str, overrides: list[str], out: str, members: int, parallel: int = 1, backend: str = "local",
-          processes: int = 1, member_shift: bool = False, retries: int = 1) -> list[MemberState]:
-    """Train (or resume) members 1..n, `parallel` at once; finished members are left as they are."""
-    from megarecipe.launch import launch
+          processes: int = 1, member_shift: bool = False, retries: int = 1, on_done=None) -> list[MemberState]:
+    """Train (or resume) members 1..n, `parallel` at once. Finished members are read back, not retrained;
+    killed and failed ones continue from their last checkpoint."""
+    from megarecipe.launch import LaunchError, launch
 
     todo = specs(config, overrides, out, members, processes, member_shift)
     ens = RunDir(out)
@@ -76,15 +77,24 @@ def train(config: str, overrides: list[str], out: str, members: int, parallel: i
             pending = [s for s in todo if RunDir(s.run_dir).state() != rundir.FINISHED]
             ens.update(kind="ensemble", status=rundir.RUNNING, plan=plan)
             try:
+                for spec in pending:
+                    _retry_failed(spec.run_dir)
                 if pending:
-                    launch(pending, backend=backend, parallel=parallel, retries=retries)
+                    launch(pending, backend=backend, parallel=parallel, retries=retries, on_done=on_done)
             finally:
-                # finished = evaluated (the evaluation sets it); training alone leaves the ensemble stopped
+                # finished = evaluated (the evaluation says so); training alone leaves the ensemble stopped
                 states = status(out, members)
                 ens.update(status=before if before == rundir.FINISHED and not pending else rundir.STOPPED)
-    except RunDirError as e:
+    except (RunDirError, LaunchError) as e:
         raise EnsembleSetupError(str(e)) from None
     return states
+
+
+def _retry_failed(run_dir: str) -> None:
+    """The launcher reads a failed run back as failed; a new `train` gives it another go from its checkpoint."""
+    run = RunDir(run_dir)
+    if run.state() == rundir.FAILED and not run.locked():
+        run.update(status=rundir.STOPPED, previous_error=(run.info() or {}).get("error"))
 
 
 def _seed_of(path: str) -> int | None:
@@ -144,7 +154,7 @@ def member_dirs(out: str, members: int | None = None) -> list[str]:
 
 
 def format_status(states: list[MemberState]) -> str:
-    width = max(len(f"seed{s.seed}") for s in states)
+    width = max(len("member"), *(len(f"seed{s.seed}") for s in states))
     lines = [f"{'member'.ljust(width)}  {'state'.ljust(11)}  detail"]
     lines += [f"{f'seed{s.seed}'.ljust(width)}  {s.state.ljust(11)}  {s.detail}".rstrip() for s in states]
     done = sum(s.state == rundir.FINISHED for s in states)

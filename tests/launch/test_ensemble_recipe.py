@@ -1,0 +1,64 @@
+"""`ensemble.py train` / `status` through the launcher, with the fake trainer (tests/fake_trainer.py): members
+differ only by run.seed, a killed or failed member is reported and resumed by the next `train`, finished ones
+are never retrained. The real trainer runs in tests/distributed/test_train.py::test_ensemble_of_trained_members."""
+import pytest
+
+from megarecipe import rundir
+from megarecipe.cli.ensemble import main
+from megarecipe.recipes import ensemble
+from megarecipe.rundir import RunDir
+
+from tests.launch.conftest import starts
+
+SETTINGS = ["optim.lr=3e-3", "optim.weight_decay=0.4", "train.epochs=4", "model.seq_len=64", "data.train_tokens=20000"]
+
+
+def train(out, fake_data, *extra):
+    return main(["train", "tiny", "--members", "3", "--out", str(out), "--parallel", "2", f"data.dir={fake_data}",
+                 *SETTINGS, *extra])
+
+
+def test_members_differ_only_by_seed(fake_data, tmp_path):
+    specs = ensemble.specs("tiny", [f"data.dir={fake_data}", *SETTINGS], str(tmp_path), 3)
+    assert [s.run_dir for s in specs] == [ensemble.member_dir(str(tmp_path), i) for i in (1, 2, 3)]
+    assert [s.overrides[-1] for s in specs] == ["run.seed=1", "run.seed=2", "run.seed=3"]
+    assert len({tuple(s.overrides[:-1]) for s in specs}) == 1
+    shifted = ensemble.specs("tiny", [f"data.dir={fake_data}", *SETTINGS], str(tmp_path), 1, member_shift=True)
+    assert shifted[0].overrides[-3:] == ["train.epochs=8", "optim.weight_decay=0.2", "run.seed=1"]
+    with pytest.raises(ensemble.EnsembleSetupError, match="run.seed=5: the ensemble sets run.seed"):
+        ensemble.specs("tiny", ["run.seed=5"], str(tmp_path), 2)
+
+
+def test_train_status_and_resume(fake_data, fake_trainer, tmp_path, capsys):
+    out = tmp_path / "ens"
+    assert train(out, fake_data) == 0
+    assert sorted(line.split()[0] for line in starts(fake_trainer)) == ["seed1", "seed2", "seed3"]
+    assert max(int(line.split()[1].split("=")[1]) for line in starts(fake_trainer)) <= 2   # --parallel 2
+    assert RunDir(str(out)).info()["kind"] == "ensemble"
+    assert [RunDir(ensemble.member_dir(str(out), i)).info()["facts"]["seed"] for i in (1, 2, 3)] == [1, 2, 3]
+
+    # seed2 killed mid-training (run.json says running, nobody holds the lock), seed3 failed
+    RunDir(ensemble.member_dir(str(out), 2)).update(status=rundir.RUNNING, step=4)
+    RunDir(ensemble.member_dir(str(out), 3)).update(status=rundir.FAILED, error="RuntimeError: out of memory")
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "seed1   finished" in table and "val/loss" in table
+    assert "seed2   interrupted" in table and "resumes it" in table
+    assert "seed3   failed       " in table and "RuntimeError: out of memory" in table and "1 of 3 finished" in table
+
+    before = len(starts(fake_trainer))
+    assert train(out, fake_data) == 0
+    assert sorted(line.split()[0] for line in starts(fake_trainer)[before:]) == ["seed2", "seed3"]
+    assert [s.state for s in ensemble.status(str(out))] == [rundir.FINISHED] * 3
+
+    # more members than trained: the eval says how many are there and what to do
+    capsys.readouterr()
+    assert main(["eval", str(out), "--members", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--members 5 but the ensemble has 3" in err and err.count("\n") == 1
+
+
+def test_status_of_nothing_is_one_line(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "none")]) == 2
+    assert "no such ensemble directory" in capsys.readouterr().err
