@@ -265,31 +265,39 @@ def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
 
 
 def test_ensemble_of_trained_members(tiny_data, tmp_path):
-    """Members differing only by seed -> logit-averaged ensemble -> L(K) events the fit tool reads."""
+    """`ensemble.py train --members 3 --parallel 2` (members differing only by seed) -> `eval` of the
+    logit-averaged ensemble -> L(K) events the fit tool reads."""
     import json
 
-    members = []
-    for seed in (1, 2, 3):
-        run_dir, _ = train(tmp_path, f"m-seed{seed}", 1, tiny_data, "train.stop_after=null", f"run.seed={seed}")
-        members.append(str(run_dir))
-    out = tmp_path / "ens"
-    result = subprocess.run([str(BIN / "python"), "tools/ensemble_eval.py", *members, "--out", str(out)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    tool = [str(BIN / "python"), "tools/ensemble.py"]
+    ens = tmp_path / "ens"
+    trained = subprocess.run([*tool, "train", "configs/tiny.yaml", "--members", "3", "--parallel", "2", "--out",
+                              str(ens), *TINY, f"data.dir={tiny_data}", "train.stop_after=null"], cwd=REPO, env=env(),
+                             capture_output=True, text=True, timeout=400)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    members = [str(ens / "members" / f"seed{seed}") for seed in (1, 2, 3)]
+    result = subprocess.run([*tool, "eval", str(ens), "--no-progress"], cwd=REPO, env=env(), capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    by_k = scalars(out, "ensemble/val_loss")
+    by_k = scalars(ens, "ensemble/val_loss")
     finals = [scalars(m, "val/loss")[max(scalars(m, "val/loss"))] for m in members]
     assert sorted(by_k) == [1, 2, 3]
+    assert len(set(finals)) == 3                                      # the seeds made different models
     assert by_k[1] == pytest.approx(finals[0], abs=2e-4)           # one member is that member's own val/loss
+    assert by_k[2] < (finals[0] + finals[1]) / 2                      # two seeds beat their mean
     assert by_k[3] <= sum(finals) / 3 + 1e-6                          # Jensen: averaging logits never hurts on average
-    assert scalars(out, "run/params")[0] == scalars(members[0], "run/params")[0]
+    assert scalars(ens, "run/params")[0] == scalars(members[0], "run/params")[0]
+    info = json.loads((ens / "run.json").read_text())
+    assert (info["status"], info["kind"], len(info["members"])) == ("finished", "ensemble", 3)
+    assert (ens / "loss_vs_members.png").stat().st_size > 0
 
     report = tmp_path / "report"
-    fit = subprocess.run([str(BIN / "python"), "tools/fit_scaling.py", str(out), "--over", "members", "--out",
+    fit = subprocess.run([str(BIN / "python"), "tools/fit_scaling.py", str(ens), "--over", "members", "--out",
                           str(report), "--bootstrap", "10", "--no-progress"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert fit.returncode == 0, fit.stderr
     assert json.loads((report / "fits.json").read_text())
 
-    bad = subprocess.run([str(BIN / "python"), "tools/ensemble_eval.py", str(tmp_path / "nope"), "--out",
-                          str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([*tool, "eval", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
