@@ -82,6 +82,7 @@ def ensemble_losses(members: list, data_dir: str, seq_len: int, max_tokens: int 
         [batches[i:i + chunk_batches] for i in range(0, len(batches), chunk_batches)]
     bar = _progress(progress and rank == 0, len(batches) * place.turns)
 
+    vocab = members[0].info["vocab_size"] if isinstance(members[0], Member) else members[0].vocab_size
     shells, in_slot = [None] * place.slots, [None] * place.slots
     totals = torch.zeros(len(members), dtype=torch.float64)
     count = 0
@@ -96,18 +97,9 @@ def ensemble_losses(members: list, data_dir: str, seq_len: int, max_tokens: int 
                     in_slot[slot] = k
             for i, (tokens, targets) in enumerate(chunk):
                 tokens, targets = tokens.to(device), targets.to(device).flatten()
-                own = {k: shells[slot](tokens).float().flatten(0, 1) for slot, k in mine}
                 total = None if sums[i] is None else sums[i].to(device)
-                for k in ks:
-                    logits = own.get(k)
-                    if world > 1:
-                        if logits is None:
-                            logits = torch.zeros(targets.numel(), _vocab(own, members, k), device=device)
-                        dist.all_reduce(logits)
-                    total = logits if total is None else total + logits
-                    if k % world == rank:
-                        totals[k] += F.cross_entropy(total / (k + 1), targets, ignore_index=IGNORE_INDEX,
-                                                     reduction="sum").item()
+                for slot in range(place.slots):
+                    total = _round(place, ks, slot, rank, world, shells[slot], tokens, targets, total, totals, vocab)
                 if turn < place.turns - 1:
                     sums[i] = total.cpu()
                 bar.update(1)
@@ -119,18 +111,31 @@ def ensemble_losses(members: list, data_dir: str, seq_len: int, max_tokens: int 
     return (totals.cpu() / count).tolist()
 
 
+def _round(place: Placement, ks: range, slot: int, rank: int, world: int, shell, tokens, targets, total, totals,
+           vocab: int):
+    """Add the members in `slot` of every rank (consecutive k), in order, scoring each prefix. Each rank computes
+    one member's logits at a time, all ranks at once; the all_reduce hands each member's logits to everyone."""
+    import torch.distributed as dist
+
+    round_ks = [k for k in ks if place.owner(k)[1] == slot]
+    mine = next((k for k in round_ks if place.owner(k)[0] == rank), None)
+    own = shell(tokens).float().flatten(0, 1) if mine is not None else None
+    for k in round_ks:
+        logits = own if k == mine else None
+        if world > 1:
+            if logits is None:
+                logits = torch.zeros(targets.numel(), vocab, device=targets.device)
+            dist.all_reduce(logits)
+        total = logits if total is None else total + logits
+        if k % world == rank:
+            totals[k] += F.cross_entropy(total / (k + 1), targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
+    return total
+
+
 def _load(member, device, dtype, shell):
     if isinstance(member, Member):
         return load_model(member, device, dtype, shell)
     return member.to(device=device, dtype=dtype).eval()
-
-
-def _vocab(own: dict, members: list, k: int) -> int:
-    """Width of the logits for the zero contribution of a rank that does not hold member k."""
-    if own:
-        return next(iter(own.values())).shape[-1]
-    m = members[k]
-    return m.info["vocab_size"] if isinstance(m, Member) else m.vocab_size
 
 
 def _progress(enabled: bool, total: int):

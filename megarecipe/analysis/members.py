@@ -89,5 +89,5 @@ def load_model(member: Member, device, dtype: torch.dtype, shell=None):
     if shell is None:
         model = load_export(RunDir(member.run_dir).export, "cpu")[0]
         return model.to(device=device, dtype=dtype)
-    shell.load_state_dict(load_file(member.weights, device=str(device)), strict=True)
+    shell.load_state_dict(load_file(member.weights), strict=True)   # copied to the device, cast, one at a time
     return shell

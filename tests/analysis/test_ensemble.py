@@ -85,11 +85,12 @@ def test_models_in_memory_score_like_their_exports(members):
 
 
 def test_two_ranks_equal_one_process(members, tmp_path):
-    ms = read_members(members[:2])
-    expected = score_members(ms, "cpu")
+    """Members 1, 2 on ranks 0, 1 in a first turn, member 3 on rank 0 in a second (rank 1 idle)."""
+    expected = score_members(read_members(members), "cpu")
     out = tmp_path / "ens"
-    result = subprocess.run([str(BIN / "python"), "tools/ensemble.py", "eval", "--runs", *members[:2], "--out",
-                             str(out), "--processes", "2", "--device", "cpu", "--no-progress"],
+    result = subprocess.run([str(BIN / "python"), "tools/ensemble.py", "eval", "--runs", *members, "--out",
+                             str(out), "--processes", "2", "--resident", "1", "--chunk-batches", "5", "--device",
+                             "cpu", "--no-progress"],
                             cwd=REPO, env={**env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
