@@ -5,7 +5,8 @@
 
 eval: K members (Llama 4 layers, hidden 256, seq 128, vocab 2048; untrained weights: the cost does not depend
 on them) scored on 4096 held-out tokens, each case in a fresh process. Time is the scoring, loading included:
-wall seconds and CPU seconds (all threads, all ranks; what stays comparable on a shared machine). Memory is
+wall seconds and CPU seconds (one thread per rank, all ranks summed; what stays comparable on a shared
+machine). Memory is
 the growth of peak RSS over the RSS before scoring (the largest rank's for 2 ranks).
 train: tiny members (tests/helpers.py TINY, 1 epoch of 20k tokens) trained by tools/ensemble.py.
 """
@@ -95,7 +96,7 @@ def run_case(members: list[str], ranks: int, resident: int | None, chunk_batches
     launcher = [sys.executable] if ranks == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
          str(free_port())]
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // ranks)), PYTHONPATH=ROOT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)   # one thread a rank: no spinning in CPU time
     out = subprocess.run([*launcher, os.path.abspath(__file__), "eval", *args], env=env, capture_output=True,
                          text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
