@@ -82,8 +82,9 @@ def worker(members: list[str], resident: int | None, chunk_batches: int) -> None
     t, cpu = time.perf_counter(), time.process_time()
     losses = score_members(ms, "cpu", resident, chunk_batches)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "grew": _rss("VmHWM:") - base, "loss": losses[-1]}),
-          flush=True)
+    row = {"seconds": seconds, "cpu": cpu, "grew": _rss("VmHWM:") - base, "loss": losses[-1]}
+    with open(f"{os.environ['BENCH_OUT']}.{os.environ.get('RANK', '0')}", "w") as f:
+        json.dump(row, f)
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -96,22 +97,26 @@ def run_case(members: list[str], ranks: int, resident: int | None, chunk_batches
     launcher = [sys.executable] if ranks == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
          str(free_port())]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)   # one thread a rank: no spinning in CPU time
-    out = subprocess.run([*launcher, os.path.abspath(__file__), "eval", *args], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    results = tempfile.mkdtemp(prefix="ensemble-bench-rows-")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT,   # one thread a rank: no spinning in CPU time
+               BENCH_OUT=os.path.join(results, "row"))
+    subprocess.run([*launcher, os.path.abspath(__file__), "eval", *args], env=env, capture_output=True, check=True)
+    rows = []
+    for rank in range(ranks):
+        with open(os.path.join(results, f"row.{rank}")) as f:
+            rows.append(json.load(f))
     return {"seconds": max(r["seconds"] for r in rows), "cpu": sum(r["cpu"] for r in rows),
             "grew": max(r["grew"] for r in rows), "loss": rows[0]["loss"]}
 
 
-def bench_eval(ks: list[int], work: str) -> None:
+def bench_eval(ks: list[int], work: str, only: list[int] | None = None) -> None:
     data = data_dir(work)
     members = make_members(work, data, max(ks))
     cases = [("all resident, 1 process", 1, None, 16), ("turn by turn (--resident 1), 1 process", 1, 1, 2),
              ("2 ranks, all resident", 2, None, 16)]
     print("| case | measure | " + " | ".join(f"K={k}" for k in ks) + " |")
     print("|---" * (2 + len(ks)) + "|")
-    for name, ranks, resident, chunk in cases:
+    for name, ranks, resident, chunk in [c for i, c in enumerate(cases) if not only or i in only]:
         res = [run_case(members[:k], ranks, resident, chunk) for k in ks]
         for what, key, scale in (("CPU s", "cpu", 1), ("wall s", "seconds", 1), ("peak MB", "grew", 2**20)):
             print(f"| {name} | {what} | " + " | ".join(
@@ -146,10 +151,11 @@ def main() -> None:
     p.add_argument("what", choices=("eval", "train"))
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--members", type=int, default=4)
+    p.add_argument("--cases", type=int, nargs="+", help="eval: only these cases (0 resident, 1 turns, 2 ranks)")
     p.add_argument("--work", help="a directory to keep the data and members in (default: a temporary one)")
     args = p.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="ensemble-bench-")
-    bench_eval(args.ks, work) if args.what == "eval" else bench_train(args.members, work)
+    bench_eval(args.ks, work, args.cases) if args.what == "eval" else bench_train(args.members, work)
 
 
 if __name__ == "__main__":
