@@ -82,5 +82,5 @@ def format_losses(losses: list[float], member_losses: list | None = None) -> str
     lines = ["K  ensemble/val_loss" + ("  member val/loss" if member_losses else "")]
     for k, loss in enumerate(losses, start=1):
         extra = f"  {member_losses[k - 1]:.4f}" if member_losses and member_losses[k - 1] is not None else ""
-        lines.append(f"{k:<2} {loss:.4f}{' ' * 13}{extra}")
+        lines.append(f"{k:<2} {loss:.4f}{' ' * 11}{extra}")
     return "\n".join(lines)
