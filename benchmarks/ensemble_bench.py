@@ -8,7 +8,8 @@ on them) scored on 4096 held-out tokens, each case in a fresh process. Time is t
 wall seconds and CPU seconds (one thread per rank, all ranks summed; what stays comparable on a shared
 machine). Memory is
 the growth of peak RSS over the RSS before scoring (the largest rank's for 2 ranks).
-train: tiny members (tests/helpers.py TINY, 1 epoch of 20k tokens) trained by tools/ensemble.py.
+train: tiny members (the tests' tiny run: 2 layers, hidden 64, 1 epoch of 20k tokens) trained by
+tools/ensemble.py.
 """
 import argparse
 import json
@@ -19,11 +20,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)   # run from a checkout
 
 SHAPE = ["model.num_layers=4", "model.hidden_size=256", "model.ffn_hidden_size=704", "model.num_attention_heads=4",
          "model.num_query_groups=2", "model.seq_len=128", "data.val_tokens=4096", "train.eval_batch_size=8"]
 VOCAB = 2048
+TINY = ["model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=176", "model.num_attention_heads=4",
+        "model.num_query_groups=2", "model.seq_len=64", "data.train_tokens=20000", "data.val_tokens=2048",
+        "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=4", "train.eval_every=4",
+        "train.eval_batch_size=8", "train.progress=false", "optim.lr=3e-3", "optim.weight_decay=0.1",
+        "optim.warmup_frac=0.1"]   # the tests' tiny run (tests/helpers.py), trained to its end
 
 
 def data_dir(work: str) -> str:
@@ -47,8 +52,6 @@ def make_members(work: str, data: str, n: int) -> list[str]:
     from megarecipe.model.reference import Llama
     from megarecipe.rundir import RunDir
 
-    from tests.helpers import write_run
-
     paths = []
     for seed in range(1, n + 1):
         path = os.path.join(work, "members", f"seed{seed}")
@@ -56,7 +59,6 @@ def make_members(work: str, data: str, n: int) -> list[str]:
             cfg = load_config(None, [*SHAPE, f"data.dir={data}", f"run.seed={seed}", f"run.dir={path}"])
             torch.manual_seed(seed)
             write_export(RunDir(path).export, Llama(cfg.model, VOCAB).state_dict(), cfg, VOCAB)
-            write_run(path, facts={"seed": seed}, val={1: 7.0})
         paths.append(path)
     return paths
 
@@ -98,7 +100,7 @@ def run_case(members: list[str], ranks: int, resident: int | None, chunk_batches
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
          str(free_port())]
     results = tempfile.mkdtemp(prefix="ensemble-bench-rows-")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT,   # one thread a rank: no spinning in CPU time
+    env = dict(os.environ, OMP_NUM_THREADS="1",   # one thread a rank: no spinning in CPU time
                BENCH_OUT=os.path.join(results, "row"))
     subprocess.run([*launcher, os.path.abspath(__file__), "eval", *args], env=env, capture_output=True, check=True)
     rows = []
@@ -125,17 +127,14 @@ def bench_eval(ks: list[int], work: str, only: list[int] | None = None) -> None:
 
 
 def bench_train(members: int, work: str) -> None:
-    from tests.helpers import TINY
-
     data = data_dir(work)
     print("| case | wall s |\n|---|---|")
     for parallel in (2, 1):
         out = os.path.join(work, f"train-p{parallel}")
         t = time.perf_counter()
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "ensemble.py"), "train", "tiny", "--members",
-                        str(members), "--parallel", str(parallel), "--out", out, *TINY, f"data.dir={data}",
-                        "train.stop_after=null"], check=True, capture_output=True,
-                       env=dict(os.environ, PYTHONPATH=ROOT))
+                        str(members), "--parallel", str(parallel), "--out", out, *TINY, f"data.dir={data}"],
+                       check=True, capture_output=True)
         print(f"| train --members {members} --parallel {parallel} | {time.perf_counter() - t:.1f} |", flush=True)
 
 

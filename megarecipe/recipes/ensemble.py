@@ -77,10 +77,9 @@ def train(config: str, overrides: list[str], out: str, members: int, parallel: i
             pending = [s for s in todo if RunDir(s.run_dir).state() != rundir.FINISHED]
             ens.update(kind="ensemble", status=rundir.RUNNING, plan=plan)
             try:
-                for spec in pending:
-                    _retry_failed(spec.run_dir)
-                if pending:
-                    launch(pending, backend=backend, parallel=parallel, retries=retries, on_done=on_done)
+                if pending:   # a member that failed in an earlier call gets another go from its checkpoint
+                    launch(pending, backend=backend, parallel=parallel, retries=retries, on_done=on_done,
+                           retry_failed=True)
             finally:
                 # finished = evaluated (the evaluation says so); training alone leaves the ensemble stopped
                 states = status(out, members)
@@ -88,13 +87,6 @@ def train(config: str, overrides: list[str], out: str, members: int, parallel: i
     except (RunDirError, LaunchError) as e:
         raise EnsembleSetupError(str(e)) from None
     return states
-
-
-def _retry_failed(run_dir: str) -> None:
-    """The launcher reads a failed run back as failed; a new `train` gives it another go from its checkpoint."""
-    run = RunDir(run_dir)
-    if run.state() == rundir.FAILED and not run.locked():
-        run.update(status=rundir.STOPPED, previous_error=(run.info() or {}).get("error"))
 
 
 def _seed_of(path: str) -> int | None:
