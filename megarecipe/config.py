@@ -157,6 +157,8 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
         names = ", ".join(known.keys()) if hasattr(known, "keys") else ""
         return f"unknown key {key!r}; check the spelling (known keys{' in ' + parent if parent else ''}: {names})"
     msg = str(e).splitlines()[0]
+    if msg.startswith("Incompatible value 'None'") or "is not Optional" in msg:
+        return f"{key} is empty; give it a value (e.g. {key}=...)"
     return f"{key}: {msg}; give a value of the field's type"
 
 

@@ -128,7 +128,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
-    from megarecipe.parallel.memory import gather_held, held_bytes, write_memory  # zero_plan
+    from megarecipe.parallel.memory import MemoryProbe
     from megarecipe.step import Stepper
     from megarecipe.validation import Validator
 
@@ -161,14 +161,13 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     end = min(total, cfg.train.stop_after) if cfg.train.stop_after else total
     progress = _progress(cfg, total, start, first)
     stop, stopping = StopRequest(device), False
-    grads_held = None  # zero_plan
+    memory = MemoryProbe(engine, end)
     for step in range(start + 1, end + 1):
         meter.start()
-        tokens, targets = data.batch(step - 1, layout.global_batch_size, dp_rank, dp_size)
         ids = data.batch_ids(step - 1, layout.global_batch_size, dp_rank, dp_size)
+        tokens, targets = data.windows(ids)
         metrics = stepper.train_step(tokens, targets, ids)
-        if step == end:  # zero_plan: gradients are held between backward and engine.step()
-            grads_held = held_bytes(engine)
+        memory.after_backward(step)
         loss = metrics["loss"]
         if math.isfinite(loss):
             lr = engine.get_lr()[0]
@@ -195,9 +194,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
             break
     progress.close()
     writer.close()
-    held = gather_held(engine, grads_held)  # zero_plan: the model-state bytes each rank held, for tools/zero_plan.py
-    if first:
-        write_memory(run.join(rundir.MEMORY), held)
+    memory.write(run.join(rundir.MEMORY), first)
 
     finished = end == total
     if finished and validator.last is None:   # resumed from the last step's checkpoint: the run was killed after it
