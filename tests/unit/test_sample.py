@@ -59,12 +59,12 @@ def _teacher(tmp_path, tiny_data, seq_len=64, seed=0, name="teacher"):
 
 @pytest.fixture(scope="module")
 def synth(tiny_data, tmp_path_factory):
-    """A sampled data dir: 40 sequences of 64 tokens from a random-init teacher."""
+    """A sampled data dir: 16 sequences of 64 tokens from a random-init teacher, in shards of 6."""
     from megarecipe.data.synthetic import sample
 
     tmp = tmp_path_factory.mktemp("synth")
     teacher = _teacher(tmp, tiny_data)
-    meta = sample(teacher, str(tmp / "synth"), tokens=40 * 64, temperature=1.0, seed=3, batch=8, shard_sequences=12)
+    meta = sample(teacher, str(tmp / "synth"), tokens=16 * 64, temperature=1.0, seed=3, batch=8, shard_sequences=6)
     return teacher, meta
 
 
@@ -77,26 +77,26 @@ def test_sample_is_deterministic_resumable_and_decodes(synth, tmp_path):
 
     teacher, meta = synth
     tokens = np.asarray(meta.tokens("train"))
-    assert meta.train_tokens == 40 * 64 + 1 and meta.val_tokens == 0 and len(meta.documents) == 4
+    assert meta.train_tokens == 16 * 64 + 1 and meta.val_tokens == 0 and len(meta.documents) == 3
     assert (tokens[::64] == meta.eos_id).all()   # every window starts from EOS
     assert meta.source["teacher"]["members"] == [teacher] and meta.source["seed"] == 3
     assert meta.source["temperature"] == 1.0 and meta.source["top_p"] is None
     text = load_tokenizer(meta.tokenizer_path).decode(tokens[1:64].tolist())
     assert isinstance(text, str) and text.strip()
 
-    out = str(tmp_path / "again")   # killed after two of its four shards, then continued
-    assert sample(teacher, out, 40 * 64, seed=3, batch=8, shard_sequences=12, stop_after_shards=2) is None
+    out = str(tmp_path / "again")   # killed after two of its three shards, then continued
+    assert sample(teacher, out, 16 * 64, seed=3, batch=8, shard_sequences=6, stop_after_shards=2) is None
     assert sorted(os.listdir(os.path.join(out, SHARDS))) == ["plan.json", "shard000000.bin", "shard000001.bin"]
     with pytest.raises(DataError, match="other temperature"):
-        sample(teacher, out, 40 * 64, temperature=0.5, seed=3, batch=8, shard_sequences=12)
-    assert distill(["sample", "--teacher", teacher, "--tokens", "2560", "--out", out, "--seed", "3",
-                    "--shard-sequences", "12", "--device", "cpu"]) == 0
+        sample(teacher, out, 16 * 64, temperature=0.5, seed=3, batch=8, shard_sequences=6)
+    assert distill(["sample", "--teacher", teacher, "--tokens", "1024", "--out", out, "--seed", "3",
+                    "--shard-sequences", "6", "--device", "cpu"]) == 0
     again = load_meta(out)
     assert np.array_equal(np.asarray(again.tokens("train")), tokens) and again.source == meta.source
     assert not os.path.exists(os.path.join(out, SHARDS))
 
-    other = sample(teacher, str(tmp_path / "other"), 16 * 64, seed=4, batch=8, shard_sequences=12, top_p=0.9)
-    assert not np.array_equal(np.asarray(other.tokens("train")), tokens[:16 * 64 + 1])
+    other = sample(teacher, str(tmp_path / "other"), 4 * 64, seed=4, batch=8, shard_sequences=6, top_p=0.9)
+    assert not np.array_equal(np.asarray(other.tokens("train")), tokens[:4 * 64 + 1])
     assert other.source["top_p"] == 0.9
 
 
@@ -119,7 +119,7 @@ def test_mix_ratios_are_exact_over_an_epoch(tiny_data, synth):
         assert (ids[:, 0] == 1).sum() == 3 * real
         assert sorted(ids[ids[:, 0] == 0, 1]) == list(range(real))   # each real sequence once per epoch
         synth_ids = ids[ids[:, 0] == 1, 1]
-        assert np.bincount(synth_ids, minlength=40).min() >= (3 * real) // 40 - 1   # the small dir cycles evenly
+        assert np.bincount(synth_ids, minlength=16).min() >= (3 * real) // 16 - 1   # the small dir cycles evenly
     first = mix.batch_ids(3, 16)
     assert np.array_equal(first, MixDataset(mix_sources(cfg.data), 64, 20000, seed=5).batch_ids(3, 16))
     assert 2 <= (first[:, 0] == 0).sum() <= 6   # every batch is near the ratio, not only the epoch
@@ -140,7 +140,8 @@ def test_mix_refuses_another_tokenizer_in_one_line(tiny_data, synth, tmp_path):
     record["tokenizer_sha256"] = hashlib.sha256(b"another tokenizer").hexdigest()
     (other / "meta.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError) as info:
-        resolve_layout(load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:1,{other}:1]"]), world_size=1)
+        resolve_layout(load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:1,{other}:1]", "data.train_tokens=20000"]),
+                       world_size=1)
     assert "another tokenizer" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="DIR:RATIO"):
         load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:0,{other}:1]"])
