@@ -257,8 +257,9 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
 
 def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout) -> dict:
     tokens_per_sec, mfu = meter.stop()
+    epoch = step * layout.global_batch_size / (layout.epoch_sequences or layout.num_sequences)
     values = {rundir.TRAIN_LOSS: metrics["loss"], rundir.LR: lr, rundir.TOKENS_PER_SEC: tokens_per_sec,
-              rundir.EPOCH: step * layout.global_batch_size / (layout.epoch_sequences or layout.num_sequences), rundir.MFU: mfu}
+              rundir.EPOCH: epoch, rundir.MFU: mfu}
     values.update({k: v for k, v in metrics.items() if k != "loss"})
     grad_norm = engine.get_global_grad_norm()
     if grad_norm is not None:

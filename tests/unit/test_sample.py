@@ -44,7 +44,8 @@ def test_generation_with_the_cache_equals_without(greedy, top_p):
     with_cache, without = run(True), run(False)
     assert torch.equal(with_cache, without)
     assert with_cache.shape == (4, 31) and int(with_cache.max()) < 90
-    assert len({tuple(r) for r in with_cache[:, 1:].tolist()}) == 3 if greedy else 4   # rows 0 and 2 differ by draws only
+    rows = len({tuple(r) for r in with_cache[:, 1:].tolist()})
+    assert rows == (3 if greedy else 4)   # rows 0 and 2 share a prompt: they differ by their draws only
 
 
 def _teacher(tmp_path, tiny_data, seq_len=64, seed=0, name="teacher"):
@@ -140,8 +141,8 @@ def test_mix_refuses_another_tokenizer_in_one_line(tiny_data, synth, tmp_path):
     record["tokenizer_sha256"] = hashlib.sha256(b"another tokenizer").hexdigest()
     (other / "meta.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError) as info:
-        resolve_layout(load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:1,{other}:1]", "data.train_tokens=20000"]),
-                       world_size=1)
+        mix = [f"data.mix=[{tiny_data}:1,{other}:1]", "data.train_tokens=20000"]
+        resolve_layout(load_config("configs/tiny.yaml", mix), world_size=1)
     assert "another tokenizer" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="DIR:RATIO"):
         load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:0,{other}:1]"])
