@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+from fractions import Fraction
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -40,6 +41,9 @@ class DataConfig:
     train_tokens: Optional[int] = None   # unique-token budget D; None = every prepared training token
     val_tokens: Optional[int] = None     # fixed prefix of the held-out split; None = all of it
     tokenizer: Optional[str] = None      # if set, the data dir must have been made with this tokenizer
+    # DIR:RATIO entries, e.g. [data/dclm:0.1,data/synth:0.9]: train on several data dirs at these ratios. The first
+    # is the real data: data.dir becomes it, its tokens are the budget D and val/loss; the others fill up each epoch.
+    mix: Optional[list[str]] = None
 
 
 @dataclass
@@ -126,7 +130,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value; write e.g. optim.lr=1e-3")
             layers.append(OmegaConf.from_dotlist([item]))
-        return OmegaConf.to_object(OmegaConf.merge(*layers))
+        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
+        if cfg.data.mix:
+            cfg.data.dir = mix_sources(cfg.data)[0][0]
+        return cfg
     except (ConfigKeyError, ValidationError) as e:
         raise ConfigError(_omegaconf_message(e)) from None
     except OmegaConfBaseException as e:
@@ -134,6 +141,26 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     except (TypeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
                           f"(run, data, model, optim, parallel, train, distill)") from None
+
+
+def mix_sources(d: DataConfig) -> list[tuple[str, Fraction]]:
+    """data.mix as (dir, ratio) pairs; [(data.dir, 1)] without a mix."""
+    if not d.mix:
+        return [(d.dir, Fraction(1))]
+    out = []
+    for item in d.mix:
+        where, _, ratio = str(item).rpartition(":")
+        try:
+            weight = Fraction(ratio.strip())
+        except (ValueError, ZeroDivisionError):
+            weight = None
+        if not where or weight is None or weight <= 0:
+            raise ConfigError(f"data.mix entry {item!r} is not DIR:RATIO with a ratio > 0; write e.g. "
+                              f"data.mix=[data/real:0.1,data/synth:0.9]")
+        out.append((where, weight))
+    if len({w for w, _ in out}) != len(out):
+        raise ConfigError(f"data.mix names a data dir twice ({d.mix}); give each dir once")
+    return out
 
 
 def resolve_preset(path: str) -> str:
@@ -157,6 +184,8 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
         names = ", ".join(known.keys()) if hasattr(known, "keys") else ""
         return f"unknown key {key!r}; check the spelling (known keys{' in ' + parent if parent else ''}: {names})"
     msg = str(e).splitlines()[0]
+    if msg.startswith("Incompatible value 'None'") or "is not Optional" in msg:
+        return f"{key} is empty; give it a value (e.g. {key}=...)"
     return f"{key}: {msg}; give a value of the field's type"
 
 
@@ -183,6 +212,8 @@ def run_settings(cfg: Config) -> dict:
             plain[section].pop(name)
     if not plain["distill"]["teacher"]:   # alpha and temperature mean nothing without a teacher
         plain.pop("distill")
+    if not plain["data"]["mix"]:   # a single-dir run's settings are what they were before data.mix existed
+        plain["data"].pop("mix")
     return plain
 
 
@@ -244,6 +275,7 @@ class Layout:
     train_tokens: int            # D actually used: num_sequences * seq_len
     total_steps: int
     warmup_steps: int
+    epoch_sequences: int = 0     # sequences per epoch: num_sequences, plus the other dirs' share with data.mix
 
 
 def _check(cond: bool, message: str) -> None:
@@ -322,6 +354,7 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
     _check(d.val_tokens is None or d.val_tokens > m.seq_len,
            f"data.val_tokens={d.val_tokens} must exceed model.seq_len={m.seq_len} or be null")
 
+    mix_sources(d)
     k = cfg.distill
     _check(0 <= k.alpha <= 1, f"distill.alpha={k.alpha} must be in [0, 1]")
     _check(k.temperature > 0 and math.isfinite(k.temperature), f"distill.temperature={k.temperature} must be > 0")
@@ -367,16 +400,47 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
                 teacher.check(k.teacher, meta.tokenizer_sha256, tok_vocab, m.seq_len)
         except teacher.TeacherError as e:
             raise ConfigError(str(e)) from None
-    total = t.epochs * num_sequences // t.global_batch_size
+    epoch_sequences = num_sequences
+    if d.mix and k.teacher:
+        from megarecipe import teacher_cache
+        _check(not teacher_cache.is_cache(k.teacher),
+               "distill.teacher is a top-k cache, which covers one data dir only; with data.mix use a live teacher")
+    if d.mix and check_data:
+        epoch_sequences = _check_mix(d, meta, m.seq_len, num_sequences)
+    total = t.epochs * epoch_sequences // t.global_batch_size
     if check_data:
-        _check(total >= 1, f"{t.epochs} epoch(s) of {num_sequences} sequences is less than one step of "
+        _check(total >= 1, f"{t.epochs} epoch(s) of {epoch_sequences} sequences is less than one step of "
                            f"train.global_batch_size={t.global_batch_size}; raise train.epochs or lower the batch")
     return Layout(
         world_size=ws, tp=p.tp, pp=p.pp, dp=dp, zero_stage=stage, micro_batch_size=t.micro_batch_size,
         global_batch_size=t.global_batch_size, seq_len=m.seq_len,
         vocab_size=vocab, tokenizer_vocab=tok_vocab, num_sequences=num_sequences,
         train_tokens=num_sequences * m.seq_len, total_steps=total,
-        warmup_steps=max(1, math.ceil(o.warmup_frac * total)) if o.warmup_frac > 0 else 0)
+        warmup_steps=max(1, math.ceil(o.warmup_frac * total)) if o.warmup_frac > 0 else 0,
+        epoch_sequences=epoch_sequences)
+
+
+def _check_mix(d: DataConfig, meta, seq_len: int, num_sequences: int) -> int:
+    """Every mixed dir loads, shares the first one's tokenizer and holds a sequence; returns the epoch's size."""
+    from megarecipe.data.errors import DataError
+    from megarecipe.data.meta import load_meta
+    from megarecipe.data.mix import mix_counts
+
+    sources = mix_sources(d)
+    for where, _ in sources[1:]:
+        try:
+            other = load_meta(where)
+        except DataError as e:
+            raise ConfigError(f"data.mix: {e}") from None
+        _check(other.tokenizer_sha256 == meta.tokenizer_sha256,
+               f"data.mix: {where!r} was made with another tokenizer than {d.dir!r}; mix only data dirs of one "
+               f"tokenizer (tools/prepare_data.py --tokenizer, or sample from a teacher trained on {d.dir!r})")
+        _check(other.train_tokens > seq_len,
+               f"data.mix: {where!r} has {other.train_tokens} training tokens, less than one sequence of "
+               f"model.seq_len={seq_len}+1; sample or prepare more")
+    counts = mix_counts(num_sequences, [w for _, w in sources])
+    _check(min(counts) >= 1, f"data.mix={d.mix}: a ratio gives no sequence per epoch of {num_sequences}; raise it")
+    return sum(counts)
 
 
 def _pad_vocab(n: int, tp: int) -> int:

@@ -47,9 +47,9 @@ def member_dirs(teacher: str) -> list[str]:
             with open(listing) as f:
                 members = json.load(f).get("members")
         except (OSError, ValueError, AttributeError) as e:
-            raise TeacherError(f"{where}: {listing} is unreadable ({e}); re-run tools/ensemble_eval.py") from None
+            raise TeacherError(f"{where}: {listing} is unreadable ({e}); re-run `tools/ensemble.py eval`") from None
         if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-            raise TeacherError(f"{where}: {listing} has no 'members' list of run dirs; re-run tools/ensemble_eval.py")
+            raise TeacherError(f"{where}: {listing} has no 'members' list of run dirs; re-run `tools/ensemble.py eval`")
         return [os.path.abspath(m) for m in members]
     if os.path.isdir(os.path.join(teacher, "export")):
         return [os.path.abspath(teacher)]

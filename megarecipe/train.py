@@ -38,7 +38,24 @@ def resume_key(cfg: Config, layout: Layout) -> dict:
         key.update({f"{section}.{k}": v for k, v in settings[section].items()})
     key.update({f"train.{k}": settings["train"][k] for k in ("epochs", "micro_batch_size", "precision")})
     key.update(distill_key(cfg))
+    if cfg.data.mix:   # what else is mixed in, by content; a single-dir run's key is as it always was
+        key["data.mix (contents sha256, ratio)"] = [[m["contents_sha256"], m["ratio"]] for m in mix_facts(cfg)[1:]]
     return key
+
+
+def mix_facts(cfg: Config) -> list[dict] | None:
+    """run.json's "data_mix": each mixed dir, its ratio, content hash and origin (a sampled dir's teacher)."""
+    from megarecipe.config import mix_sources
+    from megarecipe.data.meta import load_meta
+
+    if not cfg.data.mix:
+        return None
+    out = []
+    for where, ratio in mix_sources(cfg.data):
+        meta = load_meta(where)
+        out.append({"dir": os.path.abspath(where), "ratio": str(ratio), "contents_sha256": meta.content_sha256(),
+                    "train_tokens": meta.train_tokens, "source": meta.source})
+    return out
 
 
 def distill_key(cfg: Config) -> dict:
@@ -128,7 +145,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
-    from megarecipe.parallel.memory import gather_held, held_bytes, write_memory  # zero_plan
+    from megarecipe.parallel.memory import MemoryProbe
     from megarecipe.step import Stepper
     from megarecipe.validation import Validator
 
@@ -139,7 +156,12 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device,
                       objective=_objective(cfg, layout, device, bf16))
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
-    data = TokenDataset(cfg.data.dir, layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
+    if cfg.data.mix:
+        from megarecipe.config import mix_sources
+        from megarecipe.data.mix import MixDataset
+        data = MixDataset(mix_sources(cfg.data), layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
+    else:
+        data = TokenDataset(cfg.data.dir, layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
     validator = Validator(stepper, cfg.data.dir, layout.seq_len, cfg.train.eval_batch_size, cfg.data.val_tokens,
                           cfg.train.eval_every, layout.total_steps, dp_rank, dp_size)
     checkpointer = checkpoint.Checkpointer(engine, run.checkpoints, cfg.train.checkpoint_every,
@@ -152,6 +174,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     facts = run_facts(cfg, layout)
     if first:
         run.update(status=rundir.RUNNING, kind="train", facts=facts, distill=distill_facts(cfg),
+                   **({"data_mix": mix_facts(cfg)} if cfg.data.mix else {}),
                    settings_sha256=settings_sha256(cfg), step=start, started=time.time(), error=None)
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))
@@ -161,14 +184,13 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     end = min(total, cfg.train.stop_after) if cfg.train.stop_after else total
     progress = _progress(cfg, total, start, first)
     stop, stopping = StopRequest(device), False
-    grads_held = None  # zero_plan
+    memory = MemoryProbe(engine, end)
     for step in range(start + 1, end + 1):
         meter.start()
-        tokens, targets = data.batch(step - 1, layout.global_batch_size, dp_rank, dp_size)
         ids = data.batch_ids(step - 1, layout.global_batch_size, dp_rank, dp_size)
+        tokens, targets = data.windows(ids)
         metrics = stepper.train_step(tokens, targets, ids)
-        if step == end:  # zero_plan: gradients are held between backward and engine.step()
-            grads_held = held_bytes(engine)
+        memory.after_backward(step)
         loss = metrics["loss"]
         if math.isfinite(loss):
             lr = engine.get_lr()[0]
@@ -195,9 +217,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
             break
     progress.close()
     writer.close()
-    held = gather_held(engine, grads_held)  # zero_plan: the model-state bytes each rank held, for tools/zero_plan.py
-    if first:
-        write_memory(run.join(rundir.MEMORY), held)
+    memory.write(run.join(rundir.MEMORY), first)
 
     finished = end == total
     if finished and validator.last is None:   # resumed from the last step's checkpoint: the run was killed after it
@@ -237,8 +257,9 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
 
 def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout) -> dict:
     tokens_per_sec, mfu = meter.stop()
+    epoch = step * layout.global_batch_size / (layout.epoch_sequences or layout.num_sequences)
     values = {rundir.TRAIN_LOSS: metrics["loss"], rundir.LR: lr, rundir.TOKENS_PER_SEC: tokens_per_sec,
-              rundir.EPOCH: step * layout.global_batch_size / layout.num_sequences, rundir.MFU: mfu}
+              rundir.EPOCH: epoch, rundir.MFU: mfu}
     values.update({k: v for k, v in metrics.items() if k != "loss"})
     grad_norm = engine.get_global_grad_norm()
     if grad_norm is not None:

@@ -5,6 +5,9 @@
   python tools/distill.py cache --teacher runs/ens-300m --student configs/150m.yaml --out cache/ens-300m --k 64
   python tools/distill.py train --teacher cache/ens-300m --student configs/150m.yaml --out runs/kd-150m-top64
   python tools/distill.py report runs/kd-150m --single runs/150m [--teacher runs/ens-300m]
+  python tools/distill.py sample --teacher runs/ens-300m --tokens 200M --out data/ens300m-synth \\
+      [--temperature 1.0] [--top-p 0.9] [--seed 0] [--batch 8]
+  python -m megarecipe.cli.train configs/300m.yaml "data.mix=[data/dclm:0.1,data/ens300m-synth:0.9]"
 
 `train` runs the trainer (`python -m megarecipe.cli.train`, or `deepspeed --num_gpus N --module ...` for N > 1
 processes) with distill.teacher/alpha/temperature set: the loss per token is
@@ -13,6 +16,9 @@ Add run.resume=true to continue a stopped run. `cache` writes the teacher's k mo
 the rest at every training position of the student's budget (memory-mapped); training from it runs no teacher
 (k = the vocabulary gives the live teacher's loss). `report` prints the fraction of the teacher's gain over the
 single run that the student keeps: (L_single - L_student) / (L_single - L_teacher).
+`sample` (sequence-level distillation) draws sequences of the teacher's seq_len, each from EOS, into a data dir
+with the teacher's tokenizer and no validation split; a killed run continues from its finished shards. Train on it
+mixed with real text through data.mix (the first dir is the real one: its tokens are the budget and val/loss).
 """
 from __future__ import annotations
 
@@ -49,8 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("student", help="the distilled student's run directory")
     r.add_argument("--single", required=True, help="a plain run of the student's shape (no teacher)")
     r.add_argument("--teacher", default=None, help="default: the teacher the student's run.json names")
+    s = sub.add_parser("sample", help="draw sequences from the teacher into a data dir")
+    s.add_argument("--teacher", required=True, help="a finished run (with export/) or an ensemble dir")
+    s.add_argument("--tokens", required=True, help="training tokens to draw, e.g. 200M, 1.5B or 65536")
+    s.add_argument("--out", required=True, help="the new data dir")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-p", type=float, default=None, help="sample from the nucleus of this mass (default: all)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch", type=int, default=8, help="sequences generated together")
+    s.add_argument("--shard-sequences", type=int, default=256, help="sequences per resumable shard")
+    s.add_argument("--device", default=None, help="default: cuda when there is one")
     args = p.parse_args(argv)
-    return {"train": _train, "cache": _cache, "report": _report}[args.command](args)
+    return {"train": _train, "cache": _cache, "report": _report, "sample": _sample}[args.command](args)
 
 
 def _train(args) -> int:
@@ -115,4 +131,33 @@ def _report(args) -> int:
     print(f"L_student  {r.student:<{width}}  {r.student_loss:.4f}")
     print(f"L_single   {r.single:<{width}}  {r.single_loss:.4f}")
     print(f"retained = (L_single - L_student) / (L_single - L_teacher) = {r.fraction:.3f}")
+    return 0
+
+
+def parse_count(text: str) -> int:
+    """200M -> 200_000_000; plain integers and K/M/B/T suffixes."""
+    scale = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}.get(text[-1:].upper(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise ValueError(f"--tokens {text!r} is not a count; write e.g. 200M or 65536") from None
+    return int(value)
+
+
+def _sample(args) -> int:
+    from megarecipe.data.errors import DataError
+    from megarecipe.data.synthetic import sample, stderr_log
+    from megarecipe.system import has_cuda
+    from megarecipe.teacher import TeacherError
+
+    try:
+        device = args.device or ("cuda" if has_cuda() else "cpu")
+        meta = sample(args.teacher, args.out, parse_count(args.tokens), args.temperature, args.top_p, args.seed,
+                      args.batch, args.shard_sequences, device=device, bf16=device.startswith("cuda"), log=stderr_log)
+    except (DataError, TeacherError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {meta.train_tokens} tokens in {len(meta.documents)} shard(s), "
+          f"T = {args.temperature}, top-p = {args.top_p}, seed {args.seed}; train with "
+          f"data.mix=[REAL_DATA_DIR:0.1,{args.out}:0.9]")
     return 0

@@ -145,6 +145,12 @@ def evaluate(args, argv: list[str]) -> int:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.processes > 1 and world == 1:
+        import torch
+
+        gpus = torch.cuda.device_count() if args.device != "cpu" else 0
+        if 0 < gpus < args.processes:
+            return fail(f"--processes={args.processes}: only {gpus} GPUs here (one rank a GPU); pass --processes "
+                        f"{gpus} and --resident to fit, or --device cpu")
         return _spawn(args.processes, argv)
     rank = int(os.environ.get("RANK", "0"))
     try:

@@ -31,6 +31,7 @@ class DataMeta:
     val_documents: list = field(default_factory=list)   # names of the held-out documents
     documents: list = field(default_factory=list)   # name, sha256, split, offset, tokens; in token-file order
     format: int = FORMAT
+    source: dict | None = None   # a synthetic dir's origin (teacher, temperature, top-p, seed); None = prepared text
 
     def path(self, name) -> str:
         return os.path.join(self.dir, name)
@@ -60,6 +61,8 @@ def dtype_for(vocab_size: int) -> str:
 def write_meta(meta: DataMeta):
     record = dataclasses.asdict(meta)
     del record["dir"]
+    if record["source"] is None:   # prepared dirs keep the meta.json they always had
+        del record["source"]
     atomic.write_text(meta.path(META), json.dumps(record, indent=1) + "\n")
 
 

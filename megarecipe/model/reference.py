@@ -35,7 +35,7 @@ class Attention(nn.Module):
         self.linear_qkv = nn.Linear(m.hidden_size, (self.heads + 2 * self.groups) * self.head_dim, bias=False)
         self.linear_proj = nn.Linear(m.hidden_size, m.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, cache: LayerCache | None = None):
         b, s, _ = x.shape
         per_group = self.heads // self.groups
         qkv = self.linear_qkv(x).view(b, s, self.groups, per_group + 2, self.head_dim)
@@ -43,9 +43,44 @@ class Attention(nn.Module):
         k = qkv[:, :, :, per_group].transpose(1, 2)
         v = qkv[:, :, :, per_group + 1].transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask, causal = None, True
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)
+            if past:   # the new queries see every cached position and the new ones causally
+                causal = False
+                mask = torch.ones(s, past + s, dtype=torch.bool, device=x.device).tril(past) if s > 1 else None
         # enable_gqa pairs query head i with kv head i // per_group: the grouping of the fused rows above
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=per_group > 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=per_group > 1)
         return self.linear_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class LayerCache:
+    """One layer's keys and values of the positions seen so far, [b, kv heads, positions, head_dim]."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k, v):
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class KVCache:
+    """The per-layer caches of one batch of sequences being generated; `Llama.forward(tokens, cache)` reads the
+    position offset from it and appends the new positions."""
+
+    def __init__(self, num_layers: int):
+        self.layers = [LayerCache() for _ in range(num_layers)]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
 
 
 class MLP(nn.Module):
@@ -67,8 +102,8 @@ class Block(nn.Module):
         self.pre_mlp_layernorm = nn.RMSNorm(m.hidden_size, eps=m.norm_eps)
         self.mlp = MLP(m)
 
-    def forward(self, x, cos, sin):
-        h = x + self.self_attention(self.input_layernorm(x), cos, sin)
+    def forward(self, x, cos, sin, cache: LayerCache | None = None):
+        h = x + self.self_attention(self.input_layernorm(x), cos, sin, cache)
         return h + self.mlp(self.pre_mlp_layernorm(h))
 
 
@@ -97,13 +132,17 @@ class Llama(nn.Module):
             if p.ndim == 2:
                 nn.init.normal_(p, std=m.init_std)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [b, s] -> logits [b, s, vocab]"""
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """tokens [b, s] -> logits [b, s, vocab]. With a cache (see KVCache), tokens are the positions after the
+        cached ones, and their keys and values are added to it."""
         m = self.config
-        cos, sin = rope_tables(tokens.shape[1], m.hidden_size // m.num_attention_heads, m.rope_theta, tokens.device)
+        past = cache.length if cache is not None else 0
+        cos, sin = rope_tables(past + tokens.shape[1], m.hidden_size // m.num_attention_heads, m.rope_theta,
+                               tokens.device)
+        cos, sin = cos[past:], sin[past:]
         x = self.embedding.word_embeddings(tokens)
-        for layer in self.decoder.layers:
-            x = layer(x, cos, sin)
+        for i, layer in enumerate(self.decoder.layers):
+            x = layer(x, cos, sin, cache.layers[i] if cache is not None else None)
         return self.output_layer(self.decoder.final_layernorm(x))
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

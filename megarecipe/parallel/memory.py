@@ -66,6 +66,23 @@ def held_bytes(engine) -> dict:
     return totals
 
 
+class MemoryProbe:
+    """Model-state bytes at the last step: gradients between backward and update (the engine frees them in
+    step()), parameters and optimizer states after it; written by rank 0 for the ZeRO planner to compare."""
+
+    def __init__(self, engine, last_step: int):
+        self.engine, self.last_step, self.grads = engine, last_step, None
+
+    def after_backward(self, step: int) -> None:
+        if step == self.last_step:
+            self.grads = held_bytes(self.engine)
+
+    def write(self, path: str, first: bool) -> None:
+        held = gather_held(self.engine, self.grads)   # a collective: every rank calls it
+        if first:
+            write_memory(path, held)
+
+
 def gather_held(engine, grads_at_backward: dict | None = None) -> list[dict]:
     """Every rank's figures (a collective): params and optimizer now, grads as measured after the last
     backward when given (the engine frees them in step()), and the CUDA peak where there is one."""

@@ -10,13 +10,13 @@ calls = {"steps": 0}
 train_step, cross_entropy = step.Stepper.train_step, objectives.CrossEntropy.__call__
 
 
-def counting_train_step(self, tokens, targets):
+def counting_train_step(self, *args, **kwargs):
     calls["steps"] += 1   # the test runs never resume: call n is step n
-    return train_step(self, tokens, targets)
+    return train_step(self, *args, **kwargs)
 
 
-def poisoned_cross_entropy(self, per_token, batch):
-    loss, metrics = cross_entropy(self, per_token, batch)
+def poisoned_cross_entropy(self, *args, **kwargs):
+    loss, metrics = cross_entropy(self, *args, **kwargs)
     if calls["steps"] == bad_step:
         loss = loss * float("nan")
         metrics = {"loss": loss.detach().clone()}

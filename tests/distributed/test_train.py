@@ -301,3 +301,42 @@ def test_ensemble_of_trained_members(tiny_data, tmp_path):
     bad = subprocess.run([*tool, "eval", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_killed_member_is_resumed_by_the_next_train(tiny_data, tmp_path):
+    """SIGKILL to `ensemble.py train` (and its member) after the member's first checkpoint: status reports it
+    interrupted, and the same `train` again resumes it to the end."""
+    from megarecipe.rundir import RunDir
+
+    ens = tmp_path / "ens"
+    member = ens / "members" / "seed1"
+    cmd = [str(BIN / "python"), "tools/ensemble.py", "train", "configs/tiny.yaml", "--members", "1", "--out", str(ens),
+           *TINY, f"data.dir={tiny_data}", "train.stop_after=null", "train.checkpoint_every=2",
+           "data.train_tokens=8000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (member / "checkpoints" / "latest").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 60   # the trainer holds the run's lock until the kernel has ended it
+    while RunDir(str(member)).state() == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert RunDir(str(member)).state() == "interrupted"
+    status = subprocess.run([str(BIN / "python"), "tools/ensemble.py", "status", str(ens)], cwd=REPO, env=env(),
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "seed1   interrupted" in status.stdout, status.stdout + status.stderr
+
+    again = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    info = RunDir(str(member)).info()
+    assert info["status"] == "finished" and info["final"]["step"] == info["facts"]["total_steps"]
+    log = (member / "train.log").read_text()
+    assert log.count("== launch attempt") == 2
+    # resumed, not restarted: a restart from step 0 removes the first attempt's event file, a resume adds one
+    assert len([f for f in os.listdir(member / "tb") if "tfevents" in f]) == 2
+    assert len(losses(member)) == info["facts"]["total_steps"]

@@ -177,3 +177,8 @@ def test_validation_split_shorter_than_a_sequence(tiny_data):
     msg = bad([f"data.dir={tiny_data}", "data.train_tokens=null", "model.seq_len=200000", "data.val_tokens=null"],
               check_data=True)
     assert "validation tokens" in msg and "model.seq_len=200000" in msg
+
+
+def test_an_empty_required_setting_is_named():
+    with pytest.raises(ConfigError, match=r"^run.dir is empty; give it a value"):
+        load_config("configs/tiny.yaml", ["run.dir="])
