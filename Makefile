@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@if [ -z "$(HAS_GPU)" ]; then \
 	  echo "no GPU found: installing the CPU build $(TORCH_SPEC)"; \
-	  $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" 2>&1 | grep -v 'is ignored' || true; \
+	  $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" numpy 2>&1 | grep -v 'is ignored' || true; \
 	  $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch was installed on a CPU machine')"; \
 	fi
 	@$(PIP) install -e ".[test,eval]" 2>&1 | grep -v 'is ignored' || true
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	@if [ -z "$(HAS_GPU)" ]; then \
 	  $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch replaced the CPU one')"; \
 	fi
-	@$(BIN)/python -c "import torch, deepspeed, megatron.core, sentencepiece, scipy, tensorboard, omegaconf, megarecipe, lm_eval, transformers" \
+	@$(BIN)/python -c "import megarecipe, torch, deepspeed, megatron.core, sentencepiece, scipy, tensorboard, omegaconf, lm_eval, transformers" \
 	  || { echo "set-up failed: see the pip output above"; exit 1; }
 	@touch $(STAMP)
 
