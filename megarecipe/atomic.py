@@ -27,6 +27,16 @@ def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
+def read_json(path: str) -> dict:
+    """A JSON object written by write_json; {} when it is not there (yet) or not an object."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def replace_dir(tmp: str, final: str) -> None:
     """Move a finished directory `tmp` to `final`, replacing an older one; the old one goes only after."""
     old = final + ".old"

@@ -59,10 +59,7 @@ def plot_curves(fits: dict, path: str, xlabel: str, title: str = "", ylabel: str
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_joint(joint, path: str, n_label=size_label) -> str:
@@ -84,10 +81,7 @@ def plot_joint(joint, path: str, n_label=size_label) -> str:
     right.set_ylabel("asymptote E_N of L(K)")
     right.set_title("stage 2: N-limit of the K-limits")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_efficiency(eff, path: str, recipe_label: str = "recipe") -> str:
@@ -112,10 +106,7 @@ def plot_efficiency(eff, path: str, recipe_label: str = "recipe") -> str:
     ax.set_ylabel("validation loss")
     ax.set_title("data efficiency")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_members(losses: list[float], member_losses: list, path: str) -> str:
@@ -130,7 +121,11 @@ def plot_members(losses: list[float], member_losses: list, path: str) -> str:
     ax.set_xlabel("members K")
     ax.set_ylabel("validation loss")
     ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
     return path

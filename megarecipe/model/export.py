@@ -14,6 +14,7 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
+from megarecipe import atomic
 from megarecipe.config import Config, ModelConfig, load_config, save_config
 from megarecipe.model.size import count_params
 from megarecipe.model.reference import Llama
@@ -66,12 +67,7 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
         info["tokenizer_sha256"] = file_sha256(tokenizer_path)
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(info, f, indent=1)
-    old = out_dir + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.isdir(out_dir):
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    atomic.replace_dir(tmp, out_dir)
     return out_dir
 
 

@@ -20,6 +20,7 @@ import time
 from megarecipe import atomic
 from megarecipe.launch import RunSpec, launch
 from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError
+from megarecipe.rundir import RunDir
 
 PLAN_JSON, STAGES_JSON = "plan.json", "stages.json"
 
@@ -223,7 +224,7 @@ class Pipeline:
         self.plan["ensembles"] = {}
         for size, runs in members.items():
             ens_dir = os.path.abspath(os.path.join(self.out, "ensembles", size))
-            have = self._json(os.path.join(ens_dir, "ensemble.json"))
+            have = atomic.read_json(os.path.join(ens_dir, "ensemble.json"))
             if have.get("members") != runs:
                 self.worked = True
                 losses = evaluate_ensemble(runs, ens_dir)
@@ -233,17 +234,9 @@ class Pipeline:
             self.plan["ensembles"][size] = ens_dir
         self._save()
 
-    @staticmethod
-    def _json(path: str) -> dict:
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
-
     def best_ensemble(self) -> str:
         def last(d):
-            return self._json(os.path.join(d, "ensemble.json"))["val_loss_by_k"][-1]
+            return atomic.read_json(os.path.join(d, "ensemble.json"))["val_loss_by_k"][-1]
         return min(self.plan["ensembles"].values(), key=last)
 
     def stage_distill(self) -> None:
@@ -258,7 +251,7 @@ class Pipeline:
 
     def downstream_models(self) -> dict:
         singles = [*self.plan["standard"].values(), *self.plan["regularized"].values()]
-        best = min(singles, key=lambda d: self._json(os.path.join(d, "run.json"))["final"]["val_loss"])
+        best = min(singles, key=lambda d: RunDir(d).info()["final"]["val_loss"])
         models = {"best single": best}
         if self.plan.get("ensembles"):
             models["ensemble"] = self.best_ensemble()

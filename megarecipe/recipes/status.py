@@ -1,30 +1,21 @@
 """`tune --status SWEEP`: what ran, what is running, what is left - from the directories alone."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from megarecipe import rundir
+from megarecipe import atomic, rundir
 from megarecipe.launch.spec import LOG
 from megarecipe.rundir import RunDir, RunDirError
 
 LADDER_JSON = "ladder.json"
 
 
-def _json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 def sweeps(out: str) -> list[str]:
     """The sweep directories under `out`: itself, or a ladder's, in the ladder's order."""
     if os.path.isfile(os.path.join(out, "sweep.json")):
         return [out]
-    order = _json(os.path.join(out, LADDER_JSON)).get("planned", [])
+    order = atomic.read_json(os.path.join(out, LADDER_JSON)).get("planned", [])
     found = sorted(d for d in os.listdir(out) if os.path.isfile(os.path.join(out, d, "sweep.json"))) \
         if os.path.isdir(out) else []
     return [os.path.join(out, d) for d in [d for d in order if d in found] + [d for d in found if d not in order]]
@@ -71,7 +62,7 @@ def report(out: str) -> str:
         return f"{out}: no sweep here (no sweep.json)"
     lines = []
     for sweep in found:
-        s = _json(os.path.join(sweep, "sweep.json"))
+        s = atomic.read_json(os.path.join(sweep, "sweep.json"))
         rows = run_rows(sweep)
         head = f"== {sweep}: {s.get('state', '?')}, {len(s.get('rounds', []))} round(s)"
         if s.get("optimum"):
@@ -84,7 +75,7 @@ def report(out: str) -> str:
                          + ("; later rounds follow until the centre beats its neighbours"
                             if s.get("state") == "searching" else "; then the certificate"))
         lines.append("")
-    ladder = _json(os.path.join(out, LADDER_JSON))
+    ladder = atomic.read_json(os.path.join(out, LADDER_JSON))
     todo = [d for d in ladder.get("planned", []) if not os.path.isfile(os.path.join(out, d, "sweep.json"))]
     if todo:
         lines.append(f"not started: {', '.join(todo)}")
