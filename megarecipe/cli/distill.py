@@ -7,6 +7,7 @@
   python tools/distill.py report runs/kd-150m --single runs/150m [--teacher runs/ens-300m]
   python tools/distill.py sample --teacher runs/ens-300m --tokens 200M --out data/ens300m-synth \\
       [--temperature 1.0] [--top-p 0.9] [--seed 0] [--batch 8]
+  torchrun --nproc_per_node 8 -m megarecipe.cli.distill sample ...          # the shards dealt out to 8 ranks
   python -m megarecipe.cli.train configs/300m.yaml "data.mix=[data/dclm:0.1,data/ens300m-synth:0.9]"
 
 `train` runs the trainer (`python -m megarecipe.cli.train`, or `deepspeed --num_gpus N --module ...` for N > 1
@@ -144,20 +145,38 @@ def parse_count(text: str) -> int:
     return int(value)
 
 
+def _process_group(device: str):
+    """`torchrun -m megarecipe.cli.distill sample ...`: the ranks share the shards; returns their barrier."""
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.barrier
+
+
 def _sample(args) -> int:
     from megarecipe.data.errors import DataError
     from megarecipe.data.synthetic import sample, stderr_log
     from megarecipe.system import has_cuda
     from megarecipe.teacher import TeacherError
 
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        device = args.device or ("cuda" if has_cuda() else "cpu")
+        device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if has_cuda() else "cpu")
+        barrier = _process_group(device) if world > 1 else None
         meta = sample(args.teacher, args.out, parse_count(args.tokens), args.temperature, args.top_p, args.seed,
-                      args.batch, args.shard_sequences, device=device, bf16=device.startswith("cuda"), log=stderr_log)
+                      args.batch, args.shard_sequences, device=device, bf16=device.startswith("cuda"),
+                      log=stderr_log, rank=rank, world=world, barrier=barrier)
     except (DataError, TeacherError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr)
         return 2
+    if rank != 0:
+        return 0
     print(f"wrote {args.out}: {meta.train_tokens} tokens in {len(meta.documents)} shard(s), "
           f"T = {args.temperature}, top-p = {args.top_p}, seed {args.seed}; train with "
           f"data.mix=[REAL_DATA_DIR:0.1,{args.out}:0.9]")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -83,3 +83,7 @@ def _compare(paths: list[str], metric: str) -> int:
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

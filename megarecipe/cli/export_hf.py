@@ -36,3 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {out} (LlamaForCausalLM.from_pretrained / AutoTokenizer.from_pretrained load it offline)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -232,3 +232,7 @@ def _write_winner(path: str, winner, cfg, world: int) -> None:
         setattr(getattr(check, section), name, type(getattr(getattr(check, section), name))(value))
     resolve_layout(check, world_size=world, check_data=False)
     print(f"wrote {path} ({winner.name}); train with:\n  " + " ".join(overrides))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,9 @@ val.bin is empty: held-out loss is measured on real text (with data.mix, the fir
 
 OUT/shards/ holds the plan and one file per finished shard (atomic writes); shard s is drawn with its own
 generator seeded by (seed, s), so a killed run continues from its finished shards and ends with the same bytes
-as an uninterrupted one. meta.json is written last, then the shards go.
+as an uninterrupted one. Under torchrun the shards are dealt out to the ranks (shard s to rank s mod N): the
+bytes do not depend on the number of ranks. meta.json is written last (rank 0, after all ranks), then the
+shards go.
 """
 from __future__ import annotations
 
@@ -58,8 +60,10 @@ def plan_for(teacher: str, tokens: int, temperature: float, top_p: float | None,
 
 def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p: float | None = None, seed: int = 0,
            batch: int = 8, shard_sequences: int = 256, device: str = "cpu", bf16: bool = False,
-           stop_after_shards: int | None = None, log=None) -> DataMeta | None:
-    """Sample into data dir `out`; returns its DataMeta, or None when stopped after `stop_after_shards` new shards."""
+           stop_after_shards: int | None = None, log=None, rank: int = 0, world: int = 1,
+           barrier=None) -> DataMeta | None:
+    """Sample into data dir `out`; returns its DataMeta (on rank 0), or None when stopped after
+    `stop_after_shards` new shards. With world > 1, `barrier()` waits for every rank's shards."""
     plan = plan_for(teacher, tokens, temperature, top_p, seed, batch, shard_sequences)
     shard_dir = os.path.join(out, SHARDS)
     if os.path.isfile(os.path.join(out, META)):
@@ -81,7 +85,7 @@ def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p:
     n, per = plan["sequences"], plan["shard_sequences"]
     count = -(-n // per)
     written = 0
-    for s in range(count):
+    for s in range(rank, count, world):
         path = _shard_path(shard_dir, s)
         if os.path.isfile(path):
             continue
@@ -101,7 +105,9 @@ def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p:
         written += 1
         if log:
             log(f"shard {s + 1}/{count}: {rows} sequences of {plan['seq_len']} tokens")
-    return _assemble(out, shard_dir, plan, count)
+    if barrier is not None:
+        barrier()
+    return _assemble(out, shard_dir, plan, count) if rank == 0 else None
 
 
 def _source(plan: dict) -> dict:

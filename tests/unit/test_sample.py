@@ -159,3 +159,25 @@ def test_training_on_a_mix(tiny_data, synth, tmp_path):
     assert [m["ratio"] for m in info["data_mix"]] == ["1/2", "1/2"]
     assert info["data_mix"][1]["source"]["kind"] == "sampled" and info["data_mix"][0]["source"] is None
     assert info["facts"]["train_tokens"] == (20000 - 1) // 64 * 64 and info["step"] >= 0
+
+
+def test_sampling_over_two_ranks_gives_the_same_bytes(synth, tmp_path):
+    """torchrun deals the shards out to the ranks; the data dir does not depend on how many there were."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from megarecipe.data.meta import load_meta
+    from megarecipe.system import free_port
+
+    teacher, meta = synth
+    out = tmp_path / "two"
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "megarecipe.cli.distill", "sample", "--teacher", teacher, "--tokens", str(16 * 64), "--out", str(out),
+           "--seed", "3", "--shard-sequences", "6", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shard 2/3" in result.stderr and result.stdout.count("wrote") == 1, (result.stdout, result.stderr)
+    again = load_meta(str(out))
+    assert np.array_equal(np.asarray(again.tokens("train")), np.asarray(meta.tokens("train")))
