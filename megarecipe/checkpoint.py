@@ -231,8 +231,12 @@ class Checkpointer:
     def save(self, step: int) -> str:
         """Every rank calls this; returns the tag written."""
         tag = tag_for(step)
-        self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
         rank = dist.get_rank()
+        stale = os.path.join(self.dir, tag, MANIFEST)
+        if rank == 0 and os.path.exists(stale):   # a step dir written again (after run.resume_from an older
+            os.remove(stale)                       # tag) reads as incomplete until its new manifest is there
+        dist.barrier()
+        self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
         torch.save({"step": step, "rng": _rng_state(), "resume_key": self.resume_key},
                    _trainer_file(self.dir, tag, rank))
         dist.barrier()

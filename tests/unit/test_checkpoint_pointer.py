@@ -98,3 +98,26 @@ def test_a_file_missing_from_both_the_tag_and_its_manifest_is_one_line(tmp_path)
     line = str(e.value)
     assert "step00000008/zero_pp_rank_0_mp_rank_00_optim_states.pt cannot be read" in line, line
     assert "run.resume_from=step00000004" in line, line
+
+
+def test_a_step_dir_written_again_reads_incomplete_until_its_new_manifest(tmp_path):
+    """After run.resume_from an older tag the run writes a newer step dir again: a crash in that write must not
+    leave the old manifest vouching for half-written files."""
+    import torch.distributed as dist
+
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
+    (ckpt / "latest").write_text("step00000004")
+
+    class CrashingEngine:
+        def save_checkpoint(self, folder, tag, client_state, save_latest):
+            (ckpt / tag / "model.pt").write_bytes(b"y" * 10)   # new bytes at the old size, then the process dies
+            raise KeyboardInterrupt
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.Checkpointer(CrashingEngine(), str(ckpt), 0, 2, {}).save(8)
+    finally:
+        dist.destroy_process_group()
+    assert checkpoint.newest_complete(str(ckpt)) == "step00000004"
+    assert (ckpt / "latest").read_text() == "step00000004"
