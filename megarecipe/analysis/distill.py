@@ -2,6 +2,8 @@
 retained = (L_single - L_student) / (L_single - L_teacher), each L a final held-out loss on the same tokens."""
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 
 from megarecipe.analysis.runs import RunError, read_run
@@ -35,6 +37,10 @@ def final_loss(path: str) -> float:
 
 def retained(student: str, single: str, teacher: str | None = None) -> Retained:
     """teacher: by default the one the student's run.json names."""
+    for path in (student, single, teacher):
+        if path is not None and not os.path.isdir(path):
+            raise RunError(f"{path}: no such run directory; give the run dirs of the student, the single model "
+                           f"and (optionally) the teacher")
     if teacher is None:
         info = RunDir(student).info() or {}
         teacher = (info.get("distill") or {}).get("dir")
