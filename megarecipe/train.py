@@ -134,6 +134,7 @@ def train(cfg: Config, layout: Layout) -> None:
                 first_line = str(e).splitlines()[0] if str(e) else ""
                 run.update(status=rundir.FAILED, error=f"{type(e).__name__}: {first_line}")
             raise
+        distributed.shutdown()
 
 
 def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, device) -> None:

@@ -153,6 +153,13 @@ def _process_group(device: str):
     return dist.barrier
 
 
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _sample(args) -> int:
     from megarecipe.data.errors import DataError
     from megarecipe.data.synthetic import sample, stderr_log
@@ -170,6 +177,8 @@ def _sample(args) -> int:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
     if rank != 0:
         return 0
     print(f"wrote {args.out}: {meta.train_tokens} tokens in {len(meta.documents)} shard(s), "

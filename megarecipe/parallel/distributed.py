@@ -49,6 +49,16 @@ def init(tp: int, pp: int, seed: int) -> torch.device:
     return device
 
 
+def shutdown() -> None:
+    """Tear the groups down before the interpreter exits: left to static destruction, gloo's worker threads can
+    abort a finished rank ("terminate called without an active exception")."""
+    from megatron.core import parallel_state as ps
+
+    if dist.is_initialized():
+        ps.destroy_model_parallel()
+        dist.destroy_process_group()
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when it is true on one."""
     seen = torch.tensor([float(flag)], device=device)
