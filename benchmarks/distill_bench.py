@@ -20,14 +20,10 @@ from pathlib import Path
 
 import torch
 
+from bench_common import add_shape_args, ensure_data, shape_overrides
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def shape(layers: int, a) -> list[str]:
-    return [f"model.num_layers={layers}", f"model.hidden_size={a.hidden}", f"model.ffn_hidden_size={a.ffn}",
-            f"model.num_attention_heads={a.heads}", f"model.num_query_groups={a.kv_heads}", f"model.seq_len={a.seq}"]
 
 
 def make_teachers(a, data_dir: str, work: str, n: int) -> str:
@@ -37,7 +33,7 @@ def make_teachers(a, data_dir: str, work: str, n: int) -> str:
     from megarecipe.model.export import write_export
     from megarecipe.model.reference import Llama
 
-    cfg = load_config("configs/tiny.yaml", [*shape(a.teacher_layers, a), f"data.dir={data_dir}",
+    cfg = load_config("configs/tiny.yaml", [*shape_overrides(a, a.teacher_layers), f"data.dir={data_dir}",
                                             "data.train_tokens=null", "data.val_tokens=null"])
     vocab = resolve_layout(cfg, world_size=1).vocab_size
     members = []
@@ -59,7 +55,7 @@ def step_seconds(a, data_dir: str, work: str, teacher: str | None) -> float:
 
     run_dir = tempfile.mkdtemp(prefix="run-", dir=work)
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "1", "--master_port",
-           str(free_port()), "-m", "megarecipe.cli.train", "configs/tiny.yaml", *shape(a.layers, a),
+           str(free_port()), "-m", "megarecipe.cli.train", "configs/tiny.yaml", *shape_overrides(a, a.layers),
            f"data.dir={data_dir}", "data.train_tokens=null", "data.val_tokens=null", f"run.dir={run_dir}",
            f"train.global_batch_size={a.batch}", f"train.micro_batch_size={a.micro}", f"train.stop_after={a.steps}",
            "train.eval_every=1000000", "train.checkpoint_every=0", "train.progress=false", "train.epochs=1"]
@@ -74,25 +70,11 @@ def step_seconds(a, data_dir: str, work: str, teacher: str | None) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--layers", type=int, default=4, help="the student's depth")
+    add_shape_args(p, steps=20)   # --layers: the student's depth
     p.add_argument("--teacher-layers", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--ffn", type=int, default=704)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--micro", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--data", default="data/default", help="a prepared data dir (the embedded corpus by default)")
-    p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     a = p.parse_args()
     os.chdir(REPO)
-    if not os.path.isfile(os.path.join(a.data, "meta.json")):
-        from megarecipe.data.corpus import prepare_default
-        prepare_default(a.data)
+    ensure_data(a.data)
 
     with tempfile.TemporaryDirectory() as work:
         cases = [("plain training", None), ("distillation, 1 teacher", make_teachers(a, a.data, work, 1)),

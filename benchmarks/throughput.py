@@ -20,15 +20,14 @@ from pathlib import Path
 
 import torch
 
+from bench_common import add_shape_args, ensure_data, shape_overrides
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def shape_overrides(a) -> list[str]:
-    return [f"model.num_layers={a.layers}", f"model.hidden_size={a.hidden}", f"model.ffn_hidden_size={a.ffn}",
-            f"model.num_attention_heads={a.heads}", f"model.num_query_groups={a.kv_heads}", f"model.seq_len={a.seq}",
-            f"train.global_batch_size={a.batch}", f"train.micro_batch_size={a.micro}"]
+def batch_overrides(a) -> list[str]:
+    return [*shape_overrides(a), f"train.global_batch_size={a.batch}", f"train.micro_batch_size={a.micro}"]
 
 
 def full_stack(a, data_dir: str, nproc: int, tp: int, stage: int, workdir: str) -> float:
@@ -36,7 +35,7 @@ def full_stack(a, data_dir: str, nproc: int, tp: int, stage: int, workdir: str) 
 
     run_dir = tempfile.mkdtemp(prefix=f"tp{tp}-z{stage}-n{nproc}-", dir=workdir)
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(nproc), "--master_port",
-           str(free_port()), "-m", "megarecipe.cli.train", "configs/tiny.yaml", *shape_overrides(a),
+           str(free_port()), "-m", "megarecipe.cli.train", "configs/tiny.yaml", *batch_overrides(a),
            f"data.dir={data_dir}", "data.train_tokens=null", "data.val_tokens=null", f"run.dir={run_dir}",
            f"parallel.tp={tp}", f"parallel.ds_config=zero{stage}", f"train.stop_after={a.steps}",
            "train.eval_every=1000000", "train.checkpoint_every=0", "train.progress=false", "train.epochs=1"]
@@ -82,24 +81,10 @@ def plain_reference(a, data_dir: str) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--ffn", type=int, default=704)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--micro", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--data", default="data/default", help="a prepared data dir (the embedded corpus by default)")
-    p.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    add_shape_args(p, steps=25)
     a = p.parse_args()
     os.chdir(REPO)
-    if not os.path.isfile(os.path.join(a.data, "meta.json")):
-        from megarecipe.data.corpus import prepare_default
-        prepare_default(a.data)
+    ensure_data(a.data)
 
     low = 1 if torch.cuda.is_available() else 0   # bf16 runs ZeRO-1 in place of ZeRO-0 (see megarecipe/config.py)
     cases = [("plain PyTorch Llama, 1 process", None)]
