@@ -59,6 +59,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     recompute: str = "none"              # activation recomputation: none, selective (attention) or full (per layer)
+    kernels: str = "auto"                # layer implementation: auto, local, sdpa or te (model/llama.py)
 
 
 @dataclass
@@ -200,7 +201,7 @@ def save_config(cfg: Config, path: str) -> None:
 
 
 # Settings that change how a run is operated, not what it computes.
-_OPERATIONAL = {"run": ("dir", "resume", "resume_from"), "model": ("recompute",),
+_OPERATIONAL = {"run": ("dir", "resume", "resume_from"), "model": ("recompute", "kernels"),
                 "train": ("stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints")}
 
 
@@ -278,6 +279,25 @@ class Layout:
     epoch_sequences: int = 0     # sequences per epoch: num_sequences, plus the other dirs' share with data.mix
 
 
+KERNELS = ("auto", "local", "sdpa", "te")
+
+
+def resolve_kernels(kernels: str, cuda: bool) -> str:
+    """model.kernels as the model is built on this machine: auto is sdpa on CUDA, local elsewhere. te is never
+    chosen for the user: its parameter names differ, so a run started with it must resume with it."""
+    _check(kernels in KERNELS, f"model.kernels={kernels!r}; use one of {', '.join(KERNELS)}")
+    if kernels == "auto":
+        return "sdpa" if cuda else "local"
+    if kernels == "te":
+        import importlib.util
+
+        _check(cuda, "model.kernels=te needs a CUDA device; use auto, local or sdpa on this machine")
+        _check(importlib.util.find_spec("transformer_engine") is not None,
+               "model.kernels=te needs Transformer Engine (pip install transformer_engine[pytorch]); "
+               "or use model.kernels=sdpa")
+    return kernels
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
@@ -297,6 +317,7 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
            f"model.num_attention_heads={m.num_attention_heads} is not divisible by model.num_query_groups="
            f"{m.num_query_groups}; use a kv-head count that divides the head count")
     _check(m.recompute in ("none", "selective", "full"), f"model.recompute={m.recompute!r}; use none/selective/full")
+    resolve_kernels(m.kernels, has_cuda())
     _check(p.tp >= 1 and p.pp >= 1, f"parallel.tp={p.tp} and parallel.pp={p.pp} must be >= 1")
     _check(m.num_attention_heads % p.tp == 0,
            f"model.num_attention_heads={m.num_attention_heads} is not divisible by parallel.tp={p.tp}; "

@@ -11,7 +11,7 @@ import time
 from contextlib import nullcontext
 
 from megarecipe import checkpoint, rundir
-from megarecipe.config import Config, Layout, run_settings, save_config, settings_sha256, to_yaml
+from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
 from megarecipe.rundir import RunDir
 
 
@@ -38,6 +38,8 @@ def resume_key(cfg: Config, layout: Layout) -> dict:
         key.update({f"{section}.{k}": v for k, v in settings[section].items()})
     key.update({f"train.{k}": settings["train"][k] for k in ("epochs", "micro_batch_size", "precision")})
     key.update(distill_key(cfg))
+    if cfg.model.kernels == "te":   # Transformer Engine names the norm weights differently from the other kernels
+        key["model.kernels (parameter names)"] = "te"
     if cfg.data.mix:   # what else is mixed in, by content; a single-dir run's key is as it always was
         key["data.mix (contents sha256, ratio)"] = [[m["contents_sha256"], m["ratio"]] for m in mix_facts(cfg)[1:]]
     return key
@@ -101,7 +103,8 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
     tag = checkpoint.resume_tag(run.checkpoints, cfg.run.resume_from) if cfg.run.resume else None
     if tag:
         saved = checkpoint.saved_resume_key(run.checkpoints, tag)
-        changed = {k: (v, key.get(k)) for k, v in saved.items() if key.get(k) != v}
+        # a key only one side has is None on the other: keys that exist only while a feature is in use
+        changed = {k: (saved.get(k), key.get(k)) for k in {**saved, **key} if key.get(k) != saved.get(k)}
         if changed:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; resume with the settings it was "
@@ -152,7 +155,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
 
     first = dist.get_rank() == 0
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
-    model = build_model(cfg.model, layout.vocab_size, bf16=bf16)
+    kernels = resolve_kernels(cfg.model.kernels, device.type == "cuda")
+    model = build_model(cfg.model, layout.vocab_size, bf16=bf16, kernels=kernels)
     engine = build_engine(model, cfg, layout, bf16)
     stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device,
                       objective=_objective(cfg, layout, device, bf16))
@@ -176,7 +180,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     if first:
         run.update(status=rundir.RUNNING, kind="train", facts=facts, distill=distill_facts(cfg),
                    **({"data_mix": mix_facts(cfg)} if cfg.data.mix else {}),
-                   settings_sha256=settings_sha256(cfg), step=start, started=time.time(), error=None)
+                   settings_sha256=settings_sha256(cfg), kernels=kernels, step=start, started=time.time(),
+                   error=None)
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))
     meter = _Meter(cfg, layout, device, bf16)

@@ -17,6 +17,27 @@ def tiny_data(tmp_path_factory):
     return str(out)
 
 
+@pytest.fixture(scope="module")
+def megatron_world():
+    """megatron's parallel state in this one process (world size 1), for building and running models in-process."""
+    from megarecipe.parallel import cpu_compat
+
+    cpu_compat.apply()
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps, tensor_parallel
+
+    from megarecipe.system import free_port
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
+    ps.initialize_model_parallel()
+    tensor_parallel.model_parallel_cuda_manual_seed(7)
+    yield
+    ps.destroy_model_parallel()
+    dist.destroy_process_group()
+
+
 def pytest_configure(config):
     """pytest shows every DeprecationWarning in a test; the known noisy ones stay silenced here as well."""
     from megarecipe import NOISY_WARNINGS

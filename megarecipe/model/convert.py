@@ -60,3 +60,25 @@ def split_tensor_parallel(name: str, full: torch.Tensor, tp: int) -> list[torch.
 def global_layer_name(name: str, layer_offset: int) -> str:
     """A pipeline stage numbers its layers from 0; the canonical name uses the global index."""
     return _LAYER.sub(lambda m: f"decoder.layers.{int(m.group(1)) + layer_offset}.", name)
+
+
+# Transformer Engine fuses each pre-norm into the linear after it, so its norm weights are named after that
+# linear; the canonical names are the local spec's (megatron-core keeps this same map for its checkpoints).
+_TE_NORMS = {".self_attention.linear_qkv.layer_norm_weight": ".input_layernorm.weight",
+             ".mlp.linear_fc1.layer_norm_weight": ".pre_mlp_layernorm.weight"}
+
+
+def canonical_name(name: str) -> str:
+    """The local-spec name of a parameter of either layer implementation."""
+    for te, local in _TE_NORMS.items():
+        if name.endswith(te):
+            return name[:-len(te)] + local
+    return name
+
+
+def te_name(name: str) -> str:
+    """The Transformer Engine spec's name for a canonical parameter name; the inverse of canonical_name."""
+    for te, local in _TE_NORMS.items():
+        if name.endswith(local):
+            return name[:-len(local)] + te
+    return name

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from deepspeed.utils import safe_get_full_fp32_param
 from megatron.core import parallel_state as ps
 
-from megarecipe.model.convert import global_layer_name, merge_tensor_parallel
+from megarecipe.model.convert import canonical_name, global_layer_name, merge_tensor_parallel
 
 
 def _layer_offset(model) -> int:
@@ -49,7 +49,7 @@ def full_state_dict(model, zero_stage: int, device: torch.device) -> dict | None
             shards = [torch.empty_like(tensor) for _ in range(tp)]
             dist.all_gather(shards, tensor.contiguous(), group=ps.get_tensor_model_parallel_group())
             tensor = merge_tensor_parallel(name, [s.cpu() for s in shards])
-        merged[global_layer_name(name, offset)] = tensor.cpu()
+        merged[canonical_name(global_layer_name(name, offset))] = tensor.cpu()
     if ps.get_tensor_model_parallel_rank() != 0:
         return None
 

@@ -133,14 +133,16 @@ def deepspeed_estimate(z: ZeroSetting, local_params: int, largest: int, dp: int)
     return None
 
 
-def layer_activation_elements(m: ModelConfig, micro_batch: int, tp: int, recompute: str) -> tuple[int, int]:
-    """(stored per layer, extra live while one layer is recomputed) elements for one microbatch under the
-    local (unfused) layer spec: norm and linear inputs, q/k/v, attention scores and probabilities (b*a*s*s),
-    the SwiGLU intermediates. Selective recompute drops the scores; full keeps only each layer's input."""
+def layer_activation_elements(m: ModelConfig, micro_batch: int, tp: int, recompute: str,
+                              fused_attention: bool = False) -> tuple[int, int]:
+    """(stored per layer, extra live while one layer is recomputed) elements for one microbatch: norm and
+    linear inputs, q/k/v, the SwiGLU intermediates and, with the local (unfused) attention, the scores and
+    probabilities (b*a*s*s; fused attention keeps only a row statistic, counted as zero). Selective recompute
+    drops the scores; full keeps only each layer's input."""
     h, f, a, s, b = m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.seq_len, micro_batch
     tokens = b * s
     dense = tokens * (4 * h + 4 * h // tp + 4 * f // tp)
-    scores = tokens * 2 * a * s // tp
+    scores = 0 if fused_attention else tokens * 2 * a * s // tp
     if recompute == "none":
         return dense + scores, 0
     if recompute == "selective":
@@ -148,12 +150,18 @@ def layer_activation_elements(m: ModelConfig, micro_batch: int, tp: int, recompu
     return tokens * h, dense + scores
 
 
+def fused_attention(m: ModelConfig, gpu: bool) -> bool:
+    """Whether model.kernels computes attention without materialising the scores: sdpa and te do, and auto
+    means sdpa on a GPU."""
+    return m.kernels in ("sdpa", "te") or (m.kernels == "auto" and gpu)
+
+
 def activations(m: ModelConfig, vocab: int, micro_batch: int, tp: int, pp: int, stage: int, microbatches: int,
-                recompute: str, bf16: bool) -> int:
+                recompute: str, bf16: bool, gpu: bool = False) -> int:
     """Peak activation bytes of one pipeline stage. 1F1B keeps up to pp - stage microbatches in flight on a
     stage; the last stage also holds fp32 logits and their gradient."""
     ab = 2 if bf16 else 4
-    stored, extra = layer_activation_elements(m, micro_batch, tp, recompute)
+    stored, extra = layer_activation_elements(m, micro_batch, tp, recompute, fused_attention(m, gpu))
     in_flight = min(microbatches, pp - stage) if pp > 1 else 1
     per_micro = stored * (m.num_layers // pp) + micro_batch * m.seq_len * m.hidden_size
     total = (per_micro * in_flight + extra) * ab
@@ -169,7 +177,7 @@ def plan_memory(m: ModelConfig, vocab: int, z: ZeroSetting, tp: int, pp: int, dp
     for stage in sorted({0, pp - 1}):
         tensors = stage_tensors(m, vocab, tp, pp, stage)
         params, grads, optimizer, host, buffers = model_states(tensors, z, dp, bf16)
-        act = activations(m, vocab, micro_batch, tp, pp, stage, microbatches, recompute, bf16)
+        act = activations(m, vocab, micro_batch, tp, pp, stage, microbatches, recompute, bf16, gpu)
         mem = Memory(params, grads, optimizer, act, buffers + (GPU_RESERVE if gpu else 0), host)
         if with_deepspeed:
             mem.deepspeed_model_states = deepspeed_estimate(z, sum(t.numel for t in tensors),

@@ -8,6 +8,7 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from megarecipe.rundir import RunDir
 from tests.helpers import BIN, REPO, TINY, env, free_port, losses, processes_of, scalars, train
 
 pytestmark = pytest.mark.slow
@@ -49,10 +50,12 @@ def test_pipeline_parallel_zero1_several_microbatches(tiny_data, tmp_path):
     assert scalars(z1, "val/loss").keys() == {4, 8}
 
 
-def test_tensor_by_data_parallel_zero2(tiny_data, tmp_path, reference):
+def test_tensor_by_data_parallel_zero2_fused_attention(tiny_data, tmp_path, reference):
+    """Also the fused attention kernels (model.kernels=sdpa) against the local ones of the reference."""
     run_dir, _ = train(tmp_path, "tp2dp2", 4, tiny_data, "parallel.tp=2", "parallel.ds_config=zero2",
-                       "train.micro_batch_size=2")
+                       "train.micro_batch_size=2", "model.kernels=sdpa")
     assert losses(run_dir) == pytest.approx(reference, abs=2e-4)
+    assert RunDir(str(run_dir)).info()["kernels"] == "sdpa"
 
 
 def test_killed_run_resumes_exactly(tiny_data, tmp_path):

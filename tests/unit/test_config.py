@@ -2,6 +2,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from megarecipe.config import ConfigError, load_config, resolve_layout
 from megarecipe.parallel.engine import ds_config
@@ -67,7 +68,8 @@ def test_missing_yaml():
     (["train.precision=bf16", "parallel.ds_config=zero0"], 1, "ZeRO stage 0 with bf16 is not supported"),
     (["parallel.ds_config=zero9"], 1, "parallel.ds_config='zero9' not found"),
     (["model.vocab_size=1001", "parallel.tp=2"], 2, "model.vocab_size=1001 is not divisible"),
-])
+    (["model.kernels=flash"], 1, "model.kernels='flash'; use one of auto, local, sdpa, te"),
+] + ([(["model.kernels=te"], 1, "model.kernels=te needs a CUDA device")] if not torch.cuda.is_available() else []))
 def test_bad_settings_get_one_line(overrides, world, fragment):
     assert fragment in bad(overrides, world_size=world)
 

@@ -1,6 +1,5 @@
-"""Schedule, weight-decay groups, model shapes and parameter counts: one process, no launcher."""
+"""Schedule, weight-decay groups, model shapes, parameter counts and layer kernels: one process, no launcher."""
 import math
-import os
 
 import pytest
 import torch
@@ -8,23 +7,6 @@ import torch
 from megarecipe.config import ModelConfig, load_config
 from megarecipe.model.llama import count_params
 from megarecipe.parallel.engine import lr_factor, param_groups
-
-
-@pytest.fixture(scope="module")
-def megatron_world():
-    from megarecipe.parallel import cpu_compat
-    cpu_compat.apply()
-    import torch.distributed as dist
-    from megatron.core import parallel_state as ps, tensor_parallel
-    from tests.helpers import free_port
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    ps.initialize_model_parallel()
-    tensor_parallel.model_parallel_cuda_manual_seed(7)
-    yield
-    ps.destroy_model_parallel()
-    dist.destroy_process_group()
 
 
 def test_schedule_warmup_then_cosine_to_zero():
@@ -96,3 +78,49 @@ def test_cpu_layer_is_inactive_on_cuda_and_checks_its_targets():
 
     assert cpu_compat.needed() == (not torch.cuda.is_available())
     assert hasattr(mp_random, "_get_cuda_rng_state") and hasattr(mp_random, "_set_cuda_rng_state")
+
+
+def _forward_backward(model, tokens, targets):
+    positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
+    model.zero_grad()
+    logits = model(tokens, positions, None)
+    loss = model(tokens, positions, None, labels=targets).float().mean()
+    loss.backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("shape", [dict(init_std=0.2),                               # 4 heads in 2 groups
+                                   dict(num_query_groups=4, init_std=0.2, recompute="selective")])
+def test_fused_attention_kernels_equal_the_local_reference(megatron_world, shape):
+    """model.kernels=sdpa holds the local spec's weights under the same names and computes the same function."""
+    from megarecipe.model.llama import build_model
+
+    m = ModelConfig(seq_len=32, **shape)
+    local = build_model(m, 512, kernels="local")
+    fused = build_model(m, 512, kernels="sdpa")
+    fused.load_state_dict(local.state_dict(), strict=True)
+    assert type(fused.decoder.layers[0].self_attention.core_attention).__name__ == "SDPAttention"
+    gen = torch.Generator().manual_seed(3)
+    tokens, targets = (torch.randint(0, 512, (2, 32), generator=gen) for _ in range(2))
+    want_logits, want_grads = _forward_backward(local, tokens, targets)
+    logits, grads = _forward_backward(fused, tokens, targets)
+    assert want_logits.std() > 0.1          # a signal large enough for the comparison to mean something
+    torch.testing.assert_close(logits, want_logits, rtol=1e-4, atol=1e-4)   # fp32 rounding, logits ~O(1)
+    for name, grad in want_grads.items():
+        assert (grads[name] - grad).norm() <= 1e-4 * grad.norm(), name
+
+
+def test_transformer_engine_norm_names_follow_megatrons_own_map(megatron_world):
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    from megarecipe.model.convert import canonical_name, te_name
+    from megarecipe.model.llama import build_model
+
+    key_map = get_gpt_layer_local_spec(normalization="RMSNorm").submodules.sharded_state_dict_keys_map
+    assert len(key_map) == 2
+    for local, te in key_map.items():
+        name = f"decoder.layers.11.{local}weight"
+        assert te_name(name) == f"decoder.layers.11.{te}weight" and canonical_name(te_name(name)) == name
+    names = [n for n, _ in build_model(ModelConfig(), 512).named_parameters()]
+    assert [canonical_name(n) for n in names] == names                     # local names are canonical already
+    assert sum(te_name(n) != n for n in names) == 2 * ModelConfig().num_layers

@@ -60,15 +60,19 @@ def test_memory_model_orders_stages_and_recompute():
     from megarecipe.plan.candidates import ds_json
     from megarecipe.plan.memory import ZeroSetting, plan_memory
 
-    m = load_config("configs/1.4b.yaml", []).model
+    m = load_config("configs/1.4b.yaml", ["model.kernels=local"]).model
 
-    def mem(zero, recompute="none"):
-        return plan_memory(m, 128256, ZeroSetting.from_json(ds_json(zero)), 1, 1, 16, 1, 4, recompute, True, True,
-                           with_deepspeed=False)
+    def mem(zero, recompute="none", model=m):
+        return plan_memory(model, 128256, ZeroSetting.from_json(ds_json(zero)), 1, 1, 16, 1, 4, recompute, True,
+                           True, with_deepspeed=False)
     assert mem("zero3").model_states < mem("zero2").model_states < mem("zero1").model_states \
         < mem("zero0").model_states
     assert mem("zero2-offload").optimizer == 0 < mem("zero2-offload").host
     assert mem("zero1", "full").activations < mem("zero1", "selective").activations < mem("zero1").activations
+    # fused attention (auto on a GPU) keeps no scores: selective recompute has nothing left to save
+    fused = load_config("configs/1.4b.yaml", []).model
+    assert mem("zero1", model=fused).activations == mem("zero1", "selective", model=fused).activations \
+        < mem("zero1", "selective").activations
 
 
 def test_write_gives_a_ds_config_the_trainer_takes(tmp_path, capsys):

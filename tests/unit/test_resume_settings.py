@@ -47,7 +47,8 @@ def other_data(tiny_data, tmp_path_factory):
 
 def test_operational_settings_may_change(checkpointed, tiny_data):
     assert check(tiny_data, checkpointed, "train.eval_every=2", "train.log_every=3", "train.stop_after=12",
-                 "train.checkpoint_every=5", "train.keep_checkpoints=4", "train.progress=true") == "step00000004"
+                 "train.checkpoint_every=5", "train.keep_checkpoints=4", "train.progress=true",
+                 "model.kernels=sdpa", "model.recompute=full") == "step00000004"
 
 
 def test_the_same_data_moved_elsewhere_resumes(checkpointed, tiny_data, tmp_path):
@@ -66,6 +67,19 @@ def test_settings_that_change_the_result_are_refused(checkpointed, tiny_data, ov
     with pytest.raises(TrainingError) as e:
         check(tiny_data, checkpointed, *overrides)
     assert named in str(e.value), e.value
+
+
+def test_a_transformer_engine_checkpoint_resumes_only_with_it(tmp_path, tiny_data):
+    """Its norm weights have other names. The key holds an entry only for te runs; an entry only one side
+    has counts as a change (te cannot be configured on a CPU machine, so the saved key is written here)."""
+    cfg, layout = config(tiny_data, tmp_path / "run")
+    folder = tmp_path / "run" / "checkpoints" / "step00000004"
+    folder.mkdir(parents=True)
+    saved = {**resume_key(cfg, layout), "model.kernels (parameter names)": "te"}
+    torch.save({"step": 4, "resume_key": saved}, folder / "trainer_rank0.pt")
+    (folder.parent / "latest").write_text("step00000004")
+    with pytest.raises(TrainingError, match=r"model\.kernels \(parameter names\) 'te' -> None"):
+        check(tiny_data, tmp_path / "run")
 
 
 def test_another_data_dir_with_the_same_tokenizer_is_refused(checkpointed, other_data):
