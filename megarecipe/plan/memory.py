@@ -135,14 +135,25 @@ def deepspeed_estimate(z: ZeroSetting, local_params: int, largest: int, dp: int)
 
 def layer_activation_elements(m: ModelConfig, micro_batch: int, tp: int, recompute: str,
                               fused_attention: bool = False) -> tuple[int, int]:
-    """(stored per layer, extra live while one layer is recomputed) elements for one microbatch: norm and
-    linear inputs, q/k/v, the SwiGLU intermediates and, with the local (unfused) attention, the scores and
-    probabilities (b*a*s*s; fused attention keeps only a row statistic, counted as zero). Selective recompute
-    drops the scores; full keeps only each layer's input."""
-    h, f, a, s, b = m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.seq_len, micro_batch
+    """(kept per layer, extra live while one layer is recomputed) elements for one microbatch: what autograd
+    keeps of a megatron-core layer for backward, fitted exactly to the saved tensors of models of several shapes
+    at TP=1 and TP=2 (tests/unit/test_plan.py checks it). Per token: 6h outside tensor parallelism (the residual
+    stream and the two RMSNorms' inputs and outputs) and two fp32 norm statistics; per TP shard the SwiGLU's 5f,
+    and attention: unfused, q, the expanded k/v, the context and its copy (6h, 4h when query groups share k/v)
+    plus the a*s probabilities; fused, q, k, the qkv output, the context and its copy (3h + 3 * kv width) plus
+    one log-sum-exp per head. RoPE's cos/sin tables add 4 * s * head_dim a layer. Selective recompute drops the
+    probabilities; full keeps only each layer's input."""
+    h, f, a, g, s, b = (m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups, m.seq_len,
+                        micro_batch)
+    head = h // a
     tokens = b * s
-    dense = tokens * (4 * h + 4 * h // tp + 4 * f // tp)
-    scores = 0 if fused_attention else tokens * 2 * a * s // tp
+    dense = tokens * (6 * h + 2 + 5 * f // tp) + 4 * s * head
+    if fused_attention:
+        dense += tokens * (3 * h + 3 * head * g + a) // tp
+        scores = 0
+    else:
+        dense += tokens * (6 * h - (2 * h if a != g else 0)) // tp
+        scores = tokens * a * s // tp
     if recompute == "none":
         return dense + scores, 0
     if recompute == "selective":
@@ -165,8 +176,8 @@ def activations(m: ModelConfig, vocab: int, micro_batch: int, tp: int, pp: int, 
     in_flight = min(microbatches, pp - stage) if pp > 1 else 1
     per_micro = stored * (m.num_layers // pp) + micro_batch * m.seq_len * m.hidden_size
     total = (per_micro * in_flight + extra) * ab
-    if stage == pp - 1:
-        total += 2 * micro_batch * m.seq_len * (vocab // tp) * 4
+    if stage == pp - 1:   # the final norm's input and output, and the fp32 logits with their gradient
+        total += 2 * micro_batch * m.seq_len * m.hidden_size * ab + 2 * micro_batch * m.seq_len * (vocab // tp) * 4
     return total
 
 

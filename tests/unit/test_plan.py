@@ -109,3 +109,36 @@ def test_planning_modules_import_neither_deepspeed_nor_megatron():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('deepspeed', 'megatron')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("kernels", ["local", "sdpa"])
+def test_planned_layer_activations_are_what_autograd_keeps(megatron_world, kernels):
+    """Per layer: the saved tensors of a 2-layer model less those of a 1-layer one, each storage once."""
+    import torch
+
+    from megarecipe.config import ModelConfig
+    from megarecipe.model.llama import build_model
+    from megarecipe.plan.memory import layer_activation_elements
+
+    def kept(m, batch):
+        model = build_model(m, 512, kernels=kernels)
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        storages = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in weights:
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        tokens = torch.randint(0, 512, (batch, m.seq_len))
+        positions = torch.arange(m.seq_len).unsqueeze(0).expand_as(tokens)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(tokens, positions, None, labels=tokens)
+        return sum(storages.values())
+
+    for shape, batch in [(dict(), 2), (dict(num_attention_heads=8, num_query_groups=8, seq_len=96), 3),
+                         (dict(hidden_size=192, ffn_hidden_size=512, num_attention_heads=6, num_query_groups=3), 1)]:
+        one, two = ModelConfig(num_layers=1, **shape), ModelConfig(num_layers=2, **shape)
+        measured = kept(two, batch) - kept(one, batch)
+        planned = 4 * layer_activation_elements(one, batch, 1, "none", kernels == "sdpa")[0]
+        assert abs(planned - measured) <= 0.01 * measured, (shape, planned, measured)
