@@ -126,6 +126,7 @@ def _run(args) -> int:
     from megarecipe.plan.candidates import RECOMPUTE, ZERO_VARIANTS, enumerate_candidates
     from megarecipe.plan.comm import Machine
     from megarecipe.plan.rank import assess, rank
+    from megarecipe.plan.memory import fused_attention
     from megarecipe.plan.report import refused_summary, table
 
     world, per_node, budget, gpu = _target(args)
@@ -165,8 +166,10 @@ def _run(args) -> int:
     ranked = rank(candidates)
     target = (f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each" if gpu else
               f"{world} CPU process(es), {budget / 2**30:.1f} GiB each")
+    attention = "fused" if fused_attention(cfg.model, gpu) else "unfused"
     print(f"{args.config}: {len(candidates)} candidates for {target}, {cfg.train.precision}, vocab {vocab}, "
-          f"margin {args.margin:.0%}; {sum(1 for c in ranked if c.fits)} fit")
+          f"{attention} attention (model.kernels={cfg.model.kernels}), margin {args.margin:.0%}; "
+          f"{sum(1 for c in ranked if c.fits)} fit")
 
     if args.measure:
         _measure(args, cfg, ranked, world, bf16)
