@@ -8,7 +8,6 @@ from megarecipe.data.tokenizer import file_sha256
 from megarecipe.model.export import load_export, write_export
 from megarecipe.model.llama import count_params
 from megarecipe.model.reference import Llama
-from tests.unit.test_model_engine import megatron_world  # noqa: F401  (fixture)
 
 TINY = str(PRESET_DIR / "tiny.yaml")
 
@@ -51,7 +50,7 @@ def megatron_and_reference(m: ModelConfig, vocab: int):
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_same_logits_and_loss_as_megatron(megatron_world, shape):  # noqa: F811
+def test_same_logits_and_loss_as_megatron(megatron_world, shape):
     m, vocab, b, s = ModelConfig(**shape), 384, 3, 40
     mega, ref = megatron_and_reference(m, vocab)
     gen = torch.Generator().manual_seed(0)
@@ -72,7 +71,7 @@ def test_same_logits_and_loss_as_megatron(megatron_world, shape):  # noqa: F811
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_count_params_is_both_models_numel(megatron_world, shape):  # noqa: F811
+def test_count_params_is_both_models_numel(megatron_world, shape):
     from megarecipe.model.llama import build_model
 
     m = ModelConfig(**shape)
@@ -82,7 +81,7 @@ def test_count_params_is_both_models_numel(megatron_world, shape):  # noqa: F811
     assert total - non_embedding == 2 * 384 * m.hidden_size
 
 
-def test_names_and_shapes_are_megatrons(megatron_world):  # noqa: F811
+def test_names_and_shapes_are_megatrons(megatron_world):
     from megarecipe.model.llama import build_model
 
     mega = build_model(ModelConfig(), 2048)
@@ -175,7 +174,7 @@ def test_export_errors(tmp_path):
         load_export(str(tmp_path / "bad"))
 
 
-def test_megatron_state_dict_exports_and_loads(megatron_world, tmp_path):  # noqa: F811
+def test_megatron_state_dict_exports_and_loads(megatron_world, tmp_path):
     cfg = load_config(TINY, ["model.init_std=0.2"])
     mega, _ = megatron_and_reference(cfg.model, 384)
     out = write_export(str(tmp_path / "export"), mega.state_dict(), cfg, 384)
