@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from megarecipe import atomic
+from megarecipe.rank_errors import agreed
 
 POINTER = "latest"
 MANIFEST = "manifest.json"
@@ -156,7 +157,8 @@ def check(ckpt_dir: str, tag: str, world_size: int) -> None:
     dist.all_gather_object(found, problem)
     first = next((p for p in found if p), None)
     if first:
-        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: {first}{_advice(ckpt_dir, tag)}")
+        raise agreed(CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: {first}"
+                                     f"{_advice(ckpt_dir, tag)}"))
 
 
 # ----------------------------------------------------------------------------------------------------------
