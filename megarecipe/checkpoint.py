@@ -5,6 +5,8 @@ RUN/checkpoints/step00000120/   DeepSpeed's model and optimizer shards; trainer_
                                 key; tensors and plain types, loaded with weights_only=True); manifest.json
                                 (every file and its size, written last)
 RUN/checkpoints/latest          the tag of the newest complete checkpoint (replaced atomically)
+RUN/checkpoints/abandoned/      step dirs newer than the tag a run resumed from (`run.resume_from` an older
+                                tag), moved here whole when that resume succeeds: a branch the user left
 
 A crash while step N is written leaves `latest` naming the previous, complete checkpoint. A pointer that is
 empty or names a missing tag, a missing file, a truncated or corrupt one: each is an error naming the tag, the
@@ -17,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import time
 import zipfile
 
 import numpy as np
@@ -24,9 +27,11 @@ import torch
 import torch.distributed as dist
 
 from megarecipe import atomic
+from megarecipe.rank_errors import agreed
 
 POINTER = "latest"
 MANIFEST = "manifest.json"
+ABANDONED = "abandoned"   # not a tag: scans (tags, newest_complete, pruning) never see what is in it
 TAG = re.compile(r"step\d{8}")
 
 
@@ -104,6 +109,28 @@ def newest_complete(ckpt_dir: str, before: str | None = None) -> str | None:
     return None
 
 
+def set_aside_newer(ckpt_dir: str, tag: str) -> tuple[str, list[str]] | None:
+    """The run continues from `tag`: every newer step dir (a branch the user discarded by resuming from an older
+    tag, or a save a crash cut short) moves whole, by rename, to abandoned/<time>-resumed-<tag>/, and `latest`
+    names `tag` first, so a crash at any point leaves a resume that follows the continued branch. Nothing is
+    deleted. Returns (the folder, the tags moved), or None when no step dir is newer."""
+    newer = [t for t in tags(ckpt_dir) if t > tag]
+    if not newer:
+        return None
+    atomic.write_text(os.path.join(ckpt_dir, POINTER), tag)
+    stamp, n = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), 1
+    while True:
+        aside = os.path.join(ckpt_dir, ABANDONED, f"{stamp}-resumed-{tag}" + (f"-{n}" if n > 1 else ""))
+        try:
+            os.makedirs(aside)
+            break
+        except FileExistsError:
+            n += 1
+    for old in newer:
+        os.rename(os.path.join(ckpt_dir, old), os.path.join(aside, old))
+    return aside, newer
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Checking a tag before loading it
 
@@ -156,7 +183,8 @@ def check(ckpt_dir: str, tag: str, world_size: int) -> None:
     dist.all_gather_object(found, problem)
     first = next((p for p in found if p), None)
     if first:
-        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: {first}{_advice(ckpt_dir, tag)}")
+        raise agreed(CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: {first}"
+                                     f"{_advice(ckpt_dir, tag)}"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,4 +292,10 @@ class Checkpointer:
             raise CheckpointError(f"cannot resume from {os.path.join(self.dir, tag)}: {name} cannot be read "
                                   f"({e.strerror}){_advice(self.dir, tag)}") from None
         _set_rng_state(own["rng"])
+        if dist.get_rank() == 0:
+            moved = set_aside_newer(self.dir, tag)
+            if moved:
+                print(f"resumed from {tag}: the newer checkpoints {', '.join(moved[1])} were moved aside to "
+                      f"{moved[0]} (nothing deleted)", flush=True)
+        dist.barrier()   # no rank saves before the newer step dirs are out of the way
         return int(client["step"])

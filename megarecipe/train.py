@@ -12,6 +12,7 @@ from contextlib import nullcontext
 
 from megarecipe import checkpoint, rundir
 from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
+from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
 
 
@@ -205,8 +206,9 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
                 writer.scalars(step, _train_scalars(metrics, lr, engine, meter, step, layout))
         elif cfg.train.on_nonfinite == "stop":
             progress.close()
-            raise TrainingError(f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or set "
-                                f"train.on_nonfinite=skip to drop such batches")
+            # every rank holds the same loss (reduced over data parallel, sent down the pipeline): all stop here
+            raise agreed(TrainingError(f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or "
+                                       f"set train.on_nonfinite=skip to drop such batches"))
         else:
             skip_update(engine)
             writer.scalars(step, {rundir.SKIPPED: 1})

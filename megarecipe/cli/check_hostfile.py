@@ -5,6 +5,7 @@ errors arrive after a log dump; here each problem is one line and the launch doe
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -19,22 +20,33 @@ HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 def check_hostfile(path: str) -> dict[str, int]:
     if not os.path.isfile(path):
         raise ValueError(f"hostfile {path!r} not found; write one line per node: '<hostname> slots=<processes>'")
-    from deepspeed.launcher.runner import fetch_hostfile
-    from deepspeed.utils import logger
-
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
     try:
-        pool = fetch_hostfile(path)
+        with _quiet():
+            from deepspeed.launcher.runner import fetch_hostfile
+
+            pool = fetch_hostfile(path)
     except ValueError as e:
         raise ValueError(f"hostfile {path!r}: {e}; each line must read '<hostname> slots=<processes>'") from None
-    finally:
-        logger.setLevel(level)
     for host, slots in pool.items():
         check_host_name(path, host)
         if slots < 1:
             raise ValueError(f"hostfile {path!r}: {host} has slots={slots}; give each node at least 1 slot")
     return dict(pool)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """DeepSpeed's parser is only reachable through the deepspeed package, whose import detects the accelerator
+    and logs "Setting accelerator to CPU ..." to stdout (its logger's handler is bound to sys.stdout), and the
+    parser logs the whole file before raising. This tool's stdout is its summary alone (launchers/multinode.sh
+    reads it), and its errors are one line: logging is off meanwhile and anything printed goes to stderr."""
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logging.disable(before)
 
 
 def check_host_name(path: str, host: str) -> None:

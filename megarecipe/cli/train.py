@@ -8,11 +8,11 @@ CONFIG is a YAML file or a preset's name (tiny, 150m, 300m, 600m, 1.4b).
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from megarecipe.config import ConfigError, load_config, resolve_layout
 from megarecipe.data.errors import DataError
+from megarecipe.rank_errors import error_line
 from megarecipe.rundir import RunDirError
 
 
@@ -40,22 +40,28 @@ def main(argv: list[str] | None = None) -> int:
     from megarecipe.checkpoint import CheckpointError
     from megarecipe.train import TrainingError, train
 
-    first = int(os.environ.get("RANK", "0")) == 0
     try:
         path, overrides = parse_args(sys.argv[1:] if argv is None else argv)
         cfg = load_config(path, overrides)
         layout = resolve_layout(cfg)
     except (ConfigError, DataError) as e:
-        if first:
-            print(f"error: {e}", file=sys.stderr)
+        report(e, before_group=True)
         return 2
     try:
         train(cfg, layout)
     except (TrainingError, DataError, CheckpointError, RunDirError) as e:
-        if first:
-            print(f"error: {e}", file=sys.stderr)
+        import torch.distributed as dist
+
+        report(e, before_group=not dist.is_initialized())
         return 3
     return 0
+
+
+def report(error: Exception, before_group: bool) -> None:
+    """Rank 0 prints the line; another rank prints it with its rank when it may be alone in knowing it."""
+    line = error_line(error, before_group)
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

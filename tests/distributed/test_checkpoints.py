@@ -1,13 +1,20 @@
 """Damaged run directories, as a hostile user leaves them: every case is refused with one line naming what is
 wrong and the complete checkpoint to resume from, and nothing already written is lost."""
 import hashlib
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from tests.helpers import losses, scalars, train
+from megarecipe import checkpoint
+from megarecipe.rundir import RunDir
+from tests.helpers import REPO, TINY, env, losses, scalars, train
 
 pytestmark = pytest.mark.slow
 STEPS = ["train.checkpoint_every=4", "train.stop_after=8", "parallel.ds_config=zero1"]
@@ -125,3 +132,37 @@ def test_launch_check_refuses_an_existing_run_before_spawning(checkpointed, tiny
     result = subprocess.run([*cmd, "run.resume=true", "optim.lr=1e-3"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and "optim.lr 0.003 -> 0.001" in one_line_error(result)
+
+
+def test_resume_from_an_older_tag_sets_the_newer_branch_aside(checkpointed, tmp_path, tiny_data):
+    """run.resume_from=step00000004 on a run checkpointed at 4 and 8, killed before its next save: the next plain
+    resume continues the branch from step 4 (not the step-8 checkpoint the user left), and step 8's files are
+    kept, byte for byte, under checkpoints/abandoned/."""
+    run_dir, before = damaged(checkpointed, tmp_path, lambda c: None)
+    ckpt = run_dir / "checkpoints"
+    cmd = [sys.executable, "-m", "megarecipe.cli.train", "configs/tiny.yaml", *TINY, *STEPS, f"data.dir={tiny_data}",
+           f"run.dir={run_dir}", "run.resume=true", "train.stop_after=null"]   # its next save would be step 8's
+    proc = subprocess.Popen([*cmd, "run.resume_from=step00000004"], cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and json.loads((run_dir / "run.json").read_text())["status"] != "running":
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # a crash before the resumed run saved anything
+    output = proc.communicate()[0]
+    assert "moved aside" in output and "step00000008" in output, output[-3000:]
+
+    again = subprocess.run([*cmd, "train.stop_after=6"], cwd=REPO, env=env(), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "stopped at step 6/" in again.stdout, again.stdout[-2000:]   # from step 4: steps 5 and 6 trained
+    assert (ckpt / "latest").read_text() == "step00000006"
+    assert checkpoint.tags(str(ckpt)) == ["step00000004", "step00000006"]
+    assert checkpoint.newest_complete(str(ckpt)) == "step00000006"
+    assert RunDir(str(run_dir)).state() == "stopped"
+    aside = list((ckpt / checkpoint.ABANDONED).glob("*/step00000008"))
+    assert len(aside) == 1
+    step8 = "checkpoints/step00000008/"
+    assert snapshot(aside[0]) == {k[len(step8):]: v for k, v in before.items() if k.startswith(step8)}

@@ -1,11 +1,14 @@
 """Real training runs on real text: several processes over gloo, each layout the trainer supports."""
+import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from megarecipe.rundir import RunDir
@@ -58,15 +61,19 @@ def test_tensor_by_data_parallel_zero2_fused_attention(tiny_data, tmp_path, refe
     assert RunDir(str(run_dir)).info()["kernels"] == "sdpa"
 
 
-def test_killed_run_resumes_exactly(tiny_data, tmp_path):
-    common = [*TINY, f"data.dir={tiny_data}", "train.stop_after=null", "train.epochs=2", "train.checkpoint_every=4",
-              "train.eval_every=6"]
-    whole, _ = train(tmp_path, "whole", 2, tiny_data, "train.stop_after=null", "train.epochs=2",
-                     "train.checkpoint_every=4", "train.eval_every=6")
+KILLED = ["train.stop_after=null", "train.epochs=2", "train.checkpoint_every=4", "train.eval_every=6"]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tiny_data, tmp_path_factory):
+    """Two processes: the run whole, and the run killed (SIGKILL) after a checkpoint, then resumed to the end."""
+    tmp_path = tmp_path_factory.mktemp("killed")
+    whole, _ = train(tmp_path, "whole", 2, tiny_data, *KILLED)
 
     run_dir = tmp_path / "killed"
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
-           "megarecipe.cli.train", "configs/tiny.yaml", *common, f"run.dir={run_dir}"]
+           "megarecipe.cli.train", "configs/tiny.yaml", *TINY, *KILLED, f"data.dir={tiny_data}",
+           f"run.dir={run_dir}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     pointer = run_dir / "checkpoints" / "latest"
@@ -79,8 +86,12 @@ def test_killed_run_resumes_exactly(tiny_data, tmp_path):
     killed_at = pointer.read_text()
     assert killed_at < "step00000019", "the run finished before it could be killed"
 
-    resumed, _ = train(tmp_path, "killed", 2, tiny_data, "train.stop_after=null", "train.epochs=2",
-                       "train.checkpoint_every=4", "train.eval_every=6", "run.resume=true")
+    resumed, _ = train(tmp_path, "killed", 2, tiny_data, *KILLED, "run.resume=true")
+    return whole, resumed
+
+
+def test_killed_run_resumes_exactly(killed_and_resumed):
+    whole, resumed = killed_and_resumed
     want, got = scalars(whole, "train/loss"), scalars(resumed, "train/loss")
     assert sorted(got) == sorted(want)
     acc = EventAccumulator(str(resumed / "tb"), size_guidance={"scalars": 0})
@@ -89,6 +100,32 @@ def test_killed_run_resumes_exactly(tiny_data, tmp_path):
     assert len(steps) == len(set(steps)), "a resumed run left duplicate steps"
     assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)]   # bit-identical on CPU
     assert scalars(resumed, "val/loss") == scalars(whole, "val/loss")
+
+
+class Foreign:
+    """Not a type torch.load(weights_only=True) accepts."""
+
+
+def test_an_error_on_one_rank_alone_is_printed_with_its_rank(killed_and_resumed, tiny_data, tmp_path):
+    """Rank 1 alone reads its trainer file: when that file is unreadable (yet passes the manifest and CRC checks
+    every rank shares), launchers/local.sh shows rank 1's one-line error, named as rank 1's."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(killed_and_resumed[1], run_dir)
+    ckpt = run_dir / "checkpoints"
+    older = sorted(p.name for p in ckpt.glob("step*"))[-2]
+    torch.save({"step": 0, "foreign": Foreign()}, ckpt / older / "trainer_rank1.pt")
+    manifest = json.loads((ckpt / older / "manifest.json").read_text())
+    manifest["files"]["trainer_rank1.pt"] = (ckpt / older / "trainer_rank1.pt").stat().st_size
+    (ckpt / older / "manifest.json").write_text(json.dumps(manifest))
+
+    result = subprocess.run([str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *TINY, *KILLED,
+                             f"data.dir={tiny_data}", f"run.dir={run_dir}", "run.resume=true",
+                             f"run.resume_from={older}"], cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and lines[0].startswith(f"error (rank 1): cannot resume from {ckpt / older}: "
+                                                   f"trainer_rank1.pt is unreadable"), result.stderr[-3000:]
 
 
 def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
@@ -116,6 +153,10 @@ def test_nonfinite_loss_stops_with_the_step(tiny_data, tmp_path):
     _, result = train(tmp_path, "nan", 2, tiny_data, program=nan_at(3), check=False)
     assert result.returncode != 0
     assert "non-finite training loss (nan) at step 3" in result.stderr
+    # the ranks agreed on it: rank 0's line, once, and no copy from rank 1
+    assert [line for line in result.stderr.splitlines() if line.startswith("error")] == \
+        ["error: non-finite training loss (nan) at step 3; lower optim.lr, or set train.on_nonfinite=skip to drop "
+         "such batches"]
 
 
 def test_nonfinite_loss_skipped_when_asked(tiny_data, tmp_path, reference):

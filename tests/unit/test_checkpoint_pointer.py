@@ -1,6 +1,7 @@
 """The `latest` pointer as a hostile user leaves it: only a tag of this run's checkpoints is followed; anything
 else is one error naming what the pointer holds and the complete checkpoint to resume from."""
 import json
+import os
 import subprocess
 import sys
 
@@ -121,3 +122,27 @@ def test_a_step_dir_written_again_reads_incomplete_until_its_new_manifest(tmp_pa
         dist.destroy_process_group()
     assert checkpoint.newest_complete(str(ckpt)) == "step00000004"
     assert (ckpt / "latest").read_text() == "step00000004"
+
+
+def test_newer_step_dirs_set_aside_are_out_of_every_scan(tmp_path):
+    """What a resume from an older tag moves aside is kept whole, and no scan, pruning or pointer sees it."""
+    from megarecipe.rundir import RunDir
+
+    ckpt = fake_checkpoints(tmp_path / "run" / "checkpoints", "step00000004", "step00000008", "step00000012")
+    folder, moved = checkpoint.set_aside_newer(str(ckpt), "step00000004")
+    assert moved == ["step00000008", "step00000012"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "abandoned").iterdir()) == \
+        [os.path.basename(folder)]
+    for tag in moved:
+        assert (ckpt / "abandoned" / os.path.basename(folder) / tag / "model.pt").read_bytes() == b"x" * 10
+    assert checkpoint.tags(str(ckpt)) == ["step00000004"]
+    assert checkpoint.newest_complete(str(ckpt)) == "step00000004"
+    assert checkpoint.resume_tag(str(ckpt)) == "step00000004"
+    assert checkpoint.set_aside_newer(str(ckpt), "step00000004") is None
+    checkpoint.Checkpointer(None, str(ckpt), 0, 1, {})._prune("step00000004")
+    assert (ckpt / "abandoned" / os.path.basename(folder) / "step00000008").is_dir()
+    assert RunDir(str(tmp_path / "run")).state() == "interrupted"
+
+    fake_checkpoints(ckpt, "step00000008")   # written again, then left again (within the same second, say)
+    second, _ = checkpoint.set_aside_newer(str(ckpt), "step00000004")
+    assert second != folder and os.path.isdir(os.path.join(second, "step00000008"))
