@@ -234,8 +234,12 @@ def _load_trainer_file(ckpt_dir: str, tag: str, rank: int) -> dict:
                               f"{_advice(ckpt_dir, tag)}") from None
     # importing megatron.core allows numpy arrays under weights_only, so an older file may load: its numpy RNG
     # state is then numpy's tuple, not our dict
-    if not isinstance(state.get("rng", {}).get("numpy", {}), dict):
+    if isinstance(state, dict) and not isinstance((state.get("rng") or {}).get("numpy", {}), dict):
         raise older
+    rng = state.get("rng") if isinstance(state, dict) else None
+    if not (isinstance(rng, dict) and {"torch", "numpy", "python"} <= set(rng) and "resume_key" in state):
+        raise CheckpointError(f"cannot resume from {where}: trainer_rank{rank}.pt loads but lacks the RNG state or "
+                              f"the resume key this version writes{_advice(ckpt_dir, tag)}")
     return state
 
 

@@ -82,7 +82,8 @@ def test_a_file_missing_from_both_the_tag_and_its_manifest_is_one_line(tmp_path)
     import torch.distributed as dist
 
     ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
-    torch.save({"step": 8, "rng": {}, "resume_key": {}}, ckpt / "step00000008" / "trainer_rank0.pt")
+    rng = {"torch": torch.get_rng_state(), "numpy": {}, "python": None}
+    torch.save({"step": 8, "rng": rng, "resume_key": {}}, ckpt / "step00000008" / "trainer_rank0.pt")
     (ckpt / "step00000008" / "model.pt").unlink()   # not a torch file; the manifest no longer lists it
     (ckpt / "step00000008" / checkpoint.MANIFEST).write_text(json.dumps({"files": {}}))
 
@@ -146,3 +147,13 @@ def test_newer_step_dirs_set_aside_are_out_of_every_scan(tmp_path):
     fake_checkpoints(ckpt, "step00000008")   # written again, then left again (within the same second, say)
     second, _ = checkpoint.set_aside_newer(str(ckpt), "step00000004")
     assert second != folder and os.path.isdir(os.path.join(second, "step00000008"))
+
+
+@pytest.mark.parametrize("state", [{"step": 8, "resume_key": {}}, {"step": 8, "rng": {"torch": 0}}, [1, 2]])
+def test_a_rank_file_without_what_a_resume_needs_is_one_line(tmp_path, state):
+    import torch
+
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000008")
+    torch.save(state, ckpt / "step00000008" / "trainer_rank0.pt")
+    with pytest.raises(CheckpointError, match="trainer_rank0.pt loads but lacks the RNG state or the resume key"):
+        checkpoint.saved_resume_key(str(ckpt), "step00000008")
