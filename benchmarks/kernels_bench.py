@@ -36,22 +36,15 @@ def kernel_choices(asked: str | None) -> list[str]:
     return ["local", "sdpa"] + (["te"] if cuda and importlib.util.find_spec("transformer_engine") else [])
 
 
-def saved_activation_bytes(model, tokens, targets) -> int:
-    """Bytes of the tensors autograd saves for backward, each storage once, parameters excluded."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages: dict = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
+def forward_backward(model, tokens, targets) -> int:
+    """One forward and backward; the activation bytes kept in between."""
+    from megarecipe.parallel.memory import SavedActivations
 
     positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with SavedActivations(model.parameters()) as saved:
         loss = model(tokens, positions, None, labels=targets).float().mean()
     loss.backward()
-    return sum(storages.values())
+    return saved.bytes
 
 
 def in_process(a, kernels: list[str]) -> list[str]:
@@ -81,7 +74,7 @@ def in_process(a, kernels: list[str]) -> list[str]:
         m = ModelConfig(num_layers=a.layers, hidden_size=a.hidden, ffn_hidden_size=a.ffn, num_attention_heads=a.heads,
                         num_query_groups=a.kv_heads, seq_len=a.seq, kernels=k)
         model = build_model(m, VOCAB, kernels=k).to(device)
-        kept = saved_activation_bytes(model, tokens, targets)
+        kept = forward_backward(model, tokens, targets)
         planned = activations(m, VOCAB, a.micro, 1, 1, 0, 1, "none", bf16=False, gpu=cuda)
         times = []
         for _ in range(a.steps):
@@ -89,7 +82,7 @@ def in_process(a, kernels: list[str]) -> list[str]:
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            saved_activation_bytes(model, tokens, targets)
+            forward_backward(model, tokens, targets)
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)

@@ -97,3 +97,35 @@ def gather_held(engine, grads_at_backward: dict | None = None) -> list[dict]:
 
 def write_memory(path: str, per_rank: list[dict]) -> None:
     atomic.write_json(path, {"ranks": per_rank})
+
+
+class SavedActivations:
+    """Bytes of the tensors autograd saves for backward while the block runs, each storage once, the given
+    parameters left out: the activation memory a forward holds until its backward.
+
+        with SavedActivations(model.parameters()) as saved:
+            loss = model(...)
+        saved.bytes
+    """
+
+    def __init__(self, parameters):
+        self.weights = {p.untyped_storage().data_ptr() for p in parameters}
+        self.storages: dict = {}
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in self.weights:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def __enter__(self):
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())

@@ -118,23 +118,16 @@ def test_planned_layer_activations_are_what_autograd_keeps(megatron_world, kerne
 
     from megarecipe.config import ModelConfig
     from megarecipe.model.llama import build_model
+    from megarecipe.parallel.memory import SavedActivations
     from megarecipe.plan.memory import layer_activation_elements
 
     def kept(m, batch):
         model = build_model(m, 512, kernels=kernels)
-        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        storages = {}
-
-        def pack(t):
-            if t.untyped_storage().data_ptr() not in weights:
-                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
         tokens = torch.randint(0, 512, (batch, m.seq_len))
         positions = torch.arange(m.seq_len).unsqueeze(0).expand_as(tokens)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with SavedActivations(model.parameters()) as saved:
             model(tokens, positions, None, labels=tokens)
-        return sum(storages.values())
+        return saved.bytes
 
     for shape, batch in [(dict(), 2), (dict(num_attention_heads=8, num_query_groups=8, seq_len=96), 3),
                          (dict(hidden_size=192, ffn_hidden_size=512, num_attention_heads=6, num_query_groups=3), 1)]:
