@@ -87,9 +87,13 @@ def _train(args) -> int:
     if args.processes == 1:
         cmd = [sys.executable, "-m", "megarecipe.cli.train"]
     else:
+        from megarecipe.system import free_port
+
         deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
+        # deepspeed's own default port (29500) would make two runs on one machine collide
+        port = os.environ.get("MASTER_PORT") or str(free_port())
         cmd = [deepspeed if os.path.exists(deepspeed) else shutil.which("deepspeed") or "deepspeed",
-               "--num_gpus", str(args.processes), "--module", "megarecipe.cli.train"]
+               "--num_gpus", str(args.processes), "--master_port", port, "--module", "megarecipe.cli.train"]
     cmd += [args.student, *overrides]
     if args.dry_run:
         print(shlex.join(cmd))

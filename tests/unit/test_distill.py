@@ -144,7 +144,23 @@ def _cli(*args):
                           timeout=120)
 
 
-def test_distill_tool_checks_before_spawning_and_reports(tiny_data, tmp_path):
+def _ports(capsys, monkeypatch, teacher, common) -> bool:
+    """Each multi-process run gets a free rendezvous port (deepspeed's fixed default, 29500, made two runs on
+    one machine collide), or MASTER_PORT when the caller set one."""
+    from megarecipe.cli.distill import main as distill
+
+    def port(**env):
+        for k, v in {"MASTER_PORT": None, **env}.items():
+            monkeypatch.setenv(k, v) if v else monkeypatch.delenv(k, raising=False)
+        assert distill(["train", "--teacher", str(teacher), "--processes", "2", "--dry-run", *map(str, common)]) == 0
+        words = capsys.readouterr().out.split()
+        return words[words.index("--master_port") + 1]
+
+    free = {port(), port()}
+    return len(free) == 2 and "29500" not in free and port(MASTER_PORT="29777") == "29777"
+
+
+def test_distill_tool_checks_before_spawning_and_reports(tiny_data, tmp_path, capsys, monkeypatch):
     from tests.helpers import write_run
 
     good = _teacher_run(tmp_path, "good", tiny_data)
@@ -152,7 +168,8 @@ def test_distill_tool_checks_before_spawning_and_reports(tiny_data, tmp_path):
               "data.train_tokens=20000"]
     ok = _cli("train", "--teacher", good, "--processes", 2, "--alpha", 0.5, "--dry-run", *common)
     assert ok.returncode == 0, ok.stderr
-    assert "--num_gpus 2 --module megarecipe.cli.train" in ok.stdout and "distill.alpha=0.5" in ok.stdout
+    assert "--num_gpus 2 --master_port " in ok.stdout and "distill.alpha=0.5" in ok.stdout
+    assert _ports(capsys, monkeypatch, good, common)
     bad = _cli("train", "--teacher", _teacher_run(tmp_path, "seq", tiny_data, seq_len=32), *common)
     assert bad.returncode == 2 and bad.stderr.startswith("error: distill.teacher: member")
     assert "Traceback" not in bad.stderr and not (tmp_path / "kd").exists()
