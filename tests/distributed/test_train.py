@@ -308,21 +308,14 @@ def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
     assert scalars(run_dir, "train/loss") == scalars(whole, "train/loss")
 
 
-def test_ensemble_of_trained_members(tiny_data, tmp_path):
+def test_ensemble_of_trained_members(tiny_ensemble, tmp_path):
     """`ensemble.py train --members 3 --parallel 2` (members differing only by seed) -> `eval` of the
-    logit-averaged ensemble -> L(K) events the fit tool reads."""
+    logit-averaged ensemble (both in the tiny_ensemble fixture) -> L(K) events the fit tool reads."""
     import json
 
     tool = [str(BIN / "python"), "tools/ensemble.py"]
-    ens = tmp_path / "ens"
-    trained = subprocess.run([*tool, "train", "configs/tiny.yaml", "--members", "3", "--parallel", "2", "--out",
-                              str(ens), *TINY, f"data.dir={tiny_data}", "train.stop_after=null"], cwd=REPO, env=env(),
-                             capture_output=True, text=True, timeout=400)
-    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    ens = tiny_ensemble
     members = [str(ens / "members" / f"seed{seed}") for seed in (1, 2, 3)]
-    result = subprocess.run([*tool, "eval", str(ens), "--no-progress"], cwd=REPO, env=env(), capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
     by_k = scalars(ens, "ensemble/val_loss")
     finals = [scalars(m, "val/loss")[max(scalars(m, "val/loss"))] for m in members]
     assert sorted(by_k) == [1, 2, 3]

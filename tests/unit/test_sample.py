@@ -148,17 +148,41 @@ def test_mix_refuses_another_tokenizer_in_one_line(tiny_data, synth, tmp_path):
         load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:0,{other}:1]"])
 
 
-def test_training_on_a_mix(tiny_data, synth, tmp_path):
+def _mixed(tmp_path, tiny_data, synth, name: str, nproc: int):
     from tests.helpers import train
 
+    return train(tmp_path, name, nproc, tiny_data, f"data.mix=[{tiny_data}:0.5,{synth[1].dir}:0.5]",
+                 "train.stop_after=4", "train.eval_every=2", "parallel.ds_config=zero1")[0]
+
+
+@pytest.fixture(scope="module")
+def mixed(tiny_data, synth, tmp_path_factory):
+    """Four steps on the real and the sampled dir half and half, in one process."""
+    return _mixed(tmp_path_factory.mktemp("mixed"), tiny_data, synth, "mixed", 0)
+
+
+def test_training_on_a_mix(tiny_data, synth, mixed):
     _, meta = synth
-    run, _ = train(tmp_path, "mixed", 0, tiny_data, f"data.mix=[{tiny_data}:0.5,{meta.dir}:0.5]",
-                   "train.stop_after=2", "train.eval_every=2")
+    run = mixed
     info = json.loads((run / "run.json").read_text())
     assert [m["dir"] for m in info["data_mix"]] == [tiny_data, meta.dir]
     assert [m["ratio"] for m in info["data_mix"]] == ["1/2", "1/2"]
     assert info["data_mix"][1]["source"]["kind"] == "sampled" and info["data_mix"][0]["source"] is None
     assert info["facts"]["train_tokens"] == (20000 - 1) // 64 * 64 and info["step"] >= 0
+
+
+@pytest.mark.slow
+def test_a_mix_over_two_ranks_trains_as_in_one_process(tiny_data, synth, mixed, tmp_path):
+    """ZeRO-1 over two ranks: each rank trains its half of every mixed batch, so the losses are the one-process
+    run's (two ranks on the same or on a wrongly mixed half would change every step's loss)."""
+    from tests.helpers import losses, scalars
+
+    two = _mixed(tmp_path, tiny_data, synth, "two", 2)
+    assert scalars(two, "run/world_size") == {0: 2.0}
+    assert len(losses(two)) == 4 and losses(two) == pytest.approx(losses(mixed), abs=2e-4)
+    assert scalars(two, "val/loss") == pytest.approx(scalars(mixed, "val/loss"), abs=2e-4)
+    facts = [json.loads((run / "run.json").read_text())["data_mix"] for run in (mixed, two)]
+    assert facts[0] == facts[1]
 
 
 def test_sampling_over_two_ranks_gives_the_same_bytes(synth, tmp_path):
