@@ -81,7 +81,7 @@ def test_a_small_top_k_cache_teaches(tiny_data, tmp_path, teacher, tiny_ensemble
 
     cache = tmp_path / "top16"
     assert distill(["cache", "--teacher", str(tiny_ensemble), "--student", "configs/tiny.yaml", "--out", str(cache),
-                    "--k", "16", f"data.dir={tiny_data}", *TINY]) == 0
+                    "--k", "16", "--batch-size", "32", f"data.dir={tiny_data}", *TINY]) == 0
     kd, _ = train(tmp_path, "kd16", 0, tiny_data, program=("tools/distill.py", "train", "--teacher", str(cache),
                                                            "--out", str(tmp_path / "kd16"), "--student"))
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
