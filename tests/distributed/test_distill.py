@@ -62,11 +62,11 @@ def test_distillation(tiny_data, tmp_path, teacher):
 def test_an_ensemble_teaches_over_two_processes(tiny_data, tmp_path, teacher, tiny_ensemble):
     """Three members (seeds 1-3, trained for the whole schedule) teach the student through `distill.py train
     --processes 2` (ZeRO-1 over two ranks): lower val/loss than the same student, seed and batches trained plainly
-    (the teacher fixture's own curve up to step 8)."""
+    (the teacher fixture's own curve up to step 8; two ranks train as one process does: test_train.py)."""
     members = [str(tiny_ensemble / "members" / f"seed{s}") for s in (1, 2, 3)]
-    kd, _ = train(tmp_path, "kd", 0, tiny_data, program=("tools/distill.py", "train", "--teacher", str(tiny_ensemble),
-                                                         "--processes", "2", "--out", str(tmp_path / "kd"),
-                                                         "--student"))
+    tool = ("tools/distill.py", "train", "--teacher", str(tiny_ensemble), "--processes", "2", "--out",
+            str(tmp_path / "kd"), "--student")
+    kd, _ = train(tmp_path, "kd", 0, tiny_data, "parallel.ds_config=zero1", program=tool)
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
     assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)   # 0.09 and 0.045
     assert scalars(kd, "run/world_size") == {0: 2.0}
