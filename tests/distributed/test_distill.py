@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.helpers import TINY, losses, scalars, train
+from tests.helpers import TINY, free_port, losses, scalars, train
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,8 @@ def test_an_ensemble_teaches_over_two_processes(tiny_data, tmp_path, teacher, ti
     members = [str(tiny_ensemble / "members" / f"seed{s}") for s in (1, 2, 3)]
     tool = ("tools/distill.py", "train", "--teacher", str(tiny_ensemble), "--processes", "2", "--out",
             str(tmp_path / "kd"), "--student")
-    kd, _ = train(tmp_path, "kd", 0, tiny_data, "parallel.ds_config=zero1", program=tool)
+    port = {"MASTER_PORT": str(free_port())}   # not one an in-process fixture left in os.environ
+    kd, _ = train(tmp_path, "kd", 0, tiny_data, "parallel.ds_config=zero1", program=tool, extra_env=port)
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
     assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)   # 0.09 and 0.045
     assert scalars(kd, "run/world_size") == {0: 2.0}
