@@ -29,8 +29,8 @@ def megatron_world():
 
     from megarecipe.system import free_port
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
+    store = dist.TCPStore("127.0.0.1", free_port(), 1, is_master=True)   # no MASTER_* left for later launches
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", store=store, rank=0, world_size=1)
     ps.initialize_model_parallel()
     tensor_parallel.model_parallel_cuda_manual_seed(7)
     yield
