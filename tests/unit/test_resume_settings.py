@@ -17,14 +17,21 @@ def config(data_dir, run_dir, *overrides):
     return cfg, resolve_layout(cfg, world_size=1)
 
 
+def save_rank0(folder, step, key):
+    """rank 0's trainer file as the trainer writes it (RNG state included: a file without it is refused)."""
+    from megarecipe.checkpoint import _rng_state
+
+    folder.mkdir(parents=True)
+    torch.save({"step": step, "rng": _rng_state(), "resume_key": key}, folder / "trainer_rank0.pt")
+
+
 @pytest.fixture
 def checkpointed(tmp_path, tiny_data):
     """A run dir whose one checkpoint holds the resume key of TINY on tiny_data (the key is all a resume checks
     before loading)."""
     cfg, layout = config(tiny_data, tmp_path / "run")
     folder = tmp_path / "run" / "checkpoints" / "step00000004"
-    folder.mkdir(parents=True)
-    torch.save({"step": 4, "resume_key": resume_key(cfg, layout)}, folder / "trainer_rank0.pt")
+    save_rank0(folder, 4, resume_key(cfg, layout))
     (folder.parent / "latest").write_text("step00000004")
     return tmp_path / "run"
 
@@ -74,9 +81,7 @@ def test_a_transformer_engine_checkpoint_resumes_only_with_it(tmp_path, tiny_dat
     has counts as a change (te cannot be configured on a CPU machine, so the saved key is written here)."""
     cfg, layout = config(tiny_data, tmp_path / "run")
     folder = tmp_path / "run" / "checkpoints" / "step00000004"
-    folder.mkdir(parents=True)
-    saved = {**resume_key(cfg, layout), "model.kernels (parameter names)": "te"}
-    torch.save({"step": 4, "resume_key": saved}, folder / "trainer_rank0.pt")
+    save_rank0(folder, 4, {**resume_key(cfg, layout), "model.kernels (parameter names)": "te"})
     (folder.parent / "latest").write_text("step00000004")
     with pytest.raises(TrainingError, match=r"model\.kernels \(parameter names\) 'te' -> None"):
         check(tiny_data, tmp_path / "run")
@@ -95,8 +100,7 @@ def test_a_finished_run_is_left_as_it_is(tmp_path, tiny_data):
 
     cfg, layout = config(tiny_data, tmp_path / "run", "run.resume=true")
     folder = tmp_path / "run" / "checkpoints" / f"step{layout.total_steps:08d}"
-    folder.mkdir(parents=True)
-    torch.save({"step": layout.total_steps, "resume_key": resume_key(cfg, layout)}, folder / "trainer_rank0.pt")
+    save_rank0(folder, layout.total_steps, resume_key(cfg, layout))
     (folder.parent / "latest").write_text(folder.name)
     run = RunDir(tmp_path / "run")
     run.update(status=rundir.FINISHED, final={"val_loss": 6.25, "step": layout.total_steps})
