@@ -112,12 +112,16 @@ def newest_complete(ckpt_dir: str, before: str | None = None) -> str | None:
 def set_aside_newer(ckpt_dir: str, tag: str) -> tuple[str, list[str]] | None:
     """The run continues from `tag`: every newer step dir (a branch the user discarded by resuming from an older
     tag, or a save a crash cut short) moves whole, by rename, to abandoned/<time>-resumed-<tag>/, and `latest`
-    names `tag` first, so a crash at any point leaves a resume that follows the continued branch. Nothing is
-    deleted. Returns (the folder, the tags moved), or None when no step dir is newer."""
+    names `tag` first, so a crash at any point leaves a resume that follows the continued branch. That holds when
+    nothing is newer too: `latest` may name an older tag (a set-aside killed between its pointer and its renames,
+    then a resume from the newest tag). Nothing is deleted. Returns (the folder, the tags moved), or None when no
+    step dir is newer."""
+    pointer = os.path.join(ckpt_dir, POINTER)
+    if _read_pointer(pointer) != tag:
+        atomic.write_text(pointer, tag)
     newer = [t for t in tags(ckpt_dir) if t > tag]
     if not newer:
         return None
-    atomic.write_text(os.path.join(ckpt_dir, POINTER), tag)
     stamp, n = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), 1
     while True:
         aside = os.path.join(ckpt_dir, ABANDONED, f"{stamp}-resumed-{tag}" + (f"-{n}" if n > 1 else ""))

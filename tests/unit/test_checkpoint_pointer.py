@@ -149,6 +149,18 @@ def test_newer_step_dirs_set_aside_are_out_of_every_scan(tmp_path):
     assert second != folder and os.path.isdir(os.path.join(second, "step00000008"))
 
 
+def test_a_resume_from_the_newest_tag_moves_nothing_and_points_latest_at_it(tmp_path):
+    """A set-aside killed between its pointer and its renames left `latest` on step 4 beside step 8; the user
+    then resumes from step 8 (the newest). A crash before its first save must resume step 8's branch again, not
+    step 4 (which would move step 8 aside)."""
+    ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
+    (ckpt / checkpoint.POINTER).write_text("step00000004")
+    assert checkpoint.set_aside_newer(str(ckpt), "step00000008") is None
+    assert checkpoint.tags(str(ckpt)) == ["step00000004", "step00000008"]
+    assert not (ckpt / checkpoint.ABANDONED).exists()
+    assert checkpoint.resume_tag(str(ckpt)) == "step00000008"
+
+
 @pytest.mark.parametrize("state", [{"step": 8, "resume_key": {}}, {"step": 8, "rng": {"torch": 0}}, [1, 2]])
 def test_a_rank_file_without_what_a_resume_needs_is_one_line(tmp_path, state):
     import torch
