@@ -282,9 +282,10 @@ class Layout:
 KERNELS = ("auto", "local", "sdpa", "te")
 
 
-def resolve_kernels(kernels: str, cuda: bool) -> str:
-    """model.kernels as the model is built on this machine: auto is sdpa on CUDA, local elsewhere. te is never
-    chosen for the user: its parameter names differ, so a run started with it must resume with it."""
+def resolve_kernels(kernels: str, cuda: bool, here: bool = True) -> str:
+    """model.kernels as the model is built on a machine with or without CUDA: auto is sdpa on CUDA, local
+    elsewhere. te is never chosen for the user: its parameter names differ, so a run started with it must resume
+    with it. here=False: that machine is not this one (whether it has Transformer Engine is its own check)."""
     _check(kernels in KERNELS, f"model.kernels={kernels!r}; use one of {', '.join(KERNELS)}")
     if kernels == "auto":
         return "sdpa" if cuda else "local"
@@ -292,7 +293,7 @@ def resolve_kernels(kernels: str, cuda: bool) -> str:
         import importlib.util
 
         _check(cuda, "model.kernels=te needs a CUDA device; use auto, local or sdpa on this machine")
-        _check(importlib.util.find_spec("transformer_engine") is not None,
+        _check(not here or importlib.util.find_spec("transformer_engine") is not None,
                "model.kernels=te needs Transformer Engine (pip install transformer_engine[pytorch]); "
                "or use model.kernels=sdpa")
     return kernels
@@ -303,8 +304,13 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bool = True) -> Layout:
-    """Check every setting that can be checked without building anything, and derive the layout from them."""
+def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bool = True,
+                   cuda: Optional[bool] = None) -> Layout:
+    """Check every setting that can be checked without building anything, and derive the layout from them.
+    cuda: whether the machines that train have CUDA; None: they are this one. A planner or a Slurm submission
+    judges for the GPU nodes it targets, not for the login node it runs on."""
+    here = cuda is None
+    cuda = has_cuda() if here else cuda
     ws = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     m, o, p, t, d = cfg.model, cfg.optim, cfg.parallel, cfg.train, cfg.data
 
@@ -317,7 +323,7 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
            f"model.num_attention_heads={m.num_attention_heads} is not divisible by model.num_query_groups="
            f"{m.num_query_groups}; use a kv-head count that divides the head count")
     _check(m.recompute in ("none", "selective", "full"), f"model.recompute={m.recompute!r}; use none/selective/full")
-    resolve_kernels(m.kernels, has_cuda())
+    resolve_kernels(m.kernels, cuda, here)
     _check(p.tp >= 1 and p.pp >= 1, f"parallel.tp={p.tp} and parallel.pp={p.pp} must be >= 1")
     _check(m.num_attention_heads % p.tp == 0,
            f"model.num_attention_heads={m.num_attention_heads} is not divisible by parallel.tp={p.tp}; "
@@ -366,7 +372,7 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, check_data: bo
     _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
     _check(t.on_nonfinite in ("stop", "skip"), f"train.on_nonfinite={t.on_nonfinite!r}; use 'stop' or 'skip'")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision={t.precision!r}; use auto, fp32 or bf16")
-    if t.precision == "bf16" or (t.precision == "auto" and has_cuda()):
+    if t.precision == "bf16" or (t.precision == "auto" and cuda):
         _check(stage != 0, "parallel.ds_config: ZeRO stage 0 with bf16 is not supported (DeepSpeed's stage-0 bf16 "
                            "optimizer needs engine.backward, which megatron's schedule does not call); use zero1, "
                            "or train.precision=fp32")

@@ -146,7 +146,7 @@ def _run(args) -> int:
     base = copy.deepcopy(cfg)   # the settings no candidate changes must be sound (and the data there, to measure)
     base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
     base.train.precision = "fp32"
-    resolve_layout(base, world_size=world, check_data=args.measure)
+    resolve_layout(base, world_size=world, check_data=args.measure, cuda=gpu or None)   # for the target
     vocab = _vocab(cfg)
     if cfg.train.precision == "auto":
         cfg.train.precision = "bf16" if gpu else "fp32"
@@ -161,7 +161,7 @@ def _run(args) -> int:
                  bw(None, "pcie_gbs", 10.0), per_node)
     with tempfile.TemporaryDirectory() as ds_dir:
         candidates = enumerate_candidates(cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp,
-                                          args.micro_batch, recomputes)
+                                          args.micro_batch, recomputes, cuda=gpu or None)
         assess(candidates, cfg, world, budget, args.margin, hw, bf16, gpu)
     ranked = rank(candidates)
     target = (f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each" if gpu else
@@ -187,7 +187,7 @@ def _run(args) -> int:
         print("no candidate fits: add devices, lower train.micro_batch_size, or allow offload", file=sys.stderr)
         return 1
     if args.write:
-        _write_winner(args.write, winner, cfg, world)
+        _write_winner(args.write, winner, cfg, world, gpu)
     return 0
 
 
@@ -221,7 +221,7 @@ def _write_json(path: str, candidates, args) -> None:
     print(f"wrote {path}")
 
 
-def _write_winner(path: str, winner, cfg, world: int) -> None:
+def _write_winner(path: str, winner, cfg, world: int, gpu: bool) -> None:
     from megarecipe.plan.candidates import write_ds_json
 
     write_ds_json(winner.zero, path)
@@ -233,7 +233,7 @@ def _write_winner(path: str, winner, cfg, world: int) -> None:
         key, value = item.split("=", 1)
         section, name = key.split(".")
         setattr(getattr(check, section), name, type(getattr(getattr(check, section), name))(value))
-    resolve_layout(check, world_size=world, check_data=False)
+    resolve_layout(check, world_size=world, check_data=False, cuda=gpu or None)
     print(f"wrote {path} ({winner.name}); train with:\n  " + " ".join(overrides))
 
 

@@ -49,7 +49,7 @@ def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retr
         raise LaunchError("two runs share a run_dir; give each run its own directory")
     results, todo = {}, []
     for spec in specs:
-        sha, _ = settings_of(spec)
+        sha, _ = settings_of(spec, cuda=True if backend == "slurm" else None)   # Slurm: GPU nodes, not this one
         done = check_reuse(spec, sha, retry_failed)
         if done is None:
             todo.append(spec)

@@ -82,9 +82,11 @@ def _divisors(n: int) -> list[int]:
 
 
 def enumerate_candidates(cfg: Config, tokenizer_vocab: int, world: int, per_node: int, ds_dir: str, zeros=None,
-                         tps=None, pps=None, micro_batches=None, recomputes=None) -> list[Candidate]:
-    """Every layout of the filters (None = all), validated; `ds_dir` receives one JSON per ZeRO variant.
-    `tokenizer_vocab` stands in for the data dir's tokenizer when model.vocab_size is null."""
+                         tps=None, pps=None, micro_batches=None, recomputes=None,
+                         cuda: bool | None = None) -> list[Candidate]:
+    """Every layout of the filters (None = all), validated (for machines with CUDA or not; None: this one);
+    `ds_dir` receives one JSON per ZeRO variant. `tokenizer_vocab` stands in for the data dir's tokenizer when
+    model.vocab_size is null."""
     paths = {z: write_ds_json(z, os.path.join(ds_dir, f"{z}.json")) for z in (zeros or ZERO_VARIANTS)}
     out = []
     for tp in tps or _divisors(per_node):
@@ -101,7 +103,7 @@ def enumerate_candidates(cfg: Config, tokenizer_vocab: int, world: int, per_node
                     trial.model.vocab_size = vocab
                     refused, microbatches = None, 0
                     try:
-                        layout = resolve_layout(trial, world_size=world, check_data=False)
+                        layout = resolve_layout(trial, world_size=world, check_data=False, cuda=cuda)
                         microbatches = layout.global_batch_size // (layout.micro_batch_size * layout.dp)
                     except ConfigError as e:
                         refused = str(e)

@@ -57,7 +57,8 @@ class Sweep:
         self.config, self.out, self.overrides, self.grid = config, out, list(overrides), grid
         self.how, self.log, self.title = how or Launching(), log, title or os.path.basename(os.path.normpath(out))
         self.cfg = load_config(config, self.overrides)
-        resolve_layout(self.cfg, world_size=self.how.processes)   # bad settings: one line, before any run
+        # bad settings: one line, before any run (judged for Slurm's GPU nodes, not this login node)
+        resolve_layout(self.cfg, world_size=self.how.processes, cuda=True if self.how.backend == "slurm" else None)
         self.seed = self.cfg.run.seed
         self.rounds: list[dict] = []
         self.seed_early = seed_early   # re-run each round's centre with the next seed alongside its neighbours

@@ -101,3 +101,20 @@ def test_array_task_hands_its_args_to_slurm_sbatch(tmp_path):
     assert f"-m megarecipe.cli.train configs/tiny.yaml optim.lr=0.002 data.dir=a dir/with space " \
            f"run.dir={runs[1].run_dir} run.resume=true" in log
     assert not (tmp_path / "r0.001" / "train.log").exists()
+
+
+def test_settings_are_judged_for_the_gpu_nodes_not_the_submitting_machine(tmp_path, fake_data, monkeypatch):
+    """A login node without CUDA or Transformer Engine submits model.kernels=te runs (the trainer checks it again
+    on the node); a setting wrong anywhere is still refused before sbatch."""
+    import pytest
+
+    from megarecipe.launch import LaunchError, slurm
+
+    submitted = []
+    monkeypatch.setattr(slurm, "run", lambda todo, *args: submitted.extend(todo) or {})
+    base = [f"data.dir={fake_data}", "data.train_tokens=100000", "train.micro_batch_size=8", "train.precision=fp32"]
+    spec = RunSpec("configs/tiny.yaml", [*base, "model.kernels=te"], str(tmp_path / "te"), processes=2)
+    launch([spec], backend="slurm")
+    assert submitted == [spec]
+    with pytest.raises(LaunchError, match="model.kernels='flash'"):
+        launch([RunSpec("configs/tiny.yaml", [*base, "model.kernels=flash"], str(tmp_path / "x"), 2)], "slurm")

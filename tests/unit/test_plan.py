@@ -87,6 +87,16 @@ def test_write_gives_a_ds_config_the_trainer_takes(tmp_path, capsys):
     resolve_layout(cfg, world_size=8, check_data=False)
 
 
+def test_a_gpu_plan_takes_the_gpu_kernels_on_any_machine(capsys):
+    """Planning model.kernels=te for GPUs from a machine without CUDA or Transformer Engine: the candidates are
+    judged for the GPUs (none refused for the kernels) and the header names the fused attention assumed."""
+    assert main(["configs/tiny.yaml", "model.vocab_size=2048", "model.kernels=te", "--gpus-per-node", "2",
+                 "--gpu-memory", "80GB", "--tp", "1", "--pp", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "fused attention (model.kernels=te)" in out and "needs a CUDA device" not in out, out
+    assert "Transformer Engine" not in out, out
+
+
 @pytest.mark.parametrize("args, field", [
     (["configs/tiny.yaml", "model.vocab_size=2048"], "--gpus-per-node or --processes"),
     (["configs/tiny.yaml", "model.vocab_size=2048", "--gpus-per-node", "8"], "--gpu-memory"),
