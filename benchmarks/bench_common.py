@@ -24,6 +24,20 @@ def shape_overrides(a, layers: int | None = None) -> list[str]:
             f"model.num_query_groups={a.kv_heads}", f"model.seq_len={a.seq}"]
 
 
+def trainer_env(**extra: str) -> dict:
+    """The environment a benchmark's trainer runs in: DeepSpeed on the CPU where there is no GPU, and its own
+    choice on a GPU (an empty DS_ACCELERATOR is no "unset" to DeepSpeed: it refuses the value)."""
+    import torch
+
+    env = dict(os.environ, **extra)
+    if torch.cuda.is_available():
+        if not env.get("DS_ACCELERATOR"):
+            env.pop("DS_ACCELERATOR", None)
+    else:
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
+
+
 def ensure_data(data_dir: str) -> None:
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
         from megarecipe.data.corpus import prepare_default

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import add_shape_args, ensure_data, shape_overrides
+from bench_common import add_shape_args, ensure_data, shape_overrides, trainer_env
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,8 +60,7 @@ def step_seconds(a, data_dir: str, work: str, teacher: str | None) -> float:
            f"train.global_batch_size={a.batch}", f"train.micro_batch_size={a.micro}", f"train.stop_after={a.steps}",
            "train.eval_every=1000000", "train.checkpoint_every=0", "train.progress=false", "train.epochs=1"]
     cmd += [f"distill.teacher={teacher}"] if teacher else []
-    env = dict(os.environ, PYTHONWARNINGS="ignore", DS_ACCELERATOR="" if torch.cuda.is_available() else "cpu")
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=REPO, env=trainer_env(PYTHONWARNINGS="ignore"), capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"run with teacher={teacher} failed:\n{result.stderr[-3000:]}")
     rates = read_scalars(event_dir(run_dir))["perf/tokens_per_sec"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import add_shape_args, ensure_data
+from bench_common import add_shape_args, ensure_data, trainer_env
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,8 +109,7 @@ def trainer(a, kernels: list[str]) -> list[str]:
                    "data.train_tokens=null", "data.val_tokens=null", f"run.dir={run_dir}", f"model.kernels={k}",
                    f"train.stop_after={a.steps}", "train.eval_every=1000000", "train.progress=false",
                    f"train.micro_batch_size={a.micro}", f"train.global_batch_size={a.batch}", *a.override]
-            env = dict(os.environ, DS_ACCELERATOR="" if torch.cuda.is_available() else "cpu")
-            result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            result = subprocess.run(cmd, cwd=REPO, env=trainer_env(), capture_output=True, text=True)
             if result.returncode != 0:
                 raise SystemExit(f"model.kernels={k} failed:\n{result.stderr[-3000:]}")
             scalars = read_scalars(event_dir(run_dir))

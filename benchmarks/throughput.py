@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import add_shape_args, ensure_data, shape_overrides
+from bench_common import add_shape_args, ensure_data, shape_overrides, trainer_env
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,8 +39,7 @@ def full_stack(a, data_dir: str, nproc: int, tp: int, stage: int, workdir: str) 
            f"data.dir={data_dir}", "data.train_tokens=null", "data.val_tokens=null", f"run.dir={run_dir}",
            f"parallel.tp={tp}", f"parallel.ds_config=zero{stage}", f"train.stop_after={a.steps}",
            "train.eval_every=1000000", "train.checkpoint_every=0", "train.progress=false", "train.epochs=1"]
-    env = dict(os.environ, DS_ACCELERATOR="cpu" if not torch.cuda.is_available() else "")
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=REPO, env=trainer_env(), capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"full stack tp={tp} zero={stage} failed:\n{result.stderr[-3000:]}")
     rates = read_scalars(event_dir(run_dir))["perf/tokens_per_sec"]
