@@ -141,24 +141,25 @@ def layer_activation_elements(m: ModelConfig, micro_batch: int, tp: int, recompu
     stream and the two RMSNorms' inputs and outputs) and two fp32 norm statistics; per TP shard the SwiGLU's 5f,
     and attention: unfused, q, the expanded k/v, the context and its copy (6h, 4h when query groups share k/v)
     plus the a*s probabilities; fused, q, k, the qkv output, the context and its copy (3h + 3 * kv width) plus
-    one log-sum-exp per head. RoPE's cos/sin tables add 4 * s * head_dim a layer. Selective recompute drops the
-    probabilities; full keeps only each layer's input."""
+    one log-sum-exp per head. RoPE's cos/sin tables add 4 * s * head_dim a layer. Selective recompute keeps the
+    checkpointed core attention's inputs instead of what it saves inside (the unfused expanded k/v and
+    probabilities, the fused log-sum-exp): 3h + 3 * kv width under either kernel. Full keeps only each layer's
+    input."""
     h, f, a, g, s, b = (m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups, m.seq_len,
                         micro_batch)
     head = h // a
     tokens = b * s
     dense = tokens * (6 * h + 2 + 5 * f // tp) + 4 * s * head
     if fused_attention:
-        dense += tokens * (3 * h + 3 * head * g + a) // tp
-        scores = 0
+        attention, scores = tokens * (3 * h + 3 * head * g + a) // tp, 0
     else:
-        dense += tokens * (6 * h - (2 * h if a != g else 0)) // tp
-        scores = tokens * a * s // tp
+        attention, scores = tokens * (6 * h - (2 * h if a != g else 0)) // tp, tokens * a * s // tp
     if recompute == "none":
-        return dense + scores, 0
-    if recompute == "selective":
-        return dense, scores
-    return tokens * h, dense + scores
+        return dense + attention + scores, 0
+    if recompute == "selective":   # while one layer's core attention is recomputed, its internals are live again
+        inputs = tokens * (3 * h + 3 * head * g) // tp
+        return dense + inputs, attention + scores - inputs
+    return tokens * h, dense + attention + scores
 
 
 def fused_attention(m: ModelConfig, gpu: bool) -> bool:

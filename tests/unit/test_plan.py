@@ -69,10 +69,11 @@ def test_memory_model_orders_stages_and_recompute():
         < mem("zero0").model_states
     assert mem("zero2-offload").optimizer == 0 < mem("zero2-offload").host
     assert mem("zero1", "full").activations < mem("zero1", "selective").activations < mem("zero1").activations
-    # fused attention (auto on a GPU) keeps no scores: selective recompute has nothing left to save
+    # fused attention (auto on a GPU) keeps no scores: selective recompute has next to nothing left to save (one
+    # log-sum-exp per head and token), and there is no score matrix to recompute
     fused = load_config("configs/1.4b.yaml", []).model
-    assert mem("zero1", model=fused).activations == mem("zero1", "selective", model=fused).activations \
-        < mem("zero1", "selective").activations
+    none, selective = (mem("zero1", r, model=fused).activations for r in ("none", "selective"))
+    assert selective < none < 1.01 * selective and none < mem("zero1", "selective").activations
 
 
 def test_write_gives_a_ds_config_the_trainer_takes(tmp_path, capsys):
@@ -121,8 +122,8 @@ def test_planning_modules_import_neither_deepspeed_nor_megatron():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("kernels", ["local", "sdpa"])
-def test_planned_layer_activations_are_what_autograd_keeps(megatron_world, kernels):
+@pytest.mark.parametrize("kernels,recompute", [("local", "none"), ("sdpa", "none"), ("local", "selective")])
+def test_planned_layer_activations_are_what_autograd_keeps(megatron_world, kernels, recompute):
     """Per layer: the saved tensors of a 2-layer model less those of a 1-layer one, each storage once."""
     import torch
 
@@ -141,7 +142,7 @@ def test_planned_layer_activations_are_what_autograd_keeps(megatron_world, kerne
 
     for shape, batch in [(dict(), 2), (dict(num_attention_heads=8, num_query_groups=8, seq_len=96), 3),
                          (dict(hidden_size=192, ffn_hidden_size=512, num_attention_heads=6, num_query_groups=3), 1)]:
-        one, two = ModelConfig(num_layers=1, **shape), ModelConfig(num_layers=2, **shape)
+        one, two = (ModelConfig(num_layers=n, recompute=recompute, **shape) for n in (1, 2))
         measured = kept(two, batch) - kept(one, batch)
-        planned = 4 * layer_activation_elements(one, batch, 1, "none", kernels == "sdpa")[0]
+        planned = 4 * layer_activation_elements(one, batch, 1, recompute, kernels == "sdpa")[0]
         assert abs(planned - measured) <= 0.01 * measured, (shape, planned, measured)
