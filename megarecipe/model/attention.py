@@ -7,6 +7,7 @@ a model built with it holds exactly the local spec's weights under the same name
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.enums import AttnMaskType
@@ -25,8 +26,14 @@ class SDPAttention(DotProductAttention):
         if query.size(0) != key.size(0):
             raise NotImplementedError("SDPAttention needs as many keys as queries (no KV cache)")
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))   # [b, heads, s, d]
+        per_group = self.num_attention_heads_per_partition // self.num_query_groups_per_partition
+        if per_group > 1 and q.is_cuda and q.dtype == torch.float32:
+            # on CUDA only FlashAttention (16-bit) and the unfused math kernel take grouped k/v; give fp32 the
+            # memory-efficient kernel whole heads rather than fall back to the s x s math path
+            k, v = (t.repeat_interleave(per_group, dim=1) for t in (k, v))
+            per_group = 1
         context = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, scale=self.softmax_scale,   # no dropout: the model config fixes it at 0
-            enable_gqa=self.num_attention_heads_per_partition != self.num_query_groups_per_partition)
+            enable_gqa=per_group > 1)
         s, b = query.size(0), query.size(1)
         return context.permute(2, 0, 1, 3).reshape(s, b, self.hidden_size_per_partition)
