@@ -136,7 +136,8 @@ def train(cfg: Config, layout: Layout) -> None:
         except Exception as e:
             if first:
                 first_line = str(e).splitlines()[0] if str(e) else ""
-                run.update(status=rundir.FAILED, error=f"{type(e).__name__}: {first_line}")
+                what = "another rank stopped" if distributed.lost_peer(e) else type(e).__name__
+                run.update(status=rundir.FAILED, error=f"{what}: {first_line}")
             raise
         distributed.shutdown()
 

@@ -8,6 +8,7 @@ CONFIG is a YAML file or a preset's name (tiny, 150m, 300m, 600m, 1.4b).
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from megarecipe.config import ConfigError, load_config, resolve_layout
@@ -53,6 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
 
         report(e, before_group=not dist.is_initialized())
+        return 3
+    except RuntimeError as e:
+        from megarecipe.parallel.distributed import lost_peer
+
+        if not lost_peer(e):
+            raise
+        # the rank that failed printed its own error; the others only lost contact with it, and rank 0 says so
+        if os.environ.get("RANK", "0") == "0":
+            first_line = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            print(f"error: stopped: another rank is gone (its own error, if it had one, is above) [{first_line}]",
+                  file=sys.stderr, flush=True)
         return 3
     return 0
 

@@ -87,3 +87,9 @@ class StopRequest:
 
     def agreed(self) -> bool:
         return any_rank(self.requested, self.device)
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether a collective failed because another rank is gone (it failed, or was killed), rather than for a
+    reason of this rank's: NCCL and the store raise torch's DistError; gloo a RuntimeError from its transport."""
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and "gloo/transport" in str(error))

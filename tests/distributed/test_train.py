@@ -124,8 +124,13 @@ def test_an_error_on_one_rank_alone_is_printed_with_its_rank(killed_and_resumed,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert len(lines) == 1 and lines[0].startswith(f"error (rank 1): cannot resume from {ckpt / older}: "
-                                                   f"trainer_rank1.pt is unreadable"), result.stderr[-3000:]
+    assert lines[0].startswith(f"error (rank 1): cannot resume from {ckpt / older}: trainer_rank1.pt is "
+                               f"unreadable"), result.stderr[-3000:]
+    # rank 0, left waiting for rank 1, says only that (no traceback), and so does run.json
+    assert all(line.startswith("error: stopped: another rank is gone") for line in lines[1:]), lines
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    info = RunDir(str(run_dir)).info()
+    assert info["status"] == "failed" and info["error"].startswith("another rank stopped"), info
 
 
 def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
