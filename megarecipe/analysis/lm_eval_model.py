@@ -32,9 +32,13 @@ class ModelSourceError(ValueError):
 def member_exports(path: str) -> list[str]:
     """The export dirs behind PATH: an export dir, a run dir with export/, or an ensemble dir."""
     if os.path.isfile(os.path.join(path, "ensemble.json")):
-        with open(os.path.join(path, "ensemble.json")) as f:
-            members = json.load(f).get("members") or []
-        if not members:
+        try:
+            with open(os.path.join(path, "ensemble.json")) as f:
+                members = json.load(f).get("members") or []
+        except (OSError, ValueError, AttributeError) as e:
+            raise ModelSourceError(f"{path}/ensemble.json is unreadable ({e}); re-run `tools/ensemble.py eval "
+                                   f"{path}`") from None
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members) or not members:
             raise ModelSourceError(f"{path}/ensemble.json lists no members; write the member run dirs under "
                                    f'"members"')
         exports = []
@@ -57,15 +61,16 @@ def member_exports(path: str) -> list[str]:
 
 def check_members(exports: list[str]) -> dict:
     """The members' shared facts (tokenizer hash, vocab size, seq_len); refuses members that differ."""
-    from megarecipe.config import load_config
+    from megarecipe.model.export import read_config, read_info
 
     facts = []
     for export in exports:
-        with open(os.path.join(export, "model.json")) as f:
-            info = json.load(f)
+        try:
+            info, seq_len = read_info(export), read_config(export).model.seq_len
+        except ValueError as e:
+            raise ModelSourceError(str(e)) from None
         if not os.path.isfile(os.path.join(export, "tokenizer.model")):
             raise ModelSourceError(f"{export}: tokenizer.model is missing; re-export the run from its data dir")
-        seq_len = load_config(os.path.join(export, "config.yaml")).model.seq_len
         facts.append({"tokenizer_sha256": info.get("tokenizer_sha256"), "vocab_size": info["vocab_size"],
                       "seq_len": seq_len})
     for export, fact in zip(exports[1:], facts[1:], strict=True):
@@ -104,7 +109,10 @@ class MegarecipeLM(TemplateLM):
     def _load(self, exports: list[str]) -> list[torch.nn.Module]:
         from megarecipe.model.export import load_export
 
-        return [load_export(e)[0].to(self._device, self.dtype) for e in exports]
+        try:
+            return [load_export(e)[0].to(self._device, self.dtype) for e in exports]
+        except ValueError as e:   # damaged weights: one line, not lm-eval's traceback
+            raise ModelSourceError(str(e)) from None
 
     def _member_groups(self):
         if self._resident is not None:

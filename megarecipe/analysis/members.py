@@ -5,13 +5,12 @@ any weights are loaded or any process is started.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import torch
 
-from megarecipe.config import Config, ConfigError, load_config
+from megarecipe.config import Config
 from megarecipe.rundir import RunDir
 
 
@@ -44,13 +43,12 @@ def read_member(run_dir: str) -> Member:
         state = (run.info() or {}).get("status", "not started")
         raise EnsembleError(f"member {run_dir}: no export ({run.export}/{missing[0]} is missing; run.json says "
                             f"{state}); finish its training (`ensemble.py train` resumes it) or leave it out")
+    from megarecipe.model.export import read_config, read_info
+
     try:
-        cfg = load_config(os.path.join(run.export, "config.yaml"))
-    except ConfigError as e:
+        return Member(run_dir, read_config(run.export), read_info(run.export))
+    except ValueError as e:
         raise EnsembleError(f"member {run_dir}: {e}") from None
-    with open(os.path.join(run.export, "model.json")) as f:
-        info = json.load(f)
-    return Member(run_dir, cfg, info)
 
 
 def check_compatible(members: list[Member]) -> None:
@@ -82,12 +80,11 @@ def read_members(run_dirs: list[str]) -> list[Member]:
 
 def load_model(member: Member, device, dtype: torch.dtype, shell=None):
     """The member's model on `device`: into `shell` (a model of the same shape) when given, else a new one."""
-    from safetensors.torch import load_file
-
-    from megarecipe.model.export import load_export
+    from megarecipe.model.export import load_export, load_weights
 
     if shell is None:
         model = load_export(RunDir(member.run_dir).export, "cpu")[0]
         return model.to(device=device, dtype=dtype)
-    shell.load_state_dict(load_file(member.weights), strict=True)   # copied to the device, cast, one at a time
+    # copied to the device and cast, one tensor at a time
+    shell.load_state_dict(load_weights(RunDir(member.run_dir).export), strict=True)
     return shell

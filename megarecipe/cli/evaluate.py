@@ -62,8 +62,11 @@ def _evaluate(args, tasks: list[str]) -> int:
     except ModelSourceError as e:
         return _fail(str(e))
     for path in args.paths:
-        output = evaluate(path, tasks, limit=args.limit, batch_size=args.batch_size, device=args.device,
-                          max_resident=args.max_resident, log_samples=args.log_samples)
+        try:
+            output = evaluate(path, tasks, limit=args.limit, batch_size=args.batch_size, device=args.device,
+                              max_resident=args.max_resident, log_samples=args.log_samples)
+        except ModelSourceError as e:
+            return _fail(str(e))
         stored = write_results(path, output, limit=args.limit)
         print(results_table(stored, title=os.path.basename(os.path.normpath(path))))
         print(f"wrote {os.path.join(path, EVAL_DIR, TABLE_FILE)}")

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from megarecipe import atomic
-from megarecipe.config import Config, ModelConfig, load_config, save_config
+from megarecipe.config import Config, ConfigError, ModelConfig, load_config, save_config
 from megarecipe.model.size import count_params
 from megarecipe.model.reference import Llama
 
@@ -78,6 +78,54 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _damaged(path: str, why: str) -> ValueError:
+    return ValueError(f"{path} is damaged ({why}); restore the export from a copy, or leave the run out")
+
+
+def read_info(export_dir: str) -> dict:
+    """model.json, checked: a JSON object of this format with an integer vocab size."""
+    path = os.path.join(export_dir, "model.json")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{export_dir}: model.json is missing; the export is incomplete, re-export the run "
+                         f"(a finished training run writes RUN/export)") from None
+    except (OSError, ValueError) as e:
+        raise _damaged(path, str(e)) from None
+    if not isinstance(info, dict):
+        raise _damaged(path, "not a JSON object")
+    if "format" not in info:
+        raise _damaged(path, "no format")
+    if info["format"] != FORMAT:
+        raise ValueError(f"{export_dir}: model.json has format {info.get('format')}, this code reads format {FORMAT}; "
+                         f"re-export the run with this version")
+    if not isinstance(info.get("vocab_size"), int) or info["vocab_size"] < 1:
+        raise _damaged(path, f"vocab_size is {info.get('vocab_size')!r}")
+    return info
+
+
+def read_config(export_dir: str) -> Config:
+    """config.yaml, checked: the run's whole config (an empty file would silently be the defaults)."""
+    path = os.path.join(export_dir, "config.yaml")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise _damaged(path, "empty")
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise _damaged(path, str(e)) from None
+
+
+def load_weights(export_dir: str) -> dict:
+    path = os.path.join(export_dir, "model.safetensors")
+    try:
+        return load_file(path)
+    except FileNotFoundError:
+        raise
+    except Exception as e:   # safetensors' own error type: a truncated or overwritten file
+        raise _damaged(path, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
 def load_export(export_dir: str, device="cpu") -> tuple[Llama, Config, dict]:
     """(plain-PyTorch model in eval mode, the run's config, model.json)."""
     if not os.path.isdir(export_dir):
@@ -86,13 +134,9 @@ def load_export(export_dir: str, device="cpu") -> tuple[Llama, Config, dict]:
         if not os.path.isfile(os.path.join(export_dir, name)):
             raise ValueError(f"{export_dir}: {name} is missing; the export is incomplete, re-export the run "
                              f"(a finished training run writes RUN/export)")
-    with open(os.path.join(export_dir, "model.json")) as f:
-        info = json.load(f)
-    if info.get("format") != FORMAT or "vocab_size" not in info:
-        raise ValueError(f"{export_dir}: model.json has format {info.get('format')}, this code reads format {FORMAT}; "
-                         f"re-export the run with this version")
-    cfg = load_config(os.path.join(export_dir, "config.yaml"))
-    state = load_file(os.path.join(export_dir, "model.safetensors"))
+    info = read_info(export_dir)
+    cfg = read_config(export_dir)
+    state = load_weights(export_dir)
     check_weights({k: v.shape for k, v in state.items()}, cfg.model, info["vocab_size"], export_dir)
     model = Llama(cfg.model, info["vocab_size"])
     model.load_state_dict(state, strict=True)

@@ -1,0 +1,43 @@
+"""A damaged export (model.json, config.yaml, model.safetensors) read by ensemble eval, export_hf and evaluate:
+one line naming the file, exit 2, never a traceback and never the defaults in place of an empty config."""
+import json
+import shutil
+
+import pytest
+
+from megarecipe.cli import ensemble, evaluate, export_hf
+
+DAMAGE = {
+    "model.json truncated": ("model.json", lambda p: p.write_text(p.read_text()[:20])),
+    "model.json a list": ("model.json", lambda p: p.write_text("[]")),
+    "model.json without keys": ("model.json", lambda p: p.write_text("{}")),
+    "model.json vocab a string": ("model.json", lambda p: p.write_text(json.dumps(
+        {**json.loads(p.read_text()), "vocab_size": "2048"}))),
+    "config.yaml empty": ("config.yaml", lambda p: p.write_text("")),
+    "weights truncated": ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:1000])),
+}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("what", list(DAMAGE))
+def test_a_damaged_export_is_one_line(tmp_path, tiny_run, capsys, what):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    name, damage = DAMAGE[what]
+    damage(run / "export" / name)
+    calls = [lambda: export_hf.main([str(run), "--out", str(tmp_path / "hf")]),
+             lambda: evaluate.main([str(run), "--tasks", "sciq", "--limit", "1", "--batch-size", "1"])]
+    if name != "model.safetensors":   # the scorer reads the weights after the data; the names are checked first
+        calls.append(lambda: ensemble.main(["eval", "--runs", str(run), "--out", str(tmp_path / "ens")]))
+    for call in calls:
+        capsys.readouterr()
+        assert call() == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert f"export/{name}" in err and "damaged" in err
+    assert not (tmp_path / "hf").exists()
