@@ -97,6 +97,9 @@ def train(args) -> int:
                                 retries=args.retries, on_done=done)
     except (ConfigError, ensemble.EnsembleSetupError) as e:
         return fail(str(e))
+    except (KeyboardInterrupt, SystemExit) as e:   # SIGTERM: the launcher has stopped the members
+        print(f"stopped; the same command resumes the members (in {args.out})", file=sys.stderr)
+        return getattr(e, "code", None) or 130
     print(ensemble.format_status(states))
     done = sum(s.state == "finished" for s in states)
     if done < len(states):

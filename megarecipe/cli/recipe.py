@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except (recipe_file.RecipeError, ConfigError, DataError, LaunchError, PipelineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as e:   # Ctrl-C, or SIGTERM while runs are live (they are stopped)
         print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+        return getattr(e, "code", None) or 130
     if not args.stop_after:
         print(f"\nreport: {report}\nbrowse every run: tensorboard --logdir {args.out}")
     return 0

@@ -21,6 +21,9 @@ This layer reads and starts run directories; it never imports the training stack
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from contextlib import contextmanager
 
 from megarecipe.launch.spec import LaunchError, RunResult, RunSpec, check_reuse, number, safe_name, settings_of
 from megarecipe.rundir import RunDir
@@ -59,11 +62,32 @@ def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retr
                 on_done(done)
     if not todo:
         return results
-    if backend == "local":
-        from megarecipe.launch.pool import LocalPool
-        results.update(LocalPool(parallel, retries, on_done).run(todo))
-    else:
-        from megarecipe.launch import slurm
-        work = os.path.join(os.path.dirname(os.path.abspath(todo[0].run_dir)), ".slurm")
-        results.update(slurm.run(todo, parallel, retries, on_done, work, gpus_per_node, slurm_args))
+    with _terminate_unwinds():
+        if backend == "local":
+            from megarecipe.launch.pool import LocalPool
+            results.update(LocalPool(parallel, retries, on_done).run(todo))
+        else:
+            from megarecipe.launch import slurm
+            work = os.path.join(os.path.dirname(os.path.abspath(todo[0].run_dir)), ".slurm")
+            results.update(slurm.run(todo, parallel, retries, on_done, work, gpus_per_node, slurm_args))
     return results
+
+
+def _exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _terminate_unwinds():
+    """SIGTERM to the calling tool becomes SystemExit while runs are live, so the backend's clean-up stops them
+    (checkpoint and exit) instead of the tool dying alone and leaving them training. A handler the caller
+    installed is kept."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -1,6 +1,12 @@
 """`ensemble.py train` / `status` through the launcher, with the fake trainer (tests/fake_trainer.py): members
 differ only by run.seed, a killed or failed member is reported and resumed by the next `train`, finished ones
 are never retrained. The real trainer runs in tests/distributed/test_train.py::test_ensemble_of_trained_members."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from megarecipe import rundir
@@ -8,6 +14,7 @@ from megarecipe.cli.ensemble import main
 from megarecipe.recipes import ensemble
 from megarecipe.rundir import RunDir
 
+from tests.helpers import REPO
 from tests.launch.conftest import starts
 
 SETTINGS = ["optim.lr=3e-3", "optim.weight_decay=0.4", "train.epochs=4", "model.seq_len=64", "data.train_tokens=20000"]
@@ -62,3 +69,40 @@ def test_train_status_and_resume(fake_data, fake_trainer, tmp_path, capsys):
 def test_status_of_nothing_is_one_line(tmp_path, capsys):
     assert main(["status", str(tmp_path / "none")]) == 2
     assert "no such ensemble directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_tool_stops_its_members(fake_data, fake_trainer, tmp_path):
+    """`kill TOOL` (not its group): the members get SIGTERM too and the ensemble is left stopped, not training on."""
+    out = tmp_path / "ens"
+    live = os.environ["FAKE_LIVE"]
+    cmd = [sys.executable, "tools/ensemble.py", "train", "tiny", "--members", "2", "--out", str(out), "--parallel",
+           "2", f"data.dir={fake_data}", *SETTINGS]
+    tool = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, FAKE_SECONDS="60"), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(starts(fake_trainer)) < 2 and tool.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        trainers = [int(p) for p in os.listdir(live)]
+        assert len(trainers) == 2
+        tool.send_signal(signal.SIGTERM)
+        _, err = tool.communicate(timeout=60)
+        assert tool.returncode == 128 + signal.SIGTERM and "the same command resumes" in err
+        alive = [p for p in trainers if _alive(p)]
+        assert not alive, "members kept training after the tool was stopped"
+        assert RunDir(str(out)).info()["status"] == rundir.STOPPED
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+        for p in [int(p) for p in os.listdir(live)]:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
