@@ -123,6 +123,16 @@ class RunDir:
         atomic.write_json(self.run_json, info)
         return info
 
+    def check_kind(self, kind: str) -> None:
+        """Refuse to write a run of `kind` into a directory that holds another kind of run (a training run's
+        run.json, checkpoints or export), whose events and final loss it would replace."""
+        have = (self.info() or {}).get("kind")
+        if have is None and (os.path.isdir(self.checkpoints) or os.path.isdir(self.export)):
+            have = "train"
+        if have not in (None, kind):
+            raise RunDirError(f"{self.path} holds a {have} run (its run.json, checkpoints or export); write the "
+                              f"{kind} to a directory of its own")
+
     def state(self) -> str:
         """not started / running / interrupted / stopped / finished / failed, from the directory alone."""
         if self.locked():   # a resumed run holds the lock before it updates run.json

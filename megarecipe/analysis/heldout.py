@@ -42,6 +42,7 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     from megarecipe.analysis.runs import read_run
 
     out = RunDir(out_dir)
+    out.check_kind("ensemble")
     first = read_run(members[0].run_dir)
     facts = {name: getattr(first, name) for name in SHARED if getattr(first, name, None) is not None}
     facts["members"] = len(members)

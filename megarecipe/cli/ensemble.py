@@ -125,6 +125,7 @@ def evaluate(args, argv: list[str]) -> int:
     from megarecipe.analysis.heldout import EnsembleError, format_losses, read_members
     from megarecipe.analysis.runs import RunError
     from megarecipe.recipes.ensemble import EnsembleSetupError, member_dirs
+    from megarecipe.rundir import RunDir, RunDirError
 
     if args.runs and not args.out_flag and not args.out:
         return fail("--out: missing; with --runs, say where to write the ensemble's results (--out DIR)")
@@ -143,7 +144,8 @@ def evaluate(args, argv: list[str]) -> int:
                                     f"--members {len(run_dirs)}")
             run_dirs = run_dirs[:args.members]
         members = read_members(run_dirs)
-    except (EnsembleError, EnsembleSetupError) as e:
+        RunDir(out).check_kind("ensemble")
+    except (EnsembleError, EnsembleSetupError, RunDirError) as e:
         return fail(str(e))
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -162,7 +164,7 @@ def evaluate(args, argv: list[str]) -> int:
             from megarecipe.analysis.heldout import write_result
 
             write_result(out, members, losses)
-    except (EnsembleError, RunError, ValueError) as e:
+    except (EnsembleError, RunError, ValueError) as e:   # RunDirError is a ValueError
         return fail(str(e)) if rank == 0 else 2
     if rank == 0:
         import json

@@ -72,6 +72,7 @@ def train(config: str, overrides: list[str], out: str, members: int, parallel: i
             "member_shift": member_shift, "processes": processes,
             "members": [os.path.abspath(s.run_dir) for s in todo]}
     try:
+        ens.check_kind("ensemble")
         with ens.hold():
             before = (ens.info() or {}).get("status")
             pending = [s for s in todo if RunDir(s.run_dir).state() != rundir.FINISHED]

@@ -125,3 +125,23 @@ def test_eval_errors_are_one_line(args, fragment, tmp_path, capsys, monkeypatch)
     assert main(["eval", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_an_ensemble_is_never_written_over_a_training_run(members, tiny_data, tmp_path, capsys):
+    """`eval --runs A B --out A` (or `train --out RUN`) would replace A's events and final loss with the
+    ensemble's: refused with one line, A untouched."""
+    import shutil
+
+    from megarecipe.cli.ensemble import main
+
+    run = str(tmp_path / "seed1")
+    shutil.copytree(members[0], run)
+    RunDir(run).update(kind="train", status="finished", final={"val_loss": 7.1, "step": 1})
+    before = sorted(os.listdir(os.path.join(run, "tb"))), RunDir(run).info()
+    for args in (["eval", "--runs", run, members[1], "--out", run, "--no-progress"],
+                 ["train", "tiny", "--members", "2", "--out", run, f"data.dir={tiny_data}"]):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "holds a train run" in err
+        assert (sorted(os.listdir(os.path.join(run, "tb"))), RunDir(run).info()) == before
