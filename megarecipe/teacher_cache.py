@@ -48,8 +48,12 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
     from tqdm import tqdm
 
     from megarecipe import teacher as teachers
+    from megarecipe.atomic import replace_dir
     from megarecipe.data.dataset import TokenDataset
 
+    if os.path.exists(out) and not is_cache(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise ValueError(f"--out {out}: exists and is no teacher cache (no {CACHE_JSON}); it would be replaced, so "
+                         f"give a new directory (or an older cache to rebuild)")
     data = TokenDataset(data_dir, seq_len, budget_tokens)
     vocab = data.meta.vocab_size
     teachers.check(teacher_dir, data.meta.tokenizer_sha256, vocab, seq_len)
@@ -79,9 +83,7 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
             "num_sequences": n}
     with open(os.path.join(tmp, CACHE_JSON), "w") as f:
         json.dump(info, f, indent=1)
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, os.path.normpath(out))   # the old cache goes only once the new one is complete
     return info
 
 

@@ -219,3 +219,23 @@ def test_top_k_cache_with_every_token_is_the_live_teacher(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="num_sequences=15, the student needs 31"):
         resolve_layout(load_config("configs/tiny.yaml", [*base, "data.train_tokens=2000",
                                                          f"distill.teacher={tmp_path / 'top20'}"]), world_size=1)
+
+
+def test_cache_never_replaces_a_directory_that_is_not_a_cache(tiny_data, tmp_path, capsys):
+    from megarecipe.cli.distill import main
+
+    run = _teacher_run(tmp_path, "t", tiny_data)
+    args = ["cache", "--teacher", str(run), "--student", "configs/tiny.yaml", "--k", "4", f"data.dir={tiny_data}",
+            "model.seq_len=64", "data.train_tokens=1000"]
+    for out in (tmp_path / "notes", run):   # a user's folder, the teacher itself
+        (tmp_path / "notes").mkdir(exist_ok=True)
+        (tmp_path / "notes" / "keep.txt").write_text("mine")
+        before = sorted(p.name for p in out.rglob("*"))
+        capsys.readouterr()
+        assert main([*args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out") and "no teacher cache" in err and err.count("\n") == 1
+        assert sorted(p.name for p in out.rglob("*")) == before
+    cache = tmp_path / "cache"
+    assert main([*args, "--out", str(cache)]) == 0 and main([*args, "--out", str(cache), "--k", "2"]) == 0
+    assert json.loads((cache / "cache.json").read_text())["k"] == 2   # an older cache is rebuilt in place
