@@ -106,6 +106,10 @@ def export_hf(export_dir: str, out_dir: str) -> str:
     """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
     from megarecipe.model.export import load_export
 
+    ours = os.path.isfile(os.path.join(out_dir, "megarecipe.json"))
+    if os.path.exists(out_dir) and not ours and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise ValueError(f"--out {out_dir}: exists and is no Hugging Face export of ours (no megarecipe.json); it "
+                         f"would be replaced, so give a new directory (or an older export to rewrite)")
     model, cfg, info = load_export(export_dir)
     sp_path = os.path.join(export_dir, "tokenizer.model")
     if not os.path.isfile(sp_path):

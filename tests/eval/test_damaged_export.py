@@ -41,3 +41,17 @@ def test_a_damaged_export_is_one_line(tmp_path, tiny_run, capsys, what):
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert f"export/{name}" in err and "damaged" in err
     assert not (tmp_path / "hf").exists()
+
+
+def test_export_hf_never_replaces_a_directory_that_is_not_its_own(tmp_path, tiny_run, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "run.json").write_text("{}")
+    before = sorted(p.name for p in run.rglob("*"))
+    capsys.readouterr()
+    assert export_hf.main([str(run), "--out", str(run)]) == 2   # the run itself: it would be deleted
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "no Hugging Face export of ours" in err and err.count("\n") == 1
+    assert sorted(p.name for p in run.rglob("*")) == before
+    hf = tmp_path / "hf"
+    assert export_hf.main([str(run), "--out", str(hf)]) == 0 and export_hf.main([str(run), "--out", str(hf)]) == 0
