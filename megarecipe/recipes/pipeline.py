@@ -163,13 +163,14 @@ class Pipeline:
     def stage_standard(self) -> None:
         if self.search:
             self._search("standard")
-        specs = []
+        specs, runs = [], {}
         for size in self.sizes:
             run_dir = self.plan.get("standard", {}).get(size) if self.search else None
             if not run_dir:
                 run_dir = os.path.join(self.out, "standard", size)
                 specs.append(self.spec(size, self.hyper("standard", size), run_dir))
-            self.plan.setdefault("standard", {})[size] = os.path.abspath(run_dir)
+            runs[size] = os.path.abspath(run_dir)
+        self.plan["standard"] = runs   # this recipe's sizes only: another recipe's runs in OUT are not fitted
         law = self.r.data_law_size or list(self.sizes)[-1]
         self.plan["data_law"] = {"size": law, "runs": {str(self.r.budget): self.plan["standard"][law]}}
         for budget in sorted(int(b) for b in self.r.data_law_budgets):
@@ -182,7 +183,7 @@ class Pipeline:
     def stage_regularized(self) -> None:
         if self.search:
             self._search("regularized")
-        specs = []
+        specs, runs = [], {}
         for size in self.sizes:
             run_dir = self.plan.get("regularized", {}).get(size) if self.search else None
             hp = self.hyper("regularized", size)
@@ -192,7 +193,8 @@ class Pipeline:
             if not run_dir:
                 run_dir = os.path.join(self.out, "regularized", size)
                 specs.append(self.spec(size, hp, run_dir))
-            self.plan.setdefault("regularized", {})[size] = os.path.abspath(run_dir)
+            runs[size] = os.path.abspath(run_dir)
+        self.plan["regularized"] = runs
         self._save()
         self.run_all(specs)
 

@@ -105,3 +105,22 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
     stages = json.load(open(os.path.join(out, "stages.json")))
     for name in ("standard", "regularized", "ensembles", "distill"):
         assert f"| {name} | {stages[name]['wall_s']:.0f} | {stages[name]['cpu_s']:.0f} |" in report
+
+
+def test_a_second_recipe_in_the_same_out_fits_only_its_own_runs(tmp_path, fake_data, fake_trainer):
+    """Recipe A (sizes a, b) then recipe B (sizes a, c) in one --out: B's plan, which its fits and "best single"
+    read, holds a and c only, never A's b."""
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline
+
+    other = tmp_path / "other.yaml"
+    other.write_text(open(SLIVER).read().replace("{name: b,", "{name: c,").replace("    b: {", "    c: {")
+                     .replace("sizes: [b]", "sizes: [c]"))
+    out = str(tmp_path / "out")
+    plans = []
+    for path in (SLIVER, str(other)):
+        recipe = recipe_file.load(path, [f"data.dir={fake_data}"])
+        Pipeline(recipe, out, stop_after="regularized", log=lambda m: None).run()
+        plans.append(json.load(open(os.path.join(out, "plan.json"))))
+    assert [sorted(p["standard"]) for p in plans] == [["a", "b"], ["a", "c"]]
+    assert [sorted(p["regularized"]) for p in plans] == [["a", "b"], ["a", "c"]]
