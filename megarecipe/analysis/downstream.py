@@ -42,6 +42,18 @@ def evaluate(path: str, tasks: list[str], limit: int | None = None, batch_size: 
                                        log_samples=log_samples)
 
 
+def model_identity(path: str) -> list[list]:
+    """What was scored: each member's export and its weights' size and modification time, so a result left by
+    another set of members (an ensemble re-scored with more of them) or other weights is not taken as current."""
+    from megarecipe.analysis.lm_eval_model import member_exports
+
+    out = []
+    for export in member_exports(path):
+        st = os.stat(os.path.join(export, "model.safetensors"))
+        out.append([os.path.abspath(export), st.st_size, st.st_mtime_ns])
+    return out
+
+
 def task_summaries(output: dict) -> dict[str, dict]:
     """task -> {acc, acc_norm (when the task has it), n}."""
     out = {}
@@ -59,7 +71,7 @@ def write_results(path: str, output: dict, limit: int | None = None) -> dict[str
     for task in output["results"]:
         per_task = {key: ({task: value[task]} if isinstance(value, dict) and task in value else value)
                     for key, value in output.items() if key != "samples"}
-        per_task["megarecipe"] = {"limit": limit, "source": os.path.abspath(path)}
+        per_task["megarecipe"] = {"limit": limit, "source": os.path.abspath(path), "model": model_identity(path)}
         _write_json(os.path.join(eval_dir, f"{task}.json"), per_task)
         if "samples" in output and task in output["samples"]:
             _write_json(os.path.join(eval_dir, f"{task}.samples.json"), output["samples"][task])
@@ -80,6 +92,7 @@ def read_results(path: str) -> dict[str, dict]:
             data = json.load(f)
         for task, row in task_summaries(data).items():
             row["limit"] = data.get("megarecipe", {}).get("limit")
+            row["model"] = data.get("megarecipe", {}).get("model")
             out[task] = row
     return out
 

@@ -269,8 +269,9 @@ class Pipeline:
         models = self.downstream_models()
         skipped = self.plan.setdefault("downstream_skipped", {})
         for label, path in models.items():
-            have = downstream.read_results(path)
-            todo = [t for t in ds.tasks if (t not in have or have[t].get("limit") != ds.limit)
+            have, model = downstream.read_results(path), downstream.model_identity(path)
+            todo = [t for t in ds.tasks if (t not in have or have[t].get("limit") != ds.limit
+                                            or have[t].get("model") != model)
                     and skipped.get(label, {}).get(t, {}).get("limit", -1) != ds.limit]
             if not todo:
                 self.log(f"  {label}: evaluated before")

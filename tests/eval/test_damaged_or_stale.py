@@ -1,5 +1,6 @@
 """A damaged export (model.json, config.yaml, model.safetensors) read by ensemble eval, export_hf and evaluate:
-one line naming the file, exit 2, never a traceback and never the defaults in place of an empty config."""
+one line naming the file, exit 2, never a traceback nor the defaults for an empty config; export_hf never replaces
+a directory not its own; the recipe never keeps downstream results of another set of weights."""
 import json
 import shutil
 
@@ -55,3 +56,29 @@ def test_export_hf_never_replaces_a_directory_that_is_not_its_own(tmp_path, tiny
     assert sorted(p.name for p in run.rglob("*")) == before
     hf = tmp_path / "hf"
     assert export_hf.main([str(run), "--out", str(hf)]) == 0 and export_hf.main([str(run), "--out", str(hf)]) == 0
+
+
+def test_the_recipe_rescores_downstream_when_the_ensemble_changes(tmp_path, tiny_run, tokenizer_model):
+    """An ensemble re-scored with another member set (the recipe run again with more members) must not keep the
+    downstream accuracies of the old set as its own."""
+    from megarecipe.analysis.downstream import read_results
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline
+    from tests.eval.conftest import make_run
+    from tests.recipes.test_recipe import SLIVER
+
+    second = make_run(tmp_path / "second", tokenizer_model, seed=1)
+    ens = tmp_path / "ens"
+    ens.mkdir()
+    logs = []
+    pipeline = Pipeline(recipe_file.load(SLIVER, ["downstream.limit=1"]), str(tmp_path / "out"), log=logs.append)
+    pipeline.downstream_models = lambda: {"ensemble": str(ens)}
+    for members in ([tiny_run], [tiny_run, second]):
+        (ens / "ensemble.json").write_text(json.dumps({"members": members}))
+        logs.clear()
+        pipeline.stage_downstream()
+        assert not any("evaluated before" in line for line in logs), logs
+    assert len(read_results(str(ens))["sciq"].get("model") or []) == 2
+    logs.clear()
+    pipeline.stage_downstream()
+    assert any("evaluated before" in line for line in logs)
