@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 
@@ -25,6 +26,10 @@ def run_candidate(c: Candidate, config_path: str, overrides: list[str], nproc: i
     """Train `steps` steps of candidate `c` in OUT/runs/NAME with its ds_config written to OUT/ds_configs/."""
     ds = write_ds_json(c.zero, os.path.join(out, "ds_configs", f"{c.zero}.json"))
     run_dir = os.path.join(out, "runs", c.name)
+    if os.path.isdir(run_dir):   # an earlier measurement in this scratch dir: its checkpoint would refuse a new run
+        if RunDir(run_dir).locked():
+            return {"run_dir": run_dir, "error": f"{run_dir} is in use by another process; wait or use another --out"}
+        shutil.rmtree(run_dir)
     cmd = [str(REPO / "launchers" / "local.sh"), str(nproc), config_path, *overrides, *c.overrides(ds),
            f"run.dir={run_dir}", f"train.stop_after={steps}", "train.progress=false", "train.checkpoint_every=0",
            "train.eval_every=1000000000"]

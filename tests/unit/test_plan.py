@@ -1,5 +1,6 @@
 """tools/zero_plan.py planning (no GPU, no data): refusals, fits, the memory model's orderings, --write."""
 import json
+import os
 
 import pytest
 
@@ -146,3 +147,31 @@ def test_planned_layer_activations_are_what_autograd_keeps(megatron_world, kerne
         measured = kept(two, batch) - kept(one, batch)
         planned = 4 * layer_activation_elements(one, batch, 1, recompute, kernels == "sdpa")[0]
         assert abs(planned - measured) <= 0.01 * measured, (shape, planned, measured)
+
+
+def test_measuring_again_in_the_same_out_replaces_the_earlier_scratch_run(tmp_path, monkeypatch):
+    """A second `--measure --out DIR`: the earlier measurement's checkpoint made the trainer refuse every candidate,
+    and the tool then said that nothing fits."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from megarecipe.plan import measure
+    from megarecipe.rundir import RunDir
+
+    seen = []
+
+    def trainer(cmd, **kw):
+        run_dir = next(a.split("=", 1)[1] for a in cmd if a.startswith("run.dir="))
+        seen.append(os.path.isdir(os.path.join(run_dir, "checkpoints")))
+        return subprocess.CompletedProcess(cmd, 1, "", "stand-in trainer")
+
+    monkeypatch.setattr(measure.subprocess, "run", trainer)
+    c = SimpleNamespace(zero="zero1", name="zero1-tp1-pp1-mbs4-rcnone", overrides=lambda ds: [])
+    old = tmp_path / "runs" / c.name / "checkpoints"
+    old.mkdir(parents=True)
+    (old / "latest").write_text("step00000002")
+    measure.run_candidate(c, "configs/tiny.yaml", [], 1, str(tmp_path), 2)
+    assert seen == [False]
+    with RunDir(str(tmp_path / "runs" / c.name)).hold():   # a measurement running in another process: left alone
+        got = measure.run_candidate(c, "configs/tiny.yaml", [], 1, str(tmp_path), 2)
+    assert "in use by another process" in got["error"] and seen == [False]
