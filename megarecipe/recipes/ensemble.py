@@ -100,7 +100,12 @@ def status(out: str, members: int | None = None) -> list[MemberState]:
     if not os.path.isdir(out):
         raise EnsembleSetupError(f"{out}: no such ensemble directory; create it with `ensemble.py train CONFIG "
                                  f"--members N --out {out}`")
-    planned = ((RunDir(out).info() or {}).get("plan") or {}).get("members") or []
+    try:
+        plan = (RunDir(out).info() or {}).get("plan")
+    except RunDirError as e:
+        raise EnsembleSetupError(str(e)) from None
+    planned = plan.get("members") if isinstance(plan, dict) else None   # members not started yet are listed here
+    planned = [p for p in planned if isinstance(p, str)] if isinstance(planned, list) else []
     found = sorted(glob.glob(os.path.join(out, MEMBERS, "seed*")), key=lambda p: _seed_of(p) or 0)
     seeds = sorted({s for s in map(_seed_of, [*planned, *found]) if s is not None} | set(range(1, (members or 0) + 1)))
     if not seeds:

@@ -106,3 +106,15 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_status_of_a_damaged_ensemble_run_json_is_one_line(tmp_path, capsys):
+    out = tmp_path / "ens"
+    RunDir(ensemble.member_dir(str(out), 1)).update(status=rundir.FINISHED)
+    for text, fragment in (('{"plan": 5', "run.json is unreadable"), ('{"plan": {"members": 7}}', "1 of 1 finished"),
+                           ('{"plan": "x"}', "1 of 1 finished")):
+        (out / "run.json").write_text(text)
+        code = main(["status", str(out)])
+        got = capsys.readouterr()
+        assert fragment in got.out + got.err and "Traceback" not in got.err
+        assert code == (2 if "unreadable" in fragment else 0)
