@@ -48,6 +48,15 @@ def run_rows(sweep: str) -> list[list[str]]:
     return rows
 
 
+def _sweep_json(sweep: str) -> dict:
+    """sweep.json, with fields of the wrong type dropped (the runs themselves are read from their directories)."""
+    s = atomic.read_json(os.path.join(sweep, "sweep.json"))
+    kinds = {"state": str, "rounds": list, "pending": list, "optimum": dict}
+    s = {k: v for k, v in s.items() if isinstance(v, kinds.get(k, object))}
+    s["pending"] = [p for p in s.get("pending", []) if isinstance(p, str)]
+    return s
+
+
 def table(rows: list[list[str]], head: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
@@ -62,10 +71,10 @@ def report(out: str) -> str:
         return f"{out}: no sweep here (no sweep.json)"
     lines = []
     for sweep in found:
-        s = atomic.read_json(os.path.join(sweep, "sweep.json"))
+        s = _sweep_json(sweep)
         rows = run_rows(sweep)
         head = f"== {sweep}: {s.get('state', '?')}, {len(s.get('rounds', []))} round(s)"
-        if s.get("optimum"):
+        if s.get("optimum") and isinstance(s.get("loss"), (int, float)):
             head += f"; optimum {s['optimum']} val/loss {s['loss']:.4f}"
         lines += [head, table(rows, ["run", "state", "step", "val/loss", "time"])]
         done = {r[0] for r in rows if r[1] == rundir.FINISHED}

@@ -69,3 +69,13 @@ def test_killed_search_resumes_and_trains_nothing_twice(tmp_path, fake_data, fak
     assert len(per_run) == cert["points_evaluated"] + 1                 # every run the certificate needs, once
     assert cert["centre"] == {"epochs": 8, "lr": 3e-3, "weight_decay": 0.8} and cert["certified"]
     assert "read back" in again.stdout
+
+
+@pytest.mark.parametrize("text", ['{"state": "certified", "optimum": {"lr": 1}, "loss": null}', '{"rounds": 5}',
+                                  '{"state": "searching", "pending": [3, [1]]}'])
+def test_status_of_a_sweep_json_with_wrong_types_is_no_traceback(tmp_path, capsys, text):
+    from megarecipe.cli.tune import main
+
+    (tmp_path / "sweep.json").write_text(text)
+    assert main(["--status", str(tmp_path)]) == 0
+    assert f"== {tmp_path}" in capsys.readouterr().out
