@@ -27,6 +27,7 @@ import argparse
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -98,7 +99,29 @@ def _train(args) -> int:
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
-    return subprocess.call(cmd)
+    return run_forwarding(cmd)
+
+
+def run_forwarding(cmd: list[str]) -> int:
+    """Run the trainer in a process group of its own and pass TERM, INT and USR1 sent to this tool on to the whole
+    group (the deepspeed runner alone would not pass them to the ranks), so `kill TOOL` stops the run with a
+    checkpoint instead of leaving it training on its own."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum, frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    previous = {sig: signal.signal(sig, forward) for sig in sigs}
+    try:
+        code = proc.wait()
+        return 128 - code if code < 0 else code   # killed by signal N: the shell's 128 + N
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cache(args) -> int:

@@ -239,3 +239,41 @@ def test_cache_never_replaces_a_directory_that_is_not_a_cache(tiny_data, tmp_pat
     cache = tmp_path / "cache"
     assert main([*args, "--out", str(cache)]) == 0 and main([*args, "--out", str(cache), "--k", "2"]) == 0
     assert json.loads((cache / "cache.json").read_text())["k"] == 2   # an older cache is rebuilt in place
+
+
+def test_sigterm_to_distill_train_reaches_the_trainer(tiny_data, tmp_path, monkeypatch):
+    """`kill TOOL`: the trainer gets the signal (and checkpoints) instead of training on after the tool is gone."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    from megarecipe.cli.distill import main
+
+    ready, stopped = tmp_path / "ready", tmp_path / "stopped"
+    trainer = tmp_path / "trainer.sh"   # stands in for `python -m megarecipe.cli.train ...`
+    trainer.write_text(f"#!/bin/bash\ntrap 'echo TERM > {stopped}; exit 0' TERM\necho $$ > {ready}\n"
+                       f"while true; do sleep 0.05; done\n")
+    trainer.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(trainer))
+    caught = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: caught.append(a[0]))   # the old code left it to us
+
+    def kill_tool():
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        if ready.exists() and not stopped.exists():   # the trainer did not hear of it: end it here
+            os.kill(int(ready.read_text()), signal.SIGKILL)
+
+    thread = threading.Thread(target=kill_tool, daemon=True)
+    thread.start()
+    try:
+        main(["train", "--teacher", str(_teacher_run(tmp_path, "t", tiny_data)), "--student", "configs/tiny.yaml",
+              "--out", str(tmp_path / "kd"), f"data.dir={tiny_data}", "model.seq_len=64", "data.train_tokens=20000"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.exists() and not caught
