@@ -39,6 +39,8 @@ class Pipeline:
         self.r, self.out, self.search, self.log, self.stop_after = recipe, out, search, log, stop_after
         self.sizes = {s.name: s for s in recipe.sizes}
         self.plan = self._read(PLAN_JSON)
+        if not search:   # an earlier --search call's values: this call uses the recipe's certified ones
+            self.plan.pop("hyper", None)
         self.stages = self._read(STAGES_JSON)
         self.started_runs = 0
         self.worked = False

@@ -124,3 +124,21 @@ def test_a_second_recipe_in_the_same_out_fits_only_its_own_runs(tmp_path, fake_d
         plans.append(json.load(open(os.path.join(out, "plan.json"))))
     assert [sorted(p["standard"]) for p in plans] == [["a", "b"], ["a", "c"]]
     assert [sorted(p["regularized"]) for p in plans] == [["a", "b"], ["a", "c"]]
+
+
+def test_without_search_the_certified_values_are_used_after_a_search(tmp_path, fake_data, fake_trainer):
+    """plan.json's searched values from an earlier `--search` call must not leak into a call without it (which
+    would train them and report them as found "by the search in this call")."""
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline
+    from megarecipe.rundir import RunDir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    searched = {"lr": 3e-3, "weight_decay": 0.1, "epochs": 4}
+    (out / "plan.json").write_text(json.dumps({"hyper": {"standard": {"a": searched, "b": searched}}}))
+    Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), str(out), stop_after="standard",
+             log=lambda m: None).run()
+    facts = RunDir(str(out / "standard" / "a")).info()["facts"]
+    assert (facts["lr"], facts["epochs"]) == (1e-2, 2)        # sliver.yaml's certified values
+    assert "hyper" not in json.load(open(out / "plan.json"))
