@@ -205,6 +205,10 @@ def check(r: Recipe) -> None:
         _fail("data.eval_tokens", f"must be <= data.val_tokens ({r.data.val_tokens})")
     if r.bootstrap < 0:
         _fail("bootstrap", "must be >= 0")
+    if r.downstream.limit is not None and r.downstream.limit < 1:   # lm-eval reads 0 as a fraction: no examples
+        _fail("downstream.limit", "must be >= 1 (examples per task), or null for every example")
+    if r.downstream.batch_size < 1:
+        _fail("downstream.batch_size", "must be >= 1")
 
 
 def hyper(r: Recipe, section: str, size: str) -> Hyper | None:

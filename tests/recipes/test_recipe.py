@@ -34,6 +34,7 @@ def test_bad_fields_are_one_line(capsys, tmp_path):
     assert "sizes[0].hidden" in _one_line_error(capsys, [str(bad), "--out", out])
     bad.write_text(open(SLIVER).read().replace("a: {lr: 1.0e-2, epochs: 2}", "a: {lr: fast, epochs: 2}"))
     assert "standard.certified.a" in _one_line_error(capsys, [str(bad), "--out", out])
+    assert "downstream.limit" in _one_line_error(capsys, [SLIVER, "downstream.limit=0", "--out", out])
     assert not os.path.exists(out)   # nothing started
 
 
