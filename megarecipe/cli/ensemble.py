@@ -143,6 +143,10 @@ def evaluate(args, argv: list[str]) -> int:
                 raise EnsembleError(f"--members {args.members}: only {len(run_dirs)} runs given; pass more runs or "
                                     f"--members {len(run_dirs)}")
             run_dirs = run_dirs[:args.members]
+        twice = [d for i, d in enumerate(run_dirs) if os.path.realpath(d) in map(os.path.realpath, run_dirs[:i])]
+        if twice:
+            raise EnsembleError(f"--runs: {twice[0]} is given twice; an ensemble of a run with itself is that run, "
+                                f"so list each member once")
         members = read_members(run_dirs)
         RunDir(out).check_kind("ensemble")
     except (EnsembleError, EnsembleSetupError, RunDirError) as e:

@@ -117,6 +117,7 @@ def test_mismatched_members_are_named(members, tiny_data, tmp_path):
     (["--runs", "nope"], "--out: missing"),
     (["ens_missing"], "ens_missing: no such ensemble directory"),
     (["--runs", "a", "--out", "x", "--resident", "0"], "--resident=0 must be >= 1"),
+    (["--runs", "a", "b", "./a", "--out", "x"], "--runs: ./a is given twice"),
 ])
 def test_eval_errors_are_one_line(args, fragment, tmp_path, capsys, monkeypatch):
     from megarecipe.cli.ensemble import main
