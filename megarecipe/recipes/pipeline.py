@@ -12,7 +12,6 @@ nothing that finished. Each stage records its wall and CPU seconds the first tim
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import time
@@ -47,11 +46,9 @@ class Pipeline:
 
     # ---- bookkeeping
     def _read(self, name: str) -> dict:
-        try:
-            with open(os.path.join(self.out, name)) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
+        """plan.json or stages.json; what is unreadable or of the wrong shape is dropped (the stages rebuild the
+        plan from the finished runs, and a lost timing is only a timing)."""
+        return {k: v for k, v in atomic.read_json(os.path.join(self.out, name)).items() if isinstance(v, dict)}
 
     def _save(self) -> None:
         os.makedirs(self.out, exist_ok=True)

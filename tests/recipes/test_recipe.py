@@ -143,3 +143,18 @@ def test_without_search_the_certified_values_are_used_after_a_search(tmp_path, f
     facts = RunDir(str(out / "standard" / "a")).info()["facts"]
     assert (facts["lr"], facts["epochs"]) == (1e-2, 2)        # sliver.yaml's certified values
     assert "hyper" not in json.load(open(out / "plan.json"))
+
+
+@pytest.mark.parametrize("plan,stages", [("[]", "{}"), ('{"standard": 5}', '{"standard": 5, "last_call": []}')])
+def test_plan_and_stages_of_the_wrong_shape_are_rebuilt(tmp_path, fake_data, fake_trainer, plan, stages):
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.json").write_text(plan)
+    (out / "stages.json").write_text(stages)
+    Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), str(out), stop_after="standard",
+             log=lambda m: None).run()
+    assert sorted(json.load(open(out / "plan.json"))["standard"]) == ["a", "b"]
+    assert json.load(open(out / "stages.json"))["standard"]["did_work"]
