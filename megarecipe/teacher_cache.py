@@ -95,6 +95,9 @@ def check(path: str, tokenizer_sha256: str, seq_len: int, num_sequences: int, te
         info = read_info(path)
     except (OSError, ValueError) as e:
         raise TeacherError(f"distill.teacher: {path}/{CACHE_JSON} is unreadable ({e}); rebuild the cache") from None
+    if not isinstance(info, dict) or not isinstance(info.get("k"), int) or not isinstance(info.get("teacher"), dict):
+        raise TeacherError(f"distill.teacher: {path}/{CACHE_JSON} is not a cache's description (no k or teacher); "
+                           f"rebuild the cache")
     want = {"format": FORMAT, "tokenizer_sha256": tokenizer_sha256, "seq_len": seq_len,
             "num_sequences": num_sequences, "temperature": temperature}
     for key, value in want.items():
@@ -102,6 +105,16 @@ def check(path: str, tokenizer_sha256: str, seq_len: int, num_sequences: int, te
             raise TeacherError(f"distill.teacher: the cache {path} has {key}={info.get(key)!r}, the student needs "
                                f"{value!r}; rebuild it with tools/distill.py cache for this student's data.dir, "
                                f"data.train_tokens, model.seq_len and distill.temperature")
+    shape = (num_sequences, seq_len)
+    for name, want_shape in (("logp.npy", (*shape, info["k"])), ("ids.npy", (*shape, info["k"])), ("tail.npy", shape)):
+        try:
+            got = np.load(os.path.join(path, name), mmap_mode="r").shape   # reads the header, checks the size
+        except (OSError, ValueError) as e:
+            raise TeacherError(f"distill.teacher: {path}/{name} is missing or damaged ({e}); rebuild the cache") \
+                from None
+        if got != want_shape:
+            raise TeacherError(f"distill.teacher: {path}/{name} has shape {got}, {CACHE_JSON} says {want_shape}; "
+                               f"rebuild the cache")
     return info
 
 

@@ -277,3 +277,24 @@ def test_sigterm_to_distill_train_reaches_the_trainer(tiny_data, tmp_path, monke
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stopped.exists() and not caught
+
+
+def test_a_damaged_cache_is_refused_before_training(tiny_data, tmp_path):
+    import shutil
+
+    from megarecipe.teacher_cache import build
+
+    good = tmp_path / "cache"
+    build(str(_teacher_run(tmp_path, "t", tiny_data)), tiny_data, 64, 1000, 4, 1.0, str(good), progress=False)
+    base = [f"data.dir={tiny_data}", "model.seq_len=64", "data.train_tokens=1000", "data.val_tokens=2048",
+            "train.global_batch_size=4", "train.micro_batch_size=4"]
+    for name, damage, fragment in (
+            ("cache.json", lambda p: p.write_text("[]"), "cache.json is not a cache's description"),
+            ("logp.npy", lambda p: p.write_bytes(p.read_bytes()[:1000]), "logp.npy is missing or damaged"),
+            ("ids.npy", lambda p: p.unlink(), "ids.npy is missing or damaged")):
+        bad = tmp_path / f"bad-{name}"
+        shutil.copytree(good, bad)
+        damage(bad / name)
+        with pytest.raises(ConfigError, match=fragment) as info:
+            resolve_layout(load_config("configs/tiny.yaml", [*base, f"distill.teacher={bad}"]), world_size=1)
+        assert "\n" not in str(info.value) and "rebuild the cache" in str(info.value)
