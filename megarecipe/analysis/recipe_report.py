@@ -315,10 +315,13 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
     L += [f"| total | {tot_w:.0f} | {tot_c:.0f} | |", "",
           "Times add up the calls that did each stage's work (a stage killed and resumed counts both parts); a call "
           "that only read results back adds nothing. CPU s counts this process and every trainer it started.", ""]
+    noise = fits["seed_sigma_dof"] > 0   # else the bootstrap resamples points only, which says nothing for 3
     L += ["## Fitted asymptotes (L = A / x^alpha + E, 95% bootstrap intervals)", "",
-          f"Intervals: {fits['bootstrap']} bootstrap resamples, each adding seed noise of standard deviation "
-          f"{_num(fits['seed_sigma'])} (pooled over the ensemble members, {fits['seed_sigma_dof']} degrees of "
-          f"freedom) to every point, as well as resampling points where there are more than 3.", "",
+          (f"Intervals: {fits['bootstrap']} bootstrap resamples, each adding seed noise of standard deviation "
+           f"{_num(fits['seed_sigma'])} (pooled over the ensemble members, {fits['seed_sigma_dof']} degrees of "
+           f"freedom) to every point, as well as resampling points where there are more than 3." if noise else
+           f"Intervals: {fits['bootstrap']} bootstrap resamples of the points alone: no seed-to-seed noise was "
+           f"measured (no ensemble with 2 or more members), so a fit of 3 points has no meaningful interval."), "",
           "| recipe | E | alpha | points |", "|---|---|---|---|"]
     rows = [("standard (over N)", fits.get("standard")), ("regularized (over N)", fits.get("regularized")),
             ("ensemble, best size (over K)", ens.get("best_size_asymptote")),
@@ -330,7 +333,7 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
         if isinstance(f, dict) and "E" in f:
             L.append(f"| ensemble {size} (over K) | {_E(f)} | {_num(f.get('alpha'), '.3g')} | "
                      f"{len(f.get('points', []))} |")
-    notes = sorted({n for _, f in rows if f for n in f.get("notes", []) if not n.startswith("3 points")})
+    notes = sorted({n for _, f in rows if f for n in f.get("notes", []) if not (noise and n.startswith("3 points"))})
     if notes:
         L += ["", *[f"Note: {n}." for n in notes]]
     if ens.get("by_size"):

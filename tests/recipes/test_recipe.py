@@ -158,3 +158,22 @@ def test_plan_and_stages_of_the_wrong_shape_are_rebuilt(tmp_path, fake_data, fak
              log=lambda m: None).run()
     assert sorted(json.load(open(out / "plan.json"))["standard"]) == ["a", "b"]
     assert json.load(open(out / "stages.json"))["standard"]["did_work"]
+
+
+def test_report_without_seed_noise_keeps_the_three_point_warning(tmp_path):
+    """No ensemble, so no seed noise for the bootstrap: a fit of 3 points then interpolates and its interval is
+    empty of meaning, which the report must say rather than drop."""
+    from megarecipe.analysis import recipe_report
+    from megarecipe.recipes import recipe_file
+    from megarecipe.rundir import RunDir
+
+    runs = {}
+    for size, params, loss in (("a", 1e6, 4.0), ("b", 2e6, 3.7), ("c", 4e6, 3.55)):
+        runs[size] = str(tmp_path / size)
+        RunDir(runs[size]).update(status="finished", final={"val_loss": loss}, facts={"params": int(params)})
+    recipe = recipe_file.load(SLIVER, ["bootstrap=20"])
+    plan = {"standard": runs, "regularized": runs}
+    fits, _ = recipe_report.compute(str(tmp_path), recipe, plan)
+    text = recipe_report.markdown(recipe, plan, {}, json.loads(json.dumps(recipe_report._plain(fits))), [],
+                                  str(tmp_path))
+    assert "3 points for 3 parameters" in text and "no seed-to-seed noise was measured" in text
