@@ -55,6 +55,9 @@ def _evaluate(args, tasks: list[str]) -> int:
 
     if args.limit is not None and args.limit < 1:
         return _fail(f"--limit {args.limit}: must be at least 1; leave it out to score every item")
+    for flag, value in (("--batch-size", args.batch_size), ("--max-resident", args.max_resident)):
+        if value < 1:
+            return _fail(f"{flag} {value}: must be at least 1")
     try:
         check_tasks(tasks)
         for path in args.paths:
