@@ -134,6 +134,8 @@ def _cache(args) -> int:
     try:
         cfg = load_config(args.student, args.overrides)
         t = args.temperature if args.temperature is not None else cfg.distill.temperature
+        if not t > 0 or args.batch_size < 1:
+            raise ValueError(f"--temperature {t} must be > 0 and --batch-size {args.batch_size} >= 1")
         device = args.device or ("cuda" if has_cuda() else "cpu")
         info = build(args.teacher, cfg.data.dir, cfg.model.seq_len, cfg.data.train_tokens, args.k, t, args.out,
                      device=device, batch_size=args.batch_size, bf16=device.startswith("cuda"))

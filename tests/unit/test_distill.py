@@ -236,6 +236,8 @@ def test_cache_never_replaces_a_directory_that_is_not_a_cache(tiny_data, tmp_pat
         err = capsys.readouterr().err
         assert err.startswith("error: --out") and "no teacher cache" in err and err.count("\n") == 1
         assert sorted(p.name for p in out.rglob("*")) == before
+    for bad in (["--temperature", "0"], ["--batch-size", "0"]):   # NaNs or a traceback, not a cache
+        assert main([*args, *bad, "--out", str(tmp_path / "bad")]) == 2 and not (tmp_path / "bad").exists()
     cache = tmp_path / "cache"
     assert main([*args, "--out", str(cache)]) == 0 and main([*args, "--out", str(cache), "--k", "2"]) == 0
     assert json.loads((cache / "cache.json").read_text())["k"] == 2   # an older cache is rebuilt in place
