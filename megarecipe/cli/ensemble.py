@@ -106,7 +106,9 @@ def train(args) -> int:
         print(f"{len(states) - done} of {len(states)} members are not finished; run the same command again to "
               f"resume them", file=sys.stderr)
         return 1
-    print(f"all {done} members finished; next: python tools/ensemble.py eval {args.out}")
+    more = len(ensemble.status(args.out)) > args.members   # members of an earlier, larger call are there too
+    print(f"all {done} members finished; next: python tools/ensemble.py eval {args.out}"
+          + (f" --members {args.members}" if more else ""))
     return 0
 
 

@@ -82,8 +82,9 @@ def train(config: str, overrides: list[str], out: str, members: int, parallel: i
                     launch(pending, backend=backend, parallel=parallel, retries=retries, on_done=on_done,
                            retry_failed=True)
             finally:
-                # finished = evaluated (the evaluation says so); training alone leaves the ensemble stopped
-                states = status(out, members)
+                # finished = evaluated (the evaluation says so); training alone leaves the ensemble stopped.
+                # Members past the requested count (an earlier, larger call's) are not this call's to finish.
+                states = [s for s in status(out, members) if s.seed <= members]
                 ens.update(status=before if before == rundir.FINISHED and not pending else rundir.STOPPED)
     except (RunDirError, LaunchError) as e:
         raise EnsembleSetupError(str(e)) from None

@@ -118,3 +118,15 @@ def test_status_of_a_damaged_ensemble_run_json_is_one_line(tmp_path, capsys):
         got = capsys.readouterr()
         assert fragment in got.out + got.err and "Traceback" not in got.err
         assert code == (2 if "unreadable" in fragment else 0)
+
+
+def test_fewer_members_than_an_earlier_call_is_finished_when_they_are(fake_data, fake_trainer, tmp_path, capsys,
+                                                                    monkeypatch):
+    """seed3 of an earlier `--members 3` failed; `--members 2` is done once seeds 1 and 2 are (it said to run the
+    same command again, which could never help)."""
+    out = tmp_path / "ens"
+    monkeypatch.setenv("FAKE_FAIL", "seed3")
+    assert train(out, fake_data, "--retries", "0") == 1
+    capsys.readouterr()
+    assert main(["train", "tiny", "--members", "2", "--out", str(out), f"data.dir={fake_data}", *SETTINGS]) == 0
+    assert f"eval {out} --members 2" in capsys.readouterr().out
