@@ -41,6 +41,9 @@ def main(argv):
             start = int((run.info() or {}).get("step") or 0)
             run.update(status=rundir.RUNNING, kind="train", facts=facts, settings_sha256=settings_sha256(cfg),
                        step=start, started=time.time(), error=None)
+            if cfg.distill.teacher:   # as the trainer names its teacher
+                from megarecipe import teacher
+                run.update(distill=teacher.identity(cfg.distill.teacher))
             print(f"fake trainer: {run.name} from step {start}", flush=True)
             fail = os.environ.get("FAKE_FAIL")
             time.sleep(float(os.environ.get("FAKE_SECONDS", "0.3")))

@@ -156,7 +156,9 @@ def compute(out: str, recipe, plan: dict) -> tuple[dict, dict]:
     dist = plan.get("distill")
     if dist:
         from megarecipe.analysis.distill import final_loss
-        s, single, teacher = (final_loss(dist[k]) for k in ("student", "single", "teacher"))
+        taught = (_json(os.path.join(dist["student"], "run.json")).get("distill") or {}).get("members")
+        s, single = final_loss(dist["student"]), final_loss(dist["single"])
+        teacher = final_loss(dist["teacher"], taught)   # the members that taught, not a larger re-scored ensemble
         gap = single - teacher
         fits["distill"] = {"student": os.path.relpath(dist["student"], out), "student_loss": s,
                            "single": os.path.relpath(dist["single"], out), "single_loss": single,

@@ -246,6 +246,11 @@ class Pipeline:
         run_dir = os.path.join(self.out, "distill", student)
         extra = [f"distill.teacher={teacher}", f"distill.alpha={dc.alpha!r}", f"distill.temperature={dc.temperature!r}"]
         self.run_all([self.spec(student, self.hyper("regularized", student), run_dir, extra=extra)])
+        taught = ((RunDir(run_dir).info() or {}).get("distill") or {}).get("members")
+        now = atomic.read_json(os.path.join(teacher, "ensemble.json")).get("members")
+        if taught != now:   # the run's settings name the teacher's dir, not its members: a finished one is read back
+            raise PipelineError(f"{run_dir} was distilled from {len(taught or [])} member(s) of {teacher}, which now "
+                                f"has {len(now or [])}; move {run_dir} aside to distil from the ensemble as it is")
         self.plan["distill"] = {"student": os.path.abspath(run_dir), "teacher": teacher,
                                 "single": self.plan["regularized"][student], "size": student}
         self._save()

@@ -177,3 +177,31 @@ def test_report_without_seed_noise_keeps_the_three_point_warning(tmp_path):
     text = recipe_report.markdown(recipe, plan, {}, json.loads(json.dumps(recipe_report._plain(fits))), [],
                                   str(tmp_path))
     assert "3 points for 3 parameters" in text and "no seed-to-seed noise was measured" in text
+
+
+def test_a_student_of_fewer_members_than_the_ensemble_now_has_is_not_reported_as_its(tmp_path, fake_data,
+                                                                                    fake_trainer):
+    """The ensemble re-scored with more members (the recipe run again with ensemble.members raised): the finished
+    student, whose settings name only the teacher's dir, is read back; it was taught by the old members."""
+    from megarecipe.data.meta import load_meta
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline, PipelineError
+
+    members = []
+    for i in (1, 2, 3):
+        export = tmp_path / f"m{i}" / "export"
+        export.mkdir(parents=True)
+        (export / "model.json").write_text(json.dumps(
+            {"format": 1, "vocab_size": 256, "tokenizer_sha256": load_meta(fake_data).tokenizer_sha256}))
+        (export / "config.yaml").write_text("model:\n  seq_len: 32\n")
+        (export / "model.safetensors").write_bytes(bytes([i]))
+        members.append(str(tmp_path / f"m{i}"))
+    ens = tmp_path / "ens"
+    ens.mkdir()
+    pipeline = Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), str(tmp_path / "out"), log=lambda m: None)
+    pipeline.plan = {"ensembles": {"b": str(ens)}, "regularized": {"a": str(tmp_path / "single")}}
+    (ens / "ensemble.json").write_text(json.dumps({"members": members[:2], "val_loss_by_k": [3.5, 3.4]}))
+    pipeline.stage_distill()
+    (ens / "ensemble.json").write_text(json.dumps({"members": members, "val_loss_by_k": [3.5, 3.4, 3.3]}))
+    with pytest.raises(PipelineError, match="distilled from 2 member.*now has 3"):
+        pipeline.stage_distill()

@@ -300,3 +300,24 @@ def test_a_damaged_cache_is_refused_before_training(tiny_data, tmp_path):
         with pytest.raises(ConfigError, match=fragment) as info:
             resolve_layout(load_config("configs/tiny.yaml", [*base, f"distill.teacher={bad}"]), world_size=1)
         assert "\n" not in str(info.value) and "rebuild the cache" in str(info.value)
+
+
+def test_report_uses_the_teacher_that_taught_the_student(tmp_path):
+    """The ensemble was re-scored with more members after it taught the student: L_teacher is the loss of the K
+    members that taught, not of the larger ensemble; members that no longer match are refused."""
+    from megarecipe.analysis.distill import retained
+    from megarecipe.analysis.runs import RunError
+    from tests.helpers import write_run
+
+    ens = write_run(tmp_path / "ens", ensemble={1: 3.5, 2: 3.4, 3: 3.3})
+    members = [str(tmp_path / f"m{i}") for i in (1, 2, 3)]
+    (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({"members": members}))
+    single = write_run(tmp_path / "single", val={10: 3.6})
+    student = write_run(tmp_path / "student", val={10: 3.5})
+    (tmp_path / "student" / "run.json").write_text(json.dumps(
+        {"status": "finished", "distill": {"dir": ens, "members": members[:2]}}))
+    r = retained(student, single)
+    assert r.teacher_loss == pytest.approx(3.4) and r.fraction == pytest.approx(0.5)
+    (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({"members": [members[0], members[2]]}))
+    with pytest.raises(RunError, match="no longer begins with the 2 member"):
+        retained(student, single)
