@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 
@@ -107,7 +108,8 @@ def train(args) -> int:
               f"resume them", file=sys.stderr)
         return 1
     more = len(ensemble.status(args.out)) > args.members   # members of an earlier, larger call are there too
-    print(f"all {done} members finished; next: python tools/ensemble.py eval {args.out}"
+    out = shlex.quote(os.path.join(".", args.out) if args.out.startswith("-") else args.out)   # a command to paste
+    print(f"all {done} members finished; next: python tools/ensemble.py eval {out}"
           + (f" --members {args.members}" if more else ""))
     return 0
 

@@ -130,3 +130,6 @@ def test_fewer_members_than_an_earlier_call_is_finished_when_they_are(fake_data,
     capsys.readouterr()
     assert main(["train", "tiny", "--members", "2", "--out", str(out), f"data.dir={fake_data}", *SETTINGS]) == 0
     assert f"eval {out} --members 2" in capsys.readouterr().out
+    spaced = str(tmp_path / "an ensemble")   # the next step is a command to paste: quoted
+    assert main(["train", "tiny", "--members", "1", "--out", spaced, f"data.dir={fake_data}", *SETTINGS]) == 0
+    assert f"eval '{spaced}'" in capsys.readouterr().out
