@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import resource
 import time
+from contextlib import ExitStack
 
 from megarecipe import atomic
 from megarecipe.launch import RunSpec, launch
 from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError
-from megarecipe.rundir import RunDir
+from megarecipe.rundir import RunDir, RunDirError
 
 PLAN_JSON, STAGES_JSON = "plan.json", "stages.json"
 
@@ -45,6 +46,13 @@ class Pipeline:
         self.worked = False
 
     # ---- bookkeeping
+    def _hold(self, stack: ExitStack) -> None:
+        """One pipeline at a time on OUT: a second would score, evaluate and time the same stages again."""
+        try:
+            stack.enter_context(RunDir(self.out).hold())
+        except RunDirError as e:
+            raise PipelineError(str(e).replace("choose another run.dir", "choose another --out")) from None
+
     def _read(self, name: str) -> dict:
         """plan.json or stages.json; what is unreadable or of the wrong shape is dropped (the stages rebuild the
         plan from the finished runs, and a lost timing is only a timing)."""
@@ -314,11 +322,13 @@ class Pipeline:
         if not self.r.downstream.tasks:
             skip.add("downstream")
         t0 = time.time()
-        for name in self.STAGES:
-            if name in skip:
-                continue
-            self._stage(name, fns[name])
-            if name == self.stop_after:
-                break
+        with ExitStack() as stack:
+            self._hold(stack)
+            for name in self.STAGES:
+                if name in skip:
+                    continue
+                self._stage(name, fns[name])
+                if name == self.stop_after:
+                    break
         self.log(f"done in {time.time() - t0:.0f} s wall; {self.started_runs} trainer starts this call")
         return os.path.join(self.out, "REPORT.md")

@@ -205,3 +205,14 @@ def test_a_student_of_fewer_members_than_the_ensemble_now_has_is_not_reported_as
     (ens / "ensemble.json").write_text(json.dumps({"members": members, "val_loss_by_k": [3.5, 3.4, 3.3]}))
     with pytest.raises(PipelineError, match="distilled from 2 member.*now has 3"):
         pipeline.stage_distill()
+
+
+def test_a_second_pipeline_on_the_same_out_is_refused(tmp_path, fake_data):
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline, PipelineError
+    from megarecipe.rundir import RunDir
+
+    out = str(tmp_path / "out")
+    with RunDir(out).hold():   # as a running tools/recipe.py holds it
+        with pytest.raises(PipelineError, match="in use by another process.*choose another --out"):
+            Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), out, log=lambda m: None).run()
