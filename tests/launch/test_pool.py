@@ -92,3 +92,15 @@ def test_each_run_gets_gpus_of_its_own(tmp_path, fake_data, fake_trainer, monkey
     assert all(r.state == rundir.FINISHED for r in results.values()) and len(lines) == 3
     assert max(int(line.split("live=")[1].split()[0]) for line in lines) == 2
     assert {line.split("gpus=")[1] for line in lines} <= {"0,1", "2,3"}
+
+
+def test_a_run_taken_by_another_process_after_our_check_is_waited_for(tmp_path):
+    """Our trainer was refused because another process took the run between the pool's check and the start: that
+    is no failure of the run (with retries=0 it was given up on and reported unfinished)."""
+    from megarecipe.launch import policy
+    from megarecipe.rundir import RunDir
+
+    run = RunDir(str(tmp_path / "run"))
+    with run.hold():
+        run.update(status=rundir.RUNNING)
+        assert policy.next_action(run.path, 0, failures=1, retries=0, resumes=0) == policy.RESUME
