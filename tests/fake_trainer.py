@@ -3,10 +3,12 @@ holds the run's lock, writes run.json as the trainer does (status, facts, settin
 and logs each start. The loss is a synthetic function of (lr, weight decay, epochs).
 
 Environment: FAKE_SECONDS (how long a run takes, default 0.3), FAKE_LOG (a file: one line per start, with the
-live-run count and the thread share), FAKE_FAIL (a run-name substring that always fails).
+live-run count and the thread share), FAKE_FAIL (a run-name substring that always fails), FAKE_TERM_STOPS (SIGTERM
+ends the run stopped, as the trainer's checkpoint-and-exit does).
 """
 import math
 import os
+import signal
 import sys
 import time
 
@@ -45,6 +47,11 @@ def main(argv):
                 from megarecipe import teacher
                 run.update(distill=teacher.identity(cfg.distill.teacher))
             print(f"fake trainer: {run.name} from step {start}", flush=True)
+            if os.environ.get("FAKE_TERM_STOPS"):   # as the trainer: SIGTERM -> a checkpoint and status stopped
+                def stop(signum, frame):
+                    run.update(status=rundir.STOPPED, step=start + 1)
+                    os._exit(0)
+                signal.signal(signal.SIGTERM, stop)
             fail = os.environ.get("FAKE_FAIL")
             time.sleep(float(os.environ.get("FAKE_SECONDS", "0.3")))
             if fail and fail in run.name:

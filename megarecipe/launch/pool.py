@@ -93,8 +93,10 @@ class LocalPool:
             log.write(f"== launch attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                       f"{shlex.join(cmd)}\n".encode())
             log.flush()
+            # a session of its own: a terminal's Ctrl-C reaches the tool alone, which sends the run SIGTERM (it
+            # checkpoints); a SIGINT of its own would end the trainer at once and lose its steps since the last one
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self._env(spec, gpus), cwd=os.getcwd())
+                                    env=self._env(spec, gpus), cwd=os.getcwd(), start_new_session=True)
         return _Live(spec, proc, gpus, progress_step(spec.run_dir), time.monotonic())
 
     def _next(self, queue: list[RunSpec]) -> RunSpec | None:

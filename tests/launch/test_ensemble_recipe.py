@@ -72,26 +72,30 @@ def test_status_of_nothing_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_tool_stops_its_members(fake_data, fake_trainer, tmp_path):
-    """`kill TOOL` (not its group): the members get SIGTERM too and the ensemble is left stopped, not training on."""
+@pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_signals_to_the_tool_stop_its_members_with_a_checkpoint(fake_data, fake_trainer, tmp_path, sig, group):
+    """`kill TOOL` (SIGTERM to the tool alone) and Ctrl-C (SIGINT to the terminal's whole process group): every
+    member gets SIGTERM, checkpoints and stops; none trains on, and none dies of the SIGINT without a checkpoint."""
     out = tmp_path / "ens"
     live = os.environ["FAKE_LIVE"]
     cmd = [sys.executable, "tools/ensemble.py", "train", "tiny", "--members", "2", "--out", str(out), "--parallel",
            "2", f"data.dir={fake_data}", *SETTINGS]
-    tool = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, FAKE_SECONDS="60"), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tool = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, FAKE_SECONDS="60", FAKE_TERM_STOPS="1"),
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as in a terminal
     try:
         deadline = time.monotonic() + 60
         while len(starts(fake_trainer)) < 2 and tool.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         trainers = [int(p) for p in os.listdir(live)]
         assert len(trainers) == 2
-        tool.send_signal(signal.SIGTERM)
+        time.sleep(0.5)   # the stand-ins have set up their SIGTERM handling
+        os.killpg(tool.pid, sig) if group else tool.send_signal(sig)
         _, err = tool.communicate(timeout=60)
-        assert tool.returncode == 128 + signal.SIGTERM and "the same command resumes" in err
-        alive = [p for p in trainers if _alive(p)]
-        assert not alive, "members kept training after the tool was stopped"
+        assert tool.returncode == 128 + sig and "the same command resumes" in err
+        assert not [p for p in trainers if _alive(p)], "members kept training after the tool was stopped"
         assert RunDir(str(out)).info()["status"] == rundir.STOPPED
+        assert [s.state for s in ensemble.status(str(out))] == [rundir.STOPPED] * 2
     finally:
         if tool.poll() is None:
             tool.kill()
