@@ -103,14 +103,14 @@ def _train(args) -> int:
 
 
 def run_forwarding(cmd: list[str]) -> int:
-    """Run the trainer in a process group of its own and pass TERM, INT and USR1 sent to this tool on to the whole
-    group (the deepspeed runner alone would not pass them to the ranks), so `kill TOOL` stops the run with a
+    """Run the trainer in a process group of its own and pass TERM, INT (as TERM) and USR1 sent to this tool on to
+    the whole group (the deepspeed runner alone would not pass them to the ranks), so `kill TOOL` stops the run with a
     checkpoint instead of leaving it training on its own."""
     proc = subprocess.Popen(cmd, start_new_session=True)
 
     def forward(signum, frame):
-        try:
-            os.killpg(proc.pid, signum)
+        try:   # Ctrl-C as SIGTERM: the trainer checkpoints on TERM (as under launchers/local.sh), SIGINT would not
+            os.killpg(proc.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
         except ProcessLookupError:
             pass
 

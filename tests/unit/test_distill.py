@@ -243,8 +243,10 @@ def test_cache_never_replaces_a_directory_that_is_not_a_cache(tiny_data, tmp_pat
     assert json.loads((cache / "cache.json").read_text())["k"] == 2   # an older cache is rebuilt in place
 
 
-def test_sigterm_to_distill_train_reaches_the_trainer(tiny_data, tmp_path, monkeypatch):
-    """`kill TOOL`: the trainer gets the signal (and checkpoints) instead of training on after the tool is gone."""
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signals_to_distill_train_reach_the_trainer(tiny_data, tmp_path, monkeypatch, sig):
+    """`kill TOOL` or Ctrl-C: the trainer gets SIGTERM (and checkpoints) instead of training on after the tool is
+    gone, or dying of a SIGINT without a checkpoint."""
     import signal
     import sys
     import threading
@@ -259,14 +261,15 @@ def test_sigterm_to_distill_train_reaches_the_trainer(tiny_data, tmp_path, monke
     trainer.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(trainer))
     caught = []
-    previous = signal.signal(signal.SIGTERM, lambda *a: caught.append(a[0]))   # the old code left it to us
+    sig = getattr(signal, sig)
+    previous = signal.signal(sig, lambda *a: caught.append(a[0]))   # the old code left it to us
 
     def kill_tool():
         deadline = time.monotonic() + 30
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sig)
         time.sleep(5)
         if ready.exists() and not stopped.exists():   # the trainer did not hear of it: end it here
             os.kill(int(ready.read_text()), signal.SIGKILL)
@@ -277,7 +280,7 @@ def test_sigterm_to_distill_train_reaches_the_trainer(tiny_data, tmp_path, monke
         main(["train", "--teacher", str(_teacher_run(tmp_path, "t", tiny_data)), "--student", "configs/tiny.yaml",
               "--out", str(tmp_path / "kd"), f"data.dir={tiny_data}", "model.seq_len=64", "data.train_tokens=20000"])
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(sig, previous)
     assert stopped.exists() and not caught
 
 
