@@ -149,7 +149,7 @@ def results_table(stored: dict[str, dict], title: str = "") -> str:
 def compare_table(paths: list[str], metric: str = "acc_norm") -> str:
     """Tasks down, runs across: METRIC (acc where a task has no acc_norm), and the average over the tasks that
     every column has."""
-    columns = [(os.path.basename(os.path.normpath(p)), read_results(p)) for p in paths]
+    columns = [(os.path.basename(os.path.normpath(p)) + ("*" if _stale(p) else ""), read_results(p)) for p in paths]
     tasks = sorted({t for _, stored in columns for t in stored})
     common = [t for t in tasks if all(t in stored for _, stored in columns)]
     lines = ["| task | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -164,7 +164,20 @@ def compare_table(paths: list[str], metric: str = "acc_norm") -> str:
         lines.append(f"| average ({len(common)} common tasks) | " + " | ".join(
             _fmt(sum(value(s, t) for t in common) / len(common)) for _, s in columns) + " |")
     note = f"\n{metric}" + (" (acc for tasks without it)" if metric == "acc_norm" else "")
+    if any(name.endswith("*") for name, _ in columns):
+        note += ("\n* scored other weights (or other ensemble members) than the directory holds now; run "
+                 "tools/evaluate.py on it again")
     return "\n".join(lines) + "\n" + note + "\n"
+
+
+def _stale(path: str) -> bool:
+    """Whether a stored result was scored on other exports than PATH has now (results from before this was
+    recorded, without "model", are taken as they are)."""
+    try:
+        now = model_identity(path)
+    except (ValueError, OSError):
+        return True
+    return any(row.get("model") not in (None, now) for row in read_results(path).values())
 
 
 def _write_json(path: str, data) -> None:

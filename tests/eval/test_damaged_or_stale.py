@@ -61,7 +61,7 @@ def test_export_hf_never_replaces_a_directory_that_is_not_its_own(tmp_path, tiny
 def test_the_recipe_rescores_downstream_when_the_ensemble_changes(tmp_path, tiny_run, tokenizer_model):
     """An ensemble re-scored with another member set (the recipe run again with more members) must not keep the
     downstream accuracies of the old set as its own."""
-    from megarecipe.analysis.downstream import read_results
+    from megarecipe.analysis.downstream import compare_table, read_results
     from megarecipe.recipes import recipe_file
     from megarecipe.recipes.pipeline import Pipeline
     from tests.eval.conftest import make_run
@@ -75,9 +75,12 @@ def test_the_recipe_rescores_downstream_when_the_ensemble_changes(tmp_path, tiny
     pipeline.downstream_models = lambda: {"ensemble": str(ens)}
     for members in ([tiny_run], [tiny_run, second]):
         (ens / "ensemble.json").write_text(json.dumps({"members": members}))
+        if len(members) == 2:   # evaluate.py --compare marks the result of the old set until it is scored again
+            assert "| ens* |" in compare_table([str(ens)]) and "scored other weights" in compare_table([str(ens)])
         logs.clear()
         pipeline.stage_downstream()
         assert not any("evaluated before" in line for line in logs), logs
+        assert "| ens |" in compare_table([str(ens)])
     assert len(read_results(str(ens))["sciq"].get("model") or []) == 2
     logs.clear()
     pipeline.stage_downstream()
