@@ -62,6 +62,10 @@ def markdown(cert: dict, title: str = "") -> str:
                      + " | ".join(_v(n, r["values"][n]) for n in names)
                      + f" | {_loss(r['loss'])} | {margin} | {r['verdict']} | {r['run']} |")
     verdict = "locally optimal" if cert["certified"] else "NOT certified"
+    failed = [r["run"] for r in cert["neighbours"] if r["loss"] is None]
+    if cert["certified"] and failed:   # a failed run may have diverged, or died of something else
+        verdict += (f" among the neighbours that finished; {len(failed)} failed ({', '.join(failed)}), so their loss "
+                    f"is unknown: see their train.log, or run again with --retry-failed")
     if cert["certified"] and not cert["distinguishable"]:
         verdict += "; some neighbours are within the seed-to-seed spread (not distinguishable)"
     lines += ["", f"Verdict: {verdict}.", ""]

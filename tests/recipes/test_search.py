@@ -61,6 +61,11 @@ def test_a_failing_point_is_never_chosen_and_is_reported():
     res = coordinate_descent(grid, start, lambda pts: [None if p["lr"] == 3e-3 else f(p) for p in pts])
     assert res.values["lr"] in (1e-3, 1e-2)
     assert any(loss is None for *_, loss in res.neighbours)
+    from megarecipe.recipes import certificate   # the certificate says which neighbours it could not compare
+
+    names = {p: f"run{i}" for i, p in enumerate(res.evaluated)}
+    text = certificate.markdown(certificate.build(res, names, None, len(res.evaluated)))
+    assert "among the neighbours that finished; 1 failed" in text
     with pytest.raises(SearchError, match="failed"):
         coordinate_descent(grid, (2, 0), lambda pts: [math.nan for _ in pts])
 
