@@ -38,8 +38,9 @@ def read_json(path: str) -> dict:
 
 
 def replace_dir(tmp: str, final: str) -> None:
-    """Move a finished directory `tmp` to `final`, replacing an older one; the old one goes only after."""
-    old = final + ".old"
+    """Move a finished directory `tmp` to `final`, replacing an older one; the old one goes only after. Its
+    interim name is this process's own, never a `final.old` that may be someone's backup."""
+    old = f"{final}.old{os.getpid()}"
     shutil.rmtree(old, ignore_errors=True)
     if os.path.isdir(final):
         os.replace(final, old)

@@ -71,3 +71,16 @@ def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, name):
     for use in (run.locked, lambda: run.hold().__enter__()):
         with pytest.raises(RunDirError, match="cannot be used .*; choose another run.dir"):
             use()
+
+
+def test_replace_dir_leaves_a_users_dot_old_alone(tmp_path):
+    """`mv hf/model hf/model.old` as a backup, then export again to hf/model: the backup must survive."""
+    from megarecipe import atomic
+
+    final, tmp, backup = tmp_path / "model", tmp_path / "model.tmp", tmp_path / "model.old"
+    for d, text in ((final, "current"), (tmp, "new"), (backup, "my backup")):
+        d.mkdir()
+        (d / "weights").write_text(text)
+    atomic.replace_dir(str(tmp), str(final))
+    assert (final / "weights").read_text() == "new" and (backup / "weights").read_text() == "my backup"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.old"]
