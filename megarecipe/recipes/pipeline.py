@@ -133,6 +133,11 @@ class Pipeline:
     def stage_data(self) -> None:
         d = self.r.data
         if os.path.isfile(os.path.join(d.dir, "meta.json")):
+            from megarecipe.data.meta import load_meta
+            have = load_meta(d.dir).vocab_size
+            if not d.tokenizer and have != d.vocab_size:   # REPORT.md states the recipe's vocabulary
+                raise PipelineError(f"data.dir {d.dir} was prepared with a vocabulary of {have}, the recipe asks for "
+                                    f"{d.vocab_size}; set data.vocab_size={have}, or give another data.dir to prepare")
             self.log(f"{d.dir} is prepared")
             return
         from megarecipe.data.corpus import default_files

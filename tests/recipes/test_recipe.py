@@ -17,6 +17,11 @@ from tests.helpers import REPO
 SLIVER = str(REPO / "tests" / "recipes" / "sliver.yaml")
 
 
+def fake_recipe(fake_data) -> list[str]:
+    """Recipe overrides for the stand-in trainer's data dir (its vocabulary is 256)."""
+    return [f"data.dir={fake_data}", "data.vocab_size=256"]
+
+
 def _one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -120,7 +125,7 @@ def test_a_second_recipe_in_the_same_out_fits_only_its_own_runs(tmp_path, fake_d
     out = str(tmp_path / "out")
     plans = []
     for path in (SLIVER, str(other)):
-        recipe = recipe_file.load(path, [f"data.dir={fake_data}"])
+        recipe = recipe_file.load(path, fake_recipe(fake_data))
         Pipeline(recipe, out, stop_after="regularized", log=lambda m: None).run()
         plans.append(json.load(open(os.path.join(out, "plan.json"))))
     assert [sorted(p["standard"]) for p in plans] == [["a", "b"], ["a", "c"]]
@@ -138,7 +143,7 @@ def test_without_search_the_certified_values_are_used_after_a_search(tmp_path, f
     out.mkdir()
     searched = {"lr": 3e-3, "weight_decay": 0.1, "epochs": 4}
     (out / "plan.json").write_text(json.dumps({"hyper": {"standard": {"a": searched, "b": searched}}}))
-    Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), str(out), stop_after="standard",
+    Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(out), stop_after="standard",
              log=lambda m: None).run()
     facts = RunDir(str(out / "standard" / "a")).info()["facts"]
     assert (facts["lr"], facts["epochs"]) == (1e-2, 2)        # sliver.yaml's certified values
@@ -154,7 +159,7 @@ def test_plan_and_stages_of_the_wrong_shape_are_rebuilt(tmp_path, fake_data, fak
     out.mkdir()
     (out / "plan.json").write_text(plan)
     (out / "stages.json").write_text(stages)
-    Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), str(out), stop_after="standard",
+    Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(out), stop_after="standard",
              log=lambda m: None).run()
     assert sorted(json.load(open(out / "plan.json"))["standard"]) == ["a", "b"]
     assert json.load(open(out / "stages.json"))["standard"]["did_work"]
@@ -198,7 +203,7 @@ def test_a_student_of_fewer_members_than_the_ensemble_now_has_is_not_reported_as
         members.append(str(tmp_path / f"m{i}"))
     ens = tmp_path / "ens"
     ens.mkdir()
-    pipeline = Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), str(tmp_path / "out"), log=lambda m: None)
+    pipeline = Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(tmp_path / "out"), log=lambda m: None)
     pipeline.plan = {"ensembles": {"b": str(ens)}, "regularized": {"a": str(tmp_path / "single")}}
     (ens / "ensemble.json").write_text(json.dumps({"members": members[:2], "val_loss_by_k": [3.5, 3.4]}))
     pipeline.stage_distill()
@@ -215,4 +220,10 @@ def test_a_second_pipeline_on_the_same_out_is_refused(tmp_path, fake_data):
     out = str(tmp_path / "out")
     with RunDir(out).hold():   # as a running tools/recipe.py holds it
         with pytest.raises(PipelineError, match="in use by another process.*choose another --out"):
-            Pipeline(recipe_file.load(SLIVER, [f"data.dir={fake_data}"]), out, log=lambda m: None).run()
+            Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), out, log=lambda m: None).run()
+
+
+def test_a_prepared_data_dir_of_another_vocabulary_is_refused(tmp_path, fake_data, capsys):
+    """REPORT.md states the recipe's vocabulary: a data dir prepared with another must not be used silently."""
+    err = _one_line_error(capsys, [SLIVER, f"data.dir={fake_data}", "--out", str(tmp_path / "out")])
+    assert "prepared with a vocabulary of 256, the recipe asks for 1024; set data.vocab_size=256" in err
