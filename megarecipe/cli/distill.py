@@ -75,6 +75,14 @@ def _train(args) -> int:
     from megarecipe.config import ConfigError, load_config, resolve_layout
     from megarecipe.data.errors import DataError
 
+    owned = {"run.dir": "--out", "distill.teacher": "--teacher"}
+    owned.update({"distill.alpha": "--alpha"} if args.alpha is not None else {})
+    owned.update({"distill.temperature": "--temperature"} if args.temperature is not None else {})
+    clash = next((o for o in args.overrides if o.split("=", 1)[0] in owned), None)
+    if clash:   # the tool's value would silently win
+        key = clash.split("=", 1)[0]
+        print(f"error: {clash}: {key} is set by {owned[key]}; give it once, as {owned[key]}", file=sys.stderr)
+        return 2
     overrides = [*args.overrides, f"run.dir={args.out}", f"distill.teacher={args.teacher}"]
     overrides += [f"distill.alpha={args.alpha}"] if args.alpha is not None else []
     overrides += [f"distill.temperature={args.temperature}"] if args.temperature is not None else []

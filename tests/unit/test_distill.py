@@ -170,6 +170,9 @@ def test_distill_tool_checks_before_spawning_and_reports(tiny_data, tmp_path, ca
     assert ok.returncode == 0, ok.stderr
     assert "--num_gpus 2 --master_port " in ok.stdout and "distill.alpha=0.5" in ok.stdout
     assert _ports(capsys, monkeypatch, good, common)
+    from megarecipe.cli.distill import main
+    for clash in ("run.dir=elsewhere", "distill.teacher=other"):   # the tool's value would silently win
+        assert main(["train", "--teacher", str(good), "--dry-run", *map(str, common), clash]) == 2
     bad = _cli("train", "--teacher", _teacher_run(tmp_path, "seq", tiny_data, seq_len=32), *common)
     assert bad.returncode == 2 and bad.stderr.startswith("error: distill.teacher: member")
     assert "Traceback" not in bad.stderr and not (tmp_path / "kd").exists()
