@@ -93,10 +93,10 @@ class LocalPool:
             log.write(f"== launch attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                       f"{shlex.join(cmd)}\n".encode())
             log.flush()
-            # a session of its own: a terminal's Ctrl-C reaches the tool alone, which sends the run SIGTERM (it
-            # checkpoints); a SIGINT of its own would end the trainer at once and lose its steps since the last one
+            # SIGINT ignored: a terminal's Ctrl-C, which reaches the whole process group, would end the trainer at
+            # once and lose its steps since the last checkpoint; the tool sends it SIGTERM instead (it checkpoints)
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self._env(spec, gpus), cwd=os.getcwd(), start_new_session=True)
+                                    env=self._env(spec, gpus), cwd=os.getcwd(), preexec_fn=_ignore_sigint)
         return _Live(spec, proc, gpus, progress_step(spec.run_dir), time.monotonic())
 
     def _next(self, queue: list[RunSpec]) -> RunSpec | None:
@@ -156,6 +156,10 @@ class LocalPool:
         finally:
             stop(live)
         return results
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop(live: list[_Live], grace_s: float = 60.0) -> None:
