@@ -15,3 +15,22 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def check_device(text: str | None) -> str | None:
+    """A --device value the tools can use: None (the default), cpu, or cuda[:N] where a GPU is; else ValueError
+    with one line."""
+    if text is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"--device {text!r} is not a device; use cpu or cuda (or cuda:N)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {text}: no such CUDA device here ({torch.cuda.device_count()} GPU(s)); pass "
+                         f"--device cpu or leave it out")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {text}: use cpu or cuda (or cuda:N)")
+    return text

@@ -141,6 +141,11 @@ def evaluate(args, argv: list[str]) -> int:
             return fail(f"--{name.replace('_', '-')}={value} must be >= 1")
     out = args.out_flag or args.out
     try:
+        from megarecipe.system import check_device
+        check_device(args.device)
+    except ValueError as e:
+        return fail(str(e))
+    try:
         run_dirs = list(args.runs) if args.runs else member_dirs(out, args.members)
         if args.members and args.runs:
             if len(run_dirs) < args.members:

@@ -58,6 +58,11 @@ def _evaluate(args, tasks: list[str]) -> int:
     for flag, value in (("--batch-size", args.batch_size), ("--max-resident", args.max_resident)):
         if value < 1:
             return _fail(f"{flag} {value}: must be at least 1")
+    from megarecipe.system import check_device
+    try:
+        check_device(args.device)
+    except ValueError as e:
+        return _fail(str(e))
     try:
         check_tasks(tasks)
         for path in args.paths:

@@ -118,6 +118,7 @@ def test_mismatched_members_are_named(members, tiny_data, tmp_path):
     (["ens_missing"], "ens_missing: no such ensemble directory"),
     (["--runs", "a", "--out", "x", "--resident", "0"], "--resident=0 must be >= 1"),
     (["--runs", "a", "b", "./a", "--out", "x"], "--runs: ./a is given twice"),
+    (["--runs", "a", "--out", "x", "--device", "bogus"], "--device 'bogus' is not a device"),
 ])
 def test_eval_errors_are_one_line(args, fragment, tmp_path, capsys, monkeypatch):
     from megarecipe.cli.ensemble import main

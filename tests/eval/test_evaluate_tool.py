@@ -48,6 +48,7 @@ def test_results_land_in_the_run_and_compare(tmp_path, tiny_run, capsys):
 @pytest.mark.parametrize("args,expect", [
     (["{run}", "--tasks", "arc_easy,nosuchtask"], "unknown task 'nosuchtask'"),
     (["{run}", "--tasks", "sciq", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["{run}", "--tasks", "sciq", "--device", "cuda:99"], "--device cuda:99: no such CUDA device"),
     (["{empty}", "--tasks", "arc_easy"], "no export"),
     (["{mixed}", "--tasks", "arc_easy"], "another tokenizer"),
     (["--compare", "{empty}"], "no evaluation results"),
