@@ -75,14 +75,14 @@ def _train(args) -> int:
     from megarecipe.config import ConfigError, load_config, resolve_layout
     from megarecipe.data.errors import DataError
 
-    owned = {"run.dir": "--out", "distill.teacher": "--teacher"}
-    owned.update({"distill.alpha": "--alpha"} if args.alpha is not None else {})
-    owned.update({"distill.temperature": "--temperature"} if args.temperature is not None else {})
-    clash = next((o for o in args.overrides if o.split("=", 1)[0] in owned), None)
-    if clash:   # the tool's value would silently win
-        key = clash.split("=", 1)[0]
-        print(f"error: {clash}: {key} is set by {owned[key]}; give it once, as {owned[key]}", file=sys.stderr)
-        return 2
+    owned = {"run.dir": ("--out", args.out), "distill.teacher": ("--teacher", args.teacher),
+             "distill.alpha": ("--alpha", args.alpha), "distill.temperature": ("--temperature", args.temperature)}
+    for item in args.overrides:   # the flag's value would silently win over another one
+        key, _, value = item.partition("=")
+        flag, given = owned.get(key, (None, None))
+        if given is not None and value != str(given) and os.path.normpath(value) != os.path.normpath(str(given)):
+            print(f"error: {item}: {key} is set by {flag} {given}; give it once", file=sys.stderr)
+            return 2
     overrides = [*args.overrides, f"run.dir={args.out}", f"distill.teacher={args.teacher}"]
     overrides += [f"distill.alpha={args.alpha}"] if args.alpha is not None else []
     overrides += [f"distill.temperature={args.temperature}"] if args.temperature is not None else []
@@ -135,7 +135,7 @@ def run_forwarding(cmd: list[str]) -> int:
 def _cache(args) -> int:
     from megarecipe.config import ConfigError, load_config
     from megarecipe.data.errors import DataError
-    from megarecipe.system import has_cuda
+    from megarecipe.system import check_device, has_cuda
     from megarecipe.teacher import TeacherError
     from megarecipe.teacher_cache import build
 
@@ -144,7 +144,7 @@ def _cache(args) -> int:
         t = args.temperature if args.temperature is not None else cfg.distill.temperature
         if not t > 0 or args.batch_size < 1:
             raise ValueError(f"--temperature {t} must be > 0 and --batch-size {args.batch_size} >= 1")
-        device = args.device or ("cuda" if has_cuda() else "cpu")
+        device = check_device(args.device) or ("cuda" if has_cuda() else "cpu")
         info = build(args.teacher, cfg.data.dir, cfg.model.seq_len, cfg.data.train_tokens, args.k, t, args.out,
                      device=device, batch_size=args.batch_size, bf16=device.startswith("cuda"))
     except (ConfigError, DataError, TeacherError, ValueError) as e:
@@ -200,12 +200,12 @@ def _leave_process_group() -> None:
 def _sample(args) -> int:
     from megarecipe.data.errors import DataError
     from megarecipe.data.synthetic import sample, stderr_log
-    from megarecipe.system import has_cuda
+    from megarecipe.system import check_device, has_cuda
     from megarecipe.teacher import TeacherError
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if has_cuda() else "cpu")
+        device = check_device(args.device) or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if has_cuda() else "cpu")
         barrier = _process_group(device) if world > 1 else None
         meta = sample(args.teacher, args.out, parse_count(args.tokens), args.temperature, args.top_p, args.seed,
                       args.batch, args.shard_sequences, device=device, bf16=device.startswith("cuda"),

@@ -239,7 +239,7 @@ def test_cache_never_replaces_a_directory_that_is_not_a_cache(tiny_data, tmp_pat
         err = capsys.readouterr().err
         assert err.startswith("error: --out") and "no teacher cache" in err and err.count("\n") == 1
         assert sorted(p.name for p in out.rglob("*")) == before
-    for bad in (["--temperature", "0"], ["--batch-size", "0"]):   # NaNs or a traceback, not a cache
+    for bad in (["--temperature", "0"], ["--batch-size", "0"], ["--device", "cuda:99"]):   # not a cache
         assert main([*args, *bad, "--out", str(tmp_path / "bad")]) == 2 and not (tmp_path / "bad").exists()
     cache = tmp_path / "cache"
     assert main([*args, "--out", str(cache)]) == 0 and main([*args, "--out", str(cache), "--k", "2"]) == 0
