@@ -93,8 +93,25 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
 
 
+def _check_numbers(args) -> None:
+    """Counts >= 1, rates and sizes > 0, margin >= 0, efficiency in (0, 1]: a zero divides, a negative one ranks
+    backwards or makes every layout fit."""
+    checks = [("--nodes", args.nodes, args.nodes >= 1), ("--top", args.top, args.top >= 1),
+              ("--steps", args.steps, args.steps >= 1), ("--max-measure", args.max_measure, args.max_measure >= 1),
+              ("--margin", args.margin, args.margin >= 0), ("--efficiency", args.efficiency, 0 < args.efficiency <= 1)]
+    for name in ("gpus_per_node", "processes", "peak_tflops", "intra_gbs", "inter_gbs", "gpu_memory", "memory"):
+        value = getattr(args, name)
+        if value is not None:
+            checks.append((f"--{name.replace('_', '-')}", value, value > 0))
+    for flag, value, ok in checks:
+        if not ok:
+            raise ConfigError(f"{flag} {value:g}: out of range (counts >= 1, sizes and rates > 0, margin >= 0, "
+                              f"0 < efficiency <= 1)")
+
+
 def _target(args):
     """(world, devices per node, memory per device, gpu?) from the flags."""
+    _check_numbers(args)
     if args.processes and args.gpus_per_node:
         raise ConfigError("--processes and --gpus-per-node: give one (CPU processes here, or GPUs)")
     if args.gpus_per_node:

@@ -105,6 +105,9 @@ def test_a_gpu_plan_takes_the_gpu_kernels_on_any_machine(capsys):
     (["configs/tiny.yaml", "data.dir=/nonexistent", "--processes", "2"], "model.vocab_size"),
     (["configs/tiny.yaml", "model.vocab_size=2048", "--processes", "2", "--zero", "zero9"], "--zero"),
     (["configs/tiny.yaml", "model.hidden_size=130", "model.vocab_size=2048", "--processes", "2"], "model.hidden_size"),
+    *[(["configs/tiny.yaml", "model.vocab_size=2048", "--gpus-per-node", "8", "--gpu-memory", "80GB", flag, value],
+       f"{flag} {value}: out of range") for flag, value in (("--nodes", "0"), ("--efficiency", "0"), ("--margin", "-1"),
+                                                            ("--peak-tflops", "-5"))],
 ])
 def test_bad_input_is_one_line_and_exit_2(args, field, capsys):
     code = main(args)
