@@ -14,6 +14,7 @@ OUT/report.md with the scaling fits). Killed and started again with the same com
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -30,7 +31,8 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def numbers(kind):
+def numbers(kind, least: float = 0.0, above: bool = False):
+    """A grid: finite numbers >= least (> least when `above`), e.g. epochs >= 1, LR > 0, weight decay >= 0."""
     def parse(text: str) -> list:
         try:
             values = sorted({kind(v) for v in text.split(",") if v.strip()})
@@ -38,6 +40,10 @@ def numbers(kind):
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
         if not values:
             raise argparse.ArgumentTypeError("the list is empty")
+        bad = [v for v in values if not math.isfinite(v) or v < least or (above and v == least)]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{bad[0]} is out of range (each must be {'>' if above else '>='} "
+                                             f"{least:g})")
         return values
     return parse
 
@@ -50,8 +56,8 @@ def parse(argv):
     ap.add_argument("--standard", action="store_true", help="the standard recipe: weight decay fixed at 0.1")
     ap.add_argument("--ladder", metavar="A.yaml,B.yaml", help="model sizes in order, each from the previous optimum")
     ap.add_argument("--tokens", metavar="100M,200M", help="token budgets D (data.train_tokens), each its own search")
-    ap.add_argument("--epochs", type=numbers(int), help="epochs grid (default 1,2,4,...,64)")
-    ap.add_argument("--lr", type=numbers(float), help="learning-rate grid (default 1e-4,3e-4,...,3e-2)")
+    ap.add_argument("--epochs", type=numbers(int, 1), help="epochs grid (default 1,2,4,...,64)")
+    ap.add_argument("--lr", type=numbers(float, 0, above=True), help="learning-rate grid (default 1e-4,3e-4,...,3e-2)")
     ap.add_argument("--wd", type=numbers(float), help="weight-decay grid (default 0,0.1,0.2,...,12.8)")
     ap.add_argument("--seed-early", action="store_true",
                     help="re-run each round's centre with the next seed alongside its neighbours: one run more per "

@@ -79,3 +79,16 @@ def test_status_of_a_sweep_json_with_wrong_types_is_no_traceback(tmp_path, capsy
     (tmp_path / "sweep.json").write_text(text)
     assert main(["--status", str(tmp_path)]) == 0
     assert f"== {tmp_path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("grid,fragment", [(["--wd", "nan"], "--wd: nan is out of range"),
+                                           (["--lr", "0,1e-3"], "--lr: 0.0 is out of range"),
+                                           (["--epochs", "0,1"], "--epochs: 0 is out of range")])
+def test_grids_out_of_range_are_one_line_before_any_run(tmp_path, capsys, grid, fragment):
+    from megarecipe.cli.tune import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["configs/tiny.yaml", "--out", str(tmp_path / "sweep"), *grid])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and fragment in err and err.count("\n") == 1
+    assert not (tmp_path / "sweep").exists()
