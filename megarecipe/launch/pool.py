@@ -15,7 +15,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +97,9 @@ class LocalPool:
             log.flush()
             # SIGINT ignored: a terminal's Ctrl-C, which reaches the whole process group, would end the trainer at
             # once and lose its steps since the last checkpoint; the tool sends it SIGTERM instead (it checkpoints)
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self._env(spec, gpus), cwd=os.getcwd(), preexec_fn=_ignore_sigint)
+            with _sigint_ignored():   # inherited through fork and exec (a preexec_fn is unsafe with threads)
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=self._env(spec, gpus), cwd=os.getcwd())
         return _Live(spec, proc, gpus, progress_step(spec.run_dir), time.monotonic())
 
     def _next(self, queue: list[RunSpec]) -> RunSpec | None:
@@ -158,8 +161,16 @@ class LocalPool:
         return results
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+@contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stop(live: list[_Live], grace_s: float = 60.0) -> None:
