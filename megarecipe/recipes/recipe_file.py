@@ -179,6 +179,8 @@ def check(r: Recipe) -> None:
         _fail("budget", "must be > 0 tokens")
     if any(int(b) <= 0 or int(b) == r.budget for b in r.data_law_budgets):
         _fail("data_law_budgets", f"each must be > 0 and differ from budget {r.budget} (that run is there already)")
+    if len({int(b) for b in r.data_law_budgets}) != len(r.data_law_budgets):
+        _fail("data_law_budgets", "a budget is listed twice; list each once")
     if r.data_law_size and r.data_law_size not in names:
         _fail("data_law_size", f"{r.data_law_size!r} is not a size ({', '.join(names)})")
     for section in ("standard", "regularized"):
@@ -188,6 +190,8 @@ def check(r: Recipe) -> None:
     for i, s in enumerate(r.ensemble.sizes):
         if s not in names:
             _fail(f"ensemble.sizes[{i}]", f"{s!r} is not a size ({', '.join(names)})")
+    if len(set(r.ensemble.sizes)) != len(r.ensemble.sizes):
+        _fail("ensemble.sizes", "a size is listed twice; list each once")
     if r.ensemble.sizes and r.ensemble.members < 2:
         _fail("ensemble.members", "must be >= 2")
     if r.distill.student:

@@ -40,6 +40,10 @@ def test_bad_fields_are_one_line(capsys, tmp_path):
     bad.write_text(open(SLIVER).read().replace("a: {lr: 1.0e-2, epochs: 2}", "a: {lr: fast, epochs: 2}"))
     assert "standard.certified.a" in _one_line_error(capsys, [str(bad), "--out", out])
     assert "downstream.limit" in _one_line_error(capsys, [SLIVER, "downstream.limit=0", "--out", out])
+    assert "ensemble.sizes: a size is listed twice" in _one_line_error(capsys, [SLIVER, "ensemble.sizes=[b,b]",
+                                                                                "--out", out])
+    assert "data_law_budgets: a budget is listed twice" in _one_line_error(
+        capsys, [SLIVER, "data_law_budgets=[4096,4096]", "--out", out])
     assert not os.path.exists(out)   # nothing started
 
 
