@@ -121,6 +121,14 @@ def run_points(records, over, problems, by="none"):
     """label -> Points, from each run's final loss (or each K of its ensemble losses)."""
     field, scale, _ = OVER[over]
     label = group_label(records, by)
+    sizes = {}
+    for r in records:
+        sizes.setdefault(r.params, []).append(r)
+    if over == "members" and len(sizes) > 1:   # one L(K) per model size: merged, the best per K would be fitted
+        names = {id(r): group_label(same, by)(r) for same in sizes.values() for r in same}
+        if len(set(names.values())) < len(sizes):
+            names = {id(r): f"{names[id(r)]} N={r.params or 0:,}" for r in records}
+        label = lambda r: names[id(r)]   # noqa: E731
     groups = {}
     for r in records:
         if over == "members":

@@ -193,3 +193,15 @@ def test_runs_as_a_script_and_fails_cleanly(runs, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     last = bad.stderr.strip().splitlines()[-1]
     assert last.startswith("error: reg-150m: ") and "need at least 3 distinct x" in last
+
+
+def test_over_members_fits_each_model_size_apart(tool, runs, tmp_path):
+    """Ensembles of two sizes: one L(K) each (merged, the better size's point at every K made one curve and the
+    other size vanished)."""
+    out = tmp_path / "two"
+    assert cli(tool, *glob(runs, "ens-150m-*"), *glob(runs, "ens-300m-*"), "--over", "members", "--out", out,
+               "--bootstrap", 0) == 0
+    fits = load(out)["fits"]
+    assert set(fits) == {"ens-150m", "ens-300m"}
+    for name in ("150m", "300m"):
+        assert fits[f"ens-{name}"]["E"] == pytest.approx(PAPER_K_ASYMPTOTES[name], abs=2e-4)
