@@ -113,6 +113,16 @@ class RunDir:
                               f"events") from None
         if not isinstance(info, dict):
             raise RunDirError(f"{self.run_json} does not hold a JSON object; move it aside")
+        final = info.get("final")
+        wrong = [name for name, value, kinds in (
+            ("status", info.get("status"), str), ("kind", info.get("kind"), str), ("step", info.get("step"), int),
+            ("settings_sha256", info.get("settings_sha256"), str), ("final", final, dict),
+            ("final.val_loss", (final or {}).get("val_loss") if isinstance(final, dict) else None, (int, float)),
+            ("final.step", (final or {}).get("step") if isinstance(final, dict) else None, int))
+            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool))]
+        if wrong:
+            raise RunDirError(f"{self.run_json}: {wrong[0]} has the wrong type; move run.json aside to read the run "
+                              f"from its events")
         return info
 
     def update(self, **fields) -> dict:

@@ -1,6 +1,7 @@
 """The run-directory contract: run.json written atomically, the lock, and the states a reader sees."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,16 @@ def test_damaged_run_json_is_one_line(tmp_path):
     (tmp_path / rundir.RUN_JSON).write_text("{not json")
     with pytest.raises(RunDirError, match="unreadable.*move it aside"):
         run.info()
+
+
+@pytest.mark.parametrize("content, field", [({"final": {"val_loss": "4.2", "step": 8}}, "final.val_loss"),
+                                            ({"final": [4.2]}, "final"), ({"status": 3}, "status"),
+                                            ({"step": "8"}, "step"), ({"final": {"val_loss": True}}, "final.val_loss")])
+def test_a_run_json_field_of_the_wrong_type_is_one_line(tmp_path, content, field):
+    """Readers (status, reports, fits) compare and format these fields; a hand-edited one fails here, named."""
+    (tmp_path / rundir.RUN_JSON).write_text(json.dumps(content))
+    with pytest.raises(RunDirError, match=f"{re.escape(field)} has the wrong type; move run.json aside"):
+        RunDir(tmp_path).info()
 
 
 def test_update_is_atomic_and_merges(tmp_path):
