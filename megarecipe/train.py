@@ -46,6 +46,12 @@ def resume_key(cfg: Config, layout: Layout) -> dict:
     return key
 
 
+def heldout_set(key: dict) -> dict:
+    """run.json's "heldout": which tokens val/loss is measured on, so runs scored on other ones are not fitted
+    or compared together."""
+    return {"data_sha256": key["data.dir (contents sha256)"], "val_tokens": key["data.val_tokens"]}
+
+
 def mix_facts(cfg: Config) -> list[dict] | None:
     """run.json's "data_mix": each mixed dir, its ratio, content hash and origin (a sampled dir's teacher)."""
     from megarecipe.config import mix_sources
@@ -182,7 +188,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     if first:
         run.update(status=rundir.RUNNING, kind="train", facts=facts, distill=distill_facts(cfg),
                    **({"data_mix": mix_facts(cfg)} if cfg.data.mix else {}),
-                   settings_sha256=settings_sha256(cfg), kernels=kernels, step=start, started=time.time(),
+                   settings_sha256=settings_sha256(cfg), kernels=kernels, heldout=heldout_set(key), step=start,
+                   started=time.time(),
                    error=None)
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))

@@ -61,6 +61,7 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
                                                 "val_loss_by_k": losses})
     plot_members(losses, member_losses, out.join(PLOT))
     out.update(status=rundir.FINISHED, kind="ensemble", facts=facts, members=paths,
+               heldout=(RunDir(members[0].run_dir).info() or {}).get("heldout"),   # the members' own held-out set
                final={"val_loss": losses[-1], "val_loss_by_k": losses})
 
 

@@ -43,6 +43,7 @@ class RunRecord:
     final_step: int | None = None
     ensemble_losses: dict = field(default_factory=dict)  # K -> ensemble/val_loss
     status: str | None = None  # run.json's status; None for a run dir without one
+    heldout: tuple | None = None  # (data contents sha256, val tokens) val/loss was measured on, where recorded
 
 
 def event_dir(path: str) -> str:
@@ -103,6 +104,9 @@ def read_run(path: str) -> RunRecord:
         raise RunError(f"no TensorBoard event files (looked in {tb})")
     scalars = read_scalars(tb)
     rec = RunRecord(path=path, name=run_name(path), status=info.get("status"))
+    heldout = info.get("heldout")
+    if isinstance(heldout, dict):
+        rec.heldout = (heldout.get("data_sha256"), heldout.get("val_tokens"))
     exact = info.get("facts") or {}
     for key in COUNTS:
         v = exact.get(key, _fact(scalars.get(rundir.fact_tag(key))))
@@ -188,3 +192,16 @@ def write_csv(records: list[RunRecord], path: str) -> None:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         w.writerows(table_rows(records))
+
+
+def check_same_heldout(records: list[RunRecord]) -> None:
+    """Losses measured on different held-out tokens are not comparable: refuse to fit or compare them together
+    (runs that do not record theirs, written before run.json had it, are taken as they are)."""
+    first = next((r for r in records if r.heldout), None)
+    other = next((r for r in records if r.heldout and r.heldout != first.heldout), None)
+    if other:
+        def said(r):
+            return f"{r.name} (data {str(r.heldout[0])[:12]}, {r.heldout[1]} val tokens)"
+        raise RunError(f"val/loss of {said(first)} and {said(other)} were measured on different held-out tokens; "
+                       f"fit runs trained and evaluated on one data dir with one data.val_tokens")
+

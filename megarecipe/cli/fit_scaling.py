@@ -87,9 +87,13 @@ def fit_kw(args):
 
 
 def read(paths, problems):
-    from megarecipe.analysis.runs import format_table, read_runs
+    from megarecipe.analysis.runs import RunError, check_same_heldout, format_table, read_runs
 
     records, bad = read_runs(paths)
+    try:
+        check_same_heldout(records)
+    except RunError as e:
+        raise UsageError(str(e)) from None
     problems.extend(bad)
     for path, why in bad:
         print(f"left out {path}: {why}", file=sys.stderr)

@@ -205,3 +205,21 @@ def test_over_members_fits_each_model_size_apart(tool, runs, tmp_path):
     assert set(fits) == {"ens-150m", "ens-300m"}
     for name in ("150m", "300m"):
         assert fits[f"ens-{name}"]["E"] == pytest.approx(PAPER_K_ASYMPTOTES[name], abs=2e-4)
+
+
+def test_runs_scored_on_other_held_out_tokens_are_not_fitted_together(tool, runs, tmp_path, capsys):
+    import shutil
+
+    from megarecipe.rundir import RunDir
+
+    paths = []
+    for i, src in enumerate(glob(runs, "reg-*-lr0.003")):
+        dst = shutil.copytree(src, tmp_path / os.path.basename(src))
+        val_tokens = 8192 if i == 2 else 4096   # one run evaluated on a longer held-out slice
+        RunDir(str(dst)).update(status="finished", heldout={"data_sha256": "ab" * 32, "val_tokens": val_tokens})
+        paths.append(dst)
+    assert cli(tool, *paths, "--over", "params", "--out", tmp_path / "out") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "measured on different held-out tokens" in err[0] and "8192 val tokens" in err[0], err
+    RunDir(str(paths[2])).update(heldout={"data_sha256": "ab" * 32, "val_tokens": 4096})
+    assert cli(tool, *paths, "--over", "params", "--out", tmp_path / "out") == 0

@@ -58,7 +58,9 @@ def test_tensor_by_data_parallel_zero2_fused_attention(tiny_data, tmp_path, refe
     run_dir, _ = train(tmp_path, "tp2dp2", 4, tiny_data, "parallel.tp=2", "parallel.ds_config=zero2",
                        "train.micro_batch_size=2", "model.kernels=sdpa")
     assert losses(run_dir) == pytest.approx(reference, abs=2e-4)
-    assert RunDir(str(run_dir)).info()["kernels"] == "sdpa"
+    info = RunDir(str(run_dir)).info()
+    assert info["kernels"] == "sdpa"
+    assert info["heldout"]["val_tokens"] == 2048 and len(info["heldout"]["data_sha256"]) == 64
 
 
 KILLED = ["train.stop_after=null", "train.epochs=2", "train.checkpoint_every=4", "train.eval_every=6"]
