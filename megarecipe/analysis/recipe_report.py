@@ -371,7 +371,8 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
         lim = recipe.downstream.limit
         for label, tasks_skipped in (plan.get("downstream_skipped") or {}).items():
             for task, why in tasks_skipped.items():
-                L += ["", f"{task} was not scored for {label}: {why['why']}."]
+                if task in recipe.downstream.tasks:   # a task since dropped from the recipe is not news
+                    L += ["", f"{task} was not scored for {label}: {why['why']}."]
         L.append("")
         L.append(f"{'First ' + str(lim) + ' examples per task' if lim else 'Every example'}; at this scale the "
                  f"models are near chance, so differences are mostly noise.")
