@@ -190,8 +190,30 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
     return f"{key}: {msg}; give a value of the field's type"
 
 
+def literal(value) -> str:
+    """`value` as an override's right-hand side that OmegaConf reads back as the same string: a `${` in a path
+    is escaped, not taken for an interpolation."""
+    return str(value).replace("${", "\\${")
+
+
+def override(key: str, value) -> str:
+    """The `key=value` override that sets `key` to exactly `value` (a path the tool chose, not a user's text)."""
+    return f"{key}={literal(value)}"
+
+
+def _literal_strings(value):
+    if isinstance(value, str):
+        return literal(value)
+    if isinstance(value, dict):
+        return {k: _literal_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal_strings(v) for v in value]
+    return value
+
+
 def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The config as YAML that load_config reads back unchanged (a literal `${` in a value stays literal)."""
+    return OmegaConf.to_yaml(OmegaConf.create(_literal_strings(OmegaConf.to_container(OmegaConf.structured(cfg)))))
 
 
 def save_config(cfg: Config, path: str) -> None:

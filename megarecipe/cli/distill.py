@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
-    from megarecipe.config import ConfigError, load_config, resolve_layout
+    from megarecipe.config import ConfigError, load_config, override, resolve_layout
     from megarecipe.data.errors import DataError
 
     owned = {"run.dir": ("--out", args.out), "distill.teacher": ("--teacher", args.teacher),
@@ -83,7 +83,7 @@ def _train(args) -> int:
         if given is not None and value != str(given) and os.path.normpath(value) != os.path.normpath(str(given)):
             print(f"error: {item}: {key} is set by {flag} {given}; give it once", file=sys.stderr)
             return 2
-    overrides = [*args.overrides, f"run.dir={args.out}", f"distill.teacher={args.teacher}"]
+    overrides = [*args.overrides, override("run.dir", args.out), override("distill.teacher", args.teacher)]
     overrides += [f"distill.alpha={args.alpha}"] if args.alpha is not None else []
     overrides += [f"distill.temperature={args.temperature}"] if args.temperature is not None else []
     try:

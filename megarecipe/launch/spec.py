@@ -31,7 +31,9 @@ class RunSpec:
 
     def trainer_args(self) -> list[str]:
         """CONFIG key=value ... as the trainer takes them: every start resumes, so a restart never retrains."""
-        return [self.config, *self.overrides, f"run.dir={self.run_dir}", "run.resume=true"]
+        from megarecipe.config import override
+
+        return [self.config, *self.overrides, override("run.dir", self.run_dir), "run.resume=true"]
 
 
 @dataclass

@@ -14,6 +14,7 @@ import yaml
 
 import megarecipe
 from megarecipe import rundir
+from megarecipe.config import override
 from megarecipe.plan.candidates import Candidate, write_ds_json
 from megarecipe.rundir import RunDir
 from megarecipe.system import free_port
@@ -31,8 +32,8 @@ def run_candidate(c: Candidate, config_path: str, overrides: list[str], nproc: i
             return {"run_dir": run_dir, "error": f"{run_dir} is in use by another process; wait or use another --out"}
         shutil.rmtree(run_dir)
     cmd = [str(REPO / "launchers" / "local.sh"), str(nproc), config_path, *overrides, *c.overrides(ds),
-           f"run.dir={run_dir}", f"train.stop_after={steps}", "train.progress=false", "train.checkpoint_every=0",
-           "train.eval_every=1000000000"]
+           override("run.dir", run_dir), f"train.stop_after={steps}", "train.progress=false",
+           "train.checkpoint_every=0", "train.eval_every=1000000000"]
     env = dict(os.environ, MASTER_PORT=str(free_port()), PYTHONWARNINGS="ignore")
     try:
         result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

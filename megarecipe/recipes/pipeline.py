@@ -18,6 +18,7 @@ import time
 from contextlib import ExitStack
 
 from megarecipe import atomic
+from megarecipe.config import override
 from megarecipe.launch import RunSpec, launch
 from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError
 from megarecipe.rundir import RunDir, RunDirError
@@ -86,7 +87,7 @@ class Pipeline:
 
     def overrides(self, size: str, hp: Hyper | None, budget: int | None = None, seed: int | None = None) -> list:
         d = self.r.data
-        ov = [*self.r.overrides, f"data.dir={d.dir}", f"data.val_tokens={d.eval_tokens}",
+        ov = [*self.r.overrides, override("data.dir", d.dir), f"data.val_tokens={d.eval_tokens}",
               f"data.train_tokens={budget or self.r.budget}", *self.sizes[size].overrides]
         if hp is not None:
             ov += [f"optim.lr={hp.lr!r}", f"optim.weight_decay={hp.weight_decay!r}", f"train.epochs={hp.epochs}"]
@@ -257,7 +258,8 @@ class Pipeline:
         dc = self.r.distill
         teacher, student = self.best_ensemble(), dc.student
         run_dir = os.path.join(self.out, "distill", student)
-        extra = [f"distill.teacher={teacher}", f"distill.alpha={dc.alpha!r}", f"distill.temperature={dc.temperature!r}"]
+        extra = [override("distill.teacher", teacher), f"distill.alpha={dc.alpha!r}",
+                 f"distill.temperature={dc.temperature!r}"]
         self.run_all([self.spec(student, self.hyper("regularized", student), run_dir, extra=extra)])
         taught = ((RunDir(run_dir).info() or {}).get("distill") or {}).get("members")
         now = atomic.read_json(os.path.join(teacher, "ensemble.json")).get("members")

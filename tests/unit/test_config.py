@@ -184,3 +184,17 @@ def test_validation_split_shorter_than_a_sequence(tiny_data):
 def test_an_empty_required_setting_is_named():
     with pytest.raises(ConfigError, match=r"^run.dir is empty; give it a value"):
         load_config("configs/tiny.yaml", ["run.dir="])
+
+
+def test_a_path_with_an_interpolation_sign_stays_literal(tmp_path):
+    """Tools pass the paths they choose through override(); saved configs read back as they were written."""
+    from megarecipe.config import override, save_config
+    from megarecipe.launch.spec import RunSpec
+
+    odd = str(tmp_path / "runs ${oc.env:HOME} $x {y}")
+    cfg = load_config("configs/tiny.yaml", [override("run.dir", odd), override("data.dir", odd + "/data")])
+    assert cfg.run.dir == odd and cfg.data.dir == odd + "/data"
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+    args = RunSpec(config="configs/tiny.yaml", overrides=[], run_dir=odd).trainer_args()
+    assert load_config(args[0], args[1:]).run.dir == odd
