@@ -37,6 +37,33 @@ def read_json(path: str) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
+def build_dir(final: str) -> str:
+    """A new, empty directory beside `final` to build it in, then replace_dir(tmp, final): named after this
+    process, so two builders never share one and a user's `final.tmp` is not touched. Build dirs left by
+    processes that no longer run (killed mid-build) are removed."""
+    final = os.path.normpath(final)
+    parent, base = os.path.split(final)
+    os.makedirs(parent or ".", exist_ok=True)
+    for name in os.listdir(parent or "."):
+        pid = name[len(base) + 4:] if name.startswith(base + ".tmp") else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    tmp = f"{final}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def replace_dir(tmp: str, final: str) -> None:
     """Move a finished directory `tmp` to `final`, replacing an older one; the old one goes only after. Its
     interim name is this process's own, never a `final.old` that may be someone's backup."""

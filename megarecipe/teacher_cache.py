@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +47,7 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
     from tqdm import tqdm
 
     from megarecipe import teacher as teachers
-    from megarecipe.atomic import replace_dir
+    from megarecipe.atomic import build_dir, replace_dir
     from megarecipe.data.dataset import TokenDataset
 
     if os.path.exists(out) and not is_cache(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -61,9 +60,7 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
         raise ValueError(f"--k={k} must be in [1, {vocab}] (the tokenizer's vocabulary)")
     model = teachers.Teacher(teacher_dir, device, bf16)
     n = data.num_sequences
-    tmp = os.path.normpath(out) + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    tmp = build_dir(out)
     logp = np.lib.format.open_memmap(os.path.join(tmp, "logp.npy"), "w+", np.float32, (n, seq_len, k))
     ids = np.lib.format.open_memmap(os.path.join(tmp, "ids.npy"), "w+", np.int32, (n, seq_len, k))
     tail = np.lib.format.open_memmap(os.path.join(tmp, "tail.npy"), "w+", np.float32, (n, seq_len))

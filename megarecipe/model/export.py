@@ -52,9 +52,7 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     state_dict = {k: v for k, v in state_dict.items() if not (k.endswith("._extra_state") and v is None)}
     check_weights({k: v.shape for k, v in state_dict.items()}, cfg.model, vocab_size, "write_export")
     out_dir = os.path.normpath(out_dir)
-    tmp = out_dir + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    tmp = atomic.build_dir(out_dir)
     weights = os.path.join(tmp, "model.safetensors")
     save_file({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
     os.chmod(weights, _file_mode())   # safetensors writes through a private temporary file (mode 0600)

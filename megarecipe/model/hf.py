@@ -18,7 +18,7 @@ import tempfile
 import torch
 from safetensors.torch import save_file
 
-from megarecipe.atomic import replace_dir
+from megarecipe.atomic import build_dir, replace_dir
 from megarecipe.config import ModelConfig
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
@@ -117,9 +117,7 @@ def export_hf(export_dir: str, out_dir: str) -> str:
                          f"has its tokenizer")
     tokenizer = fast_tokenizer(sp_path)
     out_dir = os.path.normpath(out_dir)
-    tmp = out_dir + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    tmp = build_dir(out_dir)
     save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
               metadata={"format": "pt"})
     config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)

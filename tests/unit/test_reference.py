@@ -129,7 +129,7 @@ def test_export_round_trip(tmp_path):
     out = write_export(str(tmp_path / "export"), model.state_dict(), cfg, 512, tokenizer_path=str(tokenizer))
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
         "config.yaml", "model.json", "model.safetensors", "tokenizer.model"]
-    assert not (tmp_path / "export.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "tok.model"]   # no build dir left
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "export").iterdir()}
     (tmp_path / "plain").write_text("")
     assert set(modes.values()) == {oct((tmp_path / "plain").stat().st_mode & 0o777)}, modes   # as the umask says

@@ -84,6 +84,26 @@ def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, name):
             use()
 
 
+def test_build_dirs_are_each_builders_own(tmp_path):
+    """Two builders of one OUT never share a build dir; a user's OUT.tmp is left alone; a dead builder's goes."""
+    from megarecipe import atomic
+
+    (tmp_path / "cache.tmp").mkdir()
+    (tmp_path / "cache.tmp" / "mine").write_text("a user's folder")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f"cache.tmp{dead.stdout.strip()}").mkdir()   # killed mid-build
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f"cache.tmp{live.pid}").mkdir()           # another builder, still at work
+        tmp = atomic.build_dir(str(tmp_path / "cache"))
+        assert tmp == str(tmp_path / f"cache.tmp{os.getpid()}") and os.path.isdir(tmp)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["cache.tmp", f"cache.tmp{live.pid}", f"cache.tmp{os.getpid()}"])
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_replace_dir_leaves_a_users_dot_old_alone(tmp_path):
     """`mv hf/model hf/model.old` as a backup, then export again to hf/model: the backup must survive."""
     from megarecipe import atomic
