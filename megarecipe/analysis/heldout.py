@@ -33,6 +33,17 @@ def score_members(members: list[Member], device=None, resident: int | None = Non
                            chunk_batches=chunk_batches, progress=progress)
 
 
+def weights_identity(run_dirs: list[str]) -> list[list]:
+    """Each member's exported weights by path, size and modification time: a score is current only while
+    these are unchanged (a member retrained in place has new weights under the same path)."""
+    out = []
+    for run_dir in run_dirs:
+        weights = os.path.join(RunDir(run_dir).export, "model.safetensors")
+        st = os.stat(weights) if os.path.isfile(weights) else None
+        out.append([os.path.abspath(weights), st and st.st_size, st and st.st_mtime_ns])
+    return out
+
+
 def write_result(out_dir: str, members: list[Member], losses: list[float]) -> None:
     """The ensemble's run directory: events (facts at step 0, ensemble/val_loss at step K), ensemble.json,
     run.json and the plot of loss against K."""
@@ -58,7 +69,7 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     seeds = [m.cfg.run.seed for m in members]
     member_losses = [read_run(m.run_dir).final_val_loss for m in members]
     atomic.write_json(out.join(ENSEMBLE_JSON), {"members": paths, "seeds": seeds, "member_val_loss": member_losses,
-                                                "val_loss_by_k": losses})
+                                                "val_loss_by_k": losses, "weights": weights_identity(paths)})
     plot_members(losses, member_losses, out.join(PLOT))
     out.update(status=rundir.FINISHED, kind="ensemble", facts=facts, members=paths,
                heldout=(RunDir(members[0].run_dir).info() or {}).get("heldout"),   # the members' own held-out set

@@ -234,13 +234,13 @@ class Pipeline:
             members[size], new = self.member_runs(size)
             specs += new
         self.run_all(specs)
-        from megarecipe.analysis.heldout import evaluate_ensemble
+        from megarecipe.analysis.heldout import evaluate_ensemble, weights_identity
 
         self.plan["ensembles"] = {}
         for size, runs in members.items():
             ens_dir = os.path.abspath(os.path.join(self.out, "ensembles", size))
             have = atomic.read_json(os.path.join(ens_dir, "ensemble.json"))
-            if have.get("members") != runs:
+            if have.get("members") != runs or have.get("weights") != weights_identity(runs):
                 self.worked = True
                 losses = evaluate_ensemble(runs, ens_dir)
                 self.log(f"  ensembles/{size}: K = 1..{len(losses)}: " + " ".join(f"{v:.4f}" for v in losses))

@@ -85,3 +85,36 @@ def test_the_recipe_rescores_downstream_when_the_ensemble_changes(tmp_path, tiny
     logs.clear()
     pipeline.stage_downstream()
     assert any("evaluated before" in line for line in logs)
+
+
+def test_the_recipe_rescores_an_ensemble_whose_member_was_retrained_in_place(tmp_path, tokenizer_model, monkeypatch):
+    """Same member paths, new weights (a member deleted and trained again): the old K = 1..n losses are stale."""
+    import os
+
+    from megarecipe import atomic
+    from megarecipe.analysis import heldout
+    from megarecipe.recipes import recipe_file
+    from megarecipe.recipes.pipeline import Pipeline
+    from tests.eval.conftest import make_run
+    from tests.recipes.test_recipe import SLIVER
+
+    runs = [os.path.abspath(make_run(tmp_path / f"m{i}", tokenizer_model, seed=i)) for i in range(2)]
+    scored = []
+
+    def fake_score(run_dirs, out_dir):   # what write_result leaves, without scoring held-out data
+        scored.append(list(run_dirs))
+        os.makedirs(out_dir, exist_ok=True)
+        atomic.write_json(os.path.join(out_dir, "ensemble.json"), {
+            "members": run_dirs, "val_loss_by_k": [5.0, 4.9], "weights": heldout.weights_identity(run_dirs)})
+        return [5.0, 4.9]
+
+    monkeypatch.setattr(heldout, "evaluate_ensemble", fake_score)
+    recipe = recipe_file.load(SLIVER, ["ensemble.sizes=[" + recipe_file.load(SLIVER, []).ensemble.sizes[0] + "]"])
+    pipeline = Pipeline(recipe, str(tmp_path / "out"), log=lambda m: None)
+    pipeline.member_runs = lambda size: (runs, [])
+    pipeline.run_all = lambda specs: None
+    for expected in (1, 1, 2):
+        if expected == 2:   # retrained in place: the same path, other weights
+            make_run(tmp_path / "m1", tokenizer_model, seed=7)
+        pipeline.stage_ensembles()
+        assert len(scored) == expected
