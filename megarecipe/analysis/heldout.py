@@ -58,13 +58,15 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     facts = {name: getattr(first, name) for name in SHARED if getattr(first, name, None) is not None}
     facts["members"] = len(members)
     os.makedirs(out.path, exist_ok=True)
-    _clear_events(out.tb)   # a re-evaluation replaces the curve rather than appending a second one
-    writer = SummaryWriter(out.tb)
+    out.update(status=rundir.RUNNING, kind="ensemble")   # until events, ensemble.json and run.json agree again
+    tb = atomic.build_dir(out.tb)   # a re-evaluation replaces the curve whole rather than appending a second one
+    writer = SummaryWriter(tb)
     for name, value in facts.items():
         writer.add_scalar(rundir.fact_tag(name), float(value), 0)
     for k, loss in enumerate(losses, start=1):
         writer.add_scalar(rundir.ENSEMBLE_VAL_LOSS, loss, k)
     writer.close()
+    atomic.replace_dir(tb, out.tb)
     paths = [os.path.abspath(m.run_dir) for m in members]
     seeds = [m.cfg.run.seed for m in members]
     member_losses = [read_run(m.run_dir).final_val_loss for m in members]
@@ -74,13 +76,6 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     out.update(status=rundir.FINISHED, kind="ensemble", facts=facts, members=paths,
                heldout=(RunDir(members[0].run_dir).info() or {}).get("heldout"),   # the members' own held-out set
                final={"val_loss": losses[-1], "val_loss_by_k": losses})
-
-
-def _clear_events(tb: str) -> None:
-    if os.path.isdir(tb):
-        for name in os.listdir(tb):
-            if "tfevents" in name:
-                os.remove(os.path.join(tb, name))
 
 
 def evaluate_ensemble(run_dirs: list[str], out_dir: str, device=None, resident: int | None = None) -> list[float]:

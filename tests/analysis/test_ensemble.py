@@ -147,3 +147,23 @@ def test_an_ensemble_is_never_written_over_a_training_run(members, tiny_data, tm
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "holds a train run" in err
         assert (sorted(os.listdir(os.path.join(run, "tb"))), RunDir(run).info()) == before
+
+
+def test_an_interrupted_write_never_reads_as_a_finished_result(members, tmp_path, monkeypatch):
+    """Killed between the events and the rest: run.json is not 'finished', and the old curve was replaced whole
+    (never two curves in one tb/, never new events under an old finished run.json)."""
+    from megarecipe.analysis import heldout, plots
+    from megarecipe.analysis.runs import read_scalars
+
+    out = str(tmp_path / "ens")
+    heldout.write_result(out, read_members(members[:2]), [5.0, 4.9])
+    assert RunDir(out).info()["status"] == "finished"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(plots, "plot_members", killed)
+    with pytest.raises(KeyboardInterrupt):
+        heldout.write_result(out, read_members(members), [5.0, 4.8, 4.7])
+    assert RunDir(out).info()["status"] == "running"
+    assert read_scalars(os.path.join(out, "tb"))["ensemble/val_loss"] == pytest.approx({1: 5.0, 2: 4.8, 3: 4.7})
+    assert [n for n in os.listdir(tmp_path) if n != "ens"] == []   # no build dir left beside it
