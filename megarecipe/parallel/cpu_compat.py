@@ -44,6 +44,14 @@ def apply() -> bool:
     global _applied
     if _applied or not needed():
         return _applied
+    # `with torch.device(...)` fills a device to the factories it finds in a set cached on first use; build that set
+    # now, from the real factories, or it would hold the wrappers and the context would stop reaching them
+    # (transformers then misses its meta-device init and leaves non-persistent buffers such as inv_freq unset).
+    import torch.utils._device as device_ctx
+    if not hasattr(device_ctx, "_device_constructors"):
+        raise RuntimeError("torch changed: torch.utils._device._device_constructors is gone; "
+                           "pin torch to a release that has it")
+    device_ctx._device_constructors()
     for name in _FACTORIES:
         setattr(torch, name, _on_cpu(getattr(torch, name)))
     torch.cuda.current_device = lambda: "cpu"
