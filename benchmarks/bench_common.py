@@ -42,3 +42,14 @@ def ensure_data(data_dir: str) -> None:
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
         from megarecipe.data.corpus import prepare_default
         prepare_default(data_dir)
+
+
+def publish(table: str, heading: str, write: bool) -> None:
+    """Print the table; with --write also append it to benchmarks/RESULTS.md under `heading (date)`."""
+    import time
+    from pathlib import Path
+
+    print(table)
+    if write:
+        with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as f:
+            f.write(f"\n## {heading} ({time.strftime('%Y-%m-%d')})\n\n{table}\n")

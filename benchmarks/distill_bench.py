@@ -15,12 +15,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from bench_common import add_shape_args, ensure_data, shape_overrides, trainer_env
+from bench_common import add_shape_args, ensure_data, publish, shape_overrides, trainer_env
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,10 +90,7 @@ def main() -> int:
              f"{a.rounds} interleaved rounds.", "", "| case | s/step | vs plain |", "|---|---|---|"]
     lines += [f"| {label} | {best[label]:.3f} | {best[label] / base:.2f}x |" for label, _ in cases]
     table = "\n".join(lines)
-    print(table)
-    if a.write:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(f"\n## Distillation step time ({time.strftime('%Y-%m-%d')})\n\n{table}\n")
+    publish(table, "Distillation step time", a.write)
     return 0
 
 

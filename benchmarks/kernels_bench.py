@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import add_shape_args, ensure_data, trainer_env
+from bench_common import add_shape_args, ensure_data, publish, trainer_env
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,10 +138,7 @@ def main() -> int:
         f"micro-batch {a.micro}, vocab {VOCAB}, fp32")
     table = "\n".join([f"`{command.strip()}` — {device}; {what}; median of steps {a.warmup + 1}-{a.steps}.", "",
                        *rows])
-    print(table)
-    if a.write:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(f"\n## Layer kernels ({time.strftime('%Y-%m-%d')})\n\n{table}\n")
+    publish(table, "Layer kernels", a.write)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import add_shape_args, ensure_data, shape_overrides, trainer_env
+from bench_common import add_shape_args, ensure_data, publish, shape_overrides, trainer_env
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,10 +105,7 @@ def main() -> int:
              "| case | tokens/s | vs plain |", "|---|---|---|"]
     lines += [f"| {label} | {rate:,.0f} | {rate / base:.2f}x |" for label, rate in rows]
     table = "\n".join(lines)
-    print(table)
-    if a.write:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(f"\n## Training throughput ({time.strftime('%Y-%m-%d')})\n\n{table}\n")
+    publish(table, "Training throughput", a.write)
     return 0
 
 
