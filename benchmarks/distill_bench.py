@@ -27,14 +27,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 def make_teachers(a, data_dir: str, work: str, n: int) -> str:
     """An ensemble dir of n random-weight exports; returns its path."""
-    from megarecipe.config import load_config, resolve_layout
+    from megarecipe.config import load_config
+    from megarecipe.preflight import check_run
     from megarecipe.data.meta import load_meta
     from megarecipe.model.export import write_export
     from megarecipe.model.reference import Llama
 
     cfg = load_config("configs/tiny.yaml", [*shape_overrides(a, a.teacher_layers), f"data.dir={data_dir}",
                                             "data.train_tokens=null", "data.val_tokens=null"])
-    vocab = resolve_layout(cfg, world_size=1).vocab_size
+    vocab = check_run(cfg, world_size=1).vocab_size
     members = []
     for i in range(n):
         torch.manual_seed(i)

@@ -44,7 +44,7 @@ def main(argv):
             run.update(status=rundir.RUNNING, kind="train", facts=facts, settings_sha256=settings_sha256(cfg),
                        step=start, started=time.time(), error=None)
             if cfg.distill.teacher:   # as the trainer names its teacher
-                from megarecipe import teacher
+                from megarecipe.distill import teacher
                 run.update(distill=teacher.identity(cfg.distill.teacher))
             print(f"fake trainer: {run.name} from step {start}", flush=True)
             if os.environ.get("FAKE_TERM_STOPS"):   # as the trainer: SIGTERM -> a checkpoint and status stopped

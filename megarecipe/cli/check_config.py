@@ -20,19 +20,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("args", nargs=argparse.REMAINDER, help="CONFIG.yaml and key=value overrides, as the trainer takes")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
 
-    from megarecipe.checkpoint import CheckpointError
+    from megarecipe.train.checkpoint import CheckpointError
     from megarecipe.cli.train import parse_args
-    from megarecipe.config import ConfigError, load_config, resolve_layout
+    from megarecipe.config import ConfigError, load_config
+    from megarecipe.preflight import check_run
     from megarecipe.data.errors import DataError
     from megarecipe.rundir import LOCK, RunDir, RunDirError
-    from megarecipe.train import TrainingError, check_run_dir, resume_key
+    from megarecipe.train.loop import TrainingError, check_run_dir, resume_key
 
     try:
         if args.world_size < 1:
             raise ConfigError(f"--world-size {args.world_size} must be >= 1; give the number of processes")
         path, overrides = parse_args(args.args)
         cfg = load_config(path, overrides)
-        layout = resolve_layout(cfg, world_size=args.world_size)
+        layout = check_run(cfg, world_size=args.world_size)
         run = RunDir(cfg.run.dir)
         if run.locked():
             raise RunDirError(f"run.dir={cfg.run.dir!r} is in use by another process (it holds {LOCK}); wait for it "

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
-    from megarecipe.config import ConfigError, load_config, override, resolve_layout
+    from megarecipe.config import ConfigError, load_config, override
+    from megarecipe.preflight import check_run
     from megarecipe.data.errors import DataError
 
     owned = {"run.dir": ("--out", args.out), "distill.teacher": ("--teacher", args.teacher),
@@ -89,7 +90,7 @@ def _train(args) -> int:
     try:
         if args.processes < 1:
             raise ConfigError(f"--processes={args.processes} must be >= 1")
-        resolve_layout(load_config(args.student, overrides), world_size=args.processes)   # errors before spawning
+        check_run(load_config(args.student, overrides), world_size=args.processes)   # errors before spawning
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -136,8 +137,8 @@ def _cache(args) -> int:
     from megarecipe.config import ConfigError, load_config
     from megarecipe.data.errors import DataError
     from megarecipe.system import check_device, has_cuda
-    from megarecipe.teacher import TeacherError
-    from megarecipe.teacher_cache import build
+    from megarecipe.distill.teacher import TeacherError
+    from megarecipe.distill.cache import build
 
     try:
         cfg = load_config(args.student, args.overrides)
@@ -199,9 +200,9 @@ def _leave_process_group() -> None:
 
 def _sample(args) -> int:
     from megarecipe.data.errors import DataError
-    from megarecipe.data.synthetic import sample, stderr_log
+    from megarecipe.distill.sample import sample, stderr_log
     from megarecipe.system import check_device, has_cuda
-    from megarecipe.teacher import TeacherError
+    from megarecipe.distill.teacher import TeacherError
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from megarecipe.config import ConfigError, load_config, resolve_layout
+from megarecipe.config import ConfigError, load_config
+from megarecipe.preflight import check_run
 from megarecipe.data.errors import DataError
 from megarecipe.rank_errors import error_line
 from megarecipe.rundir import RunDirError
@@ -38,13 +39,13 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from megarecipe.checkpoint import CheckpointError
-    from megarecipe.train import TrainingError, train
+    from megarecipe.train.checkpoint import CheckpointError
+    from megarecipe.train.loop import TrainingError, train
 
     try:
         path, overrides = parse_args(sys.argv[1:] if argv is None else argv)
         cfg = load_config(path, overrides)
-        layout = resolve_layout(cfg)
+        layout = check_run(cfg)
     except (ConfigError, DataError) as e:
         report(e, before_group=True)
         return 2

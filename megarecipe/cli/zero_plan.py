@@ -22,6 +22,7 @@ import tempfile
 
 from megarecipe import atomic
 from megarecipe.config import ConfigError, load_config, resolve_layout
+from megarecipe.preflight import check_run
 
 GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
 
@@ -163,7 +164,7 @@ def _run(args) -> int:
     base = copy.deepcopy(cfg)   # the settings no candidate changes must be sound (and the data there, to measure)
     base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
     base.train.precision = "fp32"
-    resolve_layout(base, world_size=world, check_data=args.measure, cuda=gpu or None)   # for the target
+    (check_run if args.measure else resolve_layout)(base, world_size=world, cuda=gpu or None)   # for the target
     vocab = _vocab(cfg)
     if cfg.train.precision == "auto":
         cfg.train.precision = "bf16" if gpu else "fp32"
@@ -250,7 +251,7 @@ def _write_winner(path: str, winner, cfg, world: int, gpu: bool) -> None:
         key, value = item.split("=", 1)
         section, name = key.split(".")
         setattr(getattr(check, section), name, type(getattr(getattr(check, section), name))(value))
-    resolve_layout(check, world_size=world, check_data=False, cuda=gpu or None)
+    resolve_layout(check, world_size=world, cuda=gpu or None)
     print(f"wrote {path} ({winner.name}); train with:\n  " + " ".join(overrides))
 
 

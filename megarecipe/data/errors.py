@@ -1,5 +1,4 @@
-"""The one error type of the data layer."""
+"""The data layer's error type (defined with the others in megarecipe/errors.py)."""
+from megarecipe.errors import DataError
 
-
-class DataError(ValueError):
-    """Bad input or a bad data dir. The message is one line naming the file or field and the fix."""
+__all__ = ["DataError"]

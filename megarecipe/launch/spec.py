@@ -69,13 +69,14 @@ def settings_of(spec: RunSpec, cuda: bool | None = None) -> tuple[str, dict]:
     """The run's settings_sha256 and facts it will state, from its config; bad settings raise LaunchError.
     Nothing is built: this is the trainer's own config check, run before any process starts (cuda: the
     training machines have CUDA; None: they are this one)."""
-    from megarecipe.config import ConfigError, load_config, resolve_layout, settings_sha256
+    from megarecipe.config import ConfigError, load_config, settings_sha256
+    from megarecipe.preflight import check_run
 
     if spec.processes < 1:
         raise LaunchError(f"{spec.name}: processes={spec.processes} must be >= 1")
     try:
         cfg = load_config(spec.config, spec.trainer_args()[1:])
-        resolve_layout(cfg, world_size=spec.processes, cuda=cuda)
+        check_run(cfg, world_size=spec.processes, cuda=cuda)
     except ConfigError as e:
         raise LaunchError(f"{spec.name}: {e}") from None
     return settings_sha256(cfg), {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,

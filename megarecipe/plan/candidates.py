@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from megarecipe import atomic
-from megarecipe.config import Config, ConfigError, _pad_vocab, resolve_layout
+from megarecipe.config import Config, ConfigError, pad_vocab, resolve_layout
 from megarecipe.plan.comm import Comm
 from megarecipe.plan.memory import Memory
 
@@ -99,11 +99,11 @@ def enumerate_candidates(cfg: Config, tokenizer_vocab: int, world: int, per_node
                     trial = copy.deepcopy(cfg)
                     trial.parallel.tp, trial.parallel.pp, trial.parallel.ds_config = tp, pp, path
                     trial.train.micro_batch_size = mbs
-                    vocab = cfg.model.vocab_size or _pad_vocab(tokenizer_vocab, tp)
+                    vocab = cfg.model.vocab_size or pad_vocab(tokenizer_vocab, tp)
                     trial.model.vocab_size = vocab
                     refused, microbatches = None, 0
                     try:
-                        layout = resolve_layout(trial, world_size=world, check_data=False, cuda=cuda)
+                        layout = resolve_layout(trial, world_size=world, cuda=cuda)
                         microbatches = layout.global_batch_size // (layout.micro_batch_size * layout.dp)
                     except ConfigError as e:
                         refused = str(e)

@@ -52,13 +52,14 @@ def run_name(values: dict, seed: int) -> str:
 class Sweep:
     def __init__(self, config: str, out: str, overrides: list[str], grid: Grid, how: Launching | None = None,
                  log=print, title: str = "", seed_early: bool = False):
-        from megarecipe.config import load_config, resolve_layout
+        from megarecipe.config import load_config
+        from megarecipe.preflight import check_run
 
         self.config, self.out, self.overrides, self.grid = config, out, list(overrides), grid
         self.how, self.log, self.title = how or Launching(), log, title or os.path.basename(os.path.normpath(out))
         self.cfg = load_config(config, self.overrides)
         # bad settings: one line, before any run (judged for Slurm's GPU nodes, not this login node)
-        resolve_layout(self.cfg, world_size=self.how.processes, cuda=True if self.how.backend == "slurm" else None)
+        check_run(self.cfg, world_size=self.how.processes, cuda=True if self.how.backend == "slurm" else None)
         self.seed = self.cfg.run.seed
         self.rounds: list[dict] = []
         self.seed_early = seed_early   # re-run each round's centre with the next seed alongside its neighbours

@@ -2,7 +2,7 @@
 (and so every gradient) at one step, to test the non-finite guard. The injection lives here, not in the trainer."""
 import sys
 
-from megarecipe import objectives, step
+from megarecipe.train import objectives, step
 from megarecipe.cli.train import main
 
 bad_step = int(sys.argv.pop(1))

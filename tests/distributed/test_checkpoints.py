@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from megarecipe import checkpoint
+from megarecipe.train import checkpoint
 from megarecipe.rundir import RunDir
 from tests.helpers import REPO, TINY, env, losses, scalars, train
 

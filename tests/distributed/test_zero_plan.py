@@ -31,7 +31,8 @@ def test_planned_model_states_equal_engine_bytes_and_recompute_is_exact(tiny_dat
 
 def test_measure_prints_the_table_and_trains_with_the_written_config(tiny_data, tmp_path, monkeypatch, capsys):
     from megarecipe.cli.zero_plan import main
-    from megarecipe.config import load_config, resolve_layout
+    from megarecipe.config import load_config
+    from megarecipe.preflight import check_run
 
     for key, value in env().items():
         monkeypatch.setenv(key, value)
@@ -53,5 +54,5 @@ def test_measure_prints_the_table_and_trains_with_the_written_config(tiny_data, 
     assert ds["zero_optimization"]["stage"] == 2 and "train_batch_size" not in ds
     printed = out.strip().splitlines()[-1].split()
     assert f"parallel.ds_config={best}" in printed
-    layout = resolve_layout(load_config("configs/tiny.yaml", [*overrides, *printed]), world_size=2)
+    layout = check_run(load_config("configs/tiny.yaml", [*overrides, *printed]), world_size=2)
     assert (layout.zero_stage, layout.micro_batch_size) == (2, 4)

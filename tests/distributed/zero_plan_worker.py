@@ -6,18 +6,19 @@ import sys
 
 import torch
 
-from megarecipe.config import load_config, read_ds_config, resolve_layout
+from megarecipe.config import load_config, read_ds_config
+from megarecipe.preflight import check_run
 from megarecipe.plan.candidates import write_ds_json
 from megarecipe.plan.memory import ZeroSetting, rank_model_states
 
 
 def build(overrides, first):
     cfg = load_config("configs/tiny.yaml", overrides)
-    layout = resolve_layout(cfg)
+    layout = check_run(cfg)
     from megarecipe.parallel import distributed
 
     device = distributed.init(1, 1, cfg.run.seed) if first else torch.device("cpu")
-    from megarecipe.step import Stepper
+    from megarecipe.train.step import Stepper
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.engine import build_engine
 

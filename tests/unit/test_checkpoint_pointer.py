@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from megarecipe import checkpoint
-from megarecipe.checkpoint import CheckpointError
+from megarecipe.train import checkpoint
+from megarecipe.train.checkpoint import CheckpointError
 
 
 def fake_checkpoints(root, *tags):
@@ -67,7 +67,7 @@ def test_a_checkpoint_from_an_older_version_is_named_as_such(tmp_path, megatron_
     torch.save({"step": 8, "rng": {"numpy": np.random.get_state(), "python": random.getstate()}, "resume_key": {}},
                ckpt / "step00000008" / "trainer_rank0.pt")
     # a fresh interpreter: whether megatron.core is imported must not depend on the tests that ran before
-    code = ("import sys\nfrom megarecipe import checkpoint\n"
+    code = ("import sys\nfrom megarecipe.train import checkpoint\n"
             + ("import megatron.core\n" if megatron_imported else "")
             + "try:\n    checkpoint.saved_resume_key(sys.argv[1], checkpoint.resume_tag(sys.argv[1]))\n"
             "except checkpoint.CheckpointError as e:\n    print(str(e), end='')\n")

@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from megarecipe.config import ConfigError, load_config, resolve_layout
+from megarecipe.preflight import check_run
 from megarecipe.parallel.engine import ds_config
 
 
 def bad(overrides, world_size=1, match=None, check_data=False):
     with pytest.raises(ConfigError, match=match) as info:
         cfg = load_config("configs/tiny.yaml", overrides)
-        resolve_layout(cfg, world_size=world_size, check_data=check_data)
+        (check_run if check_data else resolve_layout)(cfg, world_size=world_size)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -20,7 +21,7 @@ def bad(overrides, world_size=1, match=None, check_data=False):
 def test_presets_load_and_validate():
     for name, world in (("tiny", 2), ("150m", 8), ("300m", 8), ("600m", 8), ("1.4b", 8)):
         cfg = load_config(f"configs/{name}.yaml")
-        assert resolve_layout(cfg, world_size=world, check_data=False).dp == world
+        assert resolve_layout(cfg, world_size=world).dp == world
 
 
 def test_overrides_apply_with_types():
@@ -88,12 +89,12 @@ def test_batch_fields_in_ds_json_are_refused(tmp_path):
 
 def test_pipeline_with_zero1_is_accepted():
     cfg = load_config("configs/tiny.yaml", ["parallel.pp=2", "parallel.ds_config=zero1"])
-    assert resolve_layout(cfg, world_size=4, check_data=False).dp == 2
+    assert resolve_layout(cfg, world_size=4).dp == 2
 
 
 def test_deepspeed_batch_fields_are_derived():
     cfg = load_config("configs/tiny.yaml", ["train.global_batch_size=64", "train.micro_batch_size=8"])
-    layout = resolve_layout(cfg, world_size=4, check_data=False)
+    layout = resolve_layout(cfg, world_size=4)
     ds = ds_config(cfg, layout, bf16=False)
     assert ds["train_micro_batch_size_per_gpu"] == 8 and ds["gradient_accumulation_steps"] == 1
     assert ds["train_batch_size"] == 8 * 4
@@ -128,7 +129,7 @@ def test_other_tokenizer(tiny_data, tmp_path):
 
 def test_valid_with_data(tiny_data):
     cfg = load_config("configs/tiny.yaml", [f"data.dir={tiny_data}", "data.train_tokens=50000"])
-    layout = resolve_layout(cfg, world_size=2)
+    layout = check_run(cfg, world_size=2)
     assert layout.vocab_size % 128 == 0 and layout.vocab_size >= layout.tokenizer_vocab
     assert layout.total_steps == cfg.train.epochs * layout.num_sequences // cfg.train.global_batch_size
     assert layout.train_tokens <= 50000

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from megarecipe.config import ConfigError, ModelConfig, load_config, resolve_layout
+from megarecipe.preflight import check_run
 from megarecipe.model.export import write_export
 from megarecipe.model.reference import Llama
-from megarecipe.objectives import Distill, Microbatch
+from megarecipe.train.objectives import Distill, Microbatch
 
 SMALL = ModelConfig(num_layers=1, hidden_size=32, ffn_hidden_size=64, num_attention_heads=2, num_query_groups=1,
                     seq_len=16)
@@ -53,7 +54,7 @@ def test_same_weights_teach_nothing_and_the_teacher_stays_frozen(tmp_path):
     student = Llama(SMALL, 64)
     tokens = torch.randint(0, 60, (2, 16))
     export = _export(tmp_path / "t", student, small_config(), 64)
-    from megarecipe.teacher import Teacher
+    from megarecipe.distill.teacher import Teacher
 
     teacher = Teacher(str(export.parent), "cpu")
     before = {k: v.clone() for k, v in teacher.models[0].state_dict().items()}
@@ -87,12 +88,12 @@ def test_teacher_must_match_the_student(tiny_data, tmp_path):
 
     def error(teacher):
         with pytest.raises(ConfigError) as info:
-            resolve_layout(load_config("configs/tiny.yaml", [*base, f"distill.teacher={teacher}"]), world_size=1)
+            check_run(load_config("configs/tiny.yaml", [*base, f"distill.teacher={teacher}"]), world_size=1)
         assert "\n" not in str(info.value)
         return str(info.value)
 
     good = _teacher_run(tmp_path, "good", tiny_data)
-    layout = resolve_layout(load_config("configs/tiny.yaml", [*base, f"distill.teacher={good}"]), world_size=1)
+    layout = check_run(load_config("configs/tiny.yaml", [*base, f"distill.teacher={good}"]), world_size=1)
     assert layout.tokenizer_vocab == 2000
     assert "another tokenizer" in error(_teacher_run(tmp_path, "tok", tiny_data, tokenizer=False))
     assert "set model.seq_len=32" in error(_teacher_run(tmp_path, "seq", tiny_data, seq_len=32))
@@ -105,12 +106,12 @@ def test_teacher_must_match_the_student(tiny_data, tmp_path):
     (ens / "ensemble.json").write_text(json.dumps({"members": [str(good), str(tmp_path / "seq")]}))
     assert "member" in error(ens) and "seq" in error(ens)
     with pytest.raises(ConfigError, match="distill.alpha=1.5 must be in"):
-        resolve_layout(load_config("configs/tiny.yaml", ["distill.alpha=1.5"]), world_size=1, check_data=False)
+        resolve_layout(load_config("configs/tiny.yaml", ["distill.alpha=1.5"]), world_size=1)
 
 
 def test_teacher_weights_are_in_the_resume_key(tiny_data, tmp_path):
-    from megarecipe import teacher
-    from megarecipe.train import resume_key
+    from megarecipe.distill import teacher
+    from megarecipe.train.loop import resume_key
 
     one, two = _teacher_run(tmp_path, "one", tiny_data), _teacher_run(tmp_path, "two", tiny_data)
     ens = tmp_path / "ens"
@@ -120,7 +121,7 @@ def test_teacher_weights_are_in_the_resume_key(tiny_data, tmp_path):
     def key(*overrides):
         cfg = load_config("configs/tiny.yaml",
                           [f"data.dir={tiny_data}", "model.seq_len=64", "data.train_tokens=20000", *overrides])
-        return resume_key(cfg, resolve_layout(cfg, world_size=1))
+        return resume_key(cfg, check_run(cfg, world_size=1))
 
     plain, by_one, by_ens = key(), key(f"distill.teacher={one}"), key(f"distill.teacher={ens}")
     assert plain["distill.teacher_sha256"] is None
@@ -191,8 +192,8 @@ def test_distill_tool_checks_before_spawning_and_reports(tiny_data, tmp_path, ca
 
 def test_top_k_cache_with_every_token_is_the_live_teacher(tiny_data, tmp_path):
     from megarecipe.data.dataset import TokenDataset
-    from megarecipe.teacher import Teacher
-    from megarecipe.teacher_cache import CachedTeacher, build
+    from megarecipe.distill.teacher import Teacher
+    from megarecipe.distill.cache import CachedTeacher, build
 
     torch.manual_seed(3)
     run = _teacher_run(tmp_path, "t", tiny_data)
@@ -218,9 +219,9 @@ def test_top_k_cache_with_every_token_is_the_live_teacher(tiny_data, tmp_path):
     base = [f"data.dir={tiny_data}", "model.seq_len=64", "data.val_tokens=2048", "distill.temperature=2.0",
             "train.global_batch_size=4", "train.micro_batch_size=4"]
     cfg = load_config("configs/tiny.yaml", [*base, "data.train_tokens=1000", f"distill.teacher={tmp_path / 'top20'}"])
-    resolve_layout(cfg, world_size=1)
+    check_run(cfg, world_size=1)
     with pytest.raises(ConfigError, match="num_sequences=15, the student needs 31"):
-        resolve_layout(load_config("configs/tiny.yaml", [*base, "data.train_tokens=2000",
+        check_run(load_config("configs/tiny.yaml", [*base, "data.train_tokens=2000",
                                                          f"distill.teacher={tmp_path / 'top20'}"]), world_size=1)
 
 
@@ -290,7 +291,7 @@ def test_signals_to_distill_train_reach_the_trainer(tiny_data, tmp_path, monkeyp
 def test_a_damaged_cache_is_refused_before_training(tiny_data, tmp_path):
     import shutil
 
-    from megarecipe.teacher_cache import build
+    from megarecipe.distill.cache import build
 
     good = tmp_path / "cache"
     build(str(_teacher_run(tmp_path, "t", tiny_data)), tiny_data, 64, 1000, 4, 1.0, str(good), progress=False)
@@ -304,7 +305,7 @@ def test_a_damaged_cache_is_refused_before_training(tiny_data, tmp_path):
         shutil.copytree(good, bad)
         damage(bad / name)
         with pytest.raises(ConfigError, match=fragment) as info:
-            resolve_layout(load_config("configs/tiny.yaml", [*base, f"distill.teacher={bad}"]), world_size=1)
+            check_run(load_config("configs/tiny.yaml", [*base, f"distill.teacher={bad}"]), world_size=1)
         assert "\n" not in str(info.value) and "rebuild the cache" in str(info.value)
 
 

@@ -11,7 +11,7 @@ def test_non_editable_install_resolves_presets_and_ds_configs(tmp_path):
                     str(target), str(REPO)], check=True, capture_output=True, timeout=300)
     code = ("import megarecipe, megarecipe.config as c; assert megarecipe.__file__.startswith(%r), megarecipe.__file__;"
             "cfg = c.load_config('300m', ['parallel.ds_config=zero3']);"
-            "print(c.resolve_layout(cfg, 8, check_data=False).zero_stage, c.resolve_ds_config('zero2').name)"
+            "print(c.resolve_layout(cfg, 8).zero_stage, c.resolve_ds_config('zero2').name)"
             % str(target))
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                             capture_output=True, text=True, timeout=120)

@@ -1,7 +1,7 @@
 """perf/mfu's peak follows the precision in use."""
 import torch
 
-from megarecipe import metrics
+from megarecipe.train import metrics
 
 
 def test_gpu_peak_is_the_data_sheet_figure_for_the_precision(monkeypatch):

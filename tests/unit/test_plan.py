@@ -40,7 +40,7 @@ def test_ranked_candidates_pass_validate(plan_1p4b, tmp_path):
             "model.vocab_size=128256", "train.precision=bf16", f"parallel.tp={c['tp']}", f"parallel.pp={c['pp']}",
             f"train.micro_batch_size={c['micro_batch_size']}", f"model.recompute={c['recompute']}",
             f"parallel.ds_config={ds}"])
-        assert resolve_layout(cfg, world_size=16, check_data=False).dp == c["dp"]
+        assert resolve_layout(cfg, world_size=16).dp == c["dp"]
 
 
 def test_fit_is_needed_bytes_with_margin_against_the_budget(tmp_path):
@@ -86,7 +86,7 @@ def test_write_gives_a_ds_config_the_trainer_takes(tmp_path, capsys):
     overrides = capsys.readouterr().out.strip().splitlines()[-1].split()
     assert f"parallel.ds_config={out}" in overrides
     cfg = load_config("configs/300m.yaml", ["model.vocab_size=32000", "train.precision=bf16", *overrides])
-    resolve_layout(cfg, world_size=8, check_data=False)
+    resolve_layout(cfg, world_size=8)
 
 
 def test_a_gpu_plan_takes_the_gpu_kernels_on_any_machine(capsys):

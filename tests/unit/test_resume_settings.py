@@ -6,20 +6,21 @@ import shutil
 import pytest
 import torch
 
-from megarecipe.config import load_config, resolve_layout
+from megarecipe.config import load_config
+from megarecipe.preflight import check_run
 from megarecipe.rundir import RunDir
-from megarecipe.train import TrainingError, check_run_dir, resume_key
+from megarecipe.train.loop import TrainingError, check_run_dir, resume_key
 from tests.helpers import TINY
 
 
 def config(data_dir, run_dir, *overrides):
     cfg = load_config("configs/tiny.yaml", [*TINY, f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides])
-    return cfg, resolve_layout(cfg, world_size=1)
+    return cfg, check_run(cfg, world_size=1)
 
 
 def save_rank0(folder, step, key):
     """rank 0's trainer file as the trainer writes it (RNG state included: a file without it is refused)."""
-    from megarecipe.checkpoint import _rng_state
+    from megarecipe.train.checkpoint import _rng_state
 
     folder.mkdir(parents=True)
     torch.save({"step": step, "rng": _rng_state(), "resume_key": key}, folder / "trainer_rank0.pt")
@@ -96,7 +97,7 @@ def test_a_finished_run_is_left_as_it_is(tmp_path, tiny_data):
     """A requeued or repeated launch of a finished run changes nothing (it rewrote the export and set run.json's
     final val_loss to null)."""
     from megarecipe import rundir
-    from megarecipe.train import train
+    from megarecipe.train.loop import train
 
     cfg, layout = config(tiny_data, tmp_path / "run", "run.resume=true")
     folder = tmp_path / "run" / "checkpoints" / f"step{layout.total_steps:08d}"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from megarecipe.config import ConfigError, ModelConfig, load_config, resolve_layout
+from megarecipe.config import ConfigError, ModelConfig, load_config
+from megarecipe.preflight import check_run
 from megarecipe.model.export import write_export
 from megarecipe.model.generate import generate
 from megarecipe.model.reference import KVCache, Llama
@@ -61,7 +62,7 @@ def _teacher(tmp_path, tiny_data, seq_len=64, seed=0, name="teacher"):
 @pytest.fixture(scope="module")
 def synth(tiny_data, tmp_path_factory):
     """A sampled data dir: 16 sequences of 64 tokens from a random-init teacher, in shards of 6."""
-    from megarecipe.data.synthetic import sample
+    from megarecipe.distill.sample import sample
 
     tmp = tmp_path_factory.mktemp("synth")
     teacher = _teacher(tmp, tiny_data)
@@ -73,7 +74,7 @@ def test_sample_is_deterministic_resumable_and_decodes(synth, tmp_path):
     from megarecipe.cli.distill import main as distill
     from megarecipe.data.errors import DataError
     from megarecipe.data.meta import load_meta
-    from megarecipe.data.synthetic import SHARDS, sample
+    from megarecipe.distill.sample import SHARDS, sample
     from megarecipe.data.tokenizer import load_tokenizer
 
     teacher, meta = synth
@@ -110,7 +111,7 @@ def test_mix_ratios_are_exact_over_an_epoch(tiny_data, synth):
     cfg = load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:0.25,{meta.dir}:0.75]", "model.seq_len=64",
                                             "data.train_tokens=20000", "train.global_batch_size=16"])
     assert cfg.data.dir == tiny_data
-    layout = resolve_layout(cfg, world_size=1)
+    layout = check_run(cfg, world_size=1)
     mix = MixDataset(mix_sources(cfg.data), 64, 20000, seed=5)
     real = TokenDataset(tiny_data, 64, 20000, seed=5).num_sequences
     assert layout.num_sequences == real and layout.train_tokens == real * 64   # D counts the real dir only
@@ -142,7 +143,7 @@ def test_mix_refuses_another_tokenizer_in_one_line(tiny_data, synth, tmp_path):
     (other / "meta.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError) as info:
         mix = [f"data.mix=[{tiny_data}:1,{other}:1]", "data.train_tokens=20000"]
-        resolve_layout(load_config("configs/tiny.yaml", mix), world_size=1)
+        check_run(load_config("configs/tiny.yaml", mix), world_size=1)
     assert "another tokenizer" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="DIR:RATIO"):
         load_config("configs/tiny.yaml", [f"data.mix=[{tiny_data}:0,{other}:1]"])

@@ -31,7 +31,7 @@ SHARDS, PLAN = "shards", "plan.json"
 def plan_for(teacher: str, tokens: int, temperature: float, top_p: float | None, seed: int, batch: int,
              shard_sequences: int) -> dict:
     """What the run will draw; a resume must find the same plan."""
-    from megarecipe import teacher as teachers
+    from megarecipe.distill import teacher as teachers
     from megarecipe.data.tokenizer import load_tokenizer
 
     ms = teachers.members(teacher)
@@ -79,7 +79,7 @@ def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p:
     import torch
 
     from megarecipe.model.generate import generate
-    from megarecipe.teacher import Teacher
+    from megarecipe.distill.teacher import Teacher
 
     models = None
     n, per = plan["sequences"], plan["shard_sequences"]

@@ -2,7 +2,7 @@
 
 megatron's forward-backward function runs the microbatches (1F1B across pipeline stages when PP > 1, a plain
 loop otherwise); its forward step calls the DeepSpeed engine and hands the output to an objective
-(megarecipe/objectives.py). `engine.step()` - called by the loop, not here - reduces and updates once per
+(megarecipe/train/objectives.py). `engine.step()` - called by the loop, not here - reduces and updates once per
 global batch.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from megarecipe.objectives import CrossEntropy, HeldOutSum, Microbatch
+from megarecipe.train.objectives import CrossEntropy, HeldOutSum, Microbatch
 from megarecipe.parallel.engine import hooks_backward
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from megarecipe.data.dataset import IGNORE_INDEX, validation_batches
-from megarecipe.objectives import Microbatch
+from megarecipe.train.objectives import Microbatch
 
 
 class Validator:

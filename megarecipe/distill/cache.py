@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-CACHE_JSON = "cache.json"
+from megarecipe.distill.sources import CACHE_JSON, is_cache, read_info
+
+__all__ = ["CACHE_JSON", "FORMAT", "CachedTeacher", "TopK", "build", "check", "is_cache", "read_info"]
 FORMAT = 1
 
 
@@ -31,22 +33,13 @@ class TopK:
     tail: torch.Tensor   # [b, s] fp32
 
 
-def is_cache(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, CACHE_JSON))
-
-
-def read_info(path: str) -> dict:
-    with open(os.path.join(path, CACHE_JSON)) as f:
-        return json.load(f)
-
-
 @torch.no_grad()
 def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | None, k: int, temperature: float,
           out: str, device="cpu", batch_size: int = 8, bf16: bool = False, progress: bool = True) -> dict:
     """Write the cache into OUT.tmp, then move it into place."""
     from tqdm import tqdm
 
-    from megarecipe import teacher as teachers
+    from megarecipe.distill import teacher as teachers
     from megarecipe.atomic import build_dir, replace_dir
     from megarecipe.data.dataset import TokenDataset
 
@@ -86,7 +79,7 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
 
 def check(path: str, tokenizer_sha256: str, seq_len: int, num_sequences: int, temperature: float) -> dict:
     """The cache must cover exactly the student's training sequences, at the student's temperature."""
-    from megarecipe.teacher import TeacherError
+    from megarecipe.distill.teacher import TeacherError
 
     try:
         info = read_info(path)

@@ -1,6 +1,6 @@
 """The teacher of a distillation run: one finished run (RUN/export) or an ensemble directory whose
 ensemble.json lists member runs; its logits are the mean of the members' logits (as the ensemble scorer
-averages them). A teacher may also be a top-k cache of one (megarecipe/teacher_cache.py).
+averages them). A teacher may also be a top-k cache of one (megarecipe/distill/cache.py).
 
 The teacher is frozen: plain-PyTorch Llamas from the exports (no megatron, no DeepSpeed), in eval mode, without
 gradients, never in an optimizer or a checkpoint; its identity (each member's weight hash) goes into the run's
@@ -34,7 +34,7 @@ class Member:
 def member_dirs(teacher: str) -> list[str]:
     """The run directories that make up `teacher`: itself (a run with export/), or ensemble.json's members."""
     where = f"distill.teacher={teacher!r}"
-    from megarecipe.teacher_cache import is_cache, read_info
+    from megarecipe.distill.sources import is_cache, read_info
 
     if is_cache(teacher):
         return read_info(teacher)["teacher"]["members"]
@@ -97,7 +97,7 @@ def identity(teacher: str) -> dict:
     """What the teacher is, exactly: its members and the sha256 of each member's weights."""
     from megarecipe.data.tokenizer import file_sha256
 
-    from megarecipe.teacher_cache import is_cache, read_info
+    from megarecipe.distill.sources import is_cache, read_info
 
     if is_cache(teacher):   # the cache states its teacher; the members need not exist any more
         info = read_info(teacher)
@@ -123,7 +123,7 @@ class Teacher:
         self.vocab_size = min(m.vocab_size for m in members(teacher))
 
     def __call__(self, batch):
-        """batch: a Microbatch (megarecipe/objectives.py)."""
+        """batch: a Microbatch (megarecipe/train/objectives.py)."""
         return self.logits(batch.tokens)
 
     def logits(self, tokens):

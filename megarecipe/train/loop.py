@@ -10,7 +10,8 @@ import os
 import time
 from contextlib import nullcontext
 
-from megarecipe import checkpoint, rundir
+from megarecipe import rundir
+from megarecipe.train import checkpoint
 from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
@@ -69,7 +70,7 @@ def mix_facts(cfg: Config) -> list[dict] | None:
 
 def distill_key(cfg: Config) -> dict:
     """The teacher by its weights (not its path), and how it teaches; a plain run has no teacher."""
-    from megarecipe import teacher
+    from megarecipe.distill import teacher
 
     k = cfg.distill
     if not k.teacher:
@@ -81,7 +82,7 @@ def distill_key(cfg: Config) -> dict:
 
 def distill_facts(cfg: Config) -> dict | None:
     """run.json's "distill": the teacher's members and weight hashes, alpha and temperature."""
-    from megarecipe import teacher
+    from megarecipe.distill import teacher
 
     k = cfg.distill
     if not k.teacher:
@@ -153,13 +154,13 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     from megatron.core import parallel_state as ps
 
     from megarecipe.data.dataset import TokenDataset
-    from megarecipe.metrics import Writer
+    from megarecipe.train.metrics import Writer
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
     from megarecipe.parallel.memory import MemoryProbe
-    from megarecipe.step import Stepper
-    from megarecipe.validation import Validator
+    from megarecipe.train.step import Stepper
+    from megarecipe.train.validation import Validator
 
     first = dist.get_rank() == 0
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
@@ -258,9 +259,9 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
         return None
     from megatron.core import parallel_state as ps
 
-    from megarecipe.objectives import Distill
-    from megarecipe.teacher import Teacher
-    from megarecipe.teacher_cache import CachedTeacher, is_cache
+    from megarecipe.train.objectives import Distill
+    from megarecipe.distill.teacher import Teacher
+    from megarecipe.distill.cache import CachedTeacher, is_cache
 
     source = cfg.distill.teacher
     teacher = None
@@ -287,7 +288,7 @@ class _Meter:
     """Tokens per second of one step, and model FLOP utilisation against the slowest rank's peak."""
 
     def __init__(self, cfg: Config, layout: Layout, device, bf16: bool):
-        from megarecipe.metrics import device_peak_flops, peak_precision
+        from megarecipe.train.metrics import device_peak_flops, peak_precision
         from megarecipe.model.size import flops_per_token
         from megarecipe.parallel.distributed import all_max
 
