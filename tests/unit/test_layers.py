@@ -159,7 +159,8 @@ def test_the_checks_see_an_upward_arrow_and_a_circle():
         "megarecipe.config.x -> megarecipe.distill.teacher"]
     assert upward({"megarecipe.newthing": {"json"}}) == []
     assert upward({"megarecipe.data.x": {"megarecipe.unplaced"}})   # a module outside every layer is named
-    edges = {"megarecipe.a.x": {"megarecipe.b.y"}, "megarecipe.b.y": {"megarecipe.c"}, "megarecipe.c": {"megarecipe.a.x"}}
+    edges = {"megarecipe.a.x": {"megarecipe.b.y"}, "megarecipe.b.y": {"megarecipe.c"},
+             "megarecipe.c": {"megarecipe.a.x"}}
     assert cycles(edges) == [["megarecipe.a.x", "megarecipe.b.y", "megarecipe.c"]]
     assert cycles({"megarecipe.a.x": {"megarecipe.a"}, "megarecipe.a": {"megarecipe.a.x"}}) == []
 
