@@ -1,4 +1,7 @@
-"""Writes that a crash never leaves half done: a temporary name in the same directory, then a rename."""
+"""Writes that a crash never leaves half done: a temporary name in the same directory, then a rename.
+
+A directory is named by its real path (os.path.realpath), resolved once: `link/../x` is where the OS puts it (x
+beside the link's target), so the checks made on a path and the writes made to it reach the same directory."""
 from __future__ import annotations
 
 import json
@@ -41,7 +44,7 @@ def build_dir(final: str) -> str:
     """A new, empty directory beside `final` to build it in, then replace_dir(tmp, final): named after this
     process, so two builders never share one and a user's `final.tmp` is not touched. Build dirs left by
     processes that no longer run (killed mid-build) are removed."""
-    final = os.path.normpath(final)
+    final = os.path.realpath(final)
     parent, base = os.path.split(final)
     os.makedirs(parent or ".", exist_ok=True)
     for name in os.listdir(parent or "."):
@@ -67,6 +70,7 @@ def _alive(pid: int) -> bool:
 def replace_dir(tmp: str, final: str) -> None:
     """Move a finished directory `tmp` to `final`, replacing an older one; the old one goes only after. Its
     interim name is this process's own, never a `final.old` that may be someone's backup."""
+    final = os.path.realpath(final)
     old = f"{final}.old{os.getpid()}"
     shutil.rmtree(old, ignore_errors=True)
     if os.path.isdir(final):

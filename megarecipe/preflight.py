@@ -9,11 +9,16 @@ from typing import Optional
 from megarecipe.config import Config, ConfigError, Layout, resolve_layout
 from megarecipe.config.layout import sequences_in
 from megarecipe.data.facts import mix_epoch, read_facts
+from megarecipe.rundir import enclosing_run
 
 
 def check_run(cfg: Config, world_size: Optional[int] = None, cuda: Optional[bool] = None) -> Layout:
     """The run's layout, or ConfigError naming the first bad setting (settings first, then files)."""
     resolve_layout(cfg, world_size, cuda)   # a bad setting is named before any file is opened
+    inside = enclosing_run(cfg.run.dir)
+    if inside:
+        raise ConfigError(f"run.dir={cfg.run.dir!r} lies inside the run {inside}, whose files a run there would "
+                          f"overwrite; choose a run.dir outside every run dir")
     d, k = cfg.data, cfg.distill
     meta, facts = read_facts(d)
     if d.mix:

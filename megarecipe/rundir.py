@@ -61,6 +61,19 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as it is; the message says why and what to do, in one line."""
 
 
+def enclosing_run(path: str) -> str | None:
+    """The training run dir that `path` lies inside (its export/, checkpoints/, tb/, ...), by real path; None when
+    there is none. An ensemble dir's members lie inside it by design and are not refused."""
+    here = os.path.realpath(path)
+    parent = os.path.dirname(here)
+    while parent != here:
+        info = atomic.read_json(os.path.join(parent, RUN_JSON))
+        if info and info.get("kind", "train") == "train":
+            return parent
+        here, parent = parent, os.path.dirname(parent)
+    return None
+
+
 class RunDir:
     def __init__(self, path: str):
         self.path = os.path.normpath(str(path))

@@ -106,6 +106,20 @@ def to_jsonable(obj):
     return obj
 
 
+REPORT_FILES = ("report.md", "fits.json", "runs.csv")
+
+
+def check_out(out: str) -> None:
+    """--out is new, empty, or an earlier fit report (it holds fits.json): a user's folder is never written over."""
+    if not os.path.exists(out):
+        return
+    if not os.path.isdir(out):
+        raise OSError(20, "exists and is not a folder; give a new --out folder", out)
+    if os.listdir(out) and not os.path.isfile(os.path.join(out, REPORT_FILES[1])):
+        raise OSError(17, f"is not empty and holds no earlier fit report ({REPORT_FILES[1]}); its files would be "
+                          f"overwritten, so give a new --out folder", out)
+
+
 def write(out: str, title: str, command: str, records, problems, sections: list[str], figures: list[str],
           data: dict) -> list[str]:
     """Writes report.md, fits.json and runs.csv into out; returns the paths written."""
@@ -113,7 +127,7 @@ def write(out: str, title: str, command: str, records, problems, sections: list[
     md = [f"# {title}", "", f"Command: `{command}`", ""] + sections
     md += [f"![{os.path.splitext(f)[0]}]({f})\n" for f in figures]
     md.append(runs_markdown(records, problems))
-    paths = [os.path.join(out, n) for n in ("report.md", "fits.json", "runs.csv")]
+    paths = [os.path.join(out, n) for n in REPORT_FILES]
     with open(paths[0], "w") as f:
         f.write("\n".join(md))
     with open(paths[1], "w") as f:

@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/fit_scaling.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     problems = []
     try:
+        from megarecipe.analysis.report import check_out
+
+        check_out(args.out)
         os.makedirs(args.out, exist_ok=True)
         if args.points:
             groups, x_name = read_table(args.points)

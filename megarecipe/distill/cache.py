@@ -43,6 +43,7 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
     from megarecipe.atomic import build_dir, replace_dir
     from megarecipe.data.dataset import TokenDataset
 
+    out = os.path.realpath(out)   # one path for the check and the write
     if os.path.exists(out) and not is_cache(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"--out {out}: exists and is no teacher cache (no {CACHE_JSON}); it would be replaced, so "
                          f"give a new directory (or an older cache to rebuild)")
@@ -73,7 +74,7 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
             "num_sequences": n}
     with open(os.path.join(tmp, CACHE_JSON), "w") as f:
         json.dump(info, f, indent=1)
-    replace_dir(tmp, os.path.normpath(out))   # the old cache goes only once the new one is complete
+    replace_dir(tmp, out)   # the old cache goes only once the new one is complete
     return info
 
 

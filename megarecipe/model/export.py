@@ -51,7 +51,7 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     # megatron's state_dict() carries an empty `_extra_state` entry per linear layer (room for fp8 metadata)
     state_dict = {k: v for k, v in state_dict.items() if not (k.endswith("._extra_state") and v is None)}
     check_weights({k: v.shape for k, v in state_dict.items()}, cfg.model, vocab_size, "write_export")
-    out_dir = os.path.normpath(out_dir)
+    out_dir = os.path.realpath(out_dir)
     tmp = atomic.build_dir(out_dir)
     weights = os.path.join(tmp, "model.safetensors")
     save_file({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)

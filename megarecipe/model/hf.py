@@ -106,6 +106,7 @@ def export_hf(export_dir: str, out_dir: str) -> str:
     """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
     from megarecipe.model.export import load_export
 
+    out_dir = os.path.realpath(out_dir)   # one path for the check and the write
     ours = os.path.isfile(os.path.join(out_dir, "megarecipe.json"))
     if os.path.exists(out_dir) and not ours and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise ValueError(f"--out {out_dir}: exists and is no Hugging Face export of ours (no megarecipe.json); it "
@@ -116,7 +117,6 @@ def export_hf(export_dir: str, out_dir: str) -> str:
         raise ValueError(f"{export_dir}: tokenizer.model is missing; re-export the run from a data dir that "
                          f"has its tokenizer")
     tokenizer = fast_tokenizer(sp_path)
-    out_dir = os.path.normpath(out_dir)
     tmp = build_dir(out_dir)
     save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
               metadata={"format": "pt"})

@@ -223,3 +223,17 @@ def test_runs_scored_on_other_held_out_tokens_are_not_fitted_together(tool, runs
     assert len(err) == 1 and "measured on different held-out tokens" in err[0] and "8192 val tokens" in err[0], err
     RunDir(str(paths[2])).update(heldout={"data_sha256": "ab" * 32, "val_tokens": 4096})
     assert cli(tool, *paths, "--over", "params", "--out", tmp_path / "out") == 0
+
+
+def test_out_over_a_users_folder_is_refused_and_an_earlier_report_is_rewritten(tool, tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("x,loss\n" + "\n".join(f"{x},{3 + 1 / x}" for x in (1, 2, 4, 8)) + "\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own notes")
+    assert cli(tool, "--points", table, "--out", mine, "--bootstrap", 5) == 2
+    assert "holds no earlier fit report" in capsys.readouterr().err
+    assert (mine / "report.md").read_text() == "my own notes"
+    out = tmp_path / "fit"
+    assert cli(tool, "--points", table, "--out", out, "--bootstrap", 5) == 0
+    assert cli(tool, "--points", table, "--out", out, "--bootstrap", 5) == 0   # its own earlier output: rewritten
