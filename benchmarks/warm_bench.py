@@ -103,7 +103,7 @@ def main() -> None:
     data = os.path.abspath(a.data)
     with tempfile.TemporaryDirectory() as work:
         rows = one_step_runs(data, work)
-        lines = ["| ranks | start | CPU to first step (rank 0) s | wall to first step s | launch wall s | launch CPU s |",
+        lines = ["| ranks | start | CPU to 1st step (rank 0) s | wall to 1st step s | launch wall s | launch CPU s |",
                  "|---|---|---|---|---|---|"]
         for ranks, how, fs, wall, cpu in rows:
             lines.append(f"| {ranks} | {how} | {fs['cpu_s']:.2f} | {fs['wall_s']:.2f} | {wall:.2f} | "

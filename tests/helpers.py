@@ -87,6 +87,35 @@ def processes_of(run_dir) -> list[int]:
     return found
 
 
+def pid_parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (a warm run's ranks carry the forkserver's command line, not the run's)."""
+    parents = {int(e): pid_parent(int(e)) for e in os.listdir("/proc") if e.isdigit()}
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        kids = [p for p, parent in parents.items() if parent == here]
+        found += kids
+        todo += kids
+    return found
+
+
 def scalars(run_dir, tag: str) -> dict[int, float]:
     """Read with TensorBoard's own reader (through the tools' run reader): what a user's TensorBoard shows."""
     from megarecipe.analysis.runs import event_dir, read_scalars

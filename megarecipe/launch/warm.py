@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib
 import multiprocessing
 import os
 import signal
@@ -27,7 +28,10 @@ from contextlib import contextmanager
 
 from megarecipe.system import free_port
 
-PRELOAD = "megarecipe.launch.preload"
+TRAINER = "megarecipe.cli.train"   # as `python -m megarecipe.cli.train`: named, not imported, by this layer
+# What the server imports once. Names, not import statements: this process never loads the training stack.
+PRELOAD = ["megarecipe.launch.server_env", "torch", "deepspeed", "megatron.core.models.gpt",
+           "torch.utils.tensorboard", "megarecipe.train.loop", "megarecipe.train.checkpoint", TRAINER]
 PEER_GRACE_S = 30.0   # as DeepSpeed's launcher: when a rank fails, the others get SIGTERM, then SIGKILL
 _PR_SET_PDEATHSIG = 1
 
@@ -47,7 +51,7 @@ def cold_reason(gpus: list[str]) -> str | None:
 
 def _context():
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([PRELOAD])
+    ctx.set_forkserver_preload(PRELOAD)
     if not _stopping:
         atexit.register(_stop_server)
         _stopping.append(True)
@@ -170,6 +174,15 @@ def _main_hidden():
 
 
 def _die_with_parent() -> None:
+    """SIGTERM to this rank when the forkserver exits, which it does when the tool that started it is gone. A
+    forked child holds the server's "alive" pipe as every client does, which would keep the server up for as
+    long as the rank runs: a rank starts no processes through the server, so it lets go of it."""
+    from multiprocessing import forkserver
+
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -197,11 +210,10 @@ def _rank(args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> Non
     _redirect(stderr, 2)
     sys.stdout.reconfigure(line_buffering=True, write_through=True)
     sys.stderr.reconfigure(line_buffering=True, write_through=True)
-    sys.argv = [os.path.join(os.path.dirname(__file__), "..", "cli", "train.py"), *args]
-    from megarecipe.cli import train
-
+    trainer = importlib.import_module(TRAINER)
+    sys.argv = [trainer.__file__, *args]
     try:
-        code = train.main(args)
+        code = trainer.main(args)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:
