@@ -15,6 +15,7 @@ from megarecipe.train import checkpoint
 from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
+from megarecipe.system import since_start
 
 
 class TrainingError(RuntimeError):
@@ -207,6 +208,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         tokens, targets = data.windows(ids)
         metrics = stepper.train_step(tokens, targets, ids)
         memory.after_backward(step)
+        if step == start + 1 and first:   # what this process cost to reach its first step (warm or cold start)
+            run.update(first_step=since_start())
         loss = metrics["loss"]
         if math.isfinite(loss):
             lr = engine.get_lr()[0]

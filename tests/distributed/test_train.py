@@ -83,7 +83,11 @@ def killed_and_resumed(tiny_data, tmp_path_factory):
     while time.time() < deadline and not (pointer.exists() and pointer.read_text() >= "step00000008"):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in processes_of(run_dir):   # torchrun starts each rank in a session of its own
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
+    while processes_of(run_dir) and time.time() < deadline:   # the ranks' exit, which frees run.lock
+        time.sleep(0.05)
     assert pointer.exists(), "the run never wrote a checkpoint"
     killed_at = pointer.read_text()
     assert killed_at < "step00000019", "the run finished before it could be killed"
