@@ -19,7 +19,7 @@ from megarecipe.data.errors import DataError
 from megarecipe.data.indexed import write_index
 from megarecipe.data.meta import (DATA_FILES, TRAIN, TRAIN_IDX, VAL, VAL_IDX, DataMeta, contents_sha256, dtype_for,
                                   load_meta, write_meta)
-from megarecipe.data.readers import BLOCK_CHARS, chunks, expand_inputs, records, split_blocks  # noqa: F401
+from megarecipe.data.readers import BLOCK_CHARS, chunks, expand_inputs, record_name, records, split_blocks  # noqa: F401
 from megarecipe.data.tokenizer import file_sha256, load_tokenizer, train_tokenizer
 
 SHOW_PROGRESS_BYTES = 8 << 20
@@ -46,6 +46,7 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
     progress: lines on stderr; None = only for inputs over 8 MB."""
     if val_tokens < 0:
         raise DataError(f"--val-tokens {val_tokens} must be >= 0")
+    small = workers is None   # by default, small inputs are tokenized in this process
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise DataError(f"--workers {workers} must be >= 1")
@@ -74,7 +75,8 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
         if megatron is not None:
             megatron_part(megatron, part, tok, show, identity)
         else:
-            encode_part(sources, part, tok, text_key, workers if total >= IN_PROCESS_BYTES else 1, show, identity)
+            few = small and total < IN_PROCESS_BYTES
+            encode_part(sources, part, tok, text_key, 1 if few else workers, show, identity)
         _join([part], build, tok, val_tokens, skip_bad)
         shutil.rmtree(part)
         _replace_dir(build, final)
@@ -183,18 +185,26 @@ def _tokenizer(sources, out_dir, vocab_size, tokenizer, eos, text_key, show):
     if show:
         print(f"training a {vocab_size}-piece BPE tokenizer", file=sys.stderr)
 
+    bad = []
+
     def texts():
         for s in sources:
             for c in chunks(s, text_key):
-                for _, text, problem in records(c, text_key):
-                    if not problem and text:
+                for n, text, problem in records(c, text_key):
+                    if problem:
+                        bad.append(f"{record_name(s, n)}: {problem}")
+                    elif text:
                         yield text
     try:
         path = train_tokenizer([], os.path.join(out_dir, "tokenizer"), vocab_size, threads=2, texts=texts())
     except DataError as e:
-        if str(e).startswith("no text"):
-            raise DataError(f"the {len(sources)} input source(s) hold no text; give non-empty inputs") from None
-        raise
+        if not str(e).startswith("no text"):
+            raise
+        if bad:
+            raise BadRecords("\n".join([f"{len(bad)} bad record(s) and no good one to train the tokenizer on; fix "
+                                        f"them. The first {min(len(bad), SHOW_BAD)}:"] +
+                                       [f"  {line}" for line in bad[:SHOW_BAD]])) from None
+        raise DataError(f"the {len(sources)} input source(s) hold no text; give non-empty inputs") from None
     return load_tokenizer(path, eos)
 
 

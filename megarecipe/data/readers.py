@@ -252,7 +252,7 @@ def _text_chunks(s: Source):
     """Blocks of whole paragraphs, at most about BLOCK_CHARS each (a smaller file is one document); a block
     with bytes that are not UTF-8 is a bad record."""
     f, raw = open_binary(s.path, s.compression)
-    items, size = [], 0
+    items, size, k = [], 0, -1
     with f:
         for k, (text, problem) in enumerate(_blocks(_paragraphs(f))):
             items.append((k, (text, problem)))
@@ -260,8 +260,8 @@ def _text_chunks(s: Source):
             if size >= CHUNK_BYTES:
                 yield Chunk(s.index, "texts", items, raw.n)
                 items, size = [], 0
-    if items:
-        yield Chunk(s.index, "texts", items, raw.n)
+    if items or k < 0:   # an empty file is one empty record
+        yield Chunk(s.index, "texts", items or [(0, ("", None))], raw.n)
 
 
 def _paragraphs(f):
