@@ -64,8 +64,9 @@ def _results(jobs, workers, init_args):
         for job in jobs:
             yield encode_chunk(job)
         return
-    # spawn: the caller may hold torch's threads or CUDA, which a forked child must not inherit
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=init_args) as pool:
+    # fork, as torch's DataLoader workers do: spawn would re-run a user's unguarded script in every worker.
+    # The workers touch only the tokenizer and the readers, never torch or CUDA state.
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=init_args) as pool:
         pending = collections.deque()
         for job in jobs:
             pending.append(pool.apply_async(encode_chunk, (job,)))

@@ -287,9 +287,10 @@ def _paragraphs(f):
         yield "\n".join(lines), problem
 
 
-def _blocks(paragraphs, max_chars=BLOCK_CHARS):
+def _blocks(paragraphs, max_chars=None):
     """Paragraphs joined by a blank line into blocks of at most about max_chars; an overlong paragraph is cut at
     its lines. The same blocks as split_blocks on the whole text."""
+    max_chars = max_chars or BLOCK_CHARS
     current, size, problem = [], 0, None
     for para, bad in paragraphs:
         sep = "\n\n"
@@ -308,7 +309,7 @@ def _blocks(paragraphs, max_chars=BLOCK_CHARS):
         yield "".join(current), problem
 
 
-def split_blocks(text: str, max_chars=BLOCK_CHARS) -> list:
+def split_blocks(text: str, max_chars=None) -> list:
     """Cut normalised text at paragraph (else line) boundaries into blocks of at most about max_chars."""
     return [b for b, _ in _blocks(((p, None) for p in text.split("\n\n") if p), max_chars)]
 
