@@ -349,7 +349,11 @@ def _arrow_table(s: Source):
             return pa.ipc.open_stream(source).read_all()
         except pa.ArrowInvalid:
             return pa.ipc.open_file(pa.memory_map(s.path)).read_all()
-    import datasets
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{s.name}: reading a `datasets` folder needs the datasets package; pip install "
+                        f"'datasets>=3.6' (or make setup)") from None
     datasets.disable_progress_bars()
     ds = datasets.load_from_disk(os.path.join(s.path, s.split) if s.split else s.path)
     if ds._indices is not None:   # a selection saved without flattening
