@@ -19,6 +19,8 @@ SP_FILE, HF_FILE, HF_CONFIG = "tokenizer.model", "tokenizer.json", "tokenizer_co
 KNOWN_EOS = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "<|im_end|>")
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+# anything normalise would change; most records have none, and one search is cheaper than the per-line pass
+_NEEDS_WORK = re.compile(r"[\t\f\v\u00a0\r\ufeff]| {2}|^[^\S\n]|[^\S\n]$|\n{3}", re.M)
 
 
 def file_sha256(path) -> str:
@@ -32,6 +34,8 @@ def file_sha256(path) -> str:
 def normalise(text: str) -> str:
     """One space between words, no indentation, at most one blank line in a row; newlines kept (verse and
     speaker lines carry meaning). Sentencepiece then applies NFKC."""
+    if not _NEEDS_WORK.search(text) and text[:1] != "\n" and text[-1:] != "\n":
+        return text
     if text[:1] == "\ufeff":
         text = text[1:]
     text = text.replace("\r\n", "\n").replace("\r", "\n")

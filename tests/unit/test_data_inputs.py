@@ -301,3 +301,21 @@ def test_cli_jsonl_zst_and_bad_records(docs, tiny_data, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.splitlines()[0].startswith("error: 1 bad record(s)") and "bad.jsonl:1: not JSON" in r.stderr
     assert load_meta(tmp_path / "out").sources[0]["documents"] == len(docs)   # the old data dir is untouched
+
+
+def test_normalise_fast_path_changes_nothing():
+    """normalise skips texts it would leave as they are; on every other text it does the whole per-line pass."""
+    import random
+
+    from megarecipe.data import tokenizer
+
+    def per_line(text):
+        text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+        lines = (tokenizer._SPACES.sub(" ", line).strip() for line in text.split("\n"))
+        return tokenizer._BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+    rng = random.Random(0)
+    alphabet = "ab \n\t\r\u00a0\u3000\u2003\x85\u2028\x1c\ufeffé\x0b\x0c"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert tokenizer.normalise(text) == per_line(text), repr(text)
