@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     progress = False if args.no_progress else None
     try:
         if args.join:
+            if args.input or args.default or args.megatron or args.shard:
+                raise DataError("--join takes the finished shards only; leave out --input, --default, --megatron "
+                                "and --shard")
             meta = join_parts(args.join, args.out, val_tokens=args.val_tokens, skip_bad=args.skip_bad)
         else:
             inputs = args.input + (default_files() if args.default else [])
