@@ -21,7 +21,7 @@ from megarecipe import atomic
 from megarecipe.data.errors import DataError
 from megarecipe.data.indexed import Index
 from megarecipe.data.readers import chunks, record_name, records, source_sha256
-from megarecipe.data.tokenizer import load_tokenizer
+from megarecipe.data.tokenizer import file_sha256, load_tokenizer
 
 SPOOL, PART_JSON, TABLE = "tokens.bin", "part.json", ("hashes", "sources", "records", "offsets", "lengths")
 SHOW_BAD = 10
@@ -150,7 +150,7 @@ def megatron_part(prefix, part_dir, tokenizer, show, identity, source_index=0) -
     tokens = np.memmap(bin_path, dtype=idx.dtype, mode="r") if need else np.empty(0, dtype=idx.dtype)
     dtype, eos = identity["dtype"], tokenizer.eos_id
     summary = {"path": os.path.abspath(prefix), "format": "megatron", "bytes": os.path.getsize(bin_path),
-               "sha256": hashlib.sha256(open(prefix + ".idx", "rb").read()).hexdigest(), "records": idx.documents,
+               "sha256": file_sha256(prefix + ".idx"), "records": idx.documents,
                "bad": 0, "empty": 0, "tokens": 0}
     table = {k: [] for k in TABLE}
     progress, offset = Progress(summary["bytes"], show, what="reading"), 0
