@@ -219,7 +219,7 @@ def _sample(args) -> int:
         _leave_process_group()
     if rank != 0:
         return 0
-    print(f"wrote {args.out}: {meta.train_tokens} tokens in {len(meta.documents)} shard(s), "
+    print(f"wrote {args.out}: {meta.train_tokens} tokens in {meta.train_documents} shard(s), "
           f"T = {args.temperature}, top-p = {args.top_p}, seed {args.seed}; train with "
           f"data.mix=[REAL_DATA_DIR:0.1,{args.out}:0.9]")
     return 0

@@ -1,7 +1,8 @@
 """Hugging Face export: a `LlamaForCausalLM` directory made from a megarecipe export (RUN/export).
 
 OUT/config.json, OUT/model.safetensors    Llama weights under transformers' names, fp32
-OUT/tokenizer.json, tokenizer_config.json  a fast tokenizer that splits text as the run's sentencepiece model does
+OUT/tokenizer.json, tokenizer_config.json  a fast tokenizer giving the run's ids: made from its sentencepiece
+                                           model, or the run's own tokenizer.json
 OUT/megarecipe.json                        where it came from (export dir, tokenizer hash)
 
 The reference Llama already rotates halves as transformers does, so q/k rows need no permutation; the fused
@@ -102,6 +103,31 @@ def fast_tokenizer(sp_model_path: str):
                                    add_bos_token=False, add_eos_token=False)
 
 
+def run_tokenizer(export_dir: str):
+    """The transformers fast tokenizer of an export: of its tokenizer.json (EOS/BOS from its config), else made
+    from its sentencepiece model."""
+    from transformers import PreTrainedTokenizerFast
+
+    from megarecipe.data.tokenizer import DataError, find_tokenizer, load_tokenizer
+
+    path = find_tokenizer(export_dir)
+    if path is None:
+        raise ValueError(f"{export_dir}: no tokenizer.model or tokenizer.json; re-export the run from a data dir "
+                         f"that has its tokenizer")
+    if not path.endswith(".json"):
+        return fast_tokenizer(path)
+    try:
+        ours = load_tokenizer(export_dir)
+    except DataError as e:
+        raise ValueError(str(e)) from None
+    from tokenizers import Tokenizer
+    backend = json.loads(Tokenizer.from_file(path).to_str())
+    backend["post_processor"] = None   # training added no BOS: tok(text) gives the ids the run was trained on
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(backend)),
+                                   eos_token=ours.eos_token, bos_token=ours.bos_token,
+                                   add_bos_token=False, add_eos_token=False)
+
+
 def export_hf(export_dir: str, out_dir: str) -> str:
     """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
     from megarecipe.model.export import load_export
@@ -112,11 +138,7 @@ def export_hf(export_dir: str, out_dir: str) -> str:
         raise ValueError(f"--out {out_dir}: exists and is no Hugging Face export of ours (no megarecipe.json); it "
                          f"would be replaced, so give a new directory (or an older export to rewrite)")
     model, cfg, info = load_export(export_dir)
-    sp_path = os.path.join(export_dir, "tokenizer.model")
-    if not os.path.isfile(sp_path):
-        raise ValueError(f"{export_dir}: tokenizer.model is missing; re-export the run from a data dir that "
-                         f"has its tokenizer")
-    tokenizer = fast_tokenizer(sp_path)
+    tokenizer = run_tokenizer(export_dir)
     tmp = build_dir(out_dir)
     save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
               metadata={"format": "pt"})
