@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -43,11 +44,11 @@ def plan_for(teacher: str, tokens: int, temperature: float, top_p: float | None,
     tok = os.path.join(ms[0].export, TOKENIZER)
     if not os.path.isfile(tok):
         raise DataError(f"--teacher {teacher}: {tok} is missing; re-export the member with its tokenizer")
-    for name, ok in (("--tokens", tokens >= ms[0].seq_len), ("--temperature", temperature > 0),
+    for name, ok in (("--tokens", tokens >= ms[0].seq_len), ("--temperature", 0 < temperature < math.inf),
                      ("--top-p", top_p is None or 0 < top_p <= 1), ("--seed", seed >= 0), ("--batch", batch >= 1),
                      ("--shard-sequences", shard_sequences >= 1)):
         if not ok:
-            raise DataError(f"{name} is out of range (tokens >= seq_len {ms[0].seq_len}, temperature > 0, "
+            raise DataError(f"{name} is out of range (tokens >= seq_len {ms[0].seq_len}, 0 < temperature < inf, "
                             f"0 < top-p <= 1, seed >= 0, batch and shard size >= 1); fix the option")
     sp = load_tokenizer(tok)
     who = teachers.identity(teacher)
