@@ -10,6 +10,7 @@ import sys
 import time
 
 from megarecipe.data.errors import DataError
+from megarecipe.errors import os_error_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                        tokenizer=args.tokenizer, progress=False if args.no_progress else None)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a full disk: the build beside --out is removed, an older data dir there kept
+        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
         return 2
     used = sum(1 for s in meta.sources if s["documents"])
     print(f"{args.out}: {meta.train_tokens:,} train + {meta.val_tokens:,} val tokens ({meta.dtype}) from {used} "

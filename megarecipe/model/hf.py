@@ -118,15 +118,19 @@ def export_hf(export_dir: str, out_dir: str) -> str:
                          f"has its tokenizer")
     tokenizer = fast_tokenizer(sp_path)
     tmp = build_dir(out_dir)
-    save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
-              metadata={"format": "pt"})
-    config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
-    tokenizer.model_max_length = cfg.model.seq_len
-    tokenizer.save_pretrained(tmp)
-    with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
-        json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
-                   "params": info["params"]}, f, indent=1)
+    try:
+        save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
+                  metadata={"format": "pt"})
+        config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f, indent=1)
+        tokenizer.model_max_length = cfg.model.seq_len
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
+            json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
+                       "params": info["params"]}, f, indent=1)
+    except BaseException:   # a full disk: the half-written build would keep it full
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, out_dir)
     return out_dir
