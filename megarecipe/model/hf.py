@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -102,6 +103,17 @@ def fast_tokenizer(sp_model_path: str):
                                    add_bos_token=False, add_eos_token=False)
 
 
+def _save_file(tensors: dict, path: str) -> None:
+    """safetensors' save_file, whose I/O errors (its own exception type) become the OSError they are."""
+    try:
+        save_file(tensors, path, metadata={"format": "pt"})
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if not code:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
+
+
 def export_hf(export_dir: str, out_dir: str) -> str:
     """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
     from megarecipe.model.export import load_export
@@ -119,8 +131,7 @@ def export_hf(export_dir: str, out_dir: str) -> str:
     tokenizer = fast_tokenizer(sp_path)
     tmp = build_dir(out_dir)
     try:
-        save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
-                  metadata={"format": "pt"})
+        _save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"))
         config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(config, f, indent=1)
