@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -77,3 +78,22 @@ def replace_dir(tmp: str, final: str) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable(folder: str) -> None:
+    """Write a file in `folder` (made for the check if need be, then removed again) now, so a read-only place
+    fails before hours of work rather than after (OSError, with the path)."""
+    made = []
+    path = os.path.abspath(folder)
+    while not os.path.isdir(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check")
+        os.close(fd)
+        os.remove(probe)
+    finally:
+        for path in made:
+            if os.path.isdir(path):
+                os.rmdir(path)

@@ -43,7 +43,8 @@ def _check_teacher(cfg: Config, meta, layout: Layout) -> None:
     k, seq_len = cfg.distill, cfg.model.seq_len
     try:
         if cache.is_cache(k.teacher):
-            cache.check(k.teacher, meta.tokenizer_sha256, seq_len, layout.num_sequences, k.temperature)
+            cache.check(k.teacher, meta.tokenizer_sha256, seq_len, layout.num_sequences, k.temperature,
+                        meta.content_sha256())
         else:
             teacher.check(k.teacher, meta.tokenizer_sha256, layout.tokenizer_vocab, seq_len)
     except teacher.TeacherError as e:

@@ -1,4 +1,5 @@
 """Helpers the tests share: launching tiny runs the way users do, reading what they wrote, writing fake runs."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -167,3 +168,25 @@ PAPER_SIZES = {  # name -> total params, from the shapes in shared/paper-notes.m
     "1.4b": llama_params(2048, 7168, 16, 8, 16),
 }
 PAPER_K_ASYMPTOTES = {"150m": 3.4949, "300m": 3.2730, "600m": 3.2122, "1.4b": 3.1740}
+
+
+@contextlib.contextmanager
+def tmpfs(path, size: str = "2m", read_only: bool = False):
+    """A small file system of its own at `path` (a full disk, or a read-only one); skipped where mounting is not
+    allowed (not root, or no mount namespace)."""
+    os.makedirs(path, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({(done.stderr or done.stdout).strip()[:100]})")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def read_only(path) -> None:
+    """Remount the tmpfs at `path` read-only (what a read-only share looks like)."""
+    done = subprocess.run(["mount", "-o", "remount,ro", str(path)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot remount {path} read-only ({done.stderr.strip()[:100]})")

@@ -116,8 +116,11 @@ def run_forwarding(cmd: list[str]) -> int:
     the whole group (the deepspeed runner alone would not pass them to the ranks), so `kill TOOL` stops the run with a
     checkpoint instead of leaving it training on its own."""
     proc = subprocess.Popen(cmd, start_new_session=True)
+    stops = []
 
     def forward(signum, frame):
+        if signum != signal.SIGUSR1:
+            stops.append(signum)
         try:   # Ctrl-C as SIGTERM: the trainer checkpoints on TERM (as under launchers/local.sh), SIGINT would not
             os.killpg(proc.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
         except ProcessLookupError:
@@ -127,6 +130,10 @@ def run_forwarding(cmd: list[str]) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
         code = proc.wait()
+        if stops and code in (0, 128 + signal.SIGTERM, -signal.SIGTERM):   # it stopped with a checkpoint, as asked
+            print(f"stopped by {signal.Signals(stops[0]).name}; the same command with run.resume=true continues "
+                  f"from its checkpoint", file=sys.stderr)
+            return 128 + stops[0]
         return 128 - code if code < 0 else code   # killed by signal N: the shell's 128 + N
     finally:
         for sig, handler in previous.items():
@@ -150,6 +157,11 @@ def _cache(args) -> int:
                      device=device, batch_size=args.batch_size, bf16=device.startswith("cuda"))
     except (ConfigError, DataError, TeacherError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a read-only --out, or a disk that filled from elsewhere meanwhile
+        from megarecipe.errors import os_error_line
+
+        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: top-{info['k']} of {info['vocab_size']} at {info['num_sequences']} x {info['seq_len']} "
           f"positions, T = {info['temperature']}; train with --teacher {args.out}")

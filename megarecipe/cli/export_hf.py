@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # a full disk or a read-only --out: the build beside it is removed
+        from megarecipe.errors import os_error_line
+
+        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
+        return 2
     print(f"wrote {out} (LlamaForCausalLM.from_pretrained / AutoTokenizer.from_pretrained load it offline)")
     return 0
 

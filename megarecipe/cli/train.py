@@ -14,6 +14,7 @@ import sys
 from megarecipe.config import ConfigError, load_config
 from megarecipe.preflight import check_run
 from megarecipe.data.errors import DataError
+from megarecipe.errors import RunError
 from megarecipe.rank_errors import error_line
 from megarecipe.rundir import RunDirError
 from megarecipe.system import watch_stop_signals
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(cfg, layout)
-    except (TrainingError, DataError, CheckpointError, RunDirError) as e:
+    except (TrainingError, DataError, CheckpointError, RunDirError, RunError) as e:
         import torch.distributed as dist
 
         report(e, before_group=not dist.is_initialized())

@@ -161,6 +161,8 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
             _check(d.train_tokens <= data.train_tokens,
                    f"data.train_tokens={d.train_tokens} is larger than the {data.train_tokens} training tokens "
                    f"prepared in {d.dir}; lower it or prepare more text")
+    _check(m.vocab_size is None or m.vocab_size >= 1,
+           f"model.vocab_size={m.vocab_size} must be >= 1, or null for the tokenizer's, padded")
     vocab = m.vocab_size if m.vocab_size is not None else pad_vocab(tok_vocab or 1, p.tp)
     _check(vocab >= tok_vocab, f"model.vocab_size={vocab} is smaller than the tokenizer's {tok_vocab}; "
                                f"set model.vocab_size >= {tok_vocab} or leave it null")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -128,6 +129,17 @@ def run_tokenizer(export_dir: str):
                                    add_bos_token=False, add_eos_token=False)
 
 
+def _save_file(tensors: dict, path: str) -> None:
+    """safetensors' save_file, whose I/O errors (its own exception type) become the OSError they are."""
+    try:
+        save_file(tensors, path, metadata={"format": "pt"})
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if not code:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
+
+
 def export_hf(export_dir: str, out_dir: str) -> str:
     """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
     from megarecipe.model.export import load_export
@@ -140,15 +152,18 @@ def export_hf(export_dir: str, out_dir: str) -> str:
     model, cfg, info = load_export(export_dir)
     tokenizer = run_tokenizer(export_dir)
     tmp = build_dir(out_dir)
-    save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
-              metadata={"format": "pt"})
-    config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
-    tokenizer.model_max_length = cfg.model.seq_len
-    tokenizer.save_pretrained(tmp)
-    with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
-        json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
-                   "params": info["params"]}, f, indent=1)
+    try:
+        _save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"))
+        config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f, indent=1)
+        tokenizer.model_max_length = cfg.model.seq_len
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
+            json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
+                       "params": info["params"]}, f, indent=1)
+    except BaseException:   # a full disk: the half-written build would keep it full
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, out_dir)
     return out_dir

@@ -145,7 +145,10 @@ def train(cfg: Config, layout: Layout) -> None:
             if first:
                 first_line = str(e).splitlines()[0] if str(e) else ""
                 what = "another rank stopped" if distributed.lost_peer(e) else type(e).__name__
-                run.update(status=rundir.FAILED, error=f"{what}: {first_line}")
+                try:
+                    run.update(status=rundir.FAILED, error=f"{what}: {first_line}")
+                except OSError:   # a full disk: the error itself is what the user needs to see
+                    pass
             raise
         distributed.shutdown()
 
