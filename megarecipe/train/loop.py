@@ -194,7 +194,9 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
                    error=None)
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))
-    meter = _Meter(cfg, layout, device, bf16)
+    meter, perf = _meter(cfg, layout, device, bf16)
+    if first:
+        run.update(perf=perf)
 
     total = layout.total_steps
     end = min(total, cfg.train.stop_after) if cfg.train.stop_after else total
@@ -284,25 +286,19 @@ def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: L
     return values
 
 
-class _Meter:
-    """Tokens per second of one step, and model FLOP utilisation against the slowest rank's peak."""
+def _meter(cfg: Config, layout: Layout, device, bf16: bool):
+    """The step meter, and run.json's "perf": what its MFU is measured against."""
+    from megarecipe.model.size import flops_per_token
+    from megarecipe.parallel.distributed import all_max
+    from megarecipe.train.metrics import Meter, device_peak_flops, peak_precision
 
-    def __init__(self, cfg: Config, layout: Layout, device, bf16: bool):
-        from megarecipe.train.metrics import device_peak_flops, peak_precision
-        from megarecipe.model.size import flops_per_token
-        from megarecipe.parallel.distributed import all_max
-
-        self.batch_tokens = layout.global_batch_size * layout.seq_len
-        self.flops_per_token = flops_per_token(cfg.model, layout.vocab_size)
-        self.peak = all_max(device_peak_flops(device, peak_precision(device, bf16)), device)
-        self.t0 = 0.0
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def stop(self) -> tuple[float, float]:
-        tokens_per_sec = self.batch_tokens / (time.perf_counter() - self.t0)
-        return tokens_per_sec, self.flops_per_token * tokens_per_sec / self.peak
+    precision = peak_precision(device, bf16)
+    perf = {"flops_per_token": flops_per_token(cfg.model, layout.vocab_size), "peak_precision": precision,
+            "peak_flops_per_device": all_max(device_peak_flops(device, precision), device),
+            "world_size": layout.world_size}
+    meter = Meter(layout.global_batch_size * layout.seq_len, perf["flops_per_token"], layout.world_size,
+                  perf["peak_flops_per_device"])
+    return meter, perf
 
 
 def _progress(cfg: Config, total: int, start: int, first: bool):

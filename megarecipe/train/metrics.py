@@ -1,5 +1,10 @@
 """TensorBoard from rank 0, throughput and MFU.
 
+MFU is per device: the model FLOPs all ranks do together each second, over world size x one device's peak.
+The model FLOPs of a token are megarecipe/model/size.py's flops_per_token (6N + attention, as Megatron and
+torchtitan count them): recomputation and padding do not count, so MFU is the same for the same model and
+throughput whatever the activation checkpointing.
+
 The run's facts go into the event files as `run/*` scalars at step 0 (and the config as text and in the
 HPARAMS view) for people browsing TensorBoard; tools read the exact facts from run.json (megarecipe/rundir.py).
 """
@@ -55,6 +60,29 @@ class Writer:
     def close(self) -> None:
         if self.tb:
             self.tb.close()
+
+
+def mfu(flops_per_token: float, tokens_per_sec: float, world_size: int, peak_per_device: float) -> float:
+    """Model FLOP utilisation per device: global tokens/s x FLOPs per token / (world size x peak)."""
+    return flops_per_token * tokens_per_sec / (world_size * peak_per_device)
+
+
+class Meter:
+    """Tokens per second of one step (all ranks together) and per-device MFU against the slowest rank's peak."""
+
+    def __init__(self, batch_tokens: int, flops_per_token: float, world_size: int, peak_per_device: float):
+        self.batch_tokens, self.flops_per_token = batch_tokens, flops_per_token
+        self.world_size, self.peak = world_size, peak_per_device
+        self.t0, self.seconds = 0.0, 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> tuple[float, float]:
+        """(tokens/s, MFU) of the step since start(); the step's seconds stay in `seconds`."""
+        self.seconds = time.perf_counter() - self.t0
+        tokens_per_sec = self.batch_tokens / self.seconds
+        return tokens_per_sec, mfu(self.flops_per_token, tokens_per_sec, self.world_size, self.peak)
 
 
 def peak_precision(device: torch.device, bf16: bool) -> str:

@@ -38,9 +38,21 @@ def test_data_parallel_zero_stages(tiny_data, tmp_path, reference, ds_config):
     assert set(scalars(run_dir, "val/loss")) == {4, 8}
 
 
+def assert_mfu_per_device(run_dir, world_size: int):
+    """perf/mfu = perf/tokens_per_sec (all ranks) x FLOPs per token / (world size x one device's peak)."""
+    perf = RunDir(str(run_dir)).info()["perf"]
+    assert perf["world_size"] == world_size and perf["peak_flops_per_device"] > 0
+    tokens_per_sec, mfu = scalars(run_dir, "perf/tokens_per_sec"), scalars(run_dir, "perf/mfu")
+    assert mfu.keys() == tokens_per_sec.keys() and len(mfu) >= 6
+    for step, rate in tokens_per_sec.items():
+        expected = rate * perf["flops_per_token"] / (world_size * perf["peak_flops_per_device"])
+        assert mfu[step] == pytest.approx(expected, rel=1e-5)
+
+
 def test_tensor_parallel(tiny_data, tmp_path, reference):
     run_dir, _ = train(tmp_path, "tp2", 2, tiny_data, "parallel.tp=2")
     assert losses(run_dir) == pytest.approx(reference, abs=2e-4)
+    assert_mfu_per_device(run_dir, 2)
 
 
 def test_pipeline_parallel_zero1_several_microbatches(tiny_data, tmp_path):
@@ -138,6 +150,7 @@ def test_an_error_on_one_rank_alone_is_printed_with_its_rank(killed_and_resumed,
 def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
     run_dir, _ = train(tmp_path, "once", 0, tiny_data, "parallel.ds_config=zero0")   # no launcher at all
     assert losses(run_dir) == pytest.approx(reference, abs=1e-6)
+    assert_mfu_per_device(run_dir, 1)
     _, result = train(tmp_path, "once", 0, tiny_data, check=False)
     assert result.returncode != 0 and "run.resume=true" in result.stderr
 
