@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from megarecipe.config.ds_config import read_ds_config, zero_stage
+from megarecipe.config.ds_config import check_not_set, read_ds_config, zero_stage
 from megarecipe.config.schema import Config, ConfigError
 from megarecipe.config.sources import mix_sources
 from megarecipe.system import has_cuda
@@ -112,8 +112,7 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
     _check(not (p.pp > 1 and stage > 1),
            f"parallel.pp={p.pp} with ZeRO stage {stage} is not supported (ZeRO-2/3 shard gradients that pipeline "
            f"stages accumulate); use parallel.ds_config=zero1 or zero0 with pipeline parallelism")
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
-        _check(key not in ds, f"parallel.ds_config: remove {key!r} from the JSON; batch sizes come from train.* only")
+    check_not_set(ds)
 
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} must be > 0")
     _check(0 <= o.weight_decay < math.inf, f"optim.weight_decay={o.weight_decay} must be >= 0 and finite")
