@@ -34,3 +34,13 @@ def check_device(text: str | None) -> str | None:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {text}: use cpu or cuda (or cuda:N)")
     return text
+
+
+def quiet_progress_bars() -> None:
+    """Turn off the progress bars of lm-eval, datasets, transformers and huggingface_hub, in this process and
+    the ones it starts. They all draw with tqdm, which reads TQDM_DISABLE when it is first imported: call this
+    before anything imports them (a tool's main does)."""
+    import os
+
+    for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ[name] = "1"

@@ -76,8 +76,8 @@ class TrainConfig:
     stop_after: Optional[int] = None     # stop (with a checkpoint) after this many steps; the schedule is unchanged
     on_nonfinite: str = "stop"           # "stop" names the step and exits; "skip" drops the batch
     precision: str = "auto"              # auto = bf16 on GPU, fp32 on CPU
-    log_every: int = 1
-    progress: bool = True
+    log_every: int = 1                   # steps between log lines (rank 0, stdout) and TensorBoard train scalars
+    progress: bool = True                # a tqdm bar as well, when stderr is a terminal
 
 
 @dataclass

@@ -159,6 +159,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
     from megarecipe.parallel.memory import MemoryProbe
+    from megarecipe.train.console import Console
     from megarecipe.train.step import Stepper
     from megarecipe.train.validation import Validator
 
@@ -200,7 +201,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
 
     total = layout.total_steps
     end = min(total, cfg.train.stop_after) if cfg.train.stop_after else total
-    progress = _progress(cfg, total, start, first)
+    console = Console(first, total, start, end, bar=cfg.train.progress)
     stop, stopping = StopRequest(device), False
     memory = MemoryProbe(engine, end)
     for step in range(start + 1, end + 1):
@@ -210,31 +211,36 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         metrics = stepper.train_step(tokens, targets, ids)
         memory.after_backward(step)
         loss = metrics["loss"]
+        logged = None
         if math.isfinite(loss):
             lr = engine.get_lr()[0]
             engine.step()
             if step % cfg.train.log_every == 0 or step == end:
-                writer.scalars(step, _train_scalars(metrics, lr, engine, meter, step, layout))
+                logged = _train_scalars(metrics, lr, engine, meter, step, layout, device)
+                writer.scalars(step, logged)
         elif cfg.train.on_nonfinite == "stop":
-            progress.close()
+            console.close()
             # every rank holds the same loss (reduced over data parallel, sent down the pipeline): all stop here
             raise agreed(TrainingError(f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or "
                                        f"set train.on_nonfinite=skip to drop such batches"))
         else:
             skip_update(engine)
             writer.scalars(step, {rundir.SKIPPED: 1})
+        val_loss = None
         if validator.due(step):
-            writer.scalars(step, {rundir.VAL_LOSS: validator.run()})
+            val_loss = validator.run()
+            writer.scalars(step, {rundir.VAL_LOSS: val_loss})
+        if logged:
+            console.line(_log_line(step, total, logged, val_loss, console))
         stopping = stop.agreed()
         if checkpointer.due(step, end, stopping):
             writer.flush()
             checkpointer.save(step)
-        progress.set_postfix(loss=f"{loss:.3f}", **({"val": f"{validator.last:.3f}"} if validator.last else {}))
-        progress.update(1)
+        console.advance(loss, validator.last)
         if stopping:
             end = step
             break
-    progress.close()
+    console.close()
     writer.close()
     memory.write(run.join(rundir.MEMORY), first)
 
@@ -274,16 +280,29 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
                    shard=ps.get_tensor_model_parallel_rank())
 
 
-def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout) -> dict:
+def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout, device) -> dict:
+    from megarecipe.train.console import memory_bytes
+
     tokens_per_sec, mfu = meter.stop()
     epoch = step * layout.global_batch_size / (layout.epoch_sequences or layout.num_sequences)
     values = {rundir.TRAIN_LOSS: metrics["loss"], rundir.LR: lr, rundir.TOKENS_PER_SEC: tokens_per_sec,
-              rundir.EPOCH: epoch, rundir.MFU: mfu}
+              rundir.EPOCH: epoch, rundir.MFU: mfu, rundir.STEP_TIME: meter.seconds,
+              rundir.TOKENS: step * layout.global_batch_size * layout.seq_len,
+              rundir.MEMORY_GIB: memory_bytes(device) / 2**30}
     values.update({k: v for k, v in metrics.items() if k != "loss"})
     grad_norm = engine.get_global_grad_norm()
     if grad_norm is not None:
         values[rundir.GRAD_NORM] = float(grad_norm)
     return values
+
+
+def _log_line(step: int, total: int, values: dict, val_loss: float | None, console) -> str:
+    from megarecipe.train.console import log_line
+
+    elapsed, eta = console.eta(step)
+    return log_line(step, total, values[rundir.TRAIN_LOSS], values[rundir.LR], values.get(rundir.GRAD_NORM),
+                    values[rundir.TOKENS_PER_SEC], values[rundir.MFU], round(values[rundir.MEMORY_GIB] * 2**30),
+                    elapsed, eta, val_loss)
 
 
 def _meter(cfg: Config, layout: Layout, device, bf16: bool):
@@ -299,13 +318,6 @@ def _meter(cfg: Config, layout: Layout, device, bf16: bool):
     meter = Meter(layout.global_batch_size * layout.seq_len, perf["flops_per_token"], layout.world_size,
                   perf["peak_flops_per_device"])
     return meter, perf
-
-
-def _progress(cfg: Config, total: int, start: int, first: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, disable=not first or not cfg.train.progress, desc="train", unit="step",
-                dynamic_ncols=True)
 
 
 def _remove_old_events(tb_dir: str) -> None:
