@@ -119,6 +119,9 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
     _check(o.eps >= 0, f"optim.eps={o.eps} must be >= 0")
     _check(0 <= o.warmup_frac < 1, f"optim.warmup_frac={o.warmup_frac} must be in [0, 1)")
     _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
+    _check(o.schedule in ("cosine", "wsd"), f"optim.schedule={o.schedule!r}; use cosine or wsd")
+    _check(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio={o.min_lr_ratio} must be in [0, 1]")
+    _check(0 < o.decay_frac <= 1, f"optim.decay_frac={o.decay_frac} must be in (0, 1]")
     _check(o.grad_clip >= 0, f"optim.grad_clip={o.grad_clip} must be >= 0 (0 turns clipping off)")
 
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")

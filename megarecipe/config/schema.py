@@ -55,6 +55,9 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_frac: float = 0.01
     grad_clip: float = 1.0
+    schedule: str = "cosine"             # after warm-up: cosine (the paper's) or wsd (stable, then a linear decay)
+    min_lr_ratio: float = 0.0            # the LR the schedule ends at, as a fraction of optim.lr
+    decay_frac: float = 0.2              # wsd only: the final fraction of the post-warm-up steps that decays
 
 
 @dataclass
