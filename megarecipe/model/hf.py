@@ -18,7 +18,7 @@ import tempfile
 import torch
 from safetensors.torch import save_file
 
-from megarecipe.atomic import build_dir, replace_dir
+from megarecipe.atomic import build_dir, file_mode, replace_dir
 from megarecipe.config import ModelConfig
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
@@ -102,8 +102,11 @@ def fast_tokenizer(sp_model_path: str):
                                    add_bos_token=False, add_eos_token=False)
 
 
-def export_hf(export_dir: str, out_dir: str) -> str:
-    """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
+def export_hf(export_dir: str, out_dir: str, origin: dict | None = None) -> str:
+    """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place. `origin` is what
+    megarecipe.json names as the source (default: the export dir)."""
+    from transformers import GenerationConfig
+
     from megarecipe.model.export import load_export
 
     out_dir = os.path.realpath(out_dir)   # one path for the check and the write
@@ -118,15 +121,18 @@ def export_hf(export_dir: str, out_dir: str) -> str:
                          f"has its tokenizer")
     tokenizer = fast_tokenizer(sp_path)
     tmp = build_dir(out_dir)
-    save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
-              metadata={"format": "pt"})
+    weights = os.path.join(tmp, "model.safetensors")
+    save_file(hf_state_dict(model.state_dict(), cfg.model), weights, metadata={"format": "pt"})
+    os.chmod(weights, file_mode())   # safetensors writes through a private temporary file (mode 0600)
     config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
+    GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                     max_length=cfg.model.seq_len).save_pretrained(tmp)
     tokenizer.model_max_length = cfg.model.seq_len
     tokenizer.save_pretrained(tmp)
     with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
-        json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
+        json.dump({**(origin or {"export": os.path.abspath(export_dir)}), "tokenizer_sha256": info["tokenizer_sha256"],
                    "params": info["params"]}, f, indent=1)
     replace_dir(tmp, out_dir)
     return out_dir
