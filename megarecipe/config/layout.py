@@ -150,6 +150,12 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
            f"data.val_tokens={d.val_tokens} must exceed model.seq_len={m.seq_len} or be null")
 
     mix_sources(d)
+    if cfg.logging.wandb and here:
+        import importlib.util
+
+        _check(importlib.util.find_spec("wandb") is not None,
+               "logging.wandb=true needs wandb (pip install wandb, or pip install -e \".[wandb]\"); or set "
+               "logging.wandb=false")
     k = cfg.distill
     _check(0 <= k.alpha <= 1, f"distill.alpha={k.alpha} must be in [0, 1]")
     _check(k.temperature > 0 and math.isfinite(k.temperature), f"distill.temperature={k.temperature} must be > 0")

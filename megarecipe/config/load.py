@@ -49,7 +49,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
     except (TypeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
-                          f"(run, data, model, optim, parallel, train, distill)") from None
+                          f"(run, data, model, optim, parallel, train, distill, logging)") from None
 
 def _with_counts(layer):
     """Integer fields may be written as counts: data.train_tokens=200M, 1.5B, 1e9."""

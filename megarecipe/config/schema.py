@@ -91,6 +91,13 @@ class DistillConfig:
 
 
 @dataclass
+class LoggingConfig:
+    wandb: bool = False                  # also log to Weights & Biases (pip install wandb); TensorBoard always
+    wandb_project: str = "megarecipe"
+    wandb_entity: Optional[str] = None   # a W&B team or user; None = the logged-in user's default
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -99,3 +106,4 @@ class Config:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -19,6 +19,7 @@ def run_settings(cfg: Config) -> dict:
     for section, names in _OPERATIONAL.items():
         for name in names:
             plain[section].pop(name)
+    plain.pop("logging")   # where the curves also go
     if not plain["distill"]["teacher"]:   # alpha and temperature mean nothing without a teacher
         plain.pop("distill")
     optim = plain["optim"]   # the schedule's settings at their defaults: a run's settings are what they were before

@@ -185,7 +185,12 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     start = checkpointer.restore(tag, layout.world_size) if tag else 0
     if start == 0 and first:
         _remove_old_events(run.tb)   # an earlier attempt that never checkpointed
-    writer = Writer(run.tb, enabled=first, start_step=start + 1 if start else 0)
+    also = None
+    if first and cfg.logging.wandb:
+        from megarecipe.train.wandb_writer import WandbWriter
+
+        also = WandbWriter(run, cfg, resumed=bool(start))
+    writer = Writer(run.tb, enabled=first, start_step=start + 1 if start else 0, also=also)
     facts = run_facts(cfg, layout)
     if first:
         run.update(status=rundir.RUNNING, kind="train", facts=facts, distill=distill_facts(cfg),

@@ -34,20 +34,29 @@ GPU_PEAK_BF16 = {name: peaks["bf16"] for name, peaks in GPU_PEAK.items()}
 
 class Writer:
     """A SummaryWriter on rank 0 and a no-op elsewhere. `start_step` purges events a killed run wrote past
-    its last checkpoint, so a resumed run leaves no duplicate steps."""
+    its last checkpoint, so a resumed run leaves no duplicate steps. `also`: another writer (W&B) that gets
+    the same scalars and the run's facts and config."""
 
-    def __init__(self, log_dir: str, enabled: bool, start_step: int = 0):
+    def __init__(self, log_dir: str, enabled: bool, start_step: int = 0, also=None):
         self.tb = SummaryWriter(log_dir=log_dir, purge_step=start_step or None) if enabled else None
+        self.also = also if enabled else None
 
     def scalars(self, step: int, values: dict) -> None:
         if self.tb:
             for tag, value in values.items():
                 self.tb.add_scalar(tag, value, step)
+        if self.also:
+            self.also.scalars(step, values)
 
     def run_facts(self, facts: dict, config_yaml: str) -> None:
         if not self.tb:
             return
-        self.scalars(0, {rundir.fact_tag(k): float(v) for k, v in facts.items()})
+        if self.also:
+            import yaml
+
+            self.also.run_facts(facts, yaml.safe_load(config_yaml))
+        for tag, value in facts.items():
+            self.tb.add_scalar(rundir.fact_tag(tag), float(value), 0)
         self.tb.add_text(rundir.CONFIG_TEXT, "```\n" + config_yaml + "\n```", 0)
         exp, ssi, sei = hparams(facts, {rundir.VAL_LOSS: float("nan")})
         for summary in (exp, ssi, sei):
@@ -60,6 +69,8 @@ class Writer:
     def close(self) -> None:
         if self.tb:
             self.tb.close()
+        if self.also:
+            self.also.close()
 
 
 def mfu(flops_per_token: float, tokens_per_sec: float, world_size: int, peak_per_device: float) -> float:

@@ -1,4 +1,5 @@
 """Real training runs on real text: several processes over gloo, each layout the trainer supports."""
+import glob
 import json
 import math
 import os
@@ -167,9 +168,15 @@ def test_an_error_on_one_rank_alone_is_printed_with_its_rank(killed_and_resumed,
 
 
 def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
-    run_dir, _ = train(tmp_path, "once", 0, tiny_data, "parallel.ds_config=zero0")   # no launcher at all
+    # no launcher at all; W&B in offline mode beside TensorBoard
+    run_dir, _ = train(tmp_path, "once", 0, tiny_data, "parallel.ds_config=zero0", "logging.wandb=true",
+                       extra_env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert losses(run_dir) == pytest.approx(reference, abs=1e-6)
     assert_mfu_per_device(run_dir, 1)
+    [records] = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    with open(records, "rb") as f:
+        data = f.read()
+    assert all(tag in data for tag in (b"train/loss", b"perf/mfu", b"val/loss", b"train_tokens"))
     _, result = train(tmp_path, "once", 0, tiny_data, check=False)
     assert result.returncode != 0 and "run.resume=true" in result.stderr
 
