@@ -20,6 +20,8 @@ def run_settings(cfg: Config) -> dict:
         for name in names:
             plain[section].pop(name)
     plain.pop("logging")   # where the curves also go
+    if plain["model"]["init_from"] is None:   # a run from random weights: its settings as before init_from existed
+        plain["model"].pop("init_from")
     if not plain["distill"]["teacher"]:   # alpha and temperature mean nothing without a teacher
         plain.pop("distill")
     optim = plain["optim"]   # the schedule's settings at their defaults: a run's settings are what they were before

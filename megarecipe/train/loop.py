@@ -167,6 +167,13 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     kernels = resolve_kernels(cfg.model.kernels, device.type == "cuda")
     model = build_model(cfg.model, layout.vocab_size, bf16=bf16, kernels=kernels)
+    if cfg.model.init_from and not tag:   # a resumed run has its own weights
+        from megarecipe.parallel.hf_init import load_hf_weights
+
+        try:
+            load_hf_weights(model, cfg.model.init_from, cfg.model)
+        except ValueError as e:   # the directory's config.json and weights disagree
+            raise TrainingError(str(e)) from None
     engine = build_engine(model, cfg, layout, bf16)
     stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device,
                       objective=_objective(cfg, layout, device, bf16))
