@@ -30,8 +30,11 @@ def export_checkpoint(run_path: str, tag: str, out: str) -> None:
     info = run.info() or {}
     device = distributed.init(layout.tp, layout.pp, cfg.run.seed)
     # as the run trained: its recorded precision and kernels, not this machine's defaults
-    bf16 = (info.get("perf") or {}).get("peak_precision", "bf16" if device.type == "cuda" else "fp32") == "bf16" \
-        if cfg.train.precision == "auto" else cfg.train.precision == "bf16"
+    recorded = (info.get("perf") or {}).get("peak_precision")
+    if cfg.train.precision == "auto":
+        bf16 = recorded == "bf16" if recorded else device.type == "cuda"
+    else:
+        bf16 = cfg.train.precision == "bf16"
     kernels = info.get("kernels") or resolve_kernels(cfg.model.kernels, device.type == "cuda")
     model = build_model(cfg.model, layout.vocab_size, bf16=bf16, kernels=kernels)
     engine = build_engine(model, cfg, layout, bf16)

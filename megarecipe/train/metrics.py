@@ -79,7 +79,8 @@ def mfu(flops_per_token: float, tokens_per_sec: float, world_size: int, peak_per
 
 
 class Meter:
-    """Tokens per second of one step (all ranks together) and per-device MFU against the slowest rank's peak."""
+    """Tokens per second of one step (all ranks together) and per-device MFU against `peak_per_device` (the
+    trainer passes the highest peak among its ranks, so a mixed cluster is not flattered)."""
 
     def __init__(self, batch_tokens: int, flops_per_token: float, world_size: int, peak_per_device: float):
         self.batch_tokens, self.flops_per_token = batch_tokens, flops_per_token
