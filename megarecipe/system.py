@@ -67,3 +67,13 @@ def watch_stop_signals() -> None:
 
 def stop_requested() -> bool:
     return bool(_stop_signals)
+
+
+def quiet_progress_bars() -> None:
+    """Turn off the progress bars of lm-eval, datasets, transformers and huggingface_hub, in this process and
+    the ones it starts. They all draw with tqdm, which reads TQDM_DISABLE when it is first imported: call this
+    before anything imports them (a tool's main does)."""
+    import os
+
+    for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ[name] = "1"
