@@ -1,18 +1,25 @@
-import subprocess
+import os
 
 import pytest
 
-from tests.helpers import BIN, REPO, TINY, env
+from tests.helpers import REPO, TINY
 
 
 @pytest.fixture(scope="session")
 def tiny_ensemble(tiny_data, tmp_path_factory):
     """`ensemble.py train --members 3 --parallel 2` of the tiny shape for its whole schedule (seeds 1-3), then
-    `ensemble.py eval` (ensemble.json, L(K) events): the ensemble tests and the ensemble-teacher student share it."""
+    `ensemble.py eval` (ensemble.json, L(K) events): the ensemble tests and the ensemble-teacher student share it.
+    The tool runs in this process, so its members start warm from the session's forkserver (the tool's own
+    command line is tested in test_train.py)."""
+    from megarecipe.cli.ensemble import main
+
     ens = tmp_path_factory.mktemp("ensemble") / "ens"
-    tool = [str(BIN / "python"), "tools/ensemble.py"]
-    for args in (["train", "configs/tiny.yaml", "--members", "3", "--parallel", "2", "--out", str(ens), *TINY,
-                  f"data.dir={tiny_data}", "train.stop_after=null"], ["eval", str(ens), "--no-progress"]):
-        done = subprocess.run([*tool, *args], cwd=REPO, env=env(), capture_output=True, text=True, timeout=400)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    here = os.getcwd()
+    os.chdir(REPO)
+    try:
+        for args in (["train", "configs/tiny.yaml", "--members", "3", "--parallel", "2", "--out", str(ens), *TINY,
+                      f"data.dir={tiny_data}", "train.stop_after=null"], ["eval", str(ens), "--no-progress"]):
+            assert main(args) == 0, args
+    finally:
+        os.chdir(here)
     return ens

@@ -76,15 +76,14 @@ def test_an_ensemble_teaches_over_two_processes(tiny_data, tmp_path, teacher, ti
 
 
 def test_a_small_top_k_cache_teaches(tiny_data, tmp_path, teacher, tiny_ensemble):
-    """The ensemble's top-16 cache (16 of 2000 tokens per position, the rest as one outcome), written and used
-    through the tool's commands: the student still beats plain training of the same seed and batches."""
+    """The ensemble's top-16 cache (16 of 2000 tokens per position, the rest as one outcome), written by the tool
+    and taught from: the student still beats plain training of the same seed and batches."""
     from megarecipe.cli.distill import main as distill
 
     cache = tmp_path / "top16"
     assert distill(["cache", "--teacher", str(tiny_ensemble), "--student", "configs/tiny.yaml", "--out", str(cache),
                     "--k", "16", "--batch-size", "32", f"data.dir={tiny_data}", *TINY]) == 0
-    kd, _ = train(tmp_path, "kd16", 0, tiny_data, program=("tools/distill.py", "train", "--teacher", str(cache),
-                                                           "--out", str(tmp_path / "kd16"), "--student"))
+    kd, _ = train(tmp_path, "kd16", 0, tiny_data, f"distill.teacher={cache}")   # what `distill.py train` runs
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
     assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)   # 0.034 and 0.037
     info = json.loads((kd / "run.json").read_text())["distill"]
