@@ -41,6 +41,13 @@ def read_json(path: str) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
+def file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask (which can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def build_dir(final: str) -> str:
     """A new, empty directory beside `final` to build it in, then replace_dir(tmp, final): named after this
     process, so two builders never share one and a user's `final.tmp` is not touched. Build dirs left by

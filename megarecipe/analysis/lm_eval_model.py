@@ -61,6 +61,7 @@ def member_exports(path: str) -> list[str]:
 
 def check_members(exports: list[str]) -> dict:
     """The members' shared facts (tokenizer hash, vocab size, seq_len); refuses members that differ."""
+    from megarecipe.data.tokenizer import find_tokenizer
     from megarecipe.model.export import read_config, read_info
 
     facts = []
@@ -69,8 +70,9 @@ def check_members(exports: list[str]) -> dict:
             info, seq_len = read_info(export), read_config(export).model.seq_len
         except ValueError as e:
             raise ModelSourceError(str(e)) from None
-        if not os.path.isfile(os.path.join(export, "tokenizer.model")):
-            raise ModelSourceError(f"{export}: tokenizer.model is missing; re-export the run from its data dir")
+        if find_tokenizer(export) is None:
+            raise ModelSourceError(f"{export}: tokenizer.model (or .json) is missing; re-export the run from its "
+                                   f"data dir")
         facts.append({"tokenizer_sha256": info.get("tokenizer_sha256"), "vocab_size": info["vocab_size"],
                       "seq_len": seq_len})
     for export, fact in zip(exports[1:], facts[1:], strict=True):
@@ -92,11 +94,11 @@ class MegarecipeLM(TemplateLM):
                  dtype: str | None = None, max_resident: int | str = 4, logits_budget_mb: int | str = 1024,
                  **_ignored):
         super().__init__()
-        import sentencepiece as spm
+        from megarecipe.data.tokenizer import load_tokenizer
 
         self.exports = member_exports(pretrained)
         facts = check_members(self.exports)
-        self.sp = spm.SentencePieceProcessor(model_file=os.path.join(self.exports[0], "tokenizer.model"))
+        self.sp = load_tokenizer(self.exports[0])
         self.vocab_size, self.seq_len = facts["vocab_size"], facts["seq_len"]
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16   # "auto" -> a fixed size
         self._device = torch.device(device or default_device())
@@ -126,11 +128,11 @@ class MegarecipeLM(TemplateLM):
     # lm-eval's tokenizer interface
     @property
     def eot_token_id(self) -> int:
-        return self.sp.eos_id()
+        return self.sp.eos_id
 
     @property
     def prefix_token_id(self) -> int:
-        return self.sp.bos_id() if self.sp.bos_id() >= 0 else self.sp.eos_id()   # as the hf model picks it
+        return self.sp.bos_id if self.sp.bos_id >= 0 else self.sp.eos_id   # as the hf model picks it
 
     @property
     def max_length(self) -> int:

@@ -185,16 +185,6 @@ def _report(args) -> int:
     return 0
 
 
-def parse_count(text: str) -> int:
-    """200M -> 200_000_000; plain integers and K/M/B/T suffixes."""
-    scale = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}.get(text[-1:].upper(), 1)
-    try:
-        value = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        raise ValueError(f"--tokens {text!r} is not a count; write e.g. 200M or 65536") from None
-    return int(value)
-
-
 def _process_group(device: str):
     """`torchrun -m megarecipe.cli.distill sample ...`: the ranks share the shards; returns their barrier."""
     import torch.distributed as dist
@@ -211,6 +201,7 @@ def _leave_process_group() -> None:
 
 
 def _sample(args) -> int:
+    from megarecipe.config.numbers import parse_count
     from megarecipe.data.errors import DataError
     from megarecipe.distill.sample import sample, stderr_log
     from megarecipe.system import check_device, has_cuda
@@ -219,10 +210,11 @@ def _sample(args) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
         device = check_device(args.device) or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if has_cuda() else "cpu")
+        tokens = parse_count(args.tokens, "--tokens")
         barrier = _process_group(device) if world > 1 else None
-        meta = sample(args.teacher, args.out, parse_count(args.tokens), args.temperature, args.top_p, args.seed,
-                      args.batch, args.shard_sequences, device=device, bf16=device.startswith("cuda"),
-                      log=stderr_log, rank=rank, world=world, barrier=barrier)
+        meta = sample(args.teacher, args.out, tokens, args.temperature, args.top_p, args.seed, args.batch,
+                      args.shard_sequences, device=device, bf16=device.startswith("cuda"), log=stderr_log,
+                      rank=rank, world=world, barrier=barrier)
     except (DataError, TeacherError, ValueError) as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
@@ -231,7 +223,7 @@ def _sample(args) -> int:
         _leave_process_group()
     if rank != 0:
         return 0
-    print(f"wrote {args.out}: {meta.train_tokens} tokens in {len(meta.documents)} shard(s), "
+    print(f"wrote {args.out}: {meta.train_tokens} tokens in {meta.train_documents} shard(s), "
           f"T = {args.temperature}, top-p = {args.top_p}, seed {args.seed}; train with "
           f"data.mix=[REAL_DATA_DIR:0.1,{args.out}:0.9]")
     return 0

@@ -7,7 +7,7 @@ from megarecipe.config import ConfigError, DataConfig, DataFacts, mix_sources
 from megarecipe.data.errors import DataError
 from megarecipe.data.meta import DataMeta, load_meta
 from megarecipe.data.mix import mix_counts
-from megarecipe.data.tokenizer import file_sha256
+from megarecipe.data.tokenizer import find_tokenizer, tokenizer_sha256
 
 
 def _check(cond: bool, message: str) -> None:
@@ -22,8 +22,10 @@ def read_facts(d: DataConfig) -> tuple[DataMeta, DataFacts]:
     except DataError as e:
         raise ConfigError(f"data.dir: {e}") from None
     if d.tokenizer:
-        _check(os.path.isfile(d.tokenizer), f"data.tokenizer={d.tokenizer!r} not found; give a .model file or null")
-        _check(file_sha256(d.tokenizer) == meta.tokenizer_sha256,
+        _check(os.path.isfile(d.tokenizer) or os.path.isdir(d.tokenizer) and find_tokenizer(d.tokenizer),
+               f"data.tokenizer={d.tokenizer!r} not found; give a .model or tokenizer.json file, a tokenizer folder, "
+               f"or null")
+        _check(tokenizer_sha256(d.tokenizer) == meta.tokenizer_sha256,
                f"data.dir={d.dir!r} was made with another tokenizer than data.tokenizer={d.tokenizer!r}; "
                f"re-run tools/prepare_data.py --tokenizer {d.tokenizer} or point data.dir at a matching dir")
     val = min(meta.val_tokens, d.val_tokens or meta.val_tokens)

@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import json
+import struct
 import os
 from dataclasses import dataclass, field
 
@@ -9,27 +10,36 @@ import numpy as np
 
 from megarecipe.data.errors import DataError
 from megarecipe import atomic
-from megarecipe.data.tokenizer import file_sha256
+from megarecipe.data.indexed import Index
+from megarecipe.data.tokenizer import HF_CONFIG, HF_FILE, SP_FILE, file_sha256
 
-FORMAT = 1
-META, TRAIN, VAL, TOKENIZER = "meta.json", "train.bin", "val.bin", "tokenizer.model"
+FORMAT = 2   # 1: per-document records in meta.json and no .idx files (refused: re-run prepare_data)
+META, TRAIN, VAL = "meta.json", "train.bin", "val.bin"
+TRAIN_IDX, VAL_IDX = "train.idx", "val.idx"
+TOKENIZER = SP_FILE   # the sentencepiece name; a Hugging Face tokenizer is HF_FILE (+ HF_CONFIG)
+DATA_FILES = {META, TRAIN, VAL, TRAIN_IDX, VAL_IDX, SP_FILE, HF_FILE, HF_CONFIG}
 _PREPARE_HINT = "run tools/prepare_data.py --default --out {d} (or --input FILES... --out {d})"
 
 
 @dataclass
 class DataMeta:
+    """train.bin/.idx and val.bin/.idx are Megatron indexed datasets (prefixes DIR/train, DIR/val), one document
+    per sequence, in content-hash order; the tokenizer beside them."""
     dir: str                  # where it was loaded from; not stored in meta.json, so a data dir can move
     vocab_size: int
     tokenizer_sha256: str
-    dtype: str                # "uint16" or "uint32"
+    dtype: str                # "uint16" or "int32" (megatron's codes; Llama-3's 128k vocabulary needs int32)
     train_tokens: int
     val_tokens: int
     eos_id: int
-    sources: list = field(default_factory=list)     # one dict per input file: path, sha256, bytes, token counts
+    tokenizer: str = TOKENIZER   # its file name in the dir
     bos_id: int = -1
+    train_documents: int = 0
+    val_documents: int = 0
     val_tokens_requested: int = 0
-    val_documents: list = field(default_factory=list)   # names of the held-out documents
-    documents: list = field(default_factory=list)   # name, sha256, split, offset, tokens; in token-file order
+    contents_sha256: str = ""    # of the tokenizer and the four token files: what a run trains on
+    sources: list = field(default_factory=list)     # one summary per input: path, format, bytes, documents, ...
+    skipped_bad: int = 0         # bad records dropped with --skip-bad
     format: int = FORMAT
     source: dict | None = None   # a synthetic dir's origin (teacher, temperature, top-p, seed); None = prepared text
 
@@ -38,13 +48,10 @@ class DataMeta:
 
     @property
     def tokenizer_path(self) -> str:
-        return self.path(TOKENIZER)
+        return self.path(self.tokenizer)
 
     def content_sha256(self) -> str:
-        """What the token files hold, wherever the data dir or its sources lie: the tokenizer, and each
-        document's text hash, split and length in token-file order."""
-        docs = [(d["sha256"], d["split"], d["tokens"]) for d in self.documents]
-        return hashlib.sha256(json.dumps([self.tokenizer_sha256, docs]).encode()).hexdigest()
+        return self.contents_sha256
 
     def tokens(self, split: str) -> np.ndarray:
         """The read-only token array of "train" or "val"."""
@@ -53,9 +60,20 @@ class DataMeta:
             return np.empty(0, dtype=self.dtype)
         return np.memmap(self.path(TRAIN if split == "train" else VAL), dtype=self.dtype, mode="r", shape=(n,))
 
+    def index(self, split: str) -> Index:
+        """The split's Megatron index: document boundaries (document i is sequence i)."""
+        return Index(self.path(TRAIN_IDX if split == "train" else VAL_IDX))
+
+
+def contents_sha256(data_dir, tokenizer_sha: str) -> str:
+    h = hashlib.sha256(tokenizer_sha.encode())
+    for name in (TRAIN, TRAIN_IDX, VAL, VAL_IDX):
+        h.update(file_sha256(os.path.join(data_dir, name)).encode())
+    return h.hexdigest()
+
 
 def dtype_for(vocab_size: int) -> str:
-    return "uint16" if vocab_size <= 1 << 16 else "uint32"
+    return "uint16" if vocab_size <= 1 << 16 else "int32"
 
 
 def write_meta(meta: DataMeta):
@@ -78,15 +96,33 @@ def load_meta(data_dir) -> DataMeta:
     try:
         with open(meta_path) as f:
             record = json.load(f)
-        meta = DataMeta(dir=d, **record)
+        version = record.get("format", 1) if isinstance(record, dict) else None
+        meta = DataMeta(dir=d, **record) if version == FORMAT else None
     except (OSError, ValueError, TypeError) as e:
         raise DataError(f"{meta_path} is unreadable ({type(e).__name__}); {hint}") from None
-    if meta.format != FORMAT:
-        raise DataError(f"{meta_path} has format {meta.format}, this code reads {FORMAT}; {hint}")
+    if meta is None:
+        raise DataError(f"{meta_path} has format {version} (an older megarecipe's), this code reads {FORMAT}: "
+                        f"re-run tools/prepare_data.py on its text; {hint}")
     _check_tokenizer(meta, hint)
     for split, name, n in (("train", TRAIN, meta.train_tokens), ("val", VAL, meta.val_tokens)):
         _check_tokens(meta, split, meta.path(name), n, hint)
+    for name, docs in ((TRAIN_IDX, meta.train_documents), (VAL_IDX, meta.val_documents)):
+        _check_index(meta, meta.path(name), docs, hint)
     return meta
+
+
+def _check_index(meta, path, documents, hint):
+    """The header's counts, and the size they imply (reading every length would cost a pass per open)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(34)
+    except OSError:
+        raise DataError(f"{path} is missing; {hint}") from None
+    ok = len(head) == 34 and head[:9] == b"MMIDIDX\x00\x00"
+    n, docs = struct.unpack("<QQ", head[18:34]) if ok else (-1, -1)
+    if not ok or n != documents or docs != documents + 1 or os.path.getsize(path) != 34 + 12 * n + 8 * docs:
+        raise DataError(f"{path} does not index the {documents} documents {META} states: truncated or replaced; "
+                        f"{hint}")
 
 
 def _check_tokenizer(meta, hint):
@@ -110,7 +146,7 @@ def _check_tokens(meta, split, path, n, hint):
     # A cheap spot check: a few blocks spread over the file, and every document ends with EOS.
     starts = np.linspace(0, max(n - 4096, 0), num=9, dtype=np.int64)
     top = max(int(tokens[s:s + 4096].max()) for s in starts)
-    if top >= meta.vocab_size:
+    if top >= meta.vocab_size or int(tokens[:4096].min()) < 0:
         raise DataError(f"{path} is corrupt: token id {top} >= vocab size {meta.vocab_size}; {hint}")
     if int(tokens[-1]) != meta.eos_id:
         raise DataError(f"{path} is corrupt: it does not end with EOS (id {meta.eos_id}); {hint}")

@@ -13,7 +13,6 @@ shards go.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -24,7 +23,10 @@ import numpy as np
 
 from megarecipe import atomic
 from megarecipe.data.errors import DataError
-from megarecipe.data.meta import META, TOKENIZER, TRAIN, VAL, DataMeta, dtype_for, load_meta, write_meta
+from megarecipe.data.tokenizer import load_tokenizer
+from megarecipe.data.indexed import write_index
+from megarecipe.data.meta import (DATA_FILES, META, TRAIN, TRAIN_IDX, VAL, VAL_IDX, DataMeta, contents_sha256,
+                                  dtype_for, load_meta, write_meta)
 
 SHARDS, PLAN = "shards", "plan.json"
 
@@ -33,7 +35,7 @@ def plan_for(teacher: str, tokens: int, temperature: float, top_p: float | None,
              shard_sequences: int) -> dict:
     """What the run will draw; a resume must find the same plan."""
     from megarecipe.distill import teacher as teachers
-    from megarecipe.data.tokenizer import load_tokenizer
+    from megarecipe.data.tokenizer import find_tokenizer
 
     ms = teachers.members(teacher)
     if len({m.tokenizer_sha256 for m in ms}) != 1 or ms[0].tokenizer_sha256 is None:
@@ -41,22 +43,23 @@ def plan_for(teacher: str, tokens: int, temperature: float, top_p: float | None,
                         f"from members of one data dir")
     if len({m.seq_len for m in ms}) != 1:
         raise DataError(f"--teacher {teacher}: its members have different model.seq_len; use members of one shape")
-    tok = os.path.join(ms[0].export, TOKENIZER)
-    if not os.path.isfile(tok):
-        raise DataError(f"--teacher {teacher}: {tok} is missing; re-export the member with its tokenizer")
+    tok = find_tokenizer(ms[0].export)
+    if tok is None:
+        raise DataError(f"--teacher {teacher}: {ms[0].export} holds no tokenizer; re-export the member with its "
+                        f"tokenizer")
     for name, ok in (("--tokens", tokens >= ms[0].seq_len), ("--temperature", 0 < temperature < math.inf),
                      ("--top-p", top_p is None or 0 < top_p <= 1), ("--seed", seed >= 0), ("--batch", batch >= 1),
                      ("--shard-sequences", shard_sequences >= 1)):
         if not ok:
             raise DataError(f"{name} is out of range (tokens >= seq_len {ms[0].seq_len}, 0 < temperature < inf, "
                             f"0 < top-p <= 1, seed >= 0, batch and shard size >= 1); fix the option")
-    sp = load_tokenizer(tok)
+    sp = load_tokenizer(ms[0].export)
     who = teachers.identity(teacher)
     return {"teacher": {"dir": who["dir"], "members": who["members"], "sha256": who["sha256"]},
             "temperature": temperature, "top_p": top_p, "seed": seed, "batch": batch,
             "shard_sequences": shard_sequences, "seq_len": ms[0].seq_len, "sequences": tokens // ms[0].seq_len,
-            "tokenizer_sha256": ms[0].tokenizer_sha256, "vocab_size": sp.get_piece_size(), "eos_id": sp.eos_id(),
-            "bos_id": sp.bos_id(), "tokenizer": tok}
+            "tokenizer_sha256": ms[0].tokenizer_sha256, "vocab_size": sp.vocab_size, "eos_id": sp.eos_id,
+            "bos_id": sp.bos_id, "tokenizer": tok}
 
 
 def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p: float | None = None, seed: int = 0,
@@ -72,7 +75,7 @@ def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p:
         if meta.source == _source(plan):
             return meta
         raise DataError(f"--out {out} is a data dir made otherwise; give a new folder")
-    if os.path.isdir(out) and {f for f in os.listdir(out) if ".tmp" not in f} - {SHARDS, TRAIN, VAL, TOKENIZER}:
+    if os.path.isdir(out) and {f for f in os.listdir(out) if ".tmp" not in f} - DATA_FILES - {SHARDS}:
         raise DataError(f"--out {out} holds files that are not a sampled data dir's; give a new folder")
     os.makedirs(shard_dir, exist_ok=True)
     _check_plan(shard_dir, plan, out)
@@ -136,7 +139,7 @@ def _check_plan(shard_dir: str, plan: dict, out: str) -> None:
 def _assemble(out: str, shard_dir: str, plan: dict, count: int) -> DataMeta:
     dtype = dtype_for(plan["vocab_size"])
     eos = np.asarray([plan["eos_id"]], dtype=dtype).tobytes()
-    documents, offset = [], 0
+    lengths, offset = [], 0
     tmp = os.path.join(out, f"{TRAIN}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         for s in range(count):
@@ -145,17 +148,20 @@ def _assemble(out: str, shard_dir: str, plan: dict, count: int) -> DataMeta:
             data += eos if s == count - 1 else b""
             f.write(data)
             n = len(data) // np.dtype(dtype).itemsize
-            documents.append({"name": f"shard{s:06d}", "sha256": hashlib.sha256(data).hexdigest(), "split": "train",
-                              "offset": offset, "tokens": n})
+            lengths.append(n)
             offset += n
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(out, TRAIN))
     atomic.write_bytes(os.path.join(out, VAL), b"")
-    shutil.copyfile(plan["tokenizer"], os.path.join(out, TOKENIZER))
+    write_index(os.path.join(out, TRAIN_IDX), lengths, dtype)   # one document per shard
+    write_index(os.path.join(out, VAL_IDX), [], dtype)
+    tok = load_tokenizer(os.path.dirname(plan["tokenizer"]))
+    tok.save(out)
     meta = DataMeta(dir=out, vocab_size=plan["vocab_size"], tokenizer_sha256=plan["tokenizer_sha256"], dtype=dtype,
-                    train_tokens=offset, val_tokens=0, eos_id=plan["eos_id"], bos_id=plan["bos_id"],
-                    documents=documents, source=_source(plan))
+                    tokenizer=os.path.basename(plan["tokenizer"]), train_tokens=offset, val_tokens=0,
+                    eos_id=plan["eos_id"], bos_id=plan["bos_id"], train_documents=len(lengths), source=_source(plan),
+                    contents_sha256=contents_sha256(out, plan["tokenizer_sha256"]))
     write_meta(meta)
     shutil.rmtree(shard_dir)
     return load_meta(out)

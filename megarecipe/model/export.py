@@ -3,7 +3,8 @@
 EXPORT/model.safetensors   fp32 weights under canonical (TP=1, PP=1) megatron names
 EXPORT/config.yaml         the run's full config
 EXPORT/model.json          format, vocab size, parameter counts, tokenizer hash
-EXPORT/tokenizer.model     the sentencepiece model the run was trained with (when known)
+EXPORT/tokenizer.model     the sentencepiece model the run was trained with (when known), or
+EXPORT/tokenizer.json      its Hugging Face tokenizer, with tokenizer_config.json naming its EOS
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def check_weights(shapes: dict[str, tuple[int, ...]], m: ModelConfig, vocab_size
 def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
                  tokenizer_path: str | None = None) -> str:
     """Write into OUT.tmp, then move it into place: a crash never leaves a half export under the real name."""
-    from megarecipe.data.tokenizer import file_sha256
+    from megarecipe.data.tokenizer import HF_CONFIG, HF_FILE, SP_FILE, file_sha256
 
     # megatron's state_dict() carries an empty `_extra_state` entry per linear layer (room for fp8 metadata)
     state_dict = {k: v for k, v in state_dict.items() if not (k.endswith("._extra_state") and v is None)}
@@ -55,25 +56,22 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     tmp = atomic.build_dir(out_dir)
     weights = os.path.join(tmp, "model.safetensors")
     save_file({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
-    os.chmod(weights, _file_mode())   # safetensors writes through a private temporary file (mode 0600)
+    os.chmod(weights, atomic.file_mode())   # safetensors writes through a private temporary file (mode 0600)
     save_config(cfg, os.path.join(tmp, "config.yaml"))
     total, non_embedding = count_params(cfg.model, vocab_size)
     info = {"format": FORMAT, "vocab_size": vocab_size, "params": total, "params_non_embedding": non_embedding,
             "tokenizer_sha256": None}
     if tokenizer_path:
-        shutil.copyfile(tokenizer_path, os.path.join(tmp, "tokenizer.model"))
+        hf = str(tokenizer_path).endswith(".json")
+        shutil.copyfile(tokenizer_path, os.path.join(tmp, HF_FILE if hf else SP_FILE))
+        config = os.path.join(os.path.dirname(tokenizer_path), HF_CONFIG)
+        if hf and os.path.isfile(config):
+            shutil.copyfile(config, os.path.join(tmp, HF_CONFIG))
         info["tokenizer_sha256"] = file_sha256(tokenizer_path)
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(info, f, indent=1)
     atomic.replace_dir(tmp, out_dir)
     return out_dir
-
-
-def _file_mode() -> int:
-    """The mode open() gives a new file: 0666 less the umask (which can only be read by setting it)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _damaged(path: str, why: str) -> ValueError:

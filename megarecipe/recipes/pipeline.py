@@ -287,7 +287,6 @@ class Pipeline:
     def stage_downstream(self) -> None:
         from megarecipe.analysis import downstream
 
-        os.environ.setdefault("TQDM_DISABLE", "1")   # lm-eval's progress bars, one per model and task
         ds = self.r.downstream
         models = self.downstream_models()
         skipped = self.plan.setdefault("downstream_skipped", {})

@@ -27,7 +27,7 @@ class RecipeError(ValueError):
 class DataSection:
     dir: str = "data/recipe"                    # prepared by the pipeline's first stage when it has no meta.json
     inputs: list = field(default_factory=list)  # text files or folders; empty = the embedded default corpus
-    tokenizer: Optional[str] = None             # a sentencepiece .model to use instead of training one
+    tokenizer: Optional[str] = None             # a .model, tokenizer.json or HF folder, instead of training
     vocab_size: int = 1024
     val_tokens: int = 65536                     # held out at preparation
     eval_tokens: int = 32768                    # of those, what every run is measured on (data.val_tokens)

@@ -139,6 +139,11 @@ def set_aside_newer(ckpt_dir: str, tag: str) -> tuple[str, list[str]] | None:
 # ----------------------------------------------------------------------------------------------------------
 # Checking a tag before loading it
 
+def incomplete(ckpt_dir: str, tag: str) -> str | None:
+    """Why the tag is not a complete checkpoint (never finished, a file missing or cut short); None if it is."""
+    return _manifest_problem(ckpt_dir, tag)
+
+
 def _manifest_problem(ckpt_dir: str, tag: str) -> str | None:
     import json
 

@@ -60,3 +60,56 @@ def test_export_tool_errors_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no export" in err and "\n" not in err
+
+
+def test_a_tokenizer_json_run_exports_with_its_tokenizer(tmp_path, monkeypatch):
+    """A run prepared with a Hugging Face tokenizer.json: the export and the HF export carry it, and
+    transformers' AutoTokenizer gives the ids the data was made of (no BOS added, the chosen EOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer
+
+    from megarecipe.data.corpus import sotu_files
+    from megarecipe.data.tokenizer import load_tokenizer, read_text
+    from megarecipe.model.hf import export_hf
+
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.train_from_iterator([read_text(f) for f in sotu_files()[::50]], trainers.BpeTrainer(
+        vocab_size=800, special_tokens=["<s>", "<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf.save(str(tmp_path / "given.json"))
+    data = tmp_path / "data"   # what prepare_data leaves in a data dir: tokenizer.json + the config naming EOS
+    data.mkdir()
+    ours = load_tokenizer(load_tokenizer(str(tmp_path / "given.json")).save(str(data)))
+    assert ours.kind == "hf" and ours.eos_token == "<|endoftext|>"
+    run = make_run(tmp_path / "run", str(data / "tokenizer.json"))
+    assert sorted(os.listdir(os.path.join(run, "export")))[-2:] == ["tokenizer.json", "tokenizer_config.json"]
+    assert load_tokenizer(os.path.join(run, "export")).eos_id == ours.eos_id
+    out = export_hf(os.path.join(run, "export"), str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = AutoTokenizer.from_pretrained(out)
+    texts = TRICKY + [read_text(sotu_files()[3])[:3000]]
+    assert [tok(t)["input_ids"] for t in texts] == [ours.encode(t) for t in texts]
+    assert tok.eos_token_id == ours.eos_id == hf.token_to_id("<|endoftext|>")
+
+
+def test_export_files_follow_the_umask_and_carry_a_generation_config(tmp_path, tiny_run):
+    """safetensors wrote model.safetensors 0600 while the rest was 0644: teammates could not read it."""
+    import json
+    import stat
+
+    from megarecipe.model.hf import export_hf
+
+    old = os.umask(0o022)
+    try:
+        out = export_hf(os.path.join(tiny_run, "export"), str(tmp_path / "hf"))
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode) for name in os.listdir(out)}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
+    with open(os.path.join(out, "generation_config.json")) as f:
+        generation = json.load(f)
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert (generation["bos_token_id"], generation["eos_token_id"]) == (config["bos_token_id"], config["eos_token_id"])
+    assert generation["max_length"] == 256

@@ -13,6 +13,7 @@ FAKE_TRAINER = f"{sys.executable} {REPO / 'tests' / 'fake_trainer.py'}"
 def fake_data(tmp_path_factory):
     """A data dir that passes the config checks (meta.json, a tokenizer file, token files) with no real text:
     for runs of the fake trainer."""
+    from megarecipe.data.indexed import write_index
     from megarecipe.data.meta import DataMeta, write_meta
     from megarecipe.data.tokenizer import file_sha256
 
@@ -24,8 +25,11 @@ def fake_data(tmp_path_factory):
     tokens.tofile(d / "train.bin")
     tokens[:20_000].tofile(d / "val.bin")
     (d / "val.bin").write_bytes(tokens[:20_000].tobytes()[:-2] + np.zeros(1, np.uint16).tobytes())
+    write_index(str(d / "train.idx"), [n], "uint16")
+    write_index(str(d / "val.idx"), [20_000], "uint16")
     write_meta(DataMeta(dir=str(d), vocab_size=256, tokenizer_sha256=file_sha256(str(d / "tokenizer.model")),
-                        dtype="uint16", train_tokens=n, val_tokens=20_000, eos_id=0))
+                        dtype="uint16", train_tokens=n, val_tokens=20_000, eos_id=0, train_documents=1,
+                        val_documents=1))
     return str(d)
 
 

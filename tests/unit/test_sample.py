@@ -79,7 +79,7 @@ def test_sample_is_deterministic_resumable_and_decodes(synth, tmp_path):
 
     teacher, meta = synth
     tokens = np.asarray(meta.tokens("train"))
-    assert meta.train_tokens == 16 * 64 + 1 and meta.val_tokens == 0 and len(meta.documents) == 3
+    assert meta.train_tokens == 16 * 64 + 1 and meta.val_tokens == 0 and meta.train_documents == 3
     assert (tokens[::64] == meta.eos_id).all()   # every window starts from EOS
     assert meta.source["teacher"]["members"] == [teacher] and meta.source["seed"] == 3
     assert meta.source["temperature"] == 1.0 and meta.source["top_p"] is None
