@@ -43,7 +43,7 @@ def test_the_launcher_names_the_run_dir_two_runs_share(tmp_path):
 
     (tmp_path / "y").mkdir()
     specs = [RunSpec("configs/tiny.yaml", run_dir=str(tmp_path / d)) for d in ("x", "y/../x")]
-    with pytest.raises(LaunchError, match=f"share the run_dir {tmp_path}/x;"):
+    with pytest.raises(LaunchError, match=f"share a run_dir \\({tmp_path}/x\\)"):
         launch(specs)
 
 
