@@ -26,6 +26,16 @@ def test_every_recipe_field_is_checked_before_the_first_stage(tmp_path, capsys, 
     assert not out.exists()   # nothing started
 
 
+def test_every_size_s_run_settings_are_checked_before_the_first_stage(tmp_path, capsys, fake_data, fake_trainer):
+    bad = tmp_path / "bad.yaml"   # size a's runs would be refused only when the standard stage starts them
+    bad.write_text(open(SLIVER).read().replace("model.hidden_size=16,", "model.hidden_size=18,"))
+    out = tmp_path / "out"
+    assert main([str(bad), *fake_recipe(fake_data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: sizes a (standard run): model.hidden_size=18") and err.count("\n") == 1, err
+    assert not out.exists()   # no stage ran
+
+
 def test_a_stage_stopped_by_sigterm_keeps_its_time(tmp_path, fake_data, fake_trainer, monkeypatch, capsys):
     from megarecipe.recipes import pipeline
 
