@@ -63,7 +63,10 @@ def _parent(out: str) -> str:
 
 
 def _export_checkpoint(run: str, tag: str, dst: str) -> str:
-    """RUN/checkpoints/TAG as an export at dst, by megarecipe.train.export_checkpoint under torchrun."""
+    """RUN/checkpoints/TAG as an export at dst, by megarecipe.train.export_checkpoint: its ranks started warm
+    where the trainer's are, else under torchrun."""
+    from megarecipe.launch import warm
+    from megarecipe.launch.pool import visible_gpus
     from megarecipe.rundir import RunDir
     from megarecipe.system import free_port
     from megarecipe.train import checkpoint
@@ -77,9 +80,18 @@ def _export_checkpoint(run: str, tag: str, dst: str) -> str:
         raise ValueError(f"--tag {tag}: {problem}; " + (f"export the newest complete one, --tag {older}" if older
                                                         else "the run has no complete checkpoint before it"))
     world = checkpoint.saved_resume_key(ckpt, tag)["world_size"]
+    program = "megarecipe.train.export_checkpoint"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_port",
-           str(free_port()), "-m", "megarecipe.train.export_checkpoint", run, tag, dst]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+           str(free_port()), "-m", program, run, tag, dst]
+    if warm.cold_reason(visible_gpus()) is None:   # its ranks forked from one import of the stack, not one each
+        with tempfile.TemporaryDirectory() as logs:
+            err = os.path.join(logs, "stderr")
+            code = warm.start([run, tag, dst], dict(os.environ), os.getcwd(), os.path.join(logs, "stdout"), err,
+                              processes=world, module=program).wait()
+            with open(err, errors="replace") as f:
+                done = subprocess.CompletedProcess(cmd, code, "", f.read())
+    else:
+        done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not os.path.isfile(os.path.join(dst, "model.json")):
         last = [line for line in done.stderr.splitlines() if line.strip() and "Traceback" not in line][-1:] or ["?"]
         raise ValueError(f"--tag {tag}: consolidating the checkpoint with {world} process(es) failed "

@@ -14,7 +14,8 @@
   launch() goes on with the others; a later call reads it back as failed unless retry_failed=True. Each run's
   stdout and stderr are appended to RUN/train.log.
 - Backends: "local" (megarecipe/launch/pool.py: at most `parallel` runs at once, each with its own port and
-  its share of the GPUs or CPU threads) and "slurm" (megarecipe/launch/slurm.py: one sbatch job array).
+  its share of the GPUs or CPU threads; on CPU each run's ranks are forked warm from one import of the training
+  stack, megarecipe/launch/warm.py) and "slurm" (megarecipe/launch/slurm.py: one sbatch job array).
 
 This layer reads and starts run directories; it never imports the training stack.
 """

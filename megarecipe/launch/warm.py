@@ -136,9 +136,10 @@ class WarmRun:
 
 
 def start(args: list[str], env: dict, cwd: str, stdout: str, stderr: str | None = None,
-          processes: int = 1) -> WarmRun:
-    """Fork `processes` ranks of `python -m megarecipe.cli.train ARGS`; their output is appended to stdout
-    (and stderr, or stdout when None). A multi-rank run gets the environment a launcher gives its ranks."""
+          processes: int = 1, module: str = TRAINER) -> WarmRun:
+    """Fork `processes` ranks of `python -m MODULE ARGS` (the trainer, or another program of the training stack
+    whose main(argv) returns the exit status); their output is appended to stdout (and stderr, or stdout when
+    None). A multi-rank run gets the environment a launcher gives its ranks."""
     import multiprocessing.connection  # noqa: F401  (WarmRun.wait)
 
     ctx = _context()
@@ -150,7 +151,7 @@ def start(args: list[str], env: dict, cwd: str, stdout: str, stderr: str | None 
             rank_env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes),
                             LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR=env.get("MASTER_ADDR", "127.0.0.1"),
                             MASTER_PORT=port)
-        proc = ctx.Process(target=_rank, args=(list(args), rank_env, cwd, stdout, stderr or stdout),
+        proc = ctx.Process(target=_rank, args=(module, list(args), rank_env, cwd, stdout, stderr or stdout),
                            name=f"megarecipe-train-{rank}", daemon=False)
         with _main_hidden():
             proc.start()
@@ -197,8 +198,8 @@ def _redirect(path: str, fd: int) -> None:
     os.close(target)
 
 
-def _rank(args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> None:
-    """One rank, in the forked child: become `python -m megarecipe.cli.train ARGS` and exit as it would."""
+def _rank(module: str, args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> None:
+    """One rank, in the forked child: become `python -m MODULE ARGS` and exit as it would."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # as the pool's cold runs: the tool turns Ctrl-C into SIGTERM
     _die_with_parent()
     os.chdir(cwd)
@@ -210,10 +211,10 @@ def _rank(args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> Non
     _redirect(stderr, 2)
     sys.stdout.reconfigure(line_buffering=True, write_through=True)
     sys.stderr.reconfigure(line_buffering=True, write_through=True)
-    trainer = importlib.import_module(TRAINER)
-    sys.argv = [trainer.__file__, *args]
+    program = importlib.import_module(module)
+    sys.argv = [program.__file__, *args]
     try:
-        code = trainer.main(args)
+        code = program.main(args)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:

@@ -46,7 +46,14 @@ def export_checkpoint(run_path: str, tag: str, out: str) -> None:
     distributed.shutdown()
 
 
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    export_checkpoint(*argv)
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit(__doc__)
-    export_checkpoint(*sys.argv[1:4])
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """logging.wandb: the same scalars as TensorBoard, the config and the facts, on rank 0; off by default."""
 import glob
 import sys
+import time
 import types
 
 import pytest
@@ -87,6 +88,11 @@ def test_offline_run_is_written_under_the_run_dir(tmp_path, monkeypatch):
     [offline] = glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*"))
     assert run.info()["wandb_id"] in offline
     [records] = glob.glob(offline + "/run-*.wandb")
-    with open(records, "rb") as f:
-        data = f.read()
+    deadline = time.monotonic() + 60   # wandb's service process may still be writing the file after finish()
+    while True:
+        with open(records, "rb") as f:
+            data = f.read()
+        if (b"train/loss" in data and b"num_layers" in data) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert b"train/loss" in data and b"num_layers" in data   # the scalars and the config, for `wandb sync`
