@@ -87,3 +87,17 @@ def test_ensemble_eval_and_evaluate_refuse_a_read_only_output_before_scoring(tin
         assert evaluate.main([f"{share}/run", "--tasks", "sciq", "--limit", "1", "--batch-size", "1"]) == 2
         err = one_line(capsys.readouterr().err)
         assert f"{share}/run/eval" in err and "read-only" in err
+
+
+def test_the_trainer_s_export_on_a_full_disk_is_an_os_error_and_leaves_nothing(tiny_run, tmp_path):
+    """What the trainer writes at its end: safetensors' own error type becomes the OSError the tools report."""
+    import errno
+
+    from megarecipe.model.export import load_export, write_export
+
+    model, cfg, info = load_export(os.path.join(tiny_run, "export"))
+    with tmpfs(tmp_path / "disk", "256k") as disk:
+        with pytest.raises(OSError) as e:
+            write_export(f"{disk}/run/export", model.state_dict(), cfg, info["vocab_size"])
+        assert e.value.errno == errno.ENOSPC
+        assert left(disk) == []
