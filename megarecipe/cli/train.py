@@ -14,7 +14,7 @@ import sys
 from megarecipe.config import ConfigError, load_config
 from megarecipe.preflight import check_run
 from megarecipe.data.errors import DataError
-from megarecipe.errors import RunError
+from megarecipe.errors import RunError, os_error_line
 from megarecipe.rank_errors import error_line
 from megarecipe.rundir import RunDirError
 from megarecipe.system import watch_stop_signals
@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
 
         report(e, before_group=not dist.is_initialized())
+        return 3
+    except OSError as e:   # the disk filled (or went read-only) under the events or the export
+        import torch.distributed as dist
+
+        report(RunError(os_error_line(e, cfg.run.dir)), before_group=not dist.is_initialized())
         return 3
     except RuntimeError as e:
         from megarecipe.parallel.distributed import lost_peer

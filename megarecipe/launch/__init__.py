@@ -51,7 +51,7 @@ def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retr
     dirs = [os.path.realpath(s.run_dir) for s in specs]
     twice = next((d for i, d in enumerate(dirs) if d in dirs[:i]), None)
     if twice:
-        raise LaunchError(f"two runs share the run_dir {twice}; give each run its own directory")
+        raise LaunchError(f"two runs share a run_dir ({twice}); give each run its own directory")
     results, todo = {}, []
     for spec in specs:
         sha, _ = settings_of(spec, cuda=True if backend == "slurm" else None)   # Slurm: GPU nodes, not this one

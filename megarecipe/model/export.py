@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import torch
@@ -54,24 +55,39 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     check_weights({k: v.shape for k, v in state_dict.items()}, cfg.model, vocab_size, "write_export")
     out_dir = os.path.realpath(out_dir)
     tmp = atomic.build_dir(out_dir)
-    weights = os.path.join(tmp, "model.safetensors")
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
-    os.chmod(weights, atomic.file_mode())   # safetensors writes through a private temporary file (mode 0600)
-    save_config(cfg, os.path.join(tmp, "config.yaml"))
-    total, non_embedding = count_params(cfg.model, vocab_size)
-    info = {"format": FORMAT, "vocab_size": vocab_size, "params": total, "params_non_embedding": non_embedding,
-            "tokenizer_sha256": None}
-    if tokenizer_path:
-        hf = str(tokenizer_path).endswith(".json")
-        shutil.copyfile(tokenizer_path, os.path.join(tmp, HF_FILE if hf else SP_FILE))
-        config = os.path.join(os.path.dirname(tokenizer_path), HF_CONFIG)
-        if hf and os.path.isfile(config):
-            shutil.copyfile(config, os.path.join(tmp, HF_CONFIG))
-        info["tokenizer_sha256"] = file_sha256(tokenizer_path)
-    with open(os.path.join(tmp, "model.json"), "w") as f:
-        json.dump(info, f, indent=1)
+    try:
+        weights = os.path.join(tmp, "model.safetensors")
+        save_safetensors({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
+        os.chmod(weights, atomic.file_mode())   # safetensors writes through a private temporary file (mode 0600)
+        save_config(cfg, os.path.join(tmp, "config.yaml"))
+        total, non_embedding = count_params(cfg.model, vocab_size)
+        info = {"format": FORMAT, "vocab_size": vocab_size, "params": total, "params_non_embedding": non_embedding,
+                "tokenizer_sha256": None}
+        if tokenizer_path:
+            hf = str(tokenizer_path).endswith(".json")
+            shutil.copyfile(tokenizer_path, os.path.join(tmp, HF_FILE if hf else SP_FILE))
+            config = os.path.join(os.path.dirname(tokenizer_path), HF_CONFIG)
+            if hf and os.path.isfile(config):
+                shutil.copyfile(config, os.path.join(tmp, HF_CONFIG))
+            info["tokenizer_sha256"] = file_sha256(tokenizer_path)
+        with open(os.path.join(tmp, "model.json"), "w") as f:
+            json.dump(info, f, indent=1)
+    except BaseException:   # a full disk: the half-written build would keep it full
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     atomic.replace_dir(tmp, out_dir)
     return out_dir
+
+
+def save_safetensors(tensors: dict, path: str, metadata: dict | None = None) -> None:
+    """safetensors' save_file, whose I/O errors (its own exception type) become the OSError they are."""
+    try:
+        save_file(tensors, path, metadata=metadata)
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if not code:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
 
 
 def _damaged(path: str, why: str) -> ValueError:

@@ -13,15 +13,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import shutil
 import tempfile
 
 import torch
-from safetensors.torch import save_file
 
 from megarecipe.atomic import build_dir, file_mode, replace_dir
 from megarecipe.config import ModelConfig
+from megarecipe.model.export import save_safetensors
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
 # a private-use code point, so text that contains it tokenizes differently from sentencepiece.
@@ -173,17 +172,6 @@ def run_tokenizer(export_dir: str):
                                    add_bos_token=False, add_eos_token=False)
 
 
-def _save_file(tensors: dict, path: str) -> None:
-    """safetensors' save_file, whose I/O errors (its own exception type) become the OSError they are."""
-    try:
-        save_file(tensors, path, metadata={"format": "pt"})
-    except Exception as e:
-        code = re.search(r"os error (\d+)", str(e))
-        if not code:
-            raise
-        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
-
-
 def export_hf(export_dir: str, out_dir: str, origin: dict | None = None) -> str:
     """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place. `origin` is what
     megarecipe.json names as the source (default: the export dir)."""
@@ -201,7 +189,7 @@ def export_hf(export_dir: str, out_dir: str, origin: dict | None = None) -> str:
     tmp = build_dir(out_dir)
     try:
         weights = os.path.join(tmp, "model.safetensors")
-        _save_file(hf_state_dict(model.state_dict(), cfg.model), weights)
+        save_safetensors(hf_state_dict(model.state_dict(), cfg.model), weights, metadata={"format": "pt"})
         os.chmod(weights, file_mode())   # safetensors writes through a private temporary file (mode 0600)
         config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
         with open(os.path.join(tmp, "config.json"), "w") as f:

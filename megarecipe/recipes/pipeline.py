@@ -134,6 +134,21 @@ class Pipeline:
             raise RecipeError(f"{section}.certified.{size}: missing; add certified values or pass --search")
         return hp
 
+    def check_settings(self) -> None:
+        """Every size's run settings (and certified values), before the first stage: a bad one found by a later
+        stage would stop the pipeline hours in. The data dir is read later, once it is prepared."""
+        from megarecipe.config import ConfigError, load_config, resolve_layout
+
+        cuda = True if self.r.launch.backend == "slurm" else None   # Slurm: judged for the GPU nodes
+        for size in self.sizes:
+            for section in ("standard", "regularized"):
+                hp = None if self.search else self.hyper(section, size)
+                try:
+                    cfg = load_config(self.config_of(size), self.overrides(size, hp))
+                    resolve_layout(cfg, world_size=self.r.launch.processes, cuda=cuda)
+                except ConfigError as e:
+                    raise RecipeError(f"sizes {size} ({section} run): {e}") from None
+
     # ---- stages
     def stage_data(self) -> None:
         d = self.r.data
@@ -332,6 +347,7 @@ class Pipeline:
         if not self.r.downstream.tasks:
             skip.add("downstream")
         t0 = time.time()
+        self.check_settings()
         with ExitStack() as stack:
             self._hold(stack)
             for name in self.STAGES:

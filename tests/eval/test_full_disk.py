@@ -30,11 +30,12 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_partial_step(tiny
     with tmpfs(tmp_path / "disk", "3m") as disk:   # room for run.json and events, not for a checkpoint
         run = os.path.join(disk, "run")
         result = subprocess.run([sys.executable, "-m", "megarecipe.cli.train", "configs/tiny.yaml", *TINY,
-                                 f"data.dir={tiny_data}", f"run.dir={run}"], cwd=REPO, env=env(),
+                                 f"data.dir={tiny_data}", f"run.dir={run}", "train.stop_after=1",
+                                 "train.eval_every=1000"], cwd=REPO, env=env(),
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 3, result.stderr[-3000:]
         err = one_line(result.stderr)
-        assert "checkpoint step00000008 could not be written" in err and "run.resume=true" in err
+        assert "checkpoint step00000001 could not be written" in err and "run.resume=true" in err
         assert os.listdir(os.path.join(run, "checkpoints")) == []   # the partial step dir is gone
 
 
@@ -86,3 +87,17 @@ def test_ensemble_eval_and_evaluate_refuse_a_read_only_output_before_scoring(tin
         assert evaluate.main([f"{share}/run", "--tasks", "sciq", "--limit", "1", "--batch-size", "1"]) == 2
         err = one_line(capsys.readouterr().err)
         assert f"{share}/run/eval" in err and "read-only" in err
+
+
+def test_the_trainer_s_export_on_a_full_disk_is_an_os_error_and_leaves_nothing(tiny_run, tmp_path):
+    """What the trainer writes at its end: safetensors' own error type becomes the OSError the tools report."""
+    import errno
+
+    from megarecipe.model.export import load_export, write_export
+
+    model, cfg, info = load_export(os.path.join(tiny_run, "export"))
+    with tmpfs(tmp_path / "disk", "256k") as disk:
+        with pytest.raises(OSError) as e:
+            write_export(f"{disk}/run/export", model.state_dict(), cfg, info["vocab_size"])
+        assert e.value.errno == errno.ENOSPC
+        assert left(disk) == []

@@ -109,3 +109,18 @@ def test_ensemble_status_shows_a_killed_member_as_interrupted_at_its_checkpoint(
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("seed1"))
     assert "interrupted" in row and "step 150/585" in row and "signal 9" in row and "resumes it" in row
     assert "failed" not in row
+
+
+def test_distill_report_uses_the_members_that_taught(tmp_path, capsys):
+    """The ensemble re-scored with a third member after it taught: L_teacher is K = 2's loss, not K = 3's."""
+    from megarecipe.cli.distill import main
+    from tests.helpers import write_run
+
+    members = [str(tmp_path / f"m{i}") for i in (1, 2, 3)]
+    ens = write_run(tmp_path / "ens", ensemble={1: 3.5, 2: 3.4, 3: 3.3})
+    (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({"members": members}))
+    single, student = write_run(tmp_path / "single", val={10: 3.6}), write_run(tmp_path / "student", val={10: 3.5})
+    RunDir(student).update(status="finished", distill={"dir": ens, "members": members[:2]})
+    assert main(["report", student, "--single", single]) == 0
+    out = capsys.readouterr().out
+    assert "3.4000" in out and "3.3000" not in out and "= 0.500" in out
