@@ -122,10 +122,11 @@ class Fits:
     # ---- per budget
     def _rows(self, section: str, runs: dict, budget: int) -> dict:
         edges = (self.plan.get("edges") or {}).get(section) or {}
+        untuned = (self.plan.get("untuned") or {}).get(section) or {}
         key = (lambda s: s) if budget == self.r.budget else (lambda s: f"{s}_D{budget}")
         return {s: {"run": self.rel(d), "params": facts(d)["params"], "val_loss": run_loss(d),
                     **{k: facts(d).get(k) for k in ("lr", "weight_decay", "epochs")},
-                    "edge": edges.get(key(s), [])} for s, d in runs.items()}
+                    "edge": edges.get(key(s), []), "tuned": not untuned.get(key(s))} for s, d in runs.items()}
 
     def _best_standard(self, runs: dict):
         losses = {s: run_loss(d) for s, d in runs.items()}

@@ -112,16 +112,23 @@ def _what_ran(recipe, plan: dict, fits: dict) -> list[str]:
          "- Hyperparameters per (size, budget): " + (
              "found by the search in this call (`--search`, certificates under search/)." if plan.get("hyper") else
              "the certified values carried in the recipe file (`--search` redoes the search)."),
-         "", "| recipe | D | size | LR | WD | epochs | val/loss | grid edge |",
+         "", "| recipe | D | size | LR | WD | epochs | val/loss | flags |",
          "|---|---:|---|---:|---:|---:|---:|---|"]
     for b in fits["budgets"]:
         row = fits["by_budget"][str(b)]
         for section in ("standard", "regularized"):
             for size, v in (row.get(f"{section}_runs") or {}).items():
+                flags = [*(v.get("edge") or []), *([] if v.get("tuned", True) else ["not tuned at this D"])]
                 L.append(f"| {section} | {_tokens(b)} | {size} | {_num(v['lr'], 'g')} | {_num(v['weight_decay'], 'g')} "
-                         f"| {v['epochs']} | {_num(v['val_loss'])} | {', '.join(v.get('edge') or []) or ''} |")
+                         f"| {v['epochs']} | {_num(v['val_loss'])} | {', '.join(flags)} |")
     edged = sorted({s for b in fits["budgets"] for sec in ("standard", "regularized")
                     for s, v in (fits["by_budget"][str(b)].get(f"{sec}_runs") or {}).items() if v.get("edge")})
+    untuned = sorted({f"{sec} {s} at {_tokens(b)}" for b in fits["budgets"] for sec in ("standard", "regularized")
+                      for s, v in (fits["by_budget"][str(b)].get(f"{sec}_runs") or {}).items()
+                      if not v.get("tuned", True)})
+    if untuned:
+        L += ["", f"Not tuned at their budget ({', '.join(untuned)}): the recipe file carries no certified values "
+              "there, so the reference budget's are used; `--search` tunes every (size, budget) pair."]
     if edged:
         L += ["", f"Values on their grid's edge ({', '.join(edged)}): the search tried no value beyond it, so the "
               "optimum may lie outside the grid; widen the grid there and search again to certify it."]

@@ -145,6 +145,10 @@ class Pipeline:
         if found:
             return Hyper(**found)
         hp = certified(self.r, section, size, budget)
+        if hp is None and budget != self.r.budget and getattr(self.r, section).untuned_from_reference:
+            hp = certified(self.r, section, size)
+            if hp is not None:   # the report flags it: these values were not searched at this budget
+                self.plan.setdefault("untuned", {}).setdefault(section, {})[self.key(size, budget)] = True
         if hp is None:
             where = f"{section}.certified.{size}" if budget == self.r.budget else \
                 f"{section}.certified_at.{budget}.{size}"

@@ -52,6 +52,7 @@ class RecipeSection:
     certified: dict = field(default_factory=dict)     # size name -> {lr, weight_decay, epochs}, at `budget`
     certified_at: dict = field(default_factory=dict)  # another budget -> {size name -> {lr, weight_decay, epochs}}
     budgets: Optional[list] = None                    # which of the recipe's `budgets` besides `budget`; null: all
+    untuned_from_reference: bool = False   # a budget without values takes the reference's, flagged "not tuned"
     lr: list = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])   # grids for --search
     weight_decay: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8])
     epochs: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])

@@ -90,7 +90,9 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
         log = os.path.join(run, "train.log")
         assert open(log).read() == logs[log], run
     runs = _finished(out)
-    assert len(runs) == 2 + 2 + 1 + 1                       # standard, regularized, one member, the student
+    # standard at 2 budgets, regularized, 2 shifted members, 2 sequence-level students and the logit-KD one
+    assert len(runs) == 2 * 2 + 2 + 2 + 3
+    assert os.path.isfile(os.path.join(out, "distill", "synthetic", "ensemble", "meta.json"))
 
     logs = _run_logs(out)
     third = subprocess.run(_command(out, tiny_data), cwd=REPO, env=_env(), capture_output=True, text=True)
@@ -107,10 +109,13 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
     for e in fits["ensembles"]["by_size"].values():
         assert " | ".join(f"{v:.4f}" for v in e["val_loss_by_k"]) in report
     d = fits["distill"]
-    for key in ("student_loss", "single_loss", "teacher_loss"):
-        assert f"{d[key]:.4f}" in report
-    if d["retained"] is not None:
-        assert f"{d['retained']:.3f}" in report
+    assert f"{d['single_loss']:.4f}" in report and {r["teacher"] for r in d["sequence"]} == {"ensemble", "self"}
+    for r in [*d["sequence"], d["logit_kd"]]:
+        assert f"{r['teacher_loss']:.4f} | {r['student_loss']:.4f} |" in report
+    if d["paper_experiment"]["retained"] is not None:
+        assert f"{d['paper_experiment']['retained']:.3f}" in report
+    for o in fits["orderings"]:
+        assert f"**{o['verdict']}**" in report
     assert "sciq" in report and set(fits["downstream"]) == {"best single", "ensemble", "student"}
     stages = json.load(open(os.path.join(out, "stages.json")))
     for name in ("standard", "regularized", "ensembles", "distill"):
