@@ -282,7 +282,7 @@ def verdict(fits: dict) -> list[str]:
     lines = []
     for o in fits.get("orderings", []):
         if o["verdict"] == "not measured":
-            lines.append(f"- {o['claim']}: not measured.")
+            lines.append(f"- {o['claim']}: **not measured** (no fit).")
             continue
         p = f"P = {o['p']:.2f} over {o['resamples']} paired resamples" if o.get("p") is not None else \
             "no seed noise measured, so no probability"

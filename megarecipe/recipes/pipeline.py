@@ -49,6 +49,7 @@ class Pipeline:
         self.plan = self._read(PLAN_JSON)
         if not search:   # an earlier --search call's values: this call uses the recipe's certified ones
             self.plan.pop("hyper", None)
+        self.plan.pop("untuned", None)   # flagged again by this call's hyper() as it finds them
         self.stages = self._read(STAGES_JSON)
         self.started_runs = 0
         self.worked = False

@@ -245,6 +245,9 @@ def check(r: Recipe) -> None:
         _fail("ensemble.sizes", "a size is listed twice; list each once")
     if r.ensemble.sizes and r.ensemble.members < 2:
         _fail("ensemble.members", "must be >= 2")
+    missing = set(section_budgets(r, "ensemble")) - set(section_budgets(r, "regularized"))
+    if r.ensemble.sizes and missing:   # members are shifted from the regularized values at their budget
+        _fail("ensemble.budgets", f"{sorted(missing)} not in regularized.budgets; add them there too")
     dc = r.distill
     if dc.student:
         if dc.student not in names:

@@ -106,7 +106,8 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
     for section in ("standard", "regularized"):
         for row in fits["runs"][section].values():
             assert f"{row['val_loss']:.4f}" in report
-    for e in fits["ensembles"]["by_size"].values():
+    assert sorted(fits["by_budget"]) == ["1024", "2048"] and "best_standard" in fits["by_budget"]["1024"]
+    for e in fits["by_budget"]["2048"]["ensembles"]["by_size"].values():
         assert " | ".join(f"{v:.4f}" for v in e["val_loss_by_k"]) in report
     d = fits["distill"]
     assert f"{d['single_loss']:.4f}" in report and {r["teacher"] for r in d["sequence"]} == {"ensemble", "self"}
