@@ -77,8 +77,9 @@ def plot_curves(fits: dict, path: str, xlabel: str, title: str = "", ylabel: str
     xs = np.concatenate([f.x for f in fits.values()])
     for i, (label, fit) in enumerate(fits.items()):
         draw(ax, fit, COLORS[i % len(COLORS)], label)
-    _log_x(ax, xs, billions=unit is not None or _unit_of(xlabel) is not None)
-    ax.set_xlabel(xlabel)
+    billions = unit is not None or _unit_of(xlabel) is not None
+    _log_x(ax, xs, billions=billions)
+    ax.set_xlabel(xlabel.replace(" (billions)", "") if billions else xlabel)   # the ticks carry the unit
     ax.set_ylabel(ylabel)
     ax.set_title(title or f"{ylabel} vs {xlabel}")
     ax.legend(fontsize=8)
