@@ -237,12 +237,20 @@ class Pipeline:
                     specs.append(self.spec(size, hp, run_dir, budget=budget))
                 runs[size] = os.path.abspath(run_dir)
             self.plan.setdefault("by_budget", {}).setdefault(str(budget), {})[section] = runs
-        # this recipe's sizes and budgets only: another recipe's runs in OUT are not fitted
-        self.plan["by_budget"] = {b: v for b, v in self.plan["by_budget"].items()
-                                  if int(b) in section_budgets(self.r, "standard")}
+        self._keep_own(section, section)
         self.plan[section] = self.plan["by_budget"][str(self.r.budget)][section]
         self._save()
         self.run_all(specs)
+
+    def _keep_own(self, section: str, name: str) -> None:
+        """plan["by_budget"] at this recipe's budgets only, and `name` (the section's runs) only at the section's:
+        another recipe's (or an earlier call's) runs in OUT are not fitted."""
+        own = {str(b) for b in self.budgets(section)}
+        bb = self.plan["by_budget"]
+        self.plan["by_budget"] = {b: v for b, v in bb.items() if int(b) in section_budgets(self.r, "standard")}
+        for b, v in self.plan["by_budget"].items():
+            if b not in own:
+                v.pop(name, None)
 
     def stage_standard(self) -> None:
         if self.search:
@@ -320,13 +328,13 @@ class Pipeline:
         for budget, size, hp, ens_dir, runs in todo:
             losses = self._score(runs, ens_dir)
             chosen.setdefault((budget, size), []).append((hp, ens_dir, losses))
-        self.plan["member_box"] = {}
+        self.plan["member_box"], self.plan["ensemble_hyper"] = {}, {}
         for budget in self.budgets("ensemble"):
             self.plan.setdefault("by_budget", {}).setdefault(str(budget), {})["ensembles"] = {}
+        self._keep_own("ensemble", "ensembles")
         for (budget, size), points in chosen.items():
             i = members.best([p[2] for p in points])
             self.plan["by_budget"][str(budget)]["ensembles"][size] = points[i][1]
-            self.plan["ensemble_hyper"] = self.plan.get("ensemble_hyper", {})
             self.plan["ensemble_hyper"][self.key(size, budget)] = asdict(points[i][0])
             if len(points) > 1:
                 self.plan["member_box"][self.key(size, budget)] = {
