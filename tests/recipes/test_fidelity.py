@@ -186,3 +186,28 @@ def test_missing_values_for_a_budget_name_the_field(tmp_path, fake_data, fake_tr
     assert sorted(plan["by_budget"]) == ["1024", "2048"] and sorted(plan["by_budget"]["1024"]["standard"]) == ["a", "b"]
     info = RunDir(plan["by_budget"]["1024"]["standard"]["a"]).info()
     assert info["facts"]["epochs"] == 4   # certified_at.1024's, not the reference budget's 2
+
+
+def test_the_ensemble_stage_trains_the_box_and_keeps_the_lowest_k_asymptote(tmp_path, fake_data, monkeypatch):
+    from megarecipe.recipes.pipeline import Pipeline
+    from tests.recipes.test_recipe import fake_recipe
+
+    r = recipe_file.load(SLIVER, [*fake_recipe(fake_data), "ensemble.member_box=true", "ensemble.members=4"])
+    p = Pipeline(r, str(tmp_path / "out"), log=lambda m: None)
+    p.plan = {"by_budget": {"2048": {"regularized": {"a": "ra", "b": "rb"}}}}
+    trained = []
+    monkeypatch.setattr(p, "run_all", lambda specs: trained.extend(specs))
+    best_dir = os.path.abspath(tmp_path / "out" / "ensembles" / "b" / "box" / "ep4_wd0.8")
+
+    def score(runs, ens_dir):   # the (epochs 4, WD 0.8) point: worst alone, lowest K-asymptote
+        gain, e = (0.5, 3.0) if ens_dir == best_dir else (0.1, 3.3)
+        return [e + gain / k for k in range(1, len(runs) + 1)]
+    monkeypatch.setattr(p, "_score", score)
+    p.stage_ensembles()
+    box = p.plan["member_box"]["b"]
+    # sliver's regularized b: LR 1e-2, WD 0.8, 2 epochs -> shift (4, 0.4); epochs 2 and 8, WD 0.2 and 0.8 around it
+    assert [(q["epochs"], q["weight_decay"]) for q in box["points"]] == [(4, 0.4), (2, 0.4), (8, 0.4), (4, 0.2),
+                                                                      (4, 0.8)]
+    assert p.plan["ensembles"]["b"] == best_dir and box["chosen"] == 4
+    assert p.plan["ensemble_hyper"]["b"] == {"lr": 1e-2, "weight_decay": 0.8, "epochs": 4}
+    assert len(trained) == 5 * 4 and len({s.run_dir for s in trained}) == 20   # K members at each box point
