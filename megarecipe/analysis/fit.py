@@ -387,6 +387,7 @@ class Efficiency:
     value: float
     ci: tuple | None = None
     level: float = 0.95
+    reference_loss: float | None = None  # the baseline's loss at the reference: measured, or None for the law's
 
     @property
     def tokens_needed(self) -> float:
@@ -399,24 +400,34 @@ class Efficiency:
         return {"efficiency": fin(self.value), "ci": None if self.ci is None else [fin(v) for v in self.ci],
                 "level": self.level, "recipe_loss": self.recipe_loss, "reference_tokens_billions": self.reference,
                 "baseline_loss_at_reference": float(self.baseline(self.reference)),
+                "reference_loss": self.reference_loss,
                 "baseline_tokens_needed_billions": fin(self.tokens_needed), "baseline": self.baseline.to_dict(),
                 "note": None if math.isfinite(self.value) else
                 "the recipe's loss is at or below the baseline's asymptote: no finite budget reaches it"}
 
 
 def data_efficiency(baseline: PowerLaw, recipe_loss: float, reference: float, recipe_boot=None,
-                    level: float = 0.95) -> Efficiency:
-    """D_base(L_recipe) / D_base(L_base(reference)), D_base inverting the baseline's data law.
+                    level: float = 0.95, reference_loss: float | None = None, reference_boot=None) -> Efficiency:
+    """D_base(L_recipe) / D_base(L_ref), D_base inverting the baseline's data law.
 
-    recipe_boot: bootstrap samples of the recipe's loss, paired with baseline.boot for the interval.
+    L_ref: `reference_loss`, the baseline's measured loss at the reference budget (the paper's: its best run
+    there), or the law's own value at `reference` when None. recipe_boot and reference_boot: bootstrap samples of
+    the two losses, paired with baseline.boot for the interval.
     """
     if not reference > 0:
         raise FitError(f"the reference budget must be > 0, got {reference:g}")
-    value = baseline.inverse(recipe_loss) / baseline.inverse(float(baseline(reference)))
+    ref_loss = float(baseline(reference)) if reference_loss is None else float(reference_loss)
+    value = baseline.inverse(recipe_loss) / baseline.inverse(ref_loss)
     ci = None
     if baseline.boot is not None:
         A, a, E = baseline.boot.T
         L = recipe_loss if recipe_boot is None else np.asarray(recipe_boot, dtype=float)
-        base_ref = A / reference ** a + E
-        ci = interval(_inverse(A, a, E, L) / _inverse(A, a, E, base_ref), level)
-    return Efficiency(baseline, reference, float(recipe_loss), float(value), ci, level)
+        if reference_boot is not None:
+            base_ref = np.asarray(reference_boot, dtype=float)
+        else:
+            base_ref = A / reference ** a + E if reference_loss is None else ref_loss
+        with np.errstate(invalid="ignore"):
+            ratio = _inverse(A, a, E, L) / _inverse(A, a, E, base_ref)
+        ci = interval(np.where(np.isnan(ratio), np.inf, ratio), level)
+    return Efficiency(baseline, reference, float(recipe_loss), float(value), ci, level,
+                      None if reference_loss is None else ref_loss)

@@ -4,8 +4,9 @@
   python tools/recipe.py configs/recipe/paper.yaml --out runs/paper --backend slurm
   python tools/recipe.py tiny --out runs/demo --search                       # redo the hyperparameter searches
 
-Stages: data -> standard (WD fixed; every size, plus the data-law budgets) -> regularized -> ensembles
-(K = 1..n) -> distill -> downstream -> fits+report (OUT/REPORT.md, OUT/fits.json, PNG plots). Running it again
+Stages: data -> standard (WD fixed; every size at every budget) -> regularized -> ensembles (K = 1..n, shifted
+members) -> distill (sequence-level; logit KD beside it) -> downstream -> fits+report (OUT/REPORT.md, OUT/fits.json,
+PNG plots). Running it again
 resumes: finished runs are read back, killed ones continue from their checkpoints, nothing finished is
 retrained. key=value arguments override recipe fields (e.g. launch.parallel=4 downstream.limit=100).
 """

@@ -1,5 +1,9 @@
 """The local-optimality certificate of a search: the centre, each neighbour's loss and margin, and the centre
-re-run with another seed, so a margin within the seed-to-seed spread is flagged "not distinguishable"."""
+re-run with another seed, so a margin within the seed-to-seed spread is flagged "not distinguishable".
+
+A centre is certified only when every neighbour finished and none beat it: a failed neighbour's loss is unknown,
+so it cannot vouch for the centre. A centre at the first or last value of a coordinate's grid has no neighbour on
+that side; it is flagged as on the grid's edge (the optimum may lie beyond the grid)."""
 from __future__ import annotations
 
 from megarecipe import atomic
@@ -7,6 +11,20 @@ from megarecipe.launch import number
 
 CERTIFICATE_JSON, CERTIFICATE_MD = "certificate.json", "certificate.md"
 SHORT = {"epochs": "epochs", "lr": "LR", "weight_decay": "WD"}
+
+
+def edges(values: dict, grid: dict) -> list[str]:
+    """`WD high`, `epochs low`, ...: each coordinate whose value is the last (or first) of a grid of >= 2 values."""
+    out = []
+    for name, vals in grid.items():
+        vals = sorted(float(v) for v in vals)
+        if len(vals) >= 2 and name in values:
+            v = float(values[name])
+            if v >= vals[-1]:
+                out.append(f"{SHORT.get(name, name)} high")
+            elif v <= vals[0]:
+                out.append(f"{SHORT.get(name, name)} low")
+    return out
 
 
 def build(result, names: dict, seed_run: dict | None, runs: int) -> dict:
@@ -24,13 +42,15 @@ def build(result, names: dict, seed_run: dict | None, runs: int) -> dict:
             verdict = "worse" if margin > spread else "not distinguishable"
         rows.append({"coordinate": coord, "step": step, "values": result.grid.at(point), "run": names[point],
                      "loss": n_loss, "margin": margin, "verdict": verdict})
+    grid = {n: list(v) for n, v in zip(result.grid.names, result.grid.values, strict=True)}
     return {"centre": result.values, "run": names[result.centre], "loss": loss, "seed_rerun": seed_run,
             "seed_spread": spread, "neighbours": rows,
-            "certified": all(r["loss"] is None or r["margin"] >= 0 for r in rows),
+            "certified": all(r["loss"] is not None and r["margin"] >= 0 for r in rows),
+            "failed": [r["run"] for r in rows if r["loss"] is None], "edge": edges(result.values, grid),
             "distinguishable": spread is not None and all(r["verdict"] in ("worse", "failed") for r in rows),
             "rounds": len(result.rounds), "points_evaluated": len(result.evaluated),
             "runs": runs, "grid_size": result.grid.size(),
-            "grid": {n: list(v) for n, v in zip(result.grid.names, result.grid.values, strict=True)},
+            "grid": grid,
             "path": [{"centre": result.grid.at(r.centre), "loss": r.losses[r.centre]} for r in result.rounds]}
 
 
@@ -63,11 +83,14 @@ def markdown(cert: dict, title: str = "") -> str:
                      + f" | {_loss(r['loss'])} | {margin} | {r['verdict']} | {r['run']} |")
     verdict = "locally optimal" if cert["certified"] else "NOT certified"
     failed = [r["run"] for r in cert["neighbours"] if r["loss"] is None]
-    if cert["certified"] and failed:   # a failed run may have diverged, or died of something else
-        verdict += (f" among the neighbours that finished; {len(failed)} failed ({', '.join(failed)}), so their loss "
-                    f"is unknown: see their train.log, or run again with --retry-failed")
+    if failed:   # a failed run may have diverged, or died of something else: its loss is unknown
+        verdict += (f": {len(failed)} neighbour(s) failed ({', '.join(failed)}), so the centre is not shown to beat "
+                    f"them; see their train.log, or run again with --retry-failed")
     if cert["certified"] and not cert["distinguishable"]:
         verdict += "; some neighbours are within the seed-to-seed spread (not distinguishable)"
+    if cert.get("edge"):
+        verdict += (f"; on the grid's edge ({', '.join(cert['edge'])}): no neighbour beyond it was tried, so the "
+                    f"optimum may lie outside the grid")
     lines += ["", f"Verdict: {verdict}.", ""]
     return "\n".join(lines)
 

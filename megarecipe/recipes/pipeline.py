@@ -1,14 +1,17 @@
 """The whole recipe, stage by stage, from a recipe file (recipe_file.py):
 
-  data -> standard (WD fixed, every size, plus the data-law budgets) -> regularized (every size) -> ensembles
-  (K = 1..n per size, member 1 the regularized run) -> distill (the best ensemble into the student) ->
-  downstream (best single, ensemble, student) -> fits and report (megarecipe/analysis/recipe_report.py)
+  data -> standard (WD fixed; every size at every budget) -> regularized (every size at its budgets) ->
+  ensembles (K = 1..n per size and budget; members shifted from the regularized settings, or the best of the box
+  around the shift) -> distill (sequence-level: teachers sample, students train on real + synthetic; logit KD
+  beside it) -> downstream (best single, ensemble, student) -> fits and report (megarecipe/analysis/recipe_report.py)
 
-OUT/standard/<size>, OUT/standard/<size>_D<tokens>, OUT/regularized/<size>, OUT/ensembles/<size>/members/seed<s>,
-OUT/ensembles/<size> (ensemble.json), OUT/distill/<student>, OUT/search/... (--search), OUT/plan.json (which run
-is what), OUT/stages.json (time per stage). Runs start only through the launcher with run.resume=true, so a
-finished run is read back and a killed one continues from its checkpoint: running the pipeline again trains
-nothing that finished. Each stage records its wall and CPU seconds the first time it does work.
+A run is named by its size at the reference budget and SIZE_D<tokens> at another: OUT/standard/<name>,
+OUT/regularized/<name>, OUT/ensembles/<name>/members/seed<s> (with the box: OUT/ensembles/<name>/box/<point>/...),
+OUT/ensembles/<name> (ensemble.json), OUT/distill/... (recipes/distill.py), OUT/search/<section>/<name> (--search),
+OUT/plan.json (which run is what), OUT/stages.json (time per stage). Runs start only through the launcher with
+run.resume=true, so a finished run is read back and a killed one continues from its checkpoint: running the
+pipeline again trains nothing that finished. Each stage records its wall and CPU seconds the first time it does
+work.
 """
 from __future__ import annotations
 
@@ -17,10 +20,14 @@ import resource
 import time
 from contextlib import ExitStack
 
+from dataclasses import asdict
+
 from megarecipe import atomic
 from megarecipe.config import override
-from megarecipe.launch import RunSpec, launch
-from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError
+from megarecipe.launch import RunSpec, launch, number
+from megarecipe.recipes import members
+from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError, section_budgets
+from megarecipe.recipes.recipe_file import hyper as certified
 from megarecipe.rundir import RunDir, RunDirError
 
 PLAN_JSON, STAGES_JSON = "plan.json", "stages.json"
@@ -42,6 +49,7 @@ class Pipeline:
         self.plan = self._read(PLAN_JSON)
         if not search:   # an earlier --search call's values: this call uses the recipe's certified ones
             self.plan.pop("hyper", None)
+        self.plan.pop("untuned", None)   # flagged again by this call's hyper() as it finds them
         self.stages = self._read(STAGES_JSON)
         self.started_runs = 0
         self.worked = False
@@ -120,18 +128,36 @@ class Pipeline:
                                 f"run the recipe again to resume it")
         return results
 
+    def error(self, message: str) -> PipelineError:
+        return PipelineError(message)
+
     def _done(self, r) -> None:
         how = "read back" if r.reused else f"{r.seconds:.0f} s"
         loss = f"{r.val_loss:.4f}" if r.val_loss is not None else r.state
         self.log(f"  {os.path.relpath(r.run_dir, self.out)}: val/loss {loss} ({how})")
 
-    def hyper(self, section: str, size: str) -> Hyper:
-        found = self.plan.get("hyper", {}).get(section, {}).get(size)
+    # ---- hyperparameters per (size, budget)
+    def key(self, size: str, budget: int) -> str:
+        """A run's name within its recipe: the size at the reference budget, SIZE_D<tokens> at another."""
+        return size if budget == self.r.budget else f"{size}_D{budget}"
+
+    def budgets(self, section: str) -> list[int]:
+        return section_budgets(self.r, section)
+
+    def hyper(self, section: str, size: str, budget: int | None = None) -> Hyper:
+        budget = self.r.budget if budget is None else budget
+        found = self.plan.get("hyper", {}).get(section, {}).get(self.key(size, budget))
         if found:
             return Hyper(**found)
-        hp = getattr(self.r, section).certified.get(size)
+        hp = certified(self.r, section, size, budget)
+        if hp is None and budget != self.r.budget and getattr(self.r, section).untuned_from_reference:
+            hp = certified(self.r, section, size)
+            if hp is not None:   # the report flags it: these values were not searched at this budget
+                self.plan.setdefault("untuned", {}).setdefault(section, {})[self.key(size, budget)] = True
         if hp is None:
-            raise RecipeError(f"{section}.certified.{size}: missing; add certified values or pass --search")
+            where = f"{section}.certified.{size}" if budget == self.r.budget else \
+                f"{section}.certified_at.{budget}.{size}"
+            raise RecipeError(f"{where}: missing; add certified values or pass --search")
         return hp
 
     def check_settings(self) -> None:
@@ -148,6 +174,22 @@ class Pipeline:
                     resolve_layout(cfg, world_size=self.r.launch.processes, cuda=cuda)
                 except ConfigError as e:
                     raise RecipeError(f"sizes {size} ({section} run): {e}") from None
+
+    def grid(self, section: str):
+        from megarecipe.recipes.search import Grid
+
+        sec = getattr(self.r, section)
+        wds = [self.r.standard_weight_decay] if section == "standard" else sorted(set(sec.weight_decay))
+        return Grid(("epochs", "lr", "weight_decay"),
+                    (tuple(sorted(set(sec.epochs))), tuple(sorted(set(sec.lr))), tuple(wds)))
+
+    def _edge(self, section: str, size: str, budget: int, hp: Hyper) -> None:
+        """Where a (size, budget)'s values sit on its grid's edge: the report flags them."""
+        from megarecipe.recipes.certificate import edges
+
+        g = self.grid(section)
+        found = edges(asdict(hp), {n: list(v) for n, v in zip(g.names, g.values, strict=True)})
+        self.plan.setdefault("edges", {}).setdefault(section, {})[self.key(size, budget)] = found
 
     # ---- stages
     def stage_data(self) -> None:
@@ -169,103 +211,155 @@ class Pipeline:
         self.log(f"{d.dir}: {meta.train_tokens:,} train + {meta.val_tokens:,} val tokens, vocab {meta.vocab_size}")
 
     def _search(self, section: str) -> None:
-        from megarecipe.recipes.search import Grid
+        """A locally optimal search for every (size, budget) pair of the section, each size starting from the
+        previous size's optimum at the same budget; a centre that is not certified stops the pipeline."""
         from megarecipe.recipes.sweep import Launching, Sweep
 
-        sec, la = getattr(self.r, section), self.r.launch
-        wds = [self.r.standard_weight_decay] if section == "standard" else sorted(set(sec.weight_decay))
-        grid = Grid(("epochs", "lr", "weight_decay"),
-                    (tuple(sorted(set(sec.epochs))), tuple(sorted(set(sec.lr))), tuple(wds)))
+        la = self.r.launch
+        grid = self.grid(section)
         how = Launching(backend=la.backend, parallel=la.parallel, processes=la.processes,
                         slurm_args=list(la.slurm_args), retry_failed=True)
-        start = None
-        for size in self.sizes:
-            cert_hp = sec.certified.get(size)
-            first = start or ({"epochs": cert_hp.epochs, "lr": cert_hp.lr, "weight_decay": cert_hp.weight_decay}
-                              if cert_hp else None)
-            sweep = Sweep(self.config_of(size), os.path.join(self.out, "search", section, size),
-                          self.overrides(size, None), grid, how, self.log, title=f"{section}/{size}")
-            cert = sweep.run(first)
-            start = cert["centre"]
-            self.plan.setdefault("hyper", {}).setdefault(section, {})[size] = {
-                "lr": float(start["lr"]), "weight_decay": float(start["weight_decay"]), "epochs": int(start["epochs"])}
-            self.plan.setdefault(section, {})[size] = os.path.abspath(cert["run_dir"])
-            self._save()
+        for budget in self.budgets(section):
+            start = None
+            for size in self.sizes:
+                key = self.key(size, budget)
+                cert_hp = certified(self.r, section, size, budget) or certified(self.r, section, size)
+                first = start or (asdict(cert_hp) if cert_hp else None)
+                sweep = Sweep(self.config_of(size), os.path.join(self.out, "search", section, key),
+                              self.overrides(size, None, budget), grid, how, self.log, title=f"{section}/{key}")
+                cert = sweep.run(first)
+                if not cert["certified"]:
+                    bad = cert.get("failed") or [n["run"] for n in cert["neighbours"] if n["loss"] is not None
+                                                 and n["margin"] < 0]
+                    raise PipelineError(f"search/{section}/{key}: the centre is not certified ({', '.join(bad)} "
+                                        f"failed or beat it); see its certificate.md and run the recipe again")
+                start = cert["centre"]
+                self.plan.setdefault("hyper", {}).setdefault(section, {})[key] = {
+                    "lr": float(start["lr"]), "weight_decay": float(start["weight_decay"]),
+                    "epochs": int(start["epochs"])}
+                self.plan.setdefault("searched", {}).setdefault(section, {})[key] = os.path.abspath(cert["run_dir"])
+                self._save()
+
+    def _runs(self, section: str, reuse=None) -> None:
+        """One run per (size, budget) of the section, into plan["by_budget"][budget][section]."""
+        specs = []
+        for budget in self.budgets(section):
+            runs = {}
+            for size in self.sizes:
+                key, hp = self.key(size, budget), self.hyper(section, size, budget)
+                self._edge(section, size, budget, hp)
+                run_dir = self.plan.get("searched", {}).get(section, {}).get(key) if self.search else None
+                if not run_dir and reuse:
+                    run_dir = reuse(size, budget, hp)
+                if not run_dir:
+                    run_dir = os.path.join(self.out, section, key)
+                    specs.append(self.spec(size, hp, run_dir, budget=budget))
+                runs[size] = os.path.abspath(run_dir)
+            self.plan.setdefault("by_budget", {}).setdefault(str(budget), {})[section] = runs
+        self._keep_own(section, section)
+        self.plan[section] = self.plan["by_budget"][str(self.r.budget)][section]
+        self._save()
+        self.run_all(specs)
+
+    def _keep_own(self, section: str, name: str) -> None:
+        """plan["by_budget"] at this recipe's budgets only, and `name` (the section's runs) only at the section's:
+        another recipe's (or an earlier call's) runs in OUT are not fitted."""
+        own = {str(b) for b in self.budgets(section)}
+        bb = self.plan["by_budget"]
+        self.plan["by_budget"] = {b: v for b, v in bb.items() if int(b) in section_budgets(self.r, "standard")}
+        for b, v in self.plan["by_budget"].items():
+            if b not in own:
+                v.pop(name, None)
 
     def stage_standard(self) -> None:
         if self.search:
             self._search("standard")
-        specs, runs = [], {}
-        for size in self.sizes:
-            run_dir = self.plan.get("standard", {}).get(size) if self.search else None
-            if not run_dir:
-                run_dir = os.path.join(self.out, "standard", size)
-                specs.append(self.spec(size, self.hyper("standard", size), run_dir))
-            runs[size] = os.path.abspath(run_dir)
-        self.plan["standard"] = runs   # this recipe's sizes only: another recipe's runs in OUT are not fitted
-        law = self.r.data_law_size or list(self.sizes)[-1]
-        self.plan["data_law"] = {"size": law, "runs": {str(self.r.budget): self.plan["standard"][law]}}
-        for budget in sorted(int(b) for b in self.r.data_law_budgets):
-            run_dir = os.path.join(self.out, "standard", f"{law}_D{budget}")
-            specs.append(self.spec(law, self.hyper("standard", law), run_dir, budget=budget))
-            self.plan["data_law"]["runs"][str(budget)] = os.path.abspath(run_dir)
-        self._save()
-        self.run_all(specs)
+        self.plan.pop("data_law", None)   # an older plan's: the law is now fitted on the best size per budget
+        self._runs("standard")
 
     def stage_regularized(self) -> None:
         if self.search:
             self._search("regularized")
-        specs, runs = [], {}
-        for size in self.sizes:
-            run_dir = self.plan.get("regularized", {}).get(size) if self.search else None
-            hp = self.hyper("regularized", size)
-            if not run_dir and hp == self.hyper("standard", size):
-                run_dir = self.plan["standard"][size]   # the same settings and seed: that run, not a copy of it
-                self.log(f"  regularized/{size}: the same settings as standard/{size}; that run is used")
-            if not run_dir:
-                run_dir = os.path.join(self.out, "regularized", size)
-                specs.append(self.spec(size, hp, run_dir))
-            runs[size] = os.path.abspath(run_dir)
-        self.plan["regularized"] = runs
-        self._save()
-        self.run_all(specs)
 
-    def member_runs(self, size: str) -> tuple[list[str], list[RunSpec]]:
-        """Member 1 is the regularized run (same settings, its seed), unless members use the paper's shift."""
+        def same_as_standard(size, budget, hp):
+            if hp == self.hyper("standard", size, budget):   # the same settings and seed: that run, not a copy
+                self.log(f"  regularized/{self.key(size, budget)}: the same settings as its standard run; reused")
+                return self.plan["by_budget"][str(budget)]["standard"][size]
+            return None
+        self._runs("regularized", same_as_standard)
+
+    def member_candidates(self, size: str, budget: int) -> list[Hyper]:
+        """The members' settings to train: the regularized run's, its shift, or the box around the shift."""
+        e, hp = self.r.ensemble, self.hyper("regularized", size, budget)
+        if not e.member_shift:
+            return [hp]
+        if not e.member_box:
+            return [members.shift(hp)]
+        reg = self.r.regularized
+        return members.box(hp, list(reg.epochs), list(reg.weight_decay))
+
+    def member_runs(self, size: str, budget: int, hp: Hyper, ens_dir: str, count: int | None = None):
+        """Members 1..count of one setting. Without the shift member 1 is the regularized run (same settings,
+        its seed); with it every member is trained."""
         from megarecipe.config import load_config
 
-        e, hp = self.r.ensemble, self.hyper("regularized", size)
-        if e.member_shift:
-            hp = Hyper(hp.lr, hp.weight_decay * 0.5, hp.epochs * 2)
-        seed0 = load_config(self.config_of(size), self.overrides(size, hp)).run.seed
+        count = count or self.r.ensemble.members
+        seed0 = load_config(self.config_of(size), self.overrides(size, hp, budget)).run.seed
         runs, specs = [], []
-        if not e.member_shift:
-            runs.append(self.plan["regularized"][size])
-        for k in range(len(runs), e.members):
-            run_dir = os.path.join(self.out, "ensembles", size, "members", f"seed{seed0 + k}")
-            specs.append(self.spec(size, hp, run_dir, seed=seed0 + k))
+        if hp == self.hyper("regularized", size, budget):
+            runs.append(self.plan["by_budget"][str(budget)]["regularized"][size])
+        for k in range(len(runs), count):
+            run_dir = os.path.join(ens_dir, "members", f"seed{seed0 + k}")
+            specs.append(self.spec(size, hp, run_dir, budget=budget, seed=seed0 + k))
             runs.append(os.path.abspath(run_dir))
         return runs, specs
 
-    def stage_ensembles(self) -> None:
-        members, specs = {}, []
-        for size in self.r.ensemble.sizes:
-            members[size], new = self.member_runs(size)
-            specs += new
-        self.run_all(specs)
+    def _ens_dir(self, size: str, budget: int, hp: Hyper, box: bool) -> str:
+        d = os.path.join(self.out, "ensembles", self.key(size, budget))
+        if box:
+            d = os.path.join(d, "box", f"ep{hp.epochs}_wd{number(hp.weight_decay)}")
+        return os.path.abspath(d)
+
+    def _score(self, runs: list[str], ens_dir: str) -> list[float]:
         from megarecipe.analysis.heldout import evaluate_ensemble, weights_identity
 
-        self.plan["ensembles"] = {}
-        for size, runs in members.items():
-            ens_dir = os.path.abspath(os.path.join(self.out, "ensembles", size))
-            have = atomic.read_json(os.path.join(ens_dir, "ensemble.json"))
-            if have.get("members") != runs or have.get("weights") != weights_identity(runs):
-                self.worked = True
-                losses = evaluate_ensemble(runs, ens_dir)
-                self.log(f"  ensembles/{size}: K = 1..{len(losses)}: " + " ".join(f"{v:.4f}" for v in losses))
-            else:
-                self.log(f"  ensembles/{size}: scored before")
-            self.plan["ensembles"][size] = ens_dir
+        have = atomic.read_json(os.path.join(ens_dir, "ensemble.json"))
+        if have.get("members") == runs and have.get("weights") == weights_identity(runs):
+            return have["val_loss_by_k"]
+        self.worked = True
+        losses = evaluate_ensemble(runs, ens_dir)
+        self.log(f"  {os.path.relpath(ens_dir, self.out)}: K = 1..{len(losses)}: "
+                 + " ".join(f"{v:.4f}" for v in losses))
+        return losses
+
+    def stage_ensembles(self) -> None:
+        box = self.r.ensemble.member_shift and self.r.ensemble.member_box
+        todo, specs = [], []
+        for budget in self.budgets("ensemble"):
+            for size in self.r.ensemble.sizes:
+                for hp in self.member_candidates(size, budget):
+                    ens_dir = self._ens_dir(size, budget, hp, box)
+                    runs, new = self.member_runs(size, budget, hp, ens_dir)
+                    todo.append((budget, size, hp, ens_dir, runs))
+                    specs += new
+        self.run_all(specs)
+        chosen: dict = {}
+        for budget, size, hp, ens_dir, runs in todo:
+            losses = self._score(runs, ens_dir)
+            chosen.setdefault((budget, size), []).append((hp, ens_dir, losses))
+        self.plan["member_box"], self.plan["ensemble_hyper"] = {}, {}
+        for budget in self.budgets("ensemble"):
+            self.plan.setdefault("by_budget", {}).setdefault(str(budget), {})["ensembles"] = {}
+        self._keep_own("ensemble", "ensembles")
+        for (budget, size), points in chosen.items():
+            i = members.best([p[2] for p in points])
+            self.plan["by_budget"][str(budget)]["ensembles"][size] = points[i][1]
+            self.plan["ensemble_hyper"][self.key(size, budget)] = asdict(points[i][0])
+            if len(points) > 1:
+                self.plan["member_box"][self.key(size, budget)] = {
+                    "points": [{**asdict(hp), "dir": d, "val_loss_by_k": v, "k_asymptote": members.k_asymptote(v)}
+                               for hp, d, v in points], "chosen": i}
+        self.plan["ensembles"] = self.plan["by_budget"][str(self.r.budget)]["ensembles"]
         self._save()
 
     def best_ensemble(self) -> str:
@@ -274,20 +368,9 @@ class Pipeline:
         return min(self.plan["ensembles"].values(), key=last)
 
     def stage_distill(self) -> None:
-        dc = self.r.distill
-        teacher, student = self.best_ensemble(), dc.student
-        run_dir = os.path.join(self.out, "distill", student)
-        extra = [override("distill.teacher", teacher), f"distill.alpha={dc.alpha!r}",
-                 f"distill.temperature={dc.temperature!r}"]
-        self.run_all([self.spec(student, self.hyper("regularized", student), run_dir, extra=extra)])
-        taught = ((RunDir(run_dir).info() or {}).get("distill") or {}).get("members")
-        now = atomic.read_json(os.path.join(teacher, "ensemble.json")).get("members")
-        if taught != now:   # the run's settings name the teacher's dir, not its members: a finished one is read back
-            raise PipelineError(f"{run_dir} was distilled from {len(taught or [])} member(s) of {teacher}, which now "
-                                f"has {len(now or [])}; move {run_dir} aside to distil from the ensemble as it is")
-        self.plan["distill"] = {"student": os.path.abspath(run_dir), "teacher": teacher,
-                                "single": self.plan["regularized"][student], "size": student}
-        self._save()
+        from megarecipe.recipes import distill
+
+        distill.run(self)
 
     def downstream_models(self) -> dict:
         singles = [*self.plan["standard"].values(), *self.plan["regularized"].values()]
@@ -295,8 +378,9 @@ class Pipeline:
         models = {"best single": best}
         if self.plan.get("ensembles"):
             models["ensemble"] = self.best_ensemble()
-        if self.plan.get("distill"):
-            models["student"] = self.plan["distill"]["student"]
+        rows = (self.plan.get("distill") or {}).get("sequence") or []
+        if rows:   # the paper's student: the best of sequence-level distillation
+            models["student"] = min((r["student"] for r in rows), key=lambda d: RunDir(d).info()["final"]["val_loss"])
         return models
 
     def stage_downstream(self) -> None:
@@ -341,8 +425,8 @@ class Pipeline:
                "downstream": self.stage_downstream, "fits+report": self.stage_report}
         skip = set()
         if not self.r.ensemble.sizes:
-            skip |= {"ensembles", "distill"}
-        if not self.r.distill.student:
+            skip.add("ensembles")
+        if not self.r.distill.student or not self.r.distill.teachers:
             skip.add("distill")
         if not self.r.downstream.tasks:
             skip.add("downstream")

@@ -49,8 +49,12 @@ class Hyper:
 
 @dataclass
 class RecipeSection:
-    """One recipe's hyperparameters per size: certified values (by an earlier search), or found by --search."""
-    certified: dict = field(default_factory=dict)     # size name -> {lr, weight_decay, epochs}
+    """One recipe's hyperparameters per (size, budget): certified values (by an earlier search), or found by
+    --search. The standard recipe runs at every budget; the others at `budgets` (null: every one)."""
+    certified: dict = field(default_factory=dict)     # size name -> {lr, weight_decay, epochs}, at `budget`
+    certified_at: dict = field(default_factory=dict)  # another budget -> {size name -> {lr, weight_decay, epochs}}
+    budgets: Optional[list] = None                    # which of the recipe's `budgets` besides `budget`; null: all
+    untuned_from_reference: bool = False   # a budget without values takes the reference's, flagged "not tuned"
     lr: list = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])   # grids for --search
     weight_decay: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8])
     epochs: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
@@ -59,15 +63,33 @@ class RecipeSection:
 @dataclass
 class EnsembleSection:
     sizes: list = field(default_factory=list)   # size names; the joint asymptote needs >= 3
-    members: int = 3                            # K = 1..members, member 1 being the regularized run
-    member_shift: bool = False                  # the paper's members: 2x epochs, 0.5x weight decay
+    members: int = 3                            # K = 1..members
+    member_shift: bool = True                   # the paper's members: 2x epochs (<= 128), 0.5x weight decay (>= 0.1)
+    member_box: bool = False                    # the paper's 5-point box around the shift, best K-asymptote kept
+    budgets: Optional[list] = None              # which of the recipe's `budgets` besides `budget`; null: all
+
+
+@dataclass
+class Teacher:
+    name: str = ""
+    size: str = ""                              # the teacher's size: the student's own for self-distillation
+    members: int = 1                            # 1: that size's regularized run; more: an ensemble of that size
+    weights: list = field(default_factory=lambda: [0.75, 0.9])   # the synthetic share of each student's data
 
 
 @dataclass
 class DistillSection:
-    student: str = ""                           # a size name, smaller than the teacher's
-    alpha: float = 0.9
+    """Sequence-level distillation, the paper's: each teacher samples `synthetic_tokens` at `temperature` (from
+    EOS), and the student trains on real data mixed with them (data.mix), `epochs` passes over the real data."""
+    student: str = ""                           # a size name
+    teachers: list = field(default_factory=list)   # Teacher entries
+    synthetic_tokens: int = 0                   # 0: 4 x budget
     temperature: float = 1.0
+    lr: float = 3e-3                            # the paper's student: LR 3e-3, WD 0.1, 16 epochs
+    weight_decay: float = 0.1
+    epochs: int = 16
+    logit_kd: bool = True                       # the extension: token-level KD from the first ensemble teacher
+    alpha: float = 0.9                          # logit KD's weight on the teacher term
 
 
 @dataclass
@@ -90,9 +112,9 @@ class Recipe:
     name: str = "recipe"
     base: str = "tiny"                          # the run config every run starts from
     overrides: list = field(default_factory=list)   # key=value for every run
-    budget: int = 32768                         # D: unique training tokens
-    data_law_budgets: list = field(default_factory=list)   # other D for the standard recipe's data law
-    data_law_size: str = ""                     # the size the data law is measured at; default: the largest
+    budget: int = 32768                         # D: unique training tokens, the reference budget
+    budgets: list = field(default_factory=list)   # other D: the standard recipe at every size (its data law over
+    #                                              all budgets), and the other recipes at their sections' budgets
     sizes: list = field(default_factory=list)   # Size entries, smallest first
     data: DataSection = field(default_factory=DataSection)
     standard: RecipeSection = field(default_factory=RecipeSection)
@@ -143,6 +165,14 @@ def load(path: str, overrides: list[str] | None = None) -> Recipe:
     for section in ("standard", "regularized"):
         sec = getattr(recipe, section)
         sec.certified = {str(k): _hyper(f"{section}.certified.{k}", v) for k, v in sec.certified.items()}
+        at = {}
+        for b, by_size in sec.certified_at.items():
+            if not isinstance(by_size, dict) or not str(b).isdigit():
+                raise RecipeError(f"{section}.certified_at.{b}: must be a budget (tokens) mapping sizes to "
+                                  f"{{lr, weight_decay, epochs}}")
+            at[int(b)] = {str(k): _hyper(f"{section}.certified_at.{b}.{k}", v) for k, v in by_size.items()}
+        sec.certified_at = at
+    recipe.distill.teachers = [_teacher(i, t) for i, t in enumerate(recipe.distill.teachers)]
     check(recipe)
     return recipe
 
@@ -156,6 +186,18 @@ def _size(i: int, raw) -> Size:
     if not raw.get("name"):
         raise RecipeError(f"sizes[{i}].name: missing; give each size a short name")
     return Size(str(raw["name"]), raw.get("config"), [str(o) for o in raw.get("overrides") or []])
+
+
+def _teacher(i: int, raw) -> Teacher:
+    if not isinstance(raw, dict) or set(raw) - {"name", "size", "members", "weights"}:
+        raise RecipeError(f"distill.teachers[{i}]: must be a mapping of name, size, members, weights")
+    try:
+        t = Teacher(str(raw.get("name") or raw.get("size") or ""), str(raw.get("size") or ""),
+                    int(raw.get("members", 1)), [float(w) for w in raw.get("weights", [0.75, 0.9])])
+    except (TypeError, ValueError):
+        raise RecipeError(f"distill.teachers[{i}]: members must be an integer and weights a list of numbers") \
+            from None
+    return t
 
 
 def _hyper(where: str, raw) -> Hyper:
@@ -190,12 +232,10 @@ def check(r: Recipe) -> None:
         _fail("sizes", f"two sizes share a name ({names}); give each its own")
     if r.budget <= 0:
         _fail("budget", "must be > 0 tokens")
-    if any(int(b) <= 0 or int(b) == r.budget for b in r.data_law_budgets):
-        _fail("data_law_budgets", f"each must be > 0 and differ from budget {r.budget} (that run is there already)")
-    if len({int(b) for b in r.data_law_budgets}) != len(r.data_law_budgets):
-        _fail("data_law_budgets", "a budget is listed twice; list each once")
-    if r.data_law_size and r.data_law_size not in names:
-        _fail("data_law_size", f"{r.data_law_size!r} is not a size ({', '.join(names)})")
+    if any(int(b) <= 0 or int(b) == r.budget for b in r.budgets):
+        _fail("budgets", f"each must be > 0 and differ from budget {r.budget} (that one is run already)")
+    if len({int(b) for b in r.budgets}) != len(r.budgets):
+        _fail("budgets", "a budget is listed twice; list each once")
     for section in ("standard", "regularized"):   # all of them now: a bad one would stop a later stage, days in
         sec = getattr(r, section)
         for k, hp in sec.certified.items():
@@ -203,9 +243,21 @@ def check(r: Recipe) -> None:
                 _fail(f"{section}.certified.{k}", f"not a size ({', '.join(names)})")
             for name in RULES:
                 _check_hyper(f"{section}.certified.{k}.{name}", name, getattr(hp, name))
+        for b, by_size in sec.certified_at.items():
+            if b not in r.budgets:
+                _fail(f"{section}.certified_at.{b}", f"not one of budgets {list(r.budgets)}")
+            for k, hp in by_size.items():
+                if k not in names:
+                    _fail(f"{section}.certified_at.{b}.{k}", f"not a size ({', '.join(names)})")
+                for name in RULES:
+                    _check_hyper(f"{section}.certified_at.{b}.{k}.{name}", name, getattr(hp, name))
         for name in RULES:
             for i, value in enumerate(getattr(sec, name)):
                 _check_hyper(f"{section}.{name}[{i}]", name, value)
+    for section in ("regularized", "ensemble"):
+        for b in getattr(r, section).budgets or []:
+            if int(b) not in r.budgets:
+                _fail(f"{section}.budgets", f"{b} is not one of budgets {list(r.budgets)}; add it there first")
     for i, task in enumerate(r.downstream.tasks):
         if task not in TASKS:
             _fail(f"downstream.tasks[{i}]", f"{task!r} is not a task with offline data; use some of "
@@ -217,13 +269,30 @@ def check(r: Recipe) -> None:
         _fail("ensemble.sizes", "a size is listed twice; list each once")
     if r.ensemble.sizes and r.ensemble.members < 2:
         _fail("ensemble.members", "must be >= 2")
-    if r.distill.student:
-        if r.distill.student not in names:
-            _fail("distill.student", f"{r.distill.student!r} is not a size ({', '.join(names)})")
-        if not r.ensemble.sizes:
-            _fail("distill.student", "distillation needs an ensemble teacher; fill ensemble.sizes")
-    if not 0 <= r.distill.alpha <= 1 or not 0 < r.distill.temperature < math.inf:
-        _fail("distill", "alpha must be in [0, 1] and temperature in (0, inf)")
+    missing = set(section_budgets(r, "ensemble")) - set(section_budgets(r, "regularized"))
+    if r.ensemble.sizes and missing:   # members are shifted from the regularized values at their budget
+        _fail("ensemble.budgets", f"{sorted(missing)} not in regularized.budgets; add them there too")
+    dc = r.distill
+    if dc.student:
+        if dc.student not in names:
+            _fail("distill.student", f"{dc.student!r} is not a size ({', '.join(names)})")
+        if not dc.teachers:
+            _fail("distill.teachers", "list the teachers (name, size, members, weights) that sample synthetic data")
+    for i, t in enumerate(dc.teachers):
+        where = f"distill.teachers[{i}]"
+        if t.size not in names:
+            _fail(f"{where}.size", f"{t.size!r} is not a size ({', '.join(names)})")
+        if t.members < 1 or (t.members > 1 and t.size not in r.ensemble.sizes):
+            _fail(f"{where}.members", "must be 1 (the size's regularized run), or more with the size in "
+                  "ensemble.sizes (its members)")
+        if not t.weights or not all(0 < w < 1 for w in t.weights):
+            _fail(f"{where}.weights", "each synthetic share must be in (0, 1), e.g. [0.75, 0.9]")
+    if len({t.name for t in dc.teachers}) != len(dc.teachers):
+        _fail("distill.teachers", "two teachers share a name; give each its own")
+    if not 0 <= dc.alpha <= 1 or not 0 < dc.temperature < math.inf or dc.synthetic_tokens < 0 or dc.epochs < 1 \
+            or dc.lr <= 0:
+        _fail("distill", "alpha must be in [0, 1], temperature in (0, inf), lr > 0, synthetic_tokens >= 0, "
+              "epochs >= 1")
     if r.launch.backend not in BACKENDS:
         _fail("launch.backend", f"{r.launch.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
     if r.launch.parallel < 1 or r.launch.processes < 1:
@@ -238,5 +307,14 @@ def check(r: Recipe) -> None:
         _fail("downstream.batch_size", "must be >= 1")
 
 
-def hyper(r: Recipe, section: str, size: str) -> Hyper | None:
-    return getattr(r, section).certified.get(size)
+def section_budgets(r: Recipe, section: str) -> list[int]:
+    """The budgets a recipe section runs at, the reference budget first."""
+    others = r.budgets if section == "standard" or getattr(r, section).budgets is None else getattr(r, section).budgets
+    return [r.budget, *sorted(int(b) for b in others)]
+
+
+def hyper(r: Recipe, section: str, size: str, budget: int | None = None) -> Hyper | None:
+    sec = getattr(r, section)
+    if budget is None or budget == r.budget:
+        return sec.certified.get(size)
+    return sec.certified_at.get(int(budget), {}).get(size)

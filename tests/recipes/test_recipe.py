@@ -42,8 +42,8 @@ def test_bad_fields_are_one_line(capsys, tmp_path):
     assert "downstream.limit" in _one_line_error(capsys, [SLIVER, "downstream.limit=0", "--out", out])
     assert "ensemble.sizes: a size is listed twice" in _one_line_error(capsys, [SLIVER, "ensemble.sizes=[b,b]",
                                                                                 "--out", out])
-    assert "data_law_budgets: a budget is listed twice" in _one_line_error(
-        capsys, [SLIVER, "data_law_budgets=[4096,4096]", "--out", out])
+    assert "budgets: a budget is listed twice" in _one_line_error(
+        capsys, [SLIVER, "budgets=[4096,4096]", "--out", out])
     assert not os.path.exists(out)   # nothing started
 
 
@@ -90,7 +90,9 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
         log = os.path.join(run, "train.log")
         assert open(log).read() == logs[log], run
     runs = _finished(out)
-    assert len(runs) == 2 + 2 + 1 + 1                       # standard, regularized, one member, the student
+    # standard at 2 budgets, regularized, 2 shifted members, 2 sequence-level students and the logit-KD one
+    assert len(runs) == 2 * 2 + 2 + 2 + 3
+    assert os.path.isfile(os.path.join(out, "distill", "synthetic", "ensemble", "meta.json"))
 
     logs = _run_logs(out)
     third = subprocess.run(_command(out, tiny_data), cwd=REPO, env=_env(), capture_output=True, text=True)
@@ -104,13 +106,17 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
     for section in ("standard", "regularized"):
         for row in fits["runs"][section].values():
             assert f"{row['val_loss']:.4f}" in report
-    for e in fits["ensembles"]["by_size"].values():
+    assert sorted(fits["by_budget"]) == ["1024", "2048"] and "best_standard" in fits["by_budget"]["1024"]
+    for e in fits["by_budget"]["2048"]["ensembles"]["by_size"].values():
         assert " | ".join(f"{v:.4f}" for v in e["val_loss_by_k"]) in report
     d = fits["distill"]
-    for key in ("student_loss", "single_loss", "teacher_loss"):
-        assert f"{d[key]:.4f}" in report
-    if d["retained"] is not None:
-        assert f"{d['retained']:.3f}" in report
+    assert f"{d['single_loss']:.4f}" in report and {r["teacher"] for r in d["sequence"]} == {"ensemble", "self"}
+    for r in [*d["sequence"], d["logit_kd"]]:
+        assert f"{r['teacher_loss']:.4f} | {r['student_loss']:.4f} |" in report
+    if d["paper_experiment"]["retained"] is not None:
+        assert f"{d['paper_experiment']['retained']:.3f}" in report
+    for o in fits["orderings"]:
+        assert f"**{o['verdict']}**" in report
     assert "sciq" in report and set(fits["downstream"]) == {"best single", "ensemble", "student"}
     stages = json.load(open(os.path.join(out, "stages.json")))
     for name in ("standard", "regularized", "ensembles", "distill"):
@@ -125,7 +131,7 @@ def test_a_second_recipe_in_the_same_out_fits_only_its_own_runs(tmp_path, fake_d
 
     other = tmp_path / "other.yaml"
     other.write_text(open(SLIVER).read().replace("{name: b,", "{name: c,").replace("    b: {", "    c: {")
-                     .replace("sizes: [b]", "sizes: [c]"))
+                     .replace("sizes: [b]", "sizes: [c]").replace("size: b,", "size: c,"))
     out = str(tmp_path / "out")
     plans = []
     for path in (SLIVER, str(other)):
@@ -188,30 +194,29 @@ def test_report_without_seed_noise_keeps_the_three_point_warning(tmp_path):
     assert "3 points for 3 parameters" in text and "no seed-to-seed noise was measured" in text
 
 
-def test_a_student_of_fewer_members_than_the_ensemble_now_has_is_not_reported_as_its(tmp_path, fake_data,
-                                                                                    fake_trainer):
-    """The ensemble re-scored with more members (the recipe run again with ensemble.members raised): the finished
-    student, whose settings name only the teacher's dir, is read back; it was taught by the old members."""
-    from megarecipe.data.meta import load_meta
-    from megarecipe.recipes import recipe_file
+def test_a_logit_kd_student_of_other_members_than_its_teacher_now_has_is_refused(tmp_path, fake_data, monkeypatch):
+    """The teacher re-scored with more members (distill.teachers[].members raised): the finished logit-KD student,
+    whose settings name only the teacher's dir, is read back; it was taught by the old members."""
+    from megarecipe.recipes import distill, recipe_file
     from megarecipe.recipes.pipeline import Pipeline, PipelineError
+    from megarecipe.rundir import RunDir
 
-    members = []
-    for i in (1, 2, 3):
-        export = tmp_path / f"m{i}" / "export"
-        export.mkdir(parents=True)
-        (export / "model.json").write_text(json.dumps(
-            {"format": 1, "vocab_size": 256, "tokenizer_sha256": load_meta(fake_data).tokenizer_sha256}))
-        (export / "config.yaml").write_text("model:\n  seq_len: 32\n")
-        (export / "model.safetensors").write_bytes(bytes([i]))
-        members.append(str(tmp_path / f"m{i}"))
-    ens = tmp_path / "ens"
-    ens.mkdir()
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    monkeypatch.setattr(distill, "teacher", lambda p, t: str(teacher))
+    monkeypatch.setattr(distill, "synthetic", lambda p, t, d: str(tmp_path / "synthetic"))
     pipeline = Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(tmp_path / "out"), log=lambda m: None)
-    pipeline.plan = {"ensembles": {"b": str(ens)}, "regularized": {"a": str(tmp_path / "single")}}
-    (ens / "ensemble.json").write_text(json.dumps({"members": members[:2], "val_loss_by_k": [3.5, 3.4]}))
+    pipeline.plan = {"regularized": {"a": str(tmp_path / "single")}}
+    specs = []
+    monkeypatch.setattr(pipeline, "run_all", lambda s: specs.extend(s))
+    (teacher / "ensemble.json").write_text(json.dumps({"members": ["m1", "m2"], "val_loss_by_k": [3.5, 3.4]}))
+    RunDir(str(tmp_path / "out" / "distill" / "logit_kd")).update(status="finished", distill={"members": ["m1", "m2"]})
     pipeline.stage_distill()
-    (ens / "ensemble.json").write_text(json.dumps({"members": members, "val_loss_by_k": [3.5, 3.4, 3.3]}))
+    mixes = [o for s in specs for o in s.overrides if o.startswith("data.mix=")]
+    assert len(mixes) == 2 and all(f"{fake_data}:0.25," in m and ":0.75]" in m for m in mixes)
+    students = [s for s in specs if any(o.startswith("data.mix=") for o in s.overrides)]
+    assert all({"optim.lr=0.003", "optim.weight_decay=0.1", "train.epochs=2"} <= set(s.overrides) for s in students)
+    (teacher / "ensemble.json").write_text(json.dumps({"members": ["m1", "m2", "m3"], "val_loss_by_k": [3.5] * 3}))
     with pytest.raises(PipelineError, match="distilled from 2 member.*now has 3"):
         pipeline.stage_distill()
 

@@ -64,10 +64,26 @@ def test_a_failing_point_is_never_chosen_and_is_reported():
     from megarecipe.recipes import certificate   # the certificate says which neighbours it could not compare
 
     names = {p: f"run{i}" for i, p in enumerate(res.evaluated)}
-    text = certificate.markdown(certificate.build(res, names, None, len(res.evaluated)))
-    assert "among the neighbours that finished; 1 failed" in text
+    cert = certificate.build(res, names, None, len(res.evaluated))
+    assert not cert["certified"] and len(cert["failed"]) == 1   # a failed neighbour cannot vouch for the centre
+    text = certificate.markdown(cert)
+    assert "NOT certified: 1 neighbour(s) failed" in text
     with pytest.raises(SearchError, match="failed"):
         coordinate_descent(grid, (2, 0), lambda pts: [math.nan for _ in pts])
+
+
+def test_a_centre_on_the_grids_edge_is_flagged():
+    from megarecipe.recipes import certificate
+
+    best = {"epochs": 64, "lr": 1e-4, "weight_decay": 0.0}
+    res = coordinate_descent(PAPER, PAPER.snap({"epochs": 8, "lr": 3e-3, "weight_decay": 0.8}),
+                             lambda pts: [bowl(best)(p) for p in pts])
+    cert = certificate.build(res, {p: f"run{i}" for i, p in enumerate(res.evaluated)}, None, len(res.evaluated))
+    assert cert["certified"] and cert["edge"] == ["epochs high", "LR low", "WD low"]
+    assert "on the grid's edge (epochs high, LR low, WD low)" in certificate.markdown(cert)
+    inner = coordinate_descent(PAPER, PAPER.snap({"epochs": 8, "lr": 3e-3, "weight_decay": 0.8}),
+                               lambda pts: [bowl({"epochs": 16, "lr": 3e-3, "weight_decay": 0.8})(p) for p in pts])
+    assert certificate.build(inner, {p: "r" for p in inner.evaluated}, None, 1)["edge"] == []
 
 
 def test_two_local_optima_stops_at_a_certified_one():

@@ -1,0 +1,102 @@
+"""The recipe's distillation stage, as the paper did it: sequence-level.
+
+Each teacher of the recipe file (a size and a member count: 1 is that size's regularized run, self-distillation
+when it is the student's size; more is an ensemble of that size's members, trained here when the ensemble has
+fewer) samples `synthetic_tokens` tokens at the recipe's temperature into a data dir (megarecipe/distill/sample.py).
+For each of the teacher's weights w the student trains on data.mix = [real : 1 - w, synthetic : w] with the
+recipe's LR, weight decay and epochs, an epoch being one pass over the real budget plus the synthetic share (so
+the student sees the real data `epochs` times, as the paper's 16). The extension, token-level logit KD from the
+first ensemble teacher (distill.alpha, T = 1), runs beside it when distill.logit_kd is set.
+
+OUT/distill/teachers/<name>/       an ensemble teacher's members, scored (ensemble.json)
+OUT/distill/synthetic/<name>/      its samples (a data dir with no validation split)
+OUT/distill/<name>_w<weight>/      a student of sequence-level distillation
+OUT/distill/logit_kd/              the logit-KD student
+"""
+from __future__ import annotations
+
+import os
+
+from megarecipe import atomic
+from megarecipe.config import override
+from megarecipe.launch import number
+from megarecipe.recipes.recipe_file import Hyper
+
+
+def teacher(p, t) -> str:
+    """The teacher's directory: the size's regularized run, or a scored ensemble of its first `members`."""
+    if t.members == 1:
+        return p.plan["regularized"][t.size]
+    budget = p.r.budget
+    hp = Hyper(**p.plan["ensemble_hyper"][p.key(t.size, budget)])
+    runs, specs = p.member_runs(t.size, budget, hp, p.plan["ensembles"][t.size], count=t.members)
+    p.run_all(specs)
+    out = os.path.abspath(os.path.join(p.out, "distill", "teachers", t.name))
+    p._score(runs[:t.members], out)
+    return out
+
+
+def synthetic(p, t, teacher_dir: str) -> str:
+    """The teacher's samples, by `distill sample` in its own process (the recipe tools never load the model
+    code); a killed call continues from its finished shards."""
+    import subprocess
+    import sys
+
+    dc = p.r.distill
+    out = os.path.abspath(os.path.join(p.out, "distill", "synthetic", t.name))
+    tokens = dc.synthetic_tokens or 4 * p.r.budget
+    if os.path.isfile(os.path.join(out, "meta.json")):
+        return out
+    p.worked = True
+    p.log(f"  distill/synthetic/{t.name}: sampling {tokens:,} tokens at T = {dc.temperature:g}")
+    cmd = [sys.executable, "-m", "megarecipe.cli.distill", "sample", "--teacher", teacher_dir, "--out", out,
+           "--tokens", str(tokens), "--temperature", repr(dc.temperature), "--seed", "0", "--batch", "64"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise p.error(f"distill/synthetic/{t.name}: sampling failed ({last}); run the recipe again to resume it")
+    return out
+
+
+def _share(w: float) -> str:
+    return f"{w:.6g}"
+
+
+def run(p) -> None:
+    dc = p.r.distill
+    student, real = dc.student, p.r.data.dir
+    hp = Hyper(dc.lr, dc.weight_decay, dc.epochs)
+    specs, rows, teachers = [], [], {}
+    for t in dc.teachers:
+        teachers[t.name] = teacher(p, t)
+        synth = synthetic(p, t, teachers[t.name])
+        for w in t.weights:
+            run_dir = os.path.abspath(os.path.join(p.out, "distill", f"{t.name}_w{_share(w)}"))
+            mix = override("data.mix", f"[{real}:{_share(1 - w)},{synth}:{_share(w)}]")
+            specs.append(p.spec(student, hp, run_dir, extra=[mix]))
+            rows.append({"teacher": t.name, "teacher_dir": teachers[t.name], "teacher_size": t.size,
+                         "members": t.members, "self": t.size == student and t.members == 1, "weight": w,
+                         "student": run_dir})
+    kd = None
+    ens = [t for t in dc.teachers if t.members > 1]
+    if dc.logit_kd and ens:
+        kd_dir = os.path.abspath(os.path.join(p.out, "distill", "logit_kd"))
+        extra = [override("distill.teacher", teachers[ens[0].name]), f"distill.alpha={dc.alpha!r}",
+                 "distill.temperature=1.0"]
+        specs.append(p.spec(student, p.hyper("regularized", student), kd_dir, extra=extra))
+        kd = {"teacher": ens[0].name, "teacher_dir": teachers[ens[0].name], "student": kd_dir,
+              "alpha": dc.alpha, "hyper": {"lr": p.hyper("regularized", student).lr}}
+    p.run_all(specs)
+    if kd:
+        from megarecipe.rundir import RunDir
+
+        taught = ((RunDir(kd["student"]).info() or {}).get("distill") or {}).get("members")
+        now = atomic.read_json(os.path.join(kd["teacher_dir"], "ensemble.json")).get("members")
+        if taught != now:   # the run's settings name the teacher's dir, not its members: a finished one is read back
+            raise p.error(f"{kd['student']} was distilled from {len(taught or [])} member(s) of {kd['teacher_dir']}, "
+                          f"which now has {len(now or [])}; move {kd['student']} aside to distil from it as it is")
+    p.plan["distill"] = {"size": student, "single": p.plan["regularized"][student], "sequence": rows,
+                         "logit_kd": kd, "hyper": {"lr": dc.lr, "weight_decay": dc.weight_decay, "epochs": dc.epochs},
+                         "synthetic_tokens": dc.synthetic_tokens or 4 * p.r.budget, "temperature": dc.temperature,
+                         "lr_text": number(dc.lr)}
+    p._save()
