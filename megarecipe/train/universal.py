@@ -93,7 +93,8 @@ def convert(ckpt_dir: str, tag: str, saved: dict) -> str:
     staging = atomic.build_dir(out)   # out.tmp<pid>; those of killed conversions are removed
     # the converter writes `latest_universal` beside its output folder: keep that inside the staging folder
     target = os.path.join(staging, "converted")
-    args = argparse.Namespace(input_folder=src, output_folder=target, num_extract_workers=1, num_merge_workers=1,
+    args = argparse.Namespace(input_folder=_readable_view(src, os.path.join(staging, "source")),
+                              output_folder=target, num_extract_workers=1, num_merge_workers=1,
                               keep_temp_folder=False, strict=True, inject_missing_state=True)
     chatter = io.StringIO()
     try:
@@ -109,6 +110,23 @@ def convert(ckpt_dir: str, tag: str, saved: dict) -> str:
     atomic.replace_dir(target, out)
     shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _readable_view(src: str, view: str) -> str:
+    """The tag as the converter can read it: its files linked, and the model-state files without the None
+    `_extra_state` entries megatron-core's linear layers save (the converter calls .float() on every module
+    entry). The original is not touched."""
+    import torch
+
+    os.makedirs(view)
+    for name in os.listdir(src):
+        if re.fullmatch(r"mp_rank_\d+_model_states\.pt", name):
+            state = torch.load(os.path.join(src, name), map_location="cpu", weights_only=False)
+            state["module"] = {k: v for k, v in state["module"].items() if torch.is_tensor(v)}
+            torch.save(state, os.path.join(view, name))
+        elif name.endswith(".pt"):
+            os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(view, name))
+    return view
 
 
 def _step(tag: str) -> int:
