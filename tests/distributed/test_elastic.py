@@ -113,3 +113,12 @@ def test_tp2_resumes_as_dp2_and_converts_bit_for_bit(tiny_data, tmp_path, capsys
     assert not (ckpt / "step00000006.universal").exists()   # the resumed branch wrote a new step 6
     kept = sorted(n for n in os.listdir(ckpt) if not n.endswith(".py"))   # not DeepSpeed's zero_to_*.py
     assert kept == ["abandoned", "latest", "step00000003", "step00000003.universal", "step00000006"]
+
+
+def test_dp2_resumes_as_tp2(dp2, tmp_path, tiny_data):
+    """The other direction: the universal weights split into TP shards (QKV groups, [gate; up], rows)."""
+    full, stage = dp2
+    run_dir, _ = resume_copy(full, tmp_path, 2, tiny_data, "parallel.tp=2", f"parallel.ds_config={stage}")
+    continues(full, run_dir)
+    change = json.loads((run_dir / "run.json").read_text())["layout_changes"][-1]
+    assert (change["from"]["tp"], change["to"]["tp"], change["to"]["dp"]) == (1, 2, 1)
