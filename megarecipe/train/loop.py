@@ -118,10 +118,11 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
         _compare_vocab_rows(cfg, saved, key, changed)
         if set(changed) - set(moved):
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            also = (" (the processes or tensor-parallel size may change, when nothing else does)") if moved else ""
-            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; resume with the settings it was "
+            keep = ("the number of processes or the TP size may change, the rest not: keep" if moved
+                    else "resume with")
+            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; {keep} the settings it was "
                                 f"checkpointed with (same processes, layout, seed, batch, data, budget, model, "
-                                f"optimizer and teacher){also} or start a new run.dir")
+                                f"optimizer and teacher) or start a new run.dir")
         why = universal.cannot_convert(saved, key) if moved else None
         if why:
             raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume {tag} on another layout "
