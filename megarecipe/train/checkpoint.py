@@ -280,6 +280,8 @@ class Checkpointer:
         stale = os.path.join(self.dir, tag, MANIFEST)
         if rank == 0 and os.path.exists(stale):   # a step dir written again (after run.resume_from an older
             os.remove(stale)                       # tag) reads as incomplete until its new manifest is there
+        if rank == 0:   # and a conversion of what it held before is not this one's
+            shutil.rmtree(os.path.join(self.dir, tag + UNIVERSAL), ignore_errors=True)
         dist.barrier()
         try:
             self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
