@@ -19,7 +19,6 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import init_method_normal
 
 from megarecipe.config import ModelConfig
-from megarecipe.model import universal
 from megarecipe.model.size import count_params, flops_per_token  # noqa: F401  (re-exported)
 
 
@@ -61,11 +60,9 @@ def build_model(m: ModelConfig, vocab_size: int, bf16: bool = False, kernels: st
     (local, sdpa or te: config.resolve_kernels)."""
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
-    model = GPTModel(
+    return GPTModel(
         config=transformer_config(m, tp, pp, bf16),
         transformer_layer_spec=layer_spec(kernels),
         vocab_size=vocab_size, max_sequence_length=m.seq_len, position_embedding_type="rope",
         rotary_base=m.rope_theta, share_embeddings_and_output_weights=False,
         pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage())
-    universal.attach(model)   # how its TP shards merge, for a resume on another layout (universal.py)
-    return model

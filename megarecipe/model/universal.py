@@ -6,7 +6,7 @@ checkpoints (`UNIVERSAL_CHECKPOINT_INFO`): the same facts convert.py uses to mer
   two sub-params the SwiGLU input projection: each rank holds [gate slice; up slice] (megatron's stride 2)
   the rest       QKV (whole kv groups per rank), embedding, output head: split along dim 0
 
-The engine saves this dict in every model-state file; DeepSpeed's converter reads it from there.
+build_engine attaches it to the module; DeepSpeed saves it in every model-state file, and its converter reads it there.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import torch
 from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from megarecipe.config import Config, Layout, read_ds_config
+from megarecipe.model import universal
 from megarecipe.parallel.mpu import MegatronMPU
 
 
@@ -75,6 +76,7 @@ def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool
     def schedule(opt):
         return torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, layout))
 
+    universal.attach(model)   # how its TP shards merge, saved in every checkpoint (for a resume on another layout)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=ds_config(cfg, layout, bf16, load_universal), mpu=MegatronMPU())
     if hooks_backward(engine):
