@@ -329,8 +329,10 @@ def _convert(run: RunDir, tag: str, saved: dict, key: dict) -> None:
             print(f"resuming {tag} on another layout ({universal.describe(universal.layout(saved))} -> "
                   f"{universal.describe(universal.layout(key))}) from its universal checkpoint {where} "
                   f"({time.time() - began:.1f}s)", flush=True)
-        except (checkpoint.CheckpointError, OSError) as e:
+        except checkpoint.CheckpointError as e:
             problem = str(e)
+        except Exception as e:   # told to every rank, so none waits for rank 0 until the timeout
+            problem = f"converting {tag} for the new layout failed ({type(e).__name__}: {str(e)[:200]})"
     found = [problem]
     dist.broadcast_object_list(found, src=0)
     if found[0]:
