@@ -132,15 +132,15 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
     return tag
 
 
-def _compare_vocab_rows(cfg: Config, saved: dict, key: dict, changed: dict) -> None:
-    """model.vocab_size null means the tokenizer's, padded for the TP size: on another TP the same setting may
-    mean other rows, and model.vocab_size=ROWS the same ones. Compares the rows, in `changed`."""
+def _compare_vocab_rows(cfg: Config, saved: dict, key: dict, changed: dict, vocab: int | None = None) -> None:
+    """model.vocab_size null means the tokenizer's (`vocab`), padded for the TP size: on another TP the same
+    setting may mean other rows, and model.vocab_size=ROWS the same ones. Compares the rows, in `changed`."""
     from megarecipe.config import pad_vocab
     from megarecipe.data.meta import load_meta
 
     if "model.vocab_size" not in changed and saved.get("tp") == key.get("tp"):
         return
-    vocab = load_meta(cfg.data.dir).vocab_size
+    vocab = vocab or load_meta(cfg.data.dir).vocab_size
     rows = [k.get("model.vocab_size") or pad_vocab(vocab, k.get("tp") or 1) for k in (saved, key)]
     changed.pop("model.vocab_size", None)
     if rows[0] != rows[1]:

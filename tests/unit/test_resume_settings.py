@@ -162,3 +162,18 @@ def test_a_layout_change_that_cannot_carry_over_is_refused(tmp_path, tiny_data, 
     with pytest.raises(TrainingError) as e:
         check(tiny_data, tmp_path / "run", *overrides)
     assert named in str(e.value) and "\n" not in str(e.value), e.value
+
+
+def test_other_padded_vocabulary_rows_name_the_setting_that_keeps_them(tmp_path, tiny_data):
+    """A tokenizer of 300 pieces pads to 512 rows on TP=2 and 384 on TP=1: the line gives the fix, and with it
+    the rows are the same."""
+    from megarecipe.train.loop import _compare_vocab_rows
+
+    cfg, _ = config(tiny_data, tmp_path / "run")
+    saved, now = {"tp": 2, "model.vocab_size": None}, {"tp": 1, "model.vocab_size": None}
+    with pytest.raises(TrainingError, match=r"pads to 384 rows there, the checkpoint has 512; add model\.vocab_size"
+                                            r"=512"):
+        _compare_vocab_rows(cfg, saved, now, {}, vocab=300)
+    changed = {"model.vocab_size": (None, 512)}
+    _compare_vocab_rows(cfg, saved, {"tp": 1, "model.vocab_size": 512}, changed, vocab=300)
+    assert changed == {}
