@@ -81,6 +81,7 @@ def test_dp2_resumes_on_one_process(dp2, tmp_path, tiny_data):
     pid = kill_mid_conversion(tmp_path / "killed" / "checkpoints", "step00000003")
     left = tmp_path / "killed" / "checkpoints" / f"step00000003.universal.tmp{pid}"
     assert left.is_dir() and not (tmp_path / "killed" / "checkpoints" / "step00000003.universal").exists()
+    assert digest(left.parent / "step00000003") == digest(full / "checkpoints" / "step00000003")
     full_copy = tmp_path / "killed"
 
     run_dir, result = resume_copy(full_copy, tmp_path, 1, tiny_data, f"parallel.ds_config={stage}")
