@@ -13,11 +13,14 @@ import torch
 from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from megarecipe.config import Config, Layout, read_ds_config
+from megarecipe.model import universal
 from megarecipe.parallel.mpu import MegatronMPU
 
 
-def ds_config(cfg: Config, layout: Layout, bf16: bool) -> dict:
+def ds_config(cfg: Config, layout: Layout, bf16: bool, load_universal: bool = False) -> dict:
     ds = read_ds_config(cfg.parallel.ds_config)
+    if load_universal:   # a checkpoint of another layout, converted (megarecipe/train/universal.py)
+        ds["checkpoint"] = {**ds.get("checkpoint", {}), "load_universal": True}
     ds.update({
         "train_micro_batch_size_per_gpu": layout.micro_batch_size,
         "gradient_accumulation_steps": 1,
@@ -65,7 +68,7 @@ def lr_schedule(cfg: Config, layout: Layout):
     return lambda step: lr_factor(step, total, warmup, o.schedule, o.min_lr_ratio, o.decay_frac)
 
 
-def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool):
+def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool, load_universal: bool = False):
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2),
                                   eps=o.eps)
@@ -73,8 +76,9 @@ def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool
     def schedule(opt):
         return torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, layout))
 
+    universal.attach(model)   # how its TP shards merge, saved in every checkpoint (for a resume on another layout)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=ds_config(cfg, layout, bf16), mpu=MegatronMPU())
+                                           config=ds_config(cfg, layout, bf16, load_universal), mpu=MegatronMPU())
     if hooks_backward(engine):
         # ZeRO resets its per-backward hook bookkeeping only in engine.forward(). A pipeline schedule runs
         # several backwards between forwards, and the later ones would then never reduce their gradients;

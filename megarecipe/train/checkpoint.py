@@ -32,6 +32,7 @@ from megarecipe.rank_errors import agreed
 POINTER = "latest"
 MANIFEST = "manifest.json"
 ABANDONED = "abandoned"   # not a tag: scans (tags, newest_complete, pruning) never see what is in it
+UNIVERSAL = ".universal"  # TAG.universal/: the tag converted for another layout (universal.py); goes with its tag
 TAG = re.compile(r"step\d{8}")
 _WRITE_FAILED = ("inline_container", "iostream error", "file write failed", "PytorchStreamWriter")   # torch.save's
 
@@ -133,6 +134,8 @@ def set_aside_newer(ckpt_dir: str, tag: str) -> tuple[str, list[str]] | None:
             n += 1
     for old in newer:
         os.rename(os.path.join(ckpt_dir, old), os.path.join(aside, old))
+        if os.path.isdir(os.path.join(ckpt_dir, old + UNIVERSAL)):
+            os.rename(os.path.join(ckpt_dir, old + UNIVERSAL), os.path.join(aside, old + UNIVERSAL))
     return aside, newer
 
 
@@ -277,6 +280,8 @@ class Checkpointer:
         stale = os.path.join(self.dir, tag, MANIFEST)
         if rank == 0 and os.path.exists(stale):   # a step dir written again (after run.resume_from an older
             os.remove(stale)                       # tag) reads as incomplete until its new manifest is there
+        if rank == 0:   # and a conversion of what it held before is not this one's
+            shutil.rmtree(os.path.join(self.dir, tag + UNIVERSAL), ignore_errors=True)
         dist.barrier()
         try:
             self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
@@ -311,20 +316,25 @@ class Checkpointer:
 
     def _prune(self, newest: str) -> None:
         for old in [t for t in tags(self.dir) if t <= newest][:-self.keep]:
+            shutil.rmtree(os.path.join(self.dir, old + UNIVERSAL), ignore_errors=True)
             shutil.rmtree(os.path.join(self.dir, old), ignore_errors=True)
 
-    def restore(self, tag: str, world_size: int) -> int:
-        """Check the tag on every rank, then load it; returns its step."""
+    def restore(self, tag: str, world_size: int, universal: bool = False) -> int:
+        """Check the tag on every rank, then load it; returns its step. world_size: the one that wrote it.
+        universal: load TAG.universal/ (the engine is built with checkpoint.load_universal), on another layout;
+        a rank that the writing layout did not have keeps its freshly seeded RNG."""
         check(self.dir, tag, world_size)
-        own = _load_trainer_file(self.dir, tag, dist.get_rank())
+        rank = dist.get_rank()
+        own = _load_trainer_file(self.dir, tag, rank if rank < world_size else 0)
         try:
-            _, client = self.engine.load_checkpoint(self.dir, tag=tag)
+            _, client = self.engine.load_checkpoint(self.dir, tag=tag + UNIVERSAL if universal else tag)
         except OSError as e:   # a file the manifest does not list (it was edited) is missing
             name = os.path.relpath(e.filename, self.dir) if e.filename else "a file"
             raise CheckpointError(f"cannot resume from {os.path.join(self.dir, tag)}: {name} cannot be read "
                                   f"({e.strerror}){_advice(self.dir, tag)}") from None
-        _set_rng_state(own["rng"])
-        if dist.get_rank() == 0:
+        if rank < world_size:
+            _set_rng_state(own["rng"])
+        if rank == 0:
             moved = set_aside_newer(self.dir, tag)
             if moved:
                 print(f"resumed from {tag}: the newer checkpoints {', '.join(moved[1])} were moved aside to "

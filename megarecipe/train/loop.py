@@ -11,7 +11,7 @@ import time
 from contextlib import nullcontext
 
 from megarecipe import rundir
-from megarecipe.train import checkpoint
+from megarecipe.train import checkpoint, universal
 from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
@@ -114,12 +114,41 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
         saved = checkpoint.saved_resume_key(run.checkpoints, tag)
         # a key only one side has is None on the other: keys that exist only while a feature is in use
         changed = {k: (saved.get(k), key.get(k)) for k in {**saved, **key} if key.get(k) != saved.get(k)}
-        if changed:
+        moved = universal.changes(saved, key)
+        _compare_vocab_rows(cfg, saved, key, changed)
+        if set(changed) - set(moved):
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; resume with the settings it was "
+            keep = ("the number of processes or the TP size may change, the rest not: keep" if moved
+                    else "resume with")
+            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; {keep} the settings it was "
                                 f"checkpointed with (same processes, layout, seed, batch, data, budget, model, "
                                 f"optimizer and teacher) or start a new run.dir")
+        why = universal.cannot_convert(saved, key) if moved else None
+        if why:
+            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume {tag} on another layout "
+                                f"({universal.describe(universal.layout(saved))} -> "
+                                f"{universal.describe(universal.layout(key))}): {why}; resume on "
+                                f"{universal.describe(universal.layout(saved))} or start a new run.dir")
     return tag
+
+
+def _compare_vocab_rows(cfg: Config, saved: dict, key: dict, changed: dict, vocab: int | None = None) -> None:
+    """model.vocab_size null means the tokenizer's (`vocab`), padded for the TP size: on another TP the same
+    setting may mean other rows, and model.vocab_size=ROWS the same ones. Compares the rows, in `changed`."""
+    from megarecipe.config import pad_vocab
+    from megarecipe.data.meta import load_meta
+
+    if "model.vocab_size" not in changed and saved.get("tp") == key.get("tp"):
+        return
+    vocab = vocab or load_meta(cfg.data.dir).vocab_size
+    rows = [k.get("model.vocab_size") or pad_vocab(vocab, k.get("tp") or 1) for k in (saved, key)]
+    changed.pop("model.vocab_size", None)
+    if rows[0] != rows[1]:
+        changed["model.vocab_size (padded rows)"] = tuple(rows)
+        if key.get("model.vocab_size") is None:
+            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume on tp={key.get('tp')}: the vocabulary pads "
+                                f"to {rows[1]} rows there, the checkpoint has {rows[0]}; add model.vocab_size="
+                                f"{rows[0]} to keep its rows")
 
 
 def train(cfg: Config, layout: Layout) -> None:
@@ -178,7 +207,11 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
             load_hf_weights(model, cfg.model.init_from, cfg.model)
         except ValueError as e:   # the directory's config.json and weights disagree
             raise TrainingError(str(e)) from None
-    engine = build_engine(model, cfg, layout, bf16)
+    saved = checkpoint.saved_resume_key(run.checkpoints, tag) if tag else {}
+    relayout = bool(tag and universal.changes(saved, key))
+    if relayout:
+        _convert(run, tag, saved, key)
+    engine = build_engine(model, cfg, layout, bf16, load_universal=relayout)
     stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device,
                       objective=_objective(cfg, layout, device, bf16))
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
@@ -193,7 +226,11 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     checkpointer = checkpoint.Checkpointer(engine, run.checkpoints, cfg.train.checkpoint_every,
                                            cfg.train.keep_checkpoints, key)
 
-    start = checkpointer.restore(tag, layout.world_size) if tag else 0
+    start = checkpointer.restore(tag, saved["world_size"], universal=relayout) if tag else 0
+    if relayout and first:   # run.json keeps every layout the run has had
+        change = {"step": start, "from": universal.layout(saved), "to": universal.layout(key),
+                  "universal": universal.path(run.checkpoints, tag)}
+        run.update(layout_changes=[*((run.info() or {}).get("layout_changes") or []), change])
     if start == 0 and first:
         _remove_old_events(run.tb)   # an earlier attempt that never checkpointed
     also = None
@@ -277,6 +314,29 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         print(f"{how} at step {max(end, start)}/{total}; TensorBoard logs: {run.tb}"
               + (f"; final val/loss {validator.last:.4f}" if validator.last is not None else ""), flush=True)
     dist.barrier()
+
+
+def _convert(run: RunDir, tag: str, saved: dict, key: dict) -> None:
+    """Rank 0 converts the tag for the new layout (once: a finished conversion is reused) while the others wait;
+    a failure is every rank's one error."""
+    import torch.distributed as dist
+
+    problem = None
+    if dist.get_rank() == 0:
+        began = time.time()
+        try:
+            where = universal.convert(run.checkpoints, tag, saved)
+            print(f"resuming {tag} on another layout ({universal.describe(universal.layout(saved))} -> "
+                  f"{universal.describe(universal.layout(key))}) from its universal checkpoint {where} "
+                  f"({time.time() - began:.1f}s)", flush=True)
+        except checkpoint.CheckpointError as e:
+            problem = str(e)
+        except Exception as e:   # told to every rank, so none waits for rank 0 until the timeout
+            problem = f"converting {tag} for the new layout failed ({type(e).__name__}: {str(e)[:200]})"
+    found = [problem]
+    dist.broadcast_object_list(found, src=0)
+    if found[0]:
+        raise agreed(checkpoint.CheckpointError(found[0]))
 
 
 def _objective(cfg: Config, layout: Layout, device, bf16: bool):

@@ -185,11 +185,13 @@ def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
     assert result.returncode != 0 and "run.resume=true" in result.stderr
 
 
-def test_resume_with_another_layout_is_refused(tiny_data, tmp_path):
+def test_resume_with_a_layout_the_converter_cannot_do_is_refused(tiny_data, tmp_path):
+    """Another world size or TP size resumes (test_elastic.py); a pipeline of stages does not."""
     train(tmp_path, "one", 1, tiny_data, "train.stop_after=2")
-    _, result = train(tmp_path, "one", 2, tiny_data, "run.resume=true", check=False)
+    _, result = train(tmp_path, "one", 2, tiny_data, "run.resume=true", "parallel.pp=2", check=False)
     assert result.returncode != 0
-    assert "cannot resume: world_size 1 -> 2" in result.stderr
+    assert "cannot resume step00000002 on another layout" in result.stderr and "pp 1 -> 2" in result.stderr
+    assert "Traceback" not in result.stderr
     _, result = train(tmp_path, "one", 1, tiny_data, "run.resume=true", "run.seed=7", check=False)
     assert result.returncode != 0 and "seed 1234 -> 7" in result.stderr
 

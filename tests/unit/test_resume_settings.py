@@ -128,3 +128,52 @@ def test_the_launch_check_refuses_a_run_dir_in_use(checkpointed, tiny_data, caps
         assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is in use by another process" in err[0], err
+
+
+def saved_as(run_dir, tiny_data, *overrides, **written):
+    """The checkpoint as another layout wrote it: its saved key with `written` in place."""
+    cfg, layout = config(tiny_data, run_dir, *overrides)
+    folder = run_dir / "checkpoints" / "step00000004"
+    save_rank0(folder, 4, {**resume_key(cfg, layout), **written})
+    (folder.parent / "latest").write_text("step00000004")
+
+
+@pytest.mark.parametrize("written,overrides", [
+    ({"world_size": 2}, []),                                 # DP=2 -> 1
+    ({"world_size": 2, "tp": 2}, []),                        # TP=2 -> 1
+    ({"world_size": 2, "tp": 2}, ["model.vocab_size=2048"]),  # the padded rows, spelled out
+    ({"world_size": 4}, ["parallel.ds_config=zero2"]),
+])
+def test_another_layout_may_resume(tmp_path, tiny_data, written, overrides):
+    saved_as(tmp_path / "run", tiny_data, *overrides, **written)
+    assert check(tiny_data, tmp_path / "run", *overrides) == "step00000004"
+
+
+@pytest.mark.parametrize("written,overrides,named", [
+    ({"world_size": 2, "global_batch_size": 32}, [], "global_batch_size 32 -> 16"),
+    ({"world_size": 2, "model.hidden_size": 128}, [], "model.hidden_size 128 -> 64"),
+    ({"world_size": 2, "zero_stage": 2}, [], "zero_stage 2 -> 1"),
+    ({"world_size": 2}, ["parallel.ds_config=zero0"], "ZeRO stage 0 keeps the optimizer inside the model file"),
+    ({"world_size": 2}, ["parallel.ds_config=zero3"], "ZeRO-3"),
+    ({"world_size": 2, "pp": 2}, [], "pipeline parallelism (pp 2 -> 1)"),
+])
+def test_a_layout_change_that_cannot_carry_over_is_refused(tmp_path, tiny_data, written, overrides, named):
+    saved_as(tmp_path / "run", tiny_data, *overrides, **written)
+    with pytest.raises(TrainingError) as e:
+        check(tiny_data, tmp_path / "run", *overrides)
+    assert named in str(e.value) and "\n" not in str(e.value), e.value
+
+
+def test_other_padded_vocabulary_rows_name_the_setting_that_keeps_them(tmp_path, tiny_data):
+    """A tokenizer of 300 pieces pads to 512 rows on TP=2 and 384 on TP=1: the line gives the fix, and with it
+    the rows are the same."""
+    from megarecipe.train.loop import _compare_vocab_rows
+
+    cfg, _ = config(tiny_data, tmp_path / "run")
+    saved, now = {"tp": 2, "model.vocab_size": None}, {"tp": 1, "model.vocab_size": None}
+    with pytest.raises(TrainingError, match=r"pads to 384 rows there, the checkpoint has 512; add model\.vocab_size"
+                                            r"=512"):
+        _compare_vocab_rows(cfg, saved, now, {}, vocab=300)
+    changed = {"model.vocab_size": (None, 512)}
+    _compare_vocab_rows(cfg, saved, {"tp": 1, "model.vocab_size": 512}, changed, vocab=300)
+    assert changed == {}
