@@ -258,6 +258,12 @@ def test_megatron_input_and_output(txt_data, tmp_path):
     assert np.array_equal(ds.order(1), np.random.default_rng([4, 1]).permutation(ds.num_sequences))
     again = prepare([], tmp_path / "mg3", megatron=prefix, tokenizer=meta.tokenizer_path, val_tokens=2000)
     same_tokens(made.dir, again.dir)
+    from megarecipe.config import load_config
+    from megarecipe.preflight import check_run
+    layout = check_run(load_config(str(REPO / "configs/tiny.yaml"), [f"data.dir={made.dir}", "model.seq_len=32",
+                                                                    "data.train_tokens=5000", "data.val_tokens=1024"]),
+                       world_size=1)
+    assert layout.num_sequences == ds.num_sequences
     with pytest.raises(DataError, match="needs --tokenizer"):
         prepare([], tmp_path / "mg2", megatron=prefix)
     Path(prefix + ".idx").write_bytes(b"garbage")
