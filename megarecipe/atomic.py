@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -38,6 +39,13 @@ def read_json(path: str) -> dict:
     except (OSError, ValueError):
         return {}
     return obj if isinstance(obj, dict) else {}
+
+
+def file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask (which can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def build_dir(final: str) -> str:
@@ -77,3 +85,22 @@ def replace_dir(tmp: str, final: str) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable(folder: str) -> None:
+    """Write a file in `folder` (made for the check if need be, then removed again) now, so a read-only place
+    fails before hours of work rather than after (OSError, with the path)."""
+    made = []
+    path = os.path.abspath(folder)
+    while not os.path.isdir(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check")
+        os.close(fd)
+        os.remove(probe)
+    finally:
+        for path in made:
+            if os.path.isdir(path):
+                os.rmdir(path)

@@ -20,3 +20,21 @@ class DataError(UserError):
 
 class RunError(MegarecipeError, RuntimeError):
     """A run that cannot go on (a non-finite loss, a damaged checkpoint, a held run dir). Exit status 3."""
+
+
+def os_error_line(e: OSError, where: str) -> str:
+    """A failed read or write as one line: the path (the error's own, else `where`), what the system said, and
+    what to do. A full disk keeps what was complete before: the output is built beside its place and moved in
+    whole, so nothing half-written is left in its place."""
+    import errno
+    import re
+
+    fixes = {errno.ENOSPC: "the disk is full: free space there, or write elsewhere, and run the same command again",
+             errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere, and run the same command again",
+             errno.EROFS: "that file system is read-only: write elsewhere",
+             errno.EACCES: "no permission there: write elsewhere or change its permissions",
+             errno.EPERM: "no permission there: write elsewhere or change its permissions"}
+    path = str(e.filename) if e.filename else where
+    if re.search(r"\.tmp\d+(/|$)", path):   # a build dir beside the output, removed by now: name the output
+        path = where
+    return f"{path}: {e.strerror or e}; {fixes.get(e.errno, 'check the path and try again')}"

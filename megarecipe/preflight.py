@@ -4,16 +4,21 @@ submission, check_config and the tools call this one function; each layer owns t
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Optional
 
 from megarecipe.config import Config, ConfigError, Layout, resolve_layout
+from megarecipe.config.init_from import apply_hf_shape
 from megarecipe.config.layout import sequences_in
 from megarecipe.data.facts import mix_epoch, read_facts
 from megarecipe.rundir import enclosing_run
 
 
 def check_run(cfg: Config, world_size: Optional[int] = None, cuda: Optional[bool] = None) -> Layout:
-    """The run's layout, or ConfigError naming the first bad setting (settings first, then files)."""
+    """The run's layout, or ConfigError naming the first bad setting (settings first, then files). With
+    model.init_from, the model's shape is set here from the Hugging Face directory's config.json."""
+    if cfg.model.init_from:
+        apply_hf_shape(cfg)
     resolve_layout(cfg, world_size, cuda)   # a bad setting is named before any file is opened
     inside = enclosing_run(cfg.run.dir)
     if inside:
@@ -32,9 +37,27 @@ def check_run(cfg: Config, world_size: Optional[int] = None, cuda: Optional[bool
         epoch = mix_epoch(d, meta, cfg.model.seq_len, sequences_in(budget, cfg.model.seq_len))
         facts = dataclasses.replace(facts, epoch_sequences=epoch)
     layout = resolve_layout(cfg, world_size, cuda, facts)
+    if cfg.model.init_from:
+        _check_init_from(cfg, meta)
     if k.teacher:
         _check_teacher(cfg, meta, layout)
     return layout
+
+
+def _check_init_from(cfg: Config, meta) -> None:
+    from megarecipe.data.tokenizer import file_sha256
+
+    where = cfg.model.init_from
+    if not any(os.path.isfile(os.path.join(where, n)) for n in ("model.safetensors", "model.safetensors.index.json")):
+        raise ConfigError(f"model.init_from={where!r} has no model.safetensors (or its index); save the model with "
+                          f"safe_serialization (transformers' default)")
+    sp = os.path.join(where, "tokenizer.model")
+    if not os.path.isfile(sp):
+        raise ConfigError(f"model.init_from={cfg.model.init_from!r} has no tokenizer.model (sentencepiece), which "
+                          f"the data must be tokenized with; give a Llama directory that ships one")
+    if file_sha256(sp) != meta.tokenizer_sha256:
+        raise ConfigError(f"data.dir={cfg.data.dir!r} was prepared with another tokenizer than model.init_from's; "
+                          f"prepare it with tools/prepare_data.py --tokenizer {sp}")
 
 
 def _check_teacher(cfg: Config, meta, layout: Layout) -> None:
@@ -43,7 +66,8 @@ def _check_teacher(cfg: Config, meta, layout: Layout) -> None:
     k, seq_len = cfg.distill, cfg.model.seq_len
     try:
         if cache.is_cache(k.teacher):
-            cache.check(k.teacher, meta.tokenizer_sha256, seq_len, layout.num_sequences, k.temperature)
+            cache.check(k.teacher, meta.tokenizer_sha256, seq_len, layout.num_sequences, k.temperature,
+                        meta.content_sha256())
         else:
             teacher.check(k.teacher, meta.tokenizer_sha256, layout.tokenizer_vocab, seq_len)
     except teacher.TeacherError as e:

@@ -34,7 +34,10 @@ GRAD_NORM = "train/grad_norm"
 EPOCH = "train/epoch"
 SKIPPED = "train/skipped_batches"
 TOKENS_PER_SEC = "perf/tokens_per_sec"
-MFU = "perf/mfu"
+MFU = "perf/mfu"                         # per device: global model FLOPs/s / (world size x peak)
+STEP_TIME = "perf/step_time_s"
+MEMORY_GIB = "perf/memory_gib"           # CUDA max allocated, or the resident set on CPU, of rank 0
+TOKENS = "train/tokens"                  # training tokens consumed by the end of the step
 CONFIG_TEXT = "run/config"
 
 

@@ -1,11 +1,14 @@
 """Helpers the tests share: launching tiny runs the way users do, reading what they wrote, writing fake runs."""
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from megarecipe.launch import warm
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,21 +27,49 @@ def env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
 
 
+TRAINER = ("-m", "megarecipe.cli.train")
+
+
 def torchrun(nproc: int, overrides: list[str], extra_env: dict | None = None, timeout: int = 400,
-             program: tuple = ("-m", "megarecipe.cli.train")):
-    """nproc=0: plain `python -m megarecipe.cli.train`, no launcher."""
+             program: tuple = TRAINER, cold: bool = False):
+    """nproc=0: plain `python -m megarecipe.cli.train`, no launcher. The trainer starts warm (forked from the
+    session's preloaded server, as the local pool starts runs) unless cold or another program is asked for;
+    cold runs go through torchrun, as a user's would."""
+    run_env = {**env(), **(extra_env or {})}
+    if not cold and program == TRAINER and warm.cold_reason([]) is None:
+        return _warm(max(nproc, 1), ["configs/tiny.yaml", *overrides], run_env, timeout)
     launcher = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port())] \
         if nproc else [str(BIN / "python")]
     cmd = [*launcher, *program, "configs/tiny.yaml", *overrides]
-    return subprocess.run(cmd, cwd=REPO, env={**env(), **(extra_env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _warm(processes: int, args: list[str], run_env: dict, timeout: int) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as out:
+        stdout, stderr = os.path.join(out, "stdout"), os.path.join(out, "stderr")
+        proc = warm.start(args, run_env, str(REPO), stdout, stderr, processes=processes)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(args, code, _read(stdout), _read(stderr))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def train(tmp_path, name: str, nproc: int, data_dir: str, *overrides: str, extra_env=None, check=True,
-          program: tuple = ("-m", "megarecipe.cli.train")):
+          program: tuple = TRAINER, cold: bool = False):
     run_dir = tmp_path / name
     result = torchrun(nproc, [*TINY, f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides], extra_env,
-                      program=program)
+                      program=program, cold=cold)
     if check and result.returncode != 0:
         pytest.fail(f"{name} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return run_dir, result
@@ -54,6 +85,35 @@ def processes_of(run_dir) -> list[int]:
                     found.append(int(entry))
         except (OSError, ValueError):
             pass
+    return found
+
+
+def pid_parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (a warm run's ranks carry the forkserver's command line, not the run's)."""
+    parents = {int(e): pid_parent(int(e)) for e in os.listdir("/proc") if e.isdigit()}
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        kids = [p for p, parent in parents.items() if parent == here]
+        found += kids
+        todo += kids
     return found
 
 
@@ -108,3 +168,25 @@ PAPER_SIZES = {  # name -> total params, from the shapes in shared/paper-notes.m
     "1.4b": llama_params(2048, 7168, 16, 8, 16),
 }
 PAPER_K_ASYMPTOTES = {"150m": 3.4949, "300m": 3.2730, "600m": 3.2122, "1.4b": 3.1740}
+
+
+@contextlib.contextmanager
+def tmpfs(path, size: str = "2m", read_only: bool = False):
+    """A small file system of its own at `path` (a full disk, or a read-only one); skipped where mounting is not
+    allowed (not root, or no mount namespace)."""
+    os.makedirs(path, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({(done.stderr or done.stdout).strip()[:100]})")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def read_only(path) -> None:
+    """Remount the tmpfs at `path` read-only (what a read-only share looks like)."""
+    done = subprocess.run(["mount", "-o", "remount,ro", str(path)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot remount {path} read-only ({done.stderr.strip()[:100]})")

@@ -102,6 +102,10 @@ def check_points(x, y) -> tuple[np.ndarray, np.ndarray]:
         raise FitError(f"non-finite point (x={x[i]:g}, loss={y[i]:g}); remove it first")
     if (x <= 0).any():
         raise FitError(f"x must be > 0 for a power law; got x = {x[x <= 0][0]:g}")
+    if (y < 0).any():   # a cross-entropy is never negative, and the fit's E >= 0 would hide it
+        i = int(np.argmax(y < 0))
+        raise FitError(f"loss must be >= 0 (a cross-entropy); got loss = {y[i]:g} at x = {x[i]:g}; remove that "
+                       f"point or fix its loss")
     distinct = np.unique(x)
     if len(distinct) < 3:
         shown = ", ".join(f"{v:g}" for v in distinct)

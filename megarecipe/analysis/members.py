@@ -72,9 +72,29 @@ def check_compatible(members: list[Member]) -> None:
                                     f"(leave {m.name} out or retrain it)")
 
 
+def check_heldout(members: list[Member]) -> None:
+    """The data dir scored must hold what each member was trained and measured on (run.json's heldout): a data
+    dir prepared again in place, from other text with the same tokenizer, passes every other check."""
+    from megarecipe.data.errors import DataError
+    from megarecipe.data.meta import load_meta
+
+    data_dir = members[0].cfg.data.dir
+    try:
+        now = load_meta(data_dir).content_sha256()
+    except DataError:
+        return   # no data there: the scorer says so, naming the file
+    for m in members:
+        was = ((RunDir(m.run_dir).info() or {}).get("heldout") or {}).get("data_sha256")
+        if was and was != now:
+            raise EnsembleError(f"member {m.run_dir}: trained on data contents {was[:12]}, but data.dir={data_dir} "
+                                f"now holds {now[:12]} (prepared again since?); score it on the data it was trained "
+                                f"on (prepare that text again there) or retrain it")
+
+
 def read_members(run_dirs: list[str]) -> list[Member]:
     members = [read_member(d) for d in run_dirs]
     check_compatible(members)
+    check_heldout(members)
     return members
 
 

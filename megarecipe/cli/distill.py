@@ -116,8 +116,11 @@ def run_forwarding(cmd: list[str]) -> int:
     the whole group (the deepspeed runner alone would not pass them to the ranks), so `kill TOOL` stops the run with a
     checkpoint instead of leaving it training on its own."""
     proc = subprocess.Popen(cmd, start_new_session=True)
+    stops = []
 
     def forward(signum, frame):
+        if signum != signal.SIGUSR1:
+            stops.append(signum)
         try:   # Ctrl-C as SIGTERM: the trainer checkpoints on TERM (as under launchers/local.sh), SIGINT would not
             os.killpg(proc.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
         except ProcessLookupError:
@@ -127,6 +130,10 @@ def run_forwarding(cmd: list[str]) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
         code = proc.wait()
+        if stops and code in (0, 128 + signal.SIGTERM, -signal.SIGTERM):   # it stopped with a checkpoint, as asked
+            print(f"stopped by {signal.Signals(stops[0]).name}; the same command with run.resume=true continues "
+                  f"from its checkpoint", file=sys.stderr)
+            return 128 + stops[0]
         return 128 - code if code < 0 else code   # killed by signal N: the shell's 128 + N
     finally:
         for sig, handler in previous.items():
@@ -151,6 +158,11 @@ def _cache(args) -> int:
     except (ConfigError, DataError, TeacherError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # a read-only --out, or a disk that filled from elsewhere meanwhile
+        from megarecipe.errors import os_error_line
+
+        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}: top-{info['k']} of {info['vocab_size']} at {info['num_sequences']} x {info['seq_len']} "
           f"positions, T = {info['temperature']}; train with --teacher {args.out}")
     return 0
@@ -173,16 +185,6 @@ def _report(args) -> int:
     return 0
 
 
-def parse_count(text: str) -> int:
-    """200M -> 200_000_000; plain integers and K/M/B/T suffixes."""
-    scale = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}.get(text[-1:].upper(), 1)
-    try:
-        value = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        raise ValueError(f"--tokens {text!r} is not a count; write e.g. 200M or 65536") from None
-    return int(value)
-
-
 def _process_group(device: str):
     """`torchrun -m megarecipe.cli.distill sample ...`: the ranks share the shards; returns their barrier."""
     import torch.distributed as dist
@@ -199,6 +201,7 @@ def _leave_process_group() -> None:
 
 
 def _sample(args) -> int:
+    from megarecipe.config.numbers import parse_count
     from megarecipe.data.errors import DataError
     from megarecipe.distill.sample import sample, stderr_log
     from megarecipe.system import check_device, has_cuda
@@ -207,10 +210,11 @@ def _sample(args) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
         device = check_device(args.device) or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if has_cuda() else "cpu")
+        tokens = parse_count(args.tokens, "--tokens")
         barrier = _process_group(device) if world > 1 else None
-        meta = sample(args.teacher, args.out, parse_count(args.tokens), args.temperature, args.top_p, args.seed,
-                      args.batch, args.shard_sequences, device=device, bf16=device.startswith("cuda"),
-                      log=stderr_log, rank=rank, world=world, barrier=barrier)
+        meta = sample(args.teacher, args.out, tokens, args.temperature, args.top_p, args.seed, args.batch,
+                      args.shard_sequences, device=device, bf16=device.startswith("cuda"), log=stderr_log,
+                      rank=rank, world=world, barrier=barrier)
     except (DataError, TeacherError, ValueError) as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)

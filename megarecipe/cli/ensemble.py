@@ -126,7 +126,9 @@ def status(args) -> int:
 
 
 def evaluate(args, argv: list[str]) -> int:
+    from megarecipe import atomic
     from megarecipe.analysis.heldout import EnsembleError, format_losses, read_members
+    from megarecipe.errors import os_error_line
     from megarecipe.analysis.runs import RunError
     from megarecipe.recipes.ensemble import EnsembleSetupError, member_dirs
     from megarecipe.rundir import RunDir, RunDirError
@@ -158,8 +160,12 @@ def evaluate(args, argv: list[str]) -> int:
                                 f"so list each member once")
         members = read_members(run_dirs)
         RunDir(out).check_kind("ensemble")
+        if int(os.environ.get("RANK", "0")) == 0:
+            atomic.check_writable(out)   # before the scoring, not after it
     except (EnsembleError, EnsembleSetupError, RunDirError) as e:
         return fail(str(e))
+    except OSError as e:
+        return fail(os_error_line(e, out))
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.processes > 1 and world == 1:
@@ -179,6 +185,8 @@ def evaluate(args, argv: list[str]) -> int:
             write_result(out, members, losses)
     except (EnsembleError, RunError, ValueError) as e:   # RunDirError is a ValueError
         return fail(str(e)) if rank == 0 else 2
+    except OSError as e:   # the disk filled while the results were written
+        return fail(os_error_line(e, out)) if rank == 0 else 2
     if rank == 0:
         import json
 

@@ -63,19 +63,27 @@ def _evaluate(args, tasks: list[str]) -> int:
         check_device(args.device)
     except ValueError as e:
         return _fail(str(e))
+    from megarecipe import atomic
+    from megarecipe.errors import os_error_line
     try:
         check_tasks(tasks)
         for path in args.paths:
             check_members(member_exports(path))
+            atomic.check_writable(os.path.join(path, EVAL_DIR))   # before the scoring, not after it
     except ModelSourceError as e:
         return _fail(str(e))
+    except OSError as e:
+        return _fail(os_error_line(e, os.path.join(path, EVAL_DIR)))
     for path in args.paths:
         try:
             output = evaluate(path, tasks, limit=args.limit, batch_size=args.batch_size, device=args.device,
                               max_resident=args.max_resident, log_samples=args.log_samples)
         except ModelSourceError as e:
             return _fail(str(e))
-        stored = write_results(path, output, limit=args.limit)
+        try:
+            stored = write_results(path, output, limit=args.limit)
+        except OSError as e:   # the disk filled while the results were written
+            return _fail(os_error_line(e, os.path.join(path, EVAL_DIR)))
         print(results_table(stored, title=os.path.basename(os.path.normpath(path))))
         print(f"wrote {os.path.join(path, EVAL_DIR, TABLE_FILE)}")
     return 0

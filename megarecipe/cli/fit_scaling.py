@@ -10,6 +10,7 @@ Where several runs share x (a sweep) the best one is used. Writes OUT/report.md,
 """
 import argparse
 import csv
+import io
 import os
 import shlex
 import sys
@@ -172,10 +173,15 @@ def read_table(path):
     """Rows x,loss[,group]; a header row and '#' comments are allowed. Returns (group -> Points, x name)."""
     groups, x_name, header = {}, "x", False
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+        if "\0" in text:
+            raise UnicodeError("it holds NUL bytes")
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeError as e:   # a binary file
+        raise UsageError(f"{path} is not a text table ({e}); give a CSV of x,loss[,group] rows") from None
+    rows = list(csv.reader(io.StringIO(text)))
     for i, row in enumerate(rows, 1):
         row = [c.strip() for c in row]
         if not row or not any(row) or row[0].startswith("#"):

@@ -16,6 +16,7 @@ import sys
 import time
 
 from megarecipe.data.errors import DataError
+from megarecipe.errors import os_error_line
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                            shard=args.shard)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a full disk: the build beside --out is removed, an older data dir there kept
+        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
         return 2
     if args.shard:
         i, n = args.shard

@@ -38,6 +38,9 @@ def parse(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    from megarecipe.system import quiet_progress_bars
+
+    quiet_progress_bars()   # lm-eval's, datasets' and transformers' bars would bury the recipe's own lines
     from megarecipe.config import ConfigError
     from megarecipe.data.errors import DataError
     from megarecipe.launch import LaunchError

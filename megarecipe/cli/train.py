@@ -14,8 +14,10 @@ import sys
 from megarecipe.config import ConfigError, load_config
 from megarecipe.preflight import check_run
 from megarecipe.data.errors import DataError
+from megarecipe.errors import RunError
 from megarecipe.rank_errors import error_line
 from megarecipe.rundir import RunDirError
+from megarecipe.system import watch_stop_signals
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -39,6 +41,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    watch_stop_signals()
     from megarecipe.train.checkpoint import CheckpointError
     from megarecipe.train.loop import TrainingError, train
 
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(cfg, layout)
-    except (TrainingError, DataError, CheckpointError, RunDirError) as e:
+    except (TrainingError, DataError, CheckpointError, RunDirError, RunError) as e:
         import torch.distributed as dist
 
         report(e, before_group=not dist.is_initialized())

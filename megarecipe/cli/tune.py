@@ -44,6 +44,12 @@ def numbers(kind, least: float = 0.0, above: bool = False):
         if bad:
             raise argparse.ArgumentTypeError(f"{bad[0]} is out of range (each must be {'>' if above else '>='} "
                                              f"{least:g})")
+        from megarecipe.launch import number
+
+        for a, b in zip(values, values[1:], strict=False):   # names spell 6 digits: one run dir for both
+            if number(a) == number(b):
+                raise argparse.ArgumentTypeError(f"{a!r} and {b!r} both read {number(a)} in run names, so they "
+                                                 f"would share a run dir; give values that differ in 6 digits")
         return values
     return parse
 
@@ -107,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.status:
-        from megarecipe.recipes.status import report
+        from megarecipe.recipes.status import StatusError, report
         try:
             print(report(args.status), end="")
-        except FileNotFoundError:
-            print(f"error: --status: {args.status} does not exist; give a sweep directory", file=sys.stderr)
+        except StatusError as e:
+            print(f"error: --status: {e}", file=sys.stderr)
             return 2
         return 0
     from megarecipe.config import ConfigError

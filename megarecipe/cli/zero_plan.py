@@ -24,6 +24,7 @@ from megarecipe import atomic
 from megarecipe.config import ConfigError, load_config, resolve_layout
 from megarecipe.preflight import check_run
 
+MAX_LAYERS = 512
 GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
 
 
@@ -104,6 +105,9 @@ def _check_numbers(args) -> None:
         value = getattr(args, name)
         if value is not None:
             checks.append((f"--{name.replace('_', '-')}", value, value > 0))
+    for name in ("tp", "pp", "micro_batch"):
+        for value in getattr(args, name) or []:
+            checks.append((f"--{name.replace('_', '-')}", value, value >= 1))
     for flag, value, ok in checks:
         if not ok:
             raise ConfigError(f"{flag} {value:g}: out of range (counts >= 1, sizes and rates > 0, margin >= 0, "
@@ -161,6 +165,9 @@ def _run(args) -> int:
     if args.measure and gpu and args.nodes > 1:
         raise ConfigError("--measure: runs on this machine only; use --nodes 1")
     cfg = load_config(args.config, args.overrides)
+    if cfg.model.num_layers > MAX_LAYERS:   # each layer's tensors are listed per candidate: minutes, then hours
+        raise ConfigError(f"model.num_layers={cfg.model.num_layers}: the planner handles at most {MAX_LAYERS} layers "
+                          f"(the largest Llamas have 126); give a real model's depth")
     base = copy.deepcopy(cfg)   # the settings no candidate changes must be sound (and the data there, to measure)
     base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
     base.train.precision = "fp32"

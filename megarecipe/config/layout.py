@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from megarecipe.config.ds_config import read_ds_config, zero_stage
+from megarecipe.config.ds_config import check_not_set, read_ds_config, zero_stage
 from megarecipe.config.schema import Config, ConfigError
 from megarecipe.config.sources import mix_sources
 from megarecipe.system import has_cuda
@@ -112,14 +112,16 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
     _check(not (p.pp > 1 and stage > 1),
            f"parallel.pp={p.pp} with ZeRO stage {stage} is not supported (ZeRO-2/3 shard gradients that pipeline "
            f"stages accumulate); use parallel.ds_config=zero1 or zero0 with pipeline parallelism")
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
-        _check(key not in ds, f"parallel.ds_config: remove {key!r} from the JSON; batch sizes come from train.* only")
+    check_not_set(ds)
 
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} must be > 0")
     _check(0 <= o.weight_decay < math.inf, f"optim.weight_decay={o.weight_decay} must be >= 0 and finite")
     _check(o.eps >= 0, f"optim.eps={o.eps} must be >= 0")
     _check(0 <= o.warmup_frac < 1, f"optim.warmup_frac={o.warmup_frac} must be in [0, 1)")
     _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)")
+    _check(o.schedule in ("cosine", "wsd"), f"optim.schedule={o.schedule!r}; use cosine or wsd")
+    _check(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio={o.min_lr_ratio} must be in [0, 1]")
+    _check(0 < o.decay_frac <= 1, f"optim.decay_frac={o.decay_frac} must be in (0, 1]")
     _check(o.grad_clip >= 0, f"optim.grad_clip={o.grad_clip} must be >= 0 (0 turns clipping off)")
 
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
@@ -148,6 +150,12 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
            f"data.val_tokens={d.val_tokens} must exceed model.seq_len={m.seq_len} or be null")
 
     mix_sources(d)
+    if cfg.logging.wandb and here:
+        import importlib.util
+
+        _check(importlib.util.find_spec("wandb") is not None,
+               "logging.wandb=true needs wandb (pip install wandb, or pip install -e \".[wandb]\"); or set "
+               "logging.wandb=false")
     k = cfg.distill
     _check(0 <= k.alpha <= 1, f"distill.alpha={k.alpha} must be in [0, 1]")
     _check(k.temperature > 0 and math.isfinite(k.temperature), f"distill.temperature={k.temperature} must be > 0")
@@ -161,6 +169,8 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
             _check(d.train_tokens <= data.train_tokens,
                    f"data.train_tokens={d.train_tokens} is larger than the {data.train_tokens} training tokens "
                    f"prepared in {d.dir}; lower it or prepare more text")
+    _check(m.vocab_size is None or m.vocab_size >= 1,
+           f"model.vocab_size={m.vocab_size} must be >= 1, or null for the tokenizer's, padded")
     vocab = m.vocab_size if m.vocab_size is not None else pad_vocab(tok_vocab or 1, p.tp)
     _check(vocab >= tok_vocab, f"model.vocab_size={vocab} is smaller than the tokenizer's {tok_vocab}; "
                                f"set model.vocab_size >= {tok_vocab} or leave it null")

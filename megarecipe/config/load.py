@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from megarecipe import atomic
+from megarecipe.config.numbers import written_count, counts_to_ints, is_int_field, parse_count
 from megarecipe.config.schema import Config, ConfigError
 from megarecipe.config.sources import mix_sources
 
@@ -26,7 +27,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         if path:
             path = resolve_preset(path)
             try:
-                layers.append(OmegaConf.load(path))
+                layers.append(_with_counts(OmegaConf.load(path)))
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
             except (UnicodeDecodeError, OSError) as e:
@@ -34,6 +35,9 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         for item in overrides or []:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value; write e.g. optim.lr=1e-3")
+            key, _, value = item.partition("=")
+            if is_int_field(Config, key) and written_count(value):   # the text as typed: 1e400 is not inf
+                item = f"{key}={parse_count(value, key)}"
             layers.append(OmegaConf.from_dotlist([item]))
         cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
         if cfg.data.mix:
@@ -45,8 +49,13 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
     except (TypeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
-                          f"(run, data, model, optim, parallel, train, distill)") from None
+                          f"(run, data, model, optim, parallel, train, distill, logging)") from None
 
+def _with_counts(layer):
+    """Integer fields may be written as counts: data.train_tokens=200M, 1.5B, 1e9."""
+    if not isinstance(layer, DictConfig):
+        return layer   # not a mapping: the merge names the problem
+    return OmegaConf.create(counts_to_ints(OmegaConf.to_container(layer, resolve=False), Config))
 
 
 def resolve_preset(path: str) -> str:

@@ -44,6 +44,9 @@ class ModelConfig:
     init_std: float = 0.02
     recompute: str = "none"              # activation recomputation: none, selective (attention) or full (per layer)
     kernels: str = "auto"                # layer implementation: auto, local, sdpa or te (model/llama.py)
+    # a local Hugging Face Llama dir: its config.json sets the shape above (and vocab_size), its weights are the
+    # model at step 0, and data.dir must be tokenized with its tokenizer.model (continued pre-training)
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -55,6 +58,9 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_frac: float = 0.01
     grad_clip: float = 1.0
+    schedule: str = "cosine"             # after warm-up: cosine (the paper's) or wsd (stable, then a linear decay)
+    min_lr_ratio: float = 0.0            # the LR the schedule ends at, as a fraction of optim.lr
+    decay_frac: float = 0.2              # wsd only: the final fraction of the post-warm-up steps that decays
 
 
 @dataclass
@@ -76,8 +82,8 @@ class TrainConfig:
     stop_after: Optional[int] = None     # stop (with a checkpoint) after this many steps; the schedule is unchanged
     on_nonfinite: str = "stop"           # "stop" names the step and exits; "skip" drops the batch
     precision: str = "auto"              # auto = bf16 on GPU, fp32 on CPU
-    log_every: int = 1
-    progress: bool = True
+    log_every: int = 1                   # steps between log lines (rank 0, stdout) and TensorBoard train scalars
+    progress: bool = True                # a tqdm bar as well, when stderr is a terminal
 
 
 @dataclass
@@ -85,6 +91,13 @@ class DistillConfig:
     teacher: Optional[str] = None        # a finished run (RUN/export) or an ensemble dir (ensemble.json); null = none
     alpha: float = 0.9                   # weight of the teacher's term; 1 - alpha weighs the real next token
     temperature: float = 1.0
+
+
+@dataclass
+class LoggingConfig:
+    wandb: bool = False                  # also log to Weights & Biases (pip install wandb); TensorBoard always
+    wandb_project: str = "megarecipe"
+    wandb_entity: Optional[str] = None   # a W&B team or user; None = the logged-in user's default
 
 
 @dataclass
@@ -96,3 +109,4 @@ class Config:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

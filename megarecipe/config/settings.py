@@ -19,8 +19,18 @@ def run_settings(cfg: Config) -> dict:
     for section, names in _OPERATIONAL.items():
         for name in names:
             plain[section].pop(name)
+    plain.pop("logging")   # where the curves also go
+    if plain["model"]["init_from"] is None:   # a run from random weights: its settings as before init_from existed
+        plain["model"].pop("init_from")
     if not plain["distill"]["teacher"]:   # alpha and temperature mean nothing without a teacher
         plain.pop("distill")
+    optim = plain["optim"]   # the schedule's settings at their defaults: a run's settings are what they were before
+    if optim["schedule"] != "wsd":   # they existed (decay_frac means nothing to cosine)
+        optim.pop("decay_frac")
+    if optim["schedule"] == "cosine":
+        optim.pop("schedule")
+    if optim["min_lr_ratio"] == 0:
+        optim.pop("min_lr_ratio")
     if not plain["data"]["mix"]:   # a single-dir run's settings are what they were before data.mix existed
         plain["data"].pop("mix")
     return plain

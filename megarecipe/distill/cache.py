@@ -13,14 +13,17 @@ distillation from the cache equals distillation from the live teacher.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from megarecipe.distill.sources import CACHE_JSON, is_cache, read_info
+from megarecipe.errors import RunError
 
 __all__ = ["CACHE_JSON", "FORMAT", "CachedTeacher", "TopK", "build", "check", "is_cache", "read_info"]
 FORMAT = 1
@@ -52,34 +55,68 @@ def build(teacher_dir: str, data_dir: str, seq_len: int, budget_tokens: int | No
     teachers.check(teacher_dir, data.meta.tokenizer_sha256, vocab, seq_len)
     if not 1 <= k <= vocab:
         raise ValueError(f"--k={k} must be in [1, {vocab}] (the tokenizer's vocabulary)")
-    model = teachers.Teacher(teacher_dir, device, bf16)
     n = data.num_sequences
+    need = 4 * n * seq_len * (2 * k + 1)
+    free = _free_bytes(out)
+    if need > free:
+        raise teachers.TeacherError(_no_room(out, need, free))
+    model = teachers.Teacher(teacher_dir, device, bf16)
     tmp = build_dir(out)
-    logp = np.lib.format.open_memmap(os.path.join(tmp, "logp.npy"), "w+", np.float32, (n, seq_len, k))
-    ids = np.lib.format.open_memmap(os.path.join(tmp, "ids.npy"), "w+", np.int32, (n, seq_len, k))
-    tail = np.lib.format.open_memmap(os.path.join(tmp, "tail.npy"), "w+", np.float32, (n, seq_len))
-    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="teacher", unit="batch"):
-        rows = np.arange(start, min(n, start + batch_size))
-        tokens, _ = data.windows(rows)
-        full = torch.log_softmax(model.logits(tokens)[..., :vocab] / temperature, dim=-1)
-        top, top_ids = full.topk(k, dim=-1)
-        rest = full.exp().sum(-1) - top.exp().sum(-1) if k < vocab else torch.zeros(full.shape[:-1])
-        logp[rows] = top.cpu().numpy()
-        ids[rows] = top_ids.int().cpu().numpy()
-        tail[rows] = rest.clamp(min=0).cpu().numpy()
-    for array in (logp, ids, tail):
-        array.flush()
-    info = {"format": FORMAT, "teacher": teachers.identity(teacher_dir), "k": k, "temperature": temperature,
-            "tokenizer_sha256": data.meta.tokenizer_sha256, "vocab_size": vocab, "seq_len": seq_len,
-            "num_sequences": n}
-    with open(os.path.join(tmp, CACHE_JSON), "w") as f:
-        json.dump(info, f, indent=1)
+    try:   # space claimed before the arrays are mapped: a full disk under a mapping is a SIGBUS, not an error
+        logp, ids, tail = (_mapped(os.path.join(tmp, name), dtype, shape) for name, dtype, shape in (
+            ("logp.npy", np.float32, (n, seq_len, k)), ("ids.npy", np.int32, (n, seq_len, k)),
+            ("tail.npy", np.float32, (n, seq_len))))
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise teachers.TeacherError(_no_room(out, need, _free_bytes(out))) from None
+        raise
+    try:
+        for start in tqdm(range(0, n, batch_size), disable=not progress, desc="teacher", unit="batch"):
+            rows = np.arange(start, min(n, start + batch_size))
+            tokens, _ = data.windows(rows)
+            full = torch.log_softmax(model.logits(tokens)[..., :vocab] / temperature, dim=-1)
+            top, top_ids = full.topk(k, dim=-1)
+            rest = full.exp().sum(-1) - top.exp().sum(-1) if k < vocab else torch.zeros(full.shape[:-1])
+            logp[rows] = top.cpu().numpy()
+            ids[rows] = top_ids.int().cpu().numpy()
+            tail[rows] = rest.clamp(min=0).cpu().numpy()
+        for array in (logp, ids, tail):
+            array.flush()
+        info = {"format": FORMAT, "teacher": teachers.identity(teacher_dir), "k": k, "temperature": temperature,
+                "tokenizer_sha256": data.meta.tokenizer_sha256, "data_sha256": data.meta.content_sha256(),
+                "vocab_size": vocab, "seq_len": seq_len, "num_sequences": n}
+        with open(os.path.join(tmp, CACHE_JSON), "w") as f:
+            json.dump(info, f, indent=1)
+    except BaseException:   # a half-written build would keep a full disk full
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, out)   # the old cache goes only once the new one is complete
     return info
 
 
-def check(path: str, tokenizer_sha256: str, seq_len: int, num_sequences: int, temperature: float) -> dict:
-    """The cache must cover exactly the student's training sequences, at the student's temperature."""
+def _mapped(path: str, dtype, shape) -> np.memmap:
+    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+    return array
+
+
+def _free_bytes(path: str) -> int:
+    while not os.path.isdir(path):   # the nearest folder that exists: OUT and its parents may be made later
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def _no_room(out: str, need: int, free: int) -> str:
+    return (f"--out {out}: the cache needs {need / 1e9:.3g} GB and its file system has {free / 1e9:.3g} GB free; "
+            f"free space there, give --out on a larger disk, or lower --k")
+
+
+def check(path: str, tokenizer_sha256: str, seq_len: int, num_sequences: int, temperature: float,
+          data_sha256: str | None = None) -> dict:
+    """The cache must cover exactly the student's training sequences (of this data dir's contents: data_sha256),
+    at the student's temperature."""
     from megarecipe.distill.teacher import TeacherError
 
     try:
@@ -91,6 +128,8 @@ def check(path: str, tokenizer_sha256: str, seq_len: int, num_sequences: int, te
                            f"rebuild the cache")
     want = {"format": FORMAT, "tokenizer_sha256": tokenizer_sha256, "seq_len": seq_len,
             "num_sequences": num_sequences, "temperature": temperature}
+    if data_sha256 is not None:   # another data dir with the same tokenizer and budget has other tokens
+        want["data_sha256"] = data_sha256
     for key, value in want.items():
         if info.get(key) != value:
             raise TeacherError(f"distill.teacher: the cache {path} has {key}={info.get(key)!r}, the student needs "
@@ -113,12 +152,24 @@ class CachedTeacher:
     """Microbatch (with its sequence ids) -> TopK, read from the memory-mapped cache."""
 
     def __init__(self, path: str):
+        self.path, self.vocab = path, read_info(path)["vocab_size"]
         self.logp = np.load(os.path.join(path, "logp.npy"), mmap_mode="r")
         self.ids = np.load(os.path.join(path, "ids.npy"), mmap_mode="r")
         self.tail = np.load(os.path.join(path, "tail.npy"), mmap_mode="r")
 
     def __call__(self, batch) -> TopK:
         rows = np.asarray(batch.ids)
-        return TopK(torch.from_numpy(np.ascontiguousarray(self.logp[rows])),
-                    torch.from_numpy(self.ids[rows].astype(np.int64)),
-                    torch.from_numpy(np.ascontiguousarray(self.tail[rows])))
+        logp, tail = np.ascontiguousarray(self.logp[rows]), np.ascontiguousarray(self.tail[rows])
+        ids = self.ids[rows].astype(np.int64)
+        # a damaged cache, not a bad LR: an id outside the vocabulary indexes past the student's logits
+        outside = (ids < 0) | (ids >= self.vocab)
+        if outside.any():
+            where = np.argwhere(outside)[0]
+            raise RunError(f"distill.teacher: {self.path}/ids.npy holds token id {ids[tuple(where)]} at training "
+                           f"sequence {rows[where[0]]}, outside the vocabulary of {self.vocab}; the cache is damaged: "
+                           f"rebuild it with tools/distill.py cache")
+        finite = np.isfinite(logp).all(axis=(1, 2)) & np.isfinite(tail).all(axis=1)
+        if not finite.all():
+            raise RunError(f"distill.teacher: {self.path} holds non-finite log-probabilities at training sequence "
+                           f"{rows[np.argmin(finite)]}; the cache is damaged: rebuild it with tools/distill.py cache")
+        return TopK(torch.from_numpy(logp), torch.from_numpy(ids), torch.from_numpy(tail))

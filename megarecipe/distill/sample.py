@@ -14,6 +14,7 @@ shards go.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -46,11 +47,11 @@ def plan_for(teacher: str, tokens: int, temperature: float, top_p: float | None,
     if tok is None:
         raise DataError(f"--teacher {teacher}: {ms[0].export} holds no tokenizer; re-export the member with its "
                         f"tokenizer")
-    for name, ok in (("--tokens", tokens >= ms[0].seq_len), ("--temperature", temperature > 0),
+    for name, ok in (("--tokens", tokens >= ms[0].seq_len), ("--temperature", 0 < temperature < math.inf),
                      ("--top-p", top_p is None or 0 < top_p <= 1), ("--seed", seed >= 0), ("--batch", batch >= 1),
                      ("--shard-sequences", shard_sequences >= 1)):
         if not ok:
-            raise DataError(f"{name} is out of range (tokens >= seq_len {ms[0].seq_len}, temperature > 0, "
+            raise DataError(f"{name} is out of range (tokens >= seq_len {ms[0].seq_len}, 0 < temperature < inf, "
                             f"0 < top-p <= 1, seed >= 0, batch and shard size >= 1); fix the option")
     sp = load_tokenizer(ms[0].export)
     who = teachers.identity(teacher)

@@ -14,7 +14,8 @@
   launch() goes on with the others; a later call reads it back as failed unless retry_failed=True. Each run's
   stdout and stderr are appended to RUN/train.log.
 - Backends: "local" (megarecipe/launch/pool.py: at most `parallel` runs at once, each with its own port and
-  its share of the GPUs or CPU threads) and "slurm" (megarecipe/launch/slurm.py: one sbatch job array).
+  its share of the GPUs or CPU threads; on CPU each run's ranks are forked warm from one import of the training
+  stack, megarecipe/launch/warm.py) and "slurm" (megarecipe/launch/slurm.py: one sbatch job array).
 
 This layer reads and starts run directories; it never imports the training stack.
 """
@@ -47,9 +48,10 @@ def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retr
         raise LaunchError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
     if parallel < 1 or retries < 0:
         raise LaunchError(f"parallel={parallel} must be >= 1 and retries={retries} >= 0")
-    dirs = [os.path.normpath(s.run_dir) for s in specs]
-    if len(set(dirs)) != len(dirs):
-        raise LaunchError("two runs share a run_dir; give each run its own directory")
+    dirs = [os.path.realpath(s.run_dir) for s in specs]
+    twice = next((d for i, d in enumerate(dirs) if d in dirs[:i]), None)
+    if twice:
+        raise LaunchError(f"two runs share the run_dir {twice}; give each run its own directory")
     results, todo = {}, []
     for spec in specs:
         sha, _ = settings_of(spec, cuda=True if backend == "slurm" else None)   # Slurm: GPU nodes, not this one

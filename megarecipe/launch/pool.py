@@ -1,7 +1,9 @@
 """The local backend: a pool of concurrent training runs on this machine.
 
-Each run is `python -m megarecipe.cli.train` (one process) or `launchers/local.sh N` (N processes through the
-deepspeed launcher; `deepspeed --num_gpus N --module megarecipe.cli.train` in an installed copy), with its own
+On CPU each run starts warm (megarecipe/launch/warm.py): its ranks are forked from a server that imported the
+training stack once. Otherwise (GPUs, MEGARECIPE_WARM=0) a run is `python -m megarecipe.cli.train` (one process)
+or `launchers/local.sh N` (N processes through the deepspeed launcher; `deepspeed --num_gpus N --module
+megarecipe.cli.train` in an installed copy). Either way each run has its own
 rendezvous port, its output appended to RUN/train.log, and its share of the machine: on GPUs, `processes`
 devices of its own (CUDA_VISIBLE_DEVICES); on CPU, cpu_count // (parallel * processes) threads per rank
 (OMP_NUM_THREADS and MEGARECIPE_THREADS, which the trainer obeys). At most `parallel` runs are alive at once.
@@ -21,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from megarecipe.launch import policy
+from megarecipe.launch import policy, warm
 from megarecipe.launch.spec import LOG, RunResult, RunSpec, mark_failed, progress_step, result_of
 from megarecipe.rundir import FINISHED, RunDir
 from megarecipe.system import free_port
@@ -62,7 +64,7 @@ def command(spec: RunSpec) -> list[str]:
 @dataclass
 class _Live:
     spec: RunSpec
-    proc: subprocess.Popen
+    proc: subprocess.Popen | warm.WarmRun
     gpus: list[str]
     step_before: int
     started: float
@@ -90,11 +92,18 @@ class LocalPool:
         if self.gpu_mode:
             gpus, self.free_gpus = self.free_gpus[:spec.processes], self.free_gpus[spec.processes:]
         os.makedirs(spec.run_dir, exist_ok=True)
-        cmd = command(spec)
-        with open(os.path.join(spec.run_dir, LOG), "ab") as log:
-            log.write(f"== launch attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+        log_path = os.path.join(spec.run_dir, LOG)
+        cold = warm.cold_reason(gpus=self.free_gpus + gpus)
+        cmd = command(spec) if cold else ["megarecipe.cli.train", *spec.trainer_args()]
+        how = f"cold ({cold})" if cold else f"warm, {spec.processes} rank(s)"
+        with open(log_path, "ab") as log:
+            log.write(f"== launch attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}, {how}: "
                       f"{shlex.join(cmd)}\n".encode())
             log.flush()
+            if not cold:
+                proc = warm.start(spec.trainer_args(), self._env(spec, gpus), os.getcwd(), log_path,
+                                  processes=spec.processes)
+                return _Live(spec, proc, gpus, progress_step(spec.run_dir), time.monotonic())
             # SIGINT ignored: a terminal's Ctrl-C, which reaches the whole process group, would end the trainer at
             # once and lose its steps since the last checkpoint; the tool sends it SIGTERM instead (it checkpoints)
             with _sigint_ignored():   # inherited through fork and exec (a preexec_fn is unsafe with threads)

@@ -56,7 +56,7 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     tmp = atomic.build_dir(out_dir)
     weights = os.path.join(tmp, "model.safetensors")
     save_file({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
-    os.chmod(weights, _file_mode())   # safetensors writes through a private temporary file (mode 0600)
+    os.chmod(weights, atomic.file_mode())   # safetensors writes through a private temporary file (mode 0600)
     save_config(cfg, os.path.join(tmp, "config.yaml"))
     total, non_embedding = count_params(cfg.model, vocab_size)
     info = {"format": FORMAT, "vocab_size": vocab_size, "params": total, "params_non_embedding": non_embedding,
@@ -72,13 +72,6 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
         json.dump(info, f, indent=1)
     atomic.replace_dir(tmp, out_dir)
     return out_dir
-
-
-def _file_mode() -> int:
-    """The mode open() gives a new file: 0666 less the umask (which can only be read by setting it)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _damaged(path: str, why: str) -> ValueError:

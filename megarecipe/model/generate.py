@@ -12,9 +12,15 @@ import torch
 from megarecipe.model.reference import KVCache
 
 
-def next_distribution(logits: torch.Tensor, temperature: float, top_p: float | None) -> torch.Tensor:
-    """logits [b, V] -> probabilities [b, V] (fp32) at `temperature`, zero outside the top-p nucleus."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+def next_distribution(logits: torch.Tensor, temperature: float, top_p: float | None,
+                      top_k: int | None = None) -> torch.Tensor:
+    """logits [b, V] -> probabilities [b, V] (fp32) at `temperature`, zero outside the k most likely tokens and
+    then outside the top-p nucleus."""
+    logits = logits.float()
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits / temperature, dim=-1)
     if top_p is None or top_p >= 1:
         return probs
     sorted_probs, order = probs.sort(dim=-1, descending=True)
@@ -27,7 +33,7 @@ def next_distribution(logits: torch.Tensor, temperature: float, top_p: float | N
 @torch.no_grad()
 def generate(models: list, prompt: torch.Tensor, steps: int, vocab: int, temperature: float = 1.0,
              top_p: float | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
-             greedy: bool = False) -> torch.Tensor:
+             greedy: bool = False, top_k: int | None = None) -> torch.Tensor:
     """prompt [b, p] -> [b, p + steps]: the prompt followed by `steps` drawn tokens, each in [0, vocab)."""
     tokens = prompt
     caches = [KVCache(len(m.decoder.layers)) if use_cache else None for m in models]
@@ -41,7 +47,7 @@ def generate(models: list, prompt: torch.Tensor, steps: int, vocab: int, tempera
         if greedy:
             draw = logits.argmax(dim=-1, keepdim=True)
         else:
-            probs = next_distribution(logits, temperature, top_p)
+            probs = next_distribution(logits, temperature, top_p, top_k)
             draw = torch.multinomial(probs.cpu(), 1, generator=generator).to(tokens.device)
         tokens = torch.cat([tokens, draw], dim=1)
         new = draw

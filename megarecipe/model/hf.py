@@ -13,13 +13,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import tempfile
 
 import torch
 from safetensors.torch import save_file
 
-from megarecipe.atomic import build_dir, replace_dir
+from megarecipe.atomic import build_dir, file_mode, replace_dir
 from megarecipe.config import ModelConfig
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
@@ -50,6 +51,50 @@ def hf_state_dict(state: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, t
             dst + "mlp.down_proj.weight": state[src + "mlp.linear_fc2.weight"],
         })
     return {k: v.detach().float().contiguous().clone() for k, v in out.items()}
+
+
+def from_hf_state_dict(hf: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, torch.Tensor]:
+    """transformers Llama names -> canonical megarecipe ones; the inverse of hf_state_dict. A model with tied
+    embeddings (no lm_head.weight) gets the embedding as its output layer too."""
+    heads, groups = m.num_attention_heads, m.num_query_groups
+    head_dim, per_group = m.hidden_size // heads, heads // groups
+    embedding = hf["model.embed_tokens.weight"]
+    out = {"embedding.word_embeddings.weight": embedding, "decoder.final_layernorm.weight": hf["model.norm.weight"],
+           "output_layer.weight": hf.get("lm_head.weight", embedding)}
+    for i in range(m.num_layers):
+        src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
+        q = hf[src + "self_attn.q_proj.weight"].view(groups, per_group, head_dim, m.hidden_size)
+        k = hf[src + "self_attn.k_proj.weight"].view(groups, 1, head_dim, m.hidden_size)
+        v = hf[src + "self_attn.v_proj.weight"].view(groups, 1, head_dim, m.hidden_size)
+        out.update({
+            dst + "input_layernorm.weight": hf[src + "input_layernorm.weight"],
+            dst + "pre_mlp_layernorm.weight": hf[src + "post_attention_layernorm.weight"],
+            dst + "self_attention.linear_qkv.weight": torch.cat([q, k, v], dim=1).reshape(-1, m.hidden_size),
+            dst + "self_attention.linear_proj.weight": hf[src + "self_attn.o_proj.weight"],
+            dst + "mlp.linear_fc1.weight": torch.cat([hf[src + "mlp.gate_proj.weight"],
+                                                      hf[src + "mlp.up_proj.weight"]], dim=0),
+            dst + "mlp.linear_fc2.weight": hf[src + "mlp.down_proj.weight"],
+        })
+    return {k: v.float().contiguous() for k, v in out.items()}
+
+
+def read_hf_weights(path: str) -> dict[str, torch.Tensor]:
+    """A Hugging Face directory's safetensors weights, one file or sharded (model.safetensors.index.json)."""
+    from safetensors.torch import load_file
+
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    elif os.path.isfile(os.path.join(path, "model.safetensors")):
+        files = ["model.safetensors"]
+    else:
+        raise ValueError(f"model.init_from={path!r}: no model.safetensors (or its index); save the model with "
+                         f"safe_serialization (transformers' default)")
+    state = {}
+    for name in files:
+        state.update(load_file(os.path.join(path, name)))
+    return state
 
 
 def hf_config(m: ModelConfig, vocab_size: int, bos_id: int | None, eos_id: int | None) -> dict:
@@ -128,8 +173,22 @@ def run_tokenizer(export_dir: str):
                                    add_bos_token=False, add_eos_token=False)
 
 
-def export_hf(export_dir: str, out_dir: str) -> str:
-    """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place."""
+def _save_file(tensors: dict, path: str) -> None:
+    """safetensors' save_file, whose I/O errors (its own exception type) become the OSError they are."""
+    try:
+        save_file(tensors, path, metadata={"format": "pt"})
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if not code:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
+
+
+def export_hf(export_dir: str, out_dir: str, origin: dict | None = None) -> str:
+    """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place. `origin` is what
+    megarecipe.json names as the source (default: the export dir)."""
+    from transformers import GenerationConfig
+
     from megarecipe.model.export import load_export
 
     out_dir = os.path.realpath(out_dir)   # one path for the check and the write
@@ -140,15 +199,22 @@ def export_hf(export_dir: str, out_dir: str) -> str:
     model, cfg, info = load_export(export_dir)
     tokenizer = run_tokenizer(export_dir)
     tmp = build_dir(out_dir)
-    save_file(hf_state_dict(model.state_dict(), cfg.model), os.path.join(tmp, "model.safetensors"),
-              metadata={"format": "pt"})
-    config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
-    tokenizer.model_max_length = cfg.model.seq_len
-    tokenizer.save_pretrained(tmp)
-    with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
-        json.dump({"export": os.path.abspath(export_dir), "tokenizer_sha256": info["tokenizer_sha256"],
-                   "params": info["params"]}, f, indent=1)
+    try:
+        weights = os.path.join(tmp, "model.safetensors")
+        _save_file(hf_state_dict(model.state_dict(), cfg.model), weights)
+        os.chmod(weights, file_mode())   # safetensors writes through a private temporary file (mode 0600)
+        config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f, indent=1)
+        GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         max_length=cfg.model.seq_len).save_pretrained(tmp)
+        tokenizer.model_max_length = cfg.model.seq_len
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "megarecipe.json"), "w") as f:
+            json.dump({**(origin or {"export": os.path.abspath(export_dir)}),
+                       "tokenizer_sha256": info["tokenizer_sha256"], "params": info["params"]}, f, indent=1)
+    except BaseException:   # a full disk: the half-written build would keep it full
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, out_dir)
     return out_dir

@@ -14,7 +14,12 @@ def count_params(m: ModelConfig, vocab_size: int) -> tuple[int, int]:
 
 
 def flops_per_token(m: ModelConfig, vocab_size: int) -> float:
-    """Training FLOPs per token: 6 per weight (forward + backward) plus attention scores over the sequence."""
+    """Model FLOPs to train on one token, as Megatron and torchtitan count them: 6N + 12 L h s.
+
+    6N: each weight of a matmul is one multiply-add (2 FLOPs) forward and two backward; N counts the layers'
+    weights and the output head but not the input embedding (a lookup) or the norms. 12 L h s: per layer, the
+    scores QK^T and their product with V are 2 x 2 h s FLOPs forward per token over a window of s, x3 with the
+    backward. The causal mask's unused half is counted, as both projects do, so MFU compares across them."""
     _, non_embedding = count_params(m, vocab_size)
     matmul_params = non_embedding + vocab_size * m.hidden_size
-    return 6 * matmul_params + 6 * m.num_layers * m.hidden_size * m.seq_len
+    return 6 * matmul_params + 12 * m.num_layers * m.hidden_size * m.seq_len

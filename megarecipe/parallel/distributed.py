@@ -3,12 +3,11 @@ tensor/pipeline groups, and decisions every rank must take together."""
 from __future__ import annotations
 
 import os
-import signal
 
 import torch
 import torch.distributed as dist
 
-from megarecipe.system import free_port
+from megarecipe.system import free_port, stop_requested, watch_stop_signals
 
 
 def rank() -> int:
@@ -78,12 +77,12 @@ class StopRequest:
     step."""
 
     def __init__(self, device: torch.device):
-        self.device, self.requested = device, False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._request)
+        self.device = device
+        watch_stop_signals()   # already watched since the trainer started, when it came through cli.train
 
-    def _request(self, signum, frame):
-        self.requested = True
+    @property
+    def requested(self) -> bool:
+        return stop_requested()
 
     def agreed(self) -> bool:
         return any_rank(self.requested, self.device)

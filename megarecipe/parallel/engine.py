@@ -1,4 +1,4 @@
-"""The DeepSpeed engine: its JSON derived from the run config, the AdamW groups, the cosine schedule.
+"""The DeepSpeed engine: its JSON derived from the run config, the AdamW groups, the LR schedule.
 
 Microbatches are driven by megatron's schedule (so pipeline and non-pipeline runs share one path) and
 `engine.step()` is the single gradient-reduction point: DeepSpeed runs with gradient_accumulation_steps=1
@@ -44,22 +44,34 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine to zero at `total`; `step` counts from 0."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0,
+              decay_frac: float = 0.2) -> float:
+    """The LR multiplier of step `step` (from 0): linear warm-up over `warmup` steps, then
+    cosine: half a cosine from 1 down to min_ratio at `total` (the paper's schedule), or
+    wsd (warmup-stable-decay): 1 until the last decay_frac of the steps after warm-up, then linear to min_ratio."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "wsd":
+        decay = max(1, math.ceil(decay_frac * (total - warmup)))
+        left = (total - step) / decay
+        return min_ratio + (1.0 - min_ratio) * max(0.0, min(1.0, left))
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def lr_schedule(cfg: Config, layout: Layout):
+    """step -> LR multiplier, as the run's optim.* settings define it."""
+    o, total, warmup = cfg.optim, layout.total_steps, layout.warmup_steps
+    return lambda step: lr_factor(step, total, warmup, o.schedule, o.min_lr_ratio, o.decay_frac)
 
 
 def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool):
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2),
                                   eps=o.eps)
-    total, warmup = layout.total_steps, layout.warmup_steps
 
     def schedule(opt):
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
+        return torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, layout))
 
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=ds_config(cfg, layout, bf16), mpu=MegatronMPU())

@@ -16,7 +16,7 @@ from megatron.core import parallel_state as ps
 from megarecipe.model.convert import canonical_name, global_layer_name, merge_tensor_parallel
 
 
-def _layer_offset(model) -> int:
+def layer_offset(model) -> int:
     decoder = getattr(model, "decoder", None)
     layers = getattr(decoder, "layers", None)
     return layers[0].layer_number - 1 if layers is not None and len(layers) else 0
@@ -41,7 +41,7 @@ def full_state_dict(model, zero_stage: int, device: torch.device) -> dict | None
         return None
 
     tp = ps.get_tensor_model_parallel_world_size()
-    offset = _layer_offset(model)
+    offset = layer_offset(model)
     merged = {}
     for name, p in params:
         tensor = local[name].to(device)

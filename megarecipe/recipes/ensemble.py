@@ -122,8 +122,14 @@ def _member_state(seed: int, path: str) -> MemberState:
     except RunDirError as e:
         return MemberState(seed, path, rundir.FAILED, str(e))
     total = (info.get("facts") or {}).get("total_steps")
-    step = info.get("step")
+    saved = _checkpoint_step(run.checkpoints)   # run.json's step is written at the start and at the end only
+    steps = [s for s in (info.get("step"), saved) if isinstance(s, int)]
+    step = max(steps) if steps else None
     detail = f"step {step}/{total}" if step is not None and total else ""
+    signal = _killed_by(info.get("error"))
+    if state == rundir.FAILED and signal and saved:   # the launcher gave up on a killed process: it resumes
+        return MemberState(seed, path, rundir.INTERRUPTED, f"{detail}, killed by signal {signal} with a checkpoint "
+                                                           f"at step {saved}; the next `train` resumes it")
     if state == rundir.FAILED:
         detail = f"{detail}: {info.get('error') or 'see its log'}" if detail else info.get("error") or ""
     elif state == rundir.INTERRUPTED:
@@ -131,6 +137,23 @@ def _member_state(seed: int, path: str) -> MemberState:
     elif state == rundir.FINISHED and (info.get("final") or {}).get("val_loss") is not None:
         detail = f"{detail}, val/loss {info['final']['val_loss']:.4f}".lstrip(", ")
     return MemberState(seed, path, state, detail)
+
+
+def _checkpoint_step(ckpt_dir: str) -> int | None:
+    """The step of the checkpoint the `latest` pointer names (where a resume continues), if it is there."""
+    try:
+        with open(os.path.join(ckpt_dir, "latest"), "rb") as f:
+            tag = re.fullmatch(rb"step(\d{8})", f.read(64).strip())
+    except OSError:
+        return None
+    return int(tag.group(1)) if tag and os.path.isdir(os.path.join(ckpt_dir, tag.group(0).decode())) else None
+
+
+def _killed_by(error) -> int | None:
+    """The signal in the launcher's 'exit code -9' (or a shell's 137), else None."""
+    m = re.fullmatch(r"exit code (-?\d+)", error) if isinstance(error, str) else None
+    code = int(m.group(1)) if m else 0
+    return -code if code < 0 else code - 128 if 128 < code < 160 else None
 
 
 def member_dirs(out: str, members: int | None = None) -> list[str]:

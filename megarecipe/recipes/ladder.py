@@ -9,23 +9,17 @@ OUT/report.md, fits.json, runs.csv, *.png
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from megarecipe import atomic
+from megarecipe.config.numbers import parse_count
 from megarecipe.recipes.search import SearchError
 from megarecipe.recipes.status import LADDER_JSON
 from megarecipe.recipes.sweep import Sweep
 
-_UNITS = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
-
-
 def parse_tokens(text: str) -> int:
-    """100M -> 100000000, 1.5B, 200k, 209715200."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKMBG]?)\s*", text)
-    if not m or float(m.group(1)) * _UNITS[m.group(2)] < 1:
-        raise ValueError(f"--tokens: {text!r} is not a token count; write e.g. 100M, 1.5B or 200000")
-    return int(round(float(m.group(1)) * _UNITS[m.group(2)]))
+    """100M -> 100000000, 1.5B, 200k, 1e9, 209715200."""
+    return parse_count(text, "--tokens")
 
 
 def tokens_text(n: int) -> str:

@@ -68,18 +68,21 @@ class Pipeline:
         t0, c0, runs0 = time.time(), _cpu(), self.started_runs
         self.worked = False
         self.log(f"== {name} ==")
-        fn()
-        took = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(_cpu() - c0, 1),
-                "runs_started": self.started_runs - runs0, "did_work": self.worked}
-        # the calls that did work add up (a stage killed and resumed counts both parts); reading back adds nothing
-        old = self.stages.get(name)
-        if old is None or not old.get("did_work"):
-            self.stages[name] = took
-        elif self.worked:
-            self.stages[name] = {k: round(old[k] + took[k], 1) for k in ("wall_s", "cpu_s", "runs_started")}
-            self.stages[name]["did_work"] = True
-        self.stages.setdefault("last_call", {})[name] = took
-        self._save()
+        try:
+            fn()
+        finally:   # however the call ends: finished, a failed run, or stopped by SIGTERM or Ctrl-C
+            took = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(_cpu() - c0, 1),
+                    "runs_started": self.started_runs - runs0, "did_work": self.worked}
+            # the calls that did work add up (a stage killed and resumed counts both parts); reading back adds
+            # nothing
+            old = self.stages.get(name)
+            if old is None or not old.get("did_work"):
+                self.stages[name] = took
+            elif self.worked:
+                self.stages[name] = {k: round(old[k] + took[k], 1) for k in ("wall_s", "cpu_s", "runs_started")}
+                self.stages[name]["did_work"] = True
+            self.stages.setdefault("last_call", {})[name] = took
+            self._save()
 
     # ---- runs
     def config_of(self, size: str) -> str:
@@ -106,6 +109,7 @@ class Pipeline:
         todo = [s for s in specs if state(s.run_dir) != "finished"]
         self.log(f"{len(specs)} runs: {len(specs) - len(todo)} finished before, {len(todo)} to train")
         la = self.r.launch
+        self.worked |= bool(todo)   # so a call stopped mid-launch still counts its time
         results = launch(specs, backend=la.backend, parallel=la.parallel, slurm_args=list(la.slurm_args),
                          on_done=self._done, retry_failed=True)
         self.started_runs += sum(r.attempts > 0 for r in results.values())
@@ -283,7 +287,6 @@ class Pipeline:
     def stage_downstream(self) -> None:
         from megarecipe.analysis import downstream
 
-        os.environ.setdefault("TQDM_DISABLE", "1")   # lm-eval's progress bars, one per model and task
         ds = self.r.downstream
         models = self.downstream_models()
         skipped = self.plan.setdefault("downstream_skipped", {})

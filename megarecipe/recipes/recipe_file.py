@@ -2,6 +2,7 @@
 pipeline (megarecipe/recipes/pipeline.py) runs. YAML over typed defaults; a bad field is one line naming it."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from megarecipe.analysis.tasks import TASKS
 from megarecipe.config import PRESET_DIR
 
 RECIPE_DIR = PRESET_DIR / "recipe"
@@ -165,6 +167,17 @@ def _hyper(where: str, raw) -> Hyper:
         raise RecipeError(f"{where}: lr, weight_decay and epochs must be numbers") from None
 
 
+RULES = {"lr": ("a finite number > 0", lambda v: 0 < v < math.inf),
+         "weight_decay": ("a finite number >= 0", lambda v: 0 <= v < math.inf),
+         "epochs": ("an integer >= 1", lambda v: v >= 1 and float(v).is_integer())}
+
+
+def _check_hyper(where: str, name: str, value) -> None:
+    what, ok = RULES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        _fail(where, f"{value!r} is not {what}")
+
+
 def _fail(field_name: str, what: str) -> None:
     raise RecipeError(f"{field_name}: {what}")
 
@@ -183,10 +196,20 @@ def check(r: Recipe) -> None:
         _fail("data_law_budgets", "a budget is listed twice; list each once")
     if r.data_law_size and r.data_law_size not in names:
         _fail("data_law_size", f"{r.data_law_size!r} is not a size ({', '.join(names)})")
-    for section in ("standard", "regularized"):
-        for k in getattr(r, section).certified:
+    for section in ("standard", "regularized"):   # all of them now: a bad one would stop a later stage, days in
+        sec = getattr(r, section)
+        for k, hp in sec.certified.items():
             if k not in names:
                 _fail(f"{section}.certified.{k}", f"not a size ({', '.join(names)})")
+            for name in RULES:
+                _check_hyper(f"{section}.certified.{k}.{name}", name, getattr(hp, name))
+        for name in RULES:
+            for i, value in enumerate(getattr(sec, name)):
+                _check_hyper(f"{section}.{name}[{i}]", name, value)
+    for i, task in enumerate(r.downstream.tasks):
+        if task not in TASKS:
+            _fail(f"downstream.tasks[{i}]", f"{task!r} is not a task with offline data; use some of "
+                                            f"{', '.join(TASKS)}")
     for i, s in enumerate(r.ensemble.sizes):
         if s not in names:
             _fail(f"ensemble.sizes[{i}]", f"{s!r} is not a size ({', '.join(names)})")
@@ -199,8 +222,8 @@ def check(r: Recipe) -> None:
             _fail("distill.student", f"{r.distill.student!r} is not a size ({', '.join(names)})")
         if not r.ensemble.sizes:
             _fail("distill.student", "distillation needs an ensemble teacher; fill ensemble.sizes")
-    if not 0 <= r.distill.alpha <= 1 or r.distill.temperature <= 0:
-        _fail("distill", "alpha must be in [0, 1] and temperature > 0")
+    if not 0 <= r.distill.alpha <= 1 or not 0 < r.distill.temperature < math.inf:
+        _fail("distill", "alpha must be in [0, 1] and temperature in (0, inf)")
     if r.launch.backend not in BACKENDS:
         _fail("launch.backend", f"{r.launch.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
     if r.launch.parallel < 1 or r.launch.processes < 1:

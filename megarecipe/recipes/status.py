@@ -1,14 +1,20 @@
 """`tune --status SWEEP`: what ran, what is running, what is left - from the directories alone."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
 from megarecipe import atomic, rundir
+from megarecipe.errors import UserError
 from megarecipe.launch.spec import LOG
 from megarecipe.rundir import RunDir, RunDirError
 
 LADDER_JSON = "ladder.json"
+
+
+class StatusError(UserError):
+    """No sweep to report on, or its sweep.json damaged; the message names the path."""
 
 
 def sweeps(out: str) -> list[str]:
@@ -50,7 +56,15 @@ def run_rows(sweep: str) -> list[list[str]]:
 
 def _sweep_json(sweep: str) -> dict:
     """sweep.json, with fields of the wrong type dropped (the runs themselves are read from their directories)."""
-    s = atomic.read_json(os.path.join(sweep, "sweep.json"))
+    path = os.path.join(sweep, "sweep.json")
+    try:
+        with open(path) as f:
+            s = json.load(f)
+    except (OSError, ValueError) as e:
+        raise StatusError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:80]}); the runs beside it are "
+                          f"intact, and the same tune command replays them and writes it again") from None
+    if not isinstance(s, dict):
+        raise StatusError(f"{path} holds no JSON object; the same tune command replays the runs and writes it again")
     kinds = {"state": str, "rounds": list, "pending": list, "optimum": dict}
     s = {k: v for k, v in s.items() if isinstance(v, kinds.get(k, object))}
     s["pending"] = [p for p in s.get("pending", []) if isinstance(p, str)]
@@ -64,8 +78,10 @@ def table(rows: list[list[str]], head: list[str]) -> str:
 
 
 def report(out: str) -> str:
+    if os.path.isfile(out):
+        raise StatusError(f"{out} is a file; give the sweep directory (the --out of tune.py)")
     if not os.path.isdir(out):
-        raise FileNotFoundError(out)
+        raise StatusError(f"{out} does not exist; give the sweep directory (the --out of tune.py)")
     found = sweeps(out)
     if not found:
         return f"{out}: no sweep here (no sweep.json)"

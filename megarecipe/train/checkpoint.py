@@ -33,6 +33,7 @@ POINTER = "latest"
 MANIFEST = "manifest.json"
 ABANDONED = "abandoned"   # not a tag: scans (tags, newest_complete, pruning) never see what is in it
 TAG = re.compile(r"step\d{8}")
+_WRITE_FAILED = ("inline_container", "iostream error", "file write failed", "PytorchStreamWriter")   # torch.save's
 
 
 class CheckpointError(RuntimeError):
@@ -137,6 +138,11 @@ def set_aside_newer(ckpt_dir: str, tag: str) -> tuple[str, list[str]] | None:
 
 # ----------------------------------------------------------------------------------------------------------
 # Checking a tag before loading it
+
+def incomplete(ckpt_dir: str, tag: str) -> str | None:
+    """Why the tag is not a complete checkpoint (never finished, a file missing or cut short); None if it is."""
+    return _manifest_problem(ckpt_dir, tag)
+
 
 def _manifest_problem(ckpt_dir: str, tag: str) -> str | None:
     import json
@@ -272,9 +278,14 @@ class Checkpointer:
         if rank == 0 and os.path.exists(stale):   # a step dir written again (after run.resume_from an older
             os.remove(stale)                       # tag) reads as incomplete until its new manifest is there
         dist.barrier()
-        self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
-        torch.save({"step": step, "rng": _rng_state(), "resume_key": self.resume_key},
-                   _trainer_file(self.dir, tag, rank))
+        try:
+            self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
+            torch.save({"step": step, "rng": _rng_state(), "resume_key": self.resume_key},
+                       _trainer_file(self.dir, tag, rank))
+        except (OSError, RuntimeError) as e:
+            if not isinstance(e, OSError) and not any(w in str(e) for w in _WRITE_FAILED):
+                raise
+            raise self._write_failed(tag, e) from None
         dist.barrier()
         if rank == 0:
             folder = os.path.join(self.dir, tag)
@@ -284,6 +295,19 @@ class Checkpointer:
             self._prune(tag)
         dist.barrier()
         return tag
+
+    def _write_failed(self, tag: str, e: Exception) -> CheckpointError:
+        """A full disk (or a write error) mid-save: the partial step dir goes, so `latest` and the space it
+        took are as before the save."""
+        free = shutil.disk_usage(self.dir).free / 2**20 if os.path.isdir(self.dir) else 0.0
+        before = _read_pointer(os.path.join(self.dir, POINTER))
+        if before != tag:
+            shutil.rmtree(os.path.join(self.dir, tag), ignore_errors=True)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:100]
+        kept = f"the last complete one, {before}, is intact" if before else "there is no earlier one"
+        return CheckpointError(f"checkpoint {tag} could not be written to {self.dir} ({why}; {free:.1f} MiB were "
+                               f"free), and its partial files are removed; {kept}: free space and run again with "
+                               f"run.resume=true")
 
     def _prune(self, newest: str) -> None:
         for old in [t for t in tags(self.dir) if t <= newest][:-self.keep]:

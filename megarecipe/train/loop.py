@@ -15,6 +15,7 @@ from megarecipe.train import checkpoint
 from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
+from megarecipe.system import since_start
 
 
 class TrainingError(RuntimeError):
@@ -144,7 +145,10 @@ def train(cfg: Config, layout: Layout) -> None:
             if first:
                 first_line = str(e).splitlines()[0] if str(e) else ""
                 what = "another rank stopped" if distributed.lost_peer(e) else type(e).__name__
-                run.update(status=rundir.FAILED, error=f"{what}: {first_line}")
+                try:
+                    run.update(status=rundir.FAILED, error=f"{what}: {first_line}")
+                except OSError:   # a full disk: the error itself is what the user needs to see
+                    pass
             raise
         distributed.shutdown()
 
@@ -159,6 +163,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
     from megarecipe.parallel.memory import MemoryProbe
+    from megarecipe.train.console import Console
     from megarecipe.train.step import Stepper
     from megarecipe.train.validation import Validator
 
@@ -166,6 +171,13 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     kernels = resolve_kernels(cfg.model.kernels, device.type == "cuda")
     model = build_model(cfg.model, layout.vocab_size, bf16=bf16, kernels=kernels)
+    if cfg.model.init_from and not tag:   # a resumed run has its own weights
+        from megarecipe.parallel.hf_init import load_hf_weights
+
+        try:
+            load_hf_weights(model, cfg.model.init_from, cfg.model)
+        except ValueError as e:   # the directory's config.json and weights disagree
+            raise TrainingError(str(e)) from None
     engine = build_engine(model, cfg, layout, bf16)
     stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device,
                       objective=_objective(cfg, layout, device, bf16))
@@ -184,7 +196,12 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     start = checkpointer.restore(tag, layout.world_size) if tag else 0
     if start == 0 and first:
         _remove_old_events(run.tb)   # an earlier attempt that never checkpointed
-    writer = Writer(run.tb, enabled=first, start_step=start + 1 if start else 0)
+    also = None
+    if first and cfg.logging.wandb:
+        from megarecipe.train.wandb_writer import WandbWriter
+
+        also = WandbWriter(run, cfg, resumed=bool(start))
+    writer = Writer(run.tb, enabled=first, start_step=start + 1 if start else 0, also=also)
     facts = run_facts(cfg, layout)
     if first:
         run.update(status=rundir.RUNNING, kind="train", facts=facts, distill=distill_facts(cfg),
@@ -194,11 +211,13 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
                    error=None)
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))
-    meter = _Meter(cfg, layout, device, bf16)
+    meter, perf = _meter(cfg, layout, device, bf16)
+    if first:
+        run.update(perf=perf)
 
     total = layout.total_steps
     end = min(total, cfg.train.stop_after) if cfg.train.stop_after else total
-    progress = _progress(cfg, total, start, first)
+    console = Console(first, total, start, end, bar=cfg.train.progress)
     stop, stopping = StopRequest(device), False
     memory = MemoryProbe(engine, end)
     for step in range(start + 1, end + 1):
@@ -207,32 +226,39 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         tokens, targets = data.windows(ids)
         metrics = stepper.train_step(tokens, targets, ids)
         memory.after_backward(step)
+        if step == start + 1 and first:   # what this process cost to reach its first step (warm or cold start)
+            run.update(first_step=since_start())
         loss = metrics["loss"]
+        logged = None
         if math.isfinite(loss):
             lr = engine.get_lr()[0]
             engine.step()
             if step % cfg.train.log_every == 0 or step == end:
-                writer.scalars(step, _train_scalars(metrics, lr, engine, meter, step, layout))
+                logged = _train_scalars(metrics, lr, engine, meter, step, layout, device)
+                writer.scalars(step, logged)
         elif cfg.train.on_nonfinite == "stop":
-            progress.close()
+            console.close()
             # every rank holds the same loss (reduced over data parallel, sent down the pipeline): all stop here
             raise agreed(TrainingError(f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or "
                                        f"set train.on_nonfinite=skip to drop such batches"))
         else:
             skip_update(engine)
             writer.scalars(step, {rundir.SKIPPED: 1})
+        val_loss = None
         if validator.due(step):
-            writer.scalars(step, {rundir.VAL_LOSS: validator.run()})
+            val_loss = validator.run()
+            writer.scalars(step, {rundir.VAL_LOSS: val_loss})
+        if logged:
+            console.line(_log_line(step, total, logged, val_loss, console))
         stopping = stop.agreed()
         if checkpointer.due(step, end, stopping):
             writer.flush()
             checkpointer.save(step)
-        progress.set_postfix(loss=f"{loss:.3f}", **({"val": f"{validator.last:.3f}"} if validator.last else {}))
-        progress.update(1)
+        console.advance(loss, validator.last)
         if stopping:
             end = step
             break
-    progress.close()
+    console.close()
     writer.close()
     memory.write(run.join(rundir.MEMORY), first)
 
@@ -272,11 +298,15 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
                    shard=ps.get_tensor_model_parallel_rank())
 
 
-def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout) -> dict:
+def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout, device) -> dict:
+    from megarecipe.train.console import memory_bytes
+
     tokens_per_sec, mfu = meter.stop()
     epoch = step * layout.global_batch_size / (layout.epoch_sequences or layout.num_sequences)
     values = {rundir.TRAIN_LOSS: metrics["loss"], rundir.LR: lr, rundir.TOKENS_PER_SEC: tokens_per_sec,
-              rundir.EPOCH: epoch, rundir.MFU: mfu}
+              rundir.EPOCH: epoch, rundir.MFU: mfu, rundir.STEP_TIME: meter.seconds,
+              rundir.TOKENS: step * layout.global_batch_size * layout.seq_len,
+              rundir.MEMORY_GIB: memory_bytes(device) / 2**30}
     values.update({k: v for k, v in metrics.items() if k != "loss"})
     grad_norm = engine.get_global_grad_norm()
     if grad_norm is not None:
@@ -284,32 +314,28 @@ def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: L
     return values
 
 
-class _Meter:
-    """Tokens per second of one step, and model FLOP utilisation against the slowest rank's peak."""
+def _log_line(step: int, total: int, values: dict, val_loss: float | None, console) -> str:
+    from megarecipe.train.console import log_line
 
-    def __init__(self, cfg: Config, layout: Layout, device, bf16: bool):
-        from megarecipe.train.metrics import device_peak_flops, peak_precision
-        from megarecipe.model.size import flops_per_token
-        from megarecipe.parallel.distributed import all_max
-
-        self.batch_tokens = layout.global_batch_size * layout.seq_len
-        self.flops_per_token = flops_per_token(cfg.model, layout.vocab_size)
-        self.peak = all_max(device_peak_flops(device, peak_precision(device, bf16)), device)
-        self.t0 = 0.0
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def stop(self) -> tuple[float, float]:
-        tokens_per_sec = self.batch_tokens / (time.perf_counter() - self.t0)
-        return tokens_per_sec, self.flops_per_token * tokens_per_sec / self.peak
+    elapsed, eta = console.eta(step)
+    return log_line(step, total, values[rundir.TRAIN_LOSS], values[rundir.LR], values.get(rundir.GRAD_NORM),
+                    values[rundir.TOKENS_PER_SEC], values[rundir.MFU], round(values[rundir.MEMORY_GIB] * 2**30),
+                    elapsed, eta, val_loss)
 
 
-def _progress(cfg: Config, total: int, start: int, first: bool):
-    from tqdm import tqdm
+def _meter(cfg: Config, layout: Layout, device, bf16: bool):
+    """The step meter, and run.json's "perf": what its MFU is measured against."""
+    from megarecipe.model.size import flops_per_token
+    from megarecipe.parallel.distributed import all_max
+    from megarecipe.train.metrics import Meter, device_peak_flops, peak_precision
 
-    return tqdm(total=total, initial=start, disable=not first or not cfg.train.progress, desc="train", unit="step",
-                dynamic_ncols=True)
+    precision = peak_precision(device, bf16)
+    perf = {"flops_per_token": flops_per_token(cfg.model, layout.vocab_size), "peak_precision": precision,
+            "peak_flops_per_device": all_max(device_peak_flops(device, precision), device),
+            "world_size": layout.world_size}
+    meter = Meter(layout.global_batch_size * layout.seq_len, perf["flops_per_token"], layout.world_size,
+                  perf["peak_flops_per_device"])
+    return meter, perf
 
 
 def _remove_old_events(tb_dir: str) -> None:

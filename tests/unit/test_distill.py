@@ -281,11 +281,13 @@ def test_signals_to_distill_train_reach_the_trainer(tiny_data, tmp_path, monkeyp
     thread = threading.Thread(target=kill_tool, daemon=True)
     thread.start()
     try:
-        main(["train", "--teacher", str(_teacher_run(tmp_path, "t", tiny_data)), "--student", "configs/tiny.yaml",
-              "--out", str(tmp_path / "kd"), f"data.dir={tiny_data}", "model.seq_len=64", "data.train_tokens=20000"])
+        code = main(["train", "--teacher", str(_teacher_run(tmp_path, "t", tiny_data)), "--student",
+                     "configs/tiny.yaml", "--out", str(tmp_path / "kd"), f"data.dir={tiny_data}", "model.seq_len=64",
+                     "data.train_tokens=20000"])
     finally:
         signal.signal(sig, previous)
     assert stopped.exists() and not caught
+    assert code == 128 + sig   # the run only stopped (with a checkpoint): not a success
 
 
 def test_a_damaged_cache_is_refused_before_training(tiny_data, tmp_path):

@@ -1,5 +1,6 @@
 """Schedule, weight-decay groups, model shapes, parameter counts and layer kernels: one process, no launcher."""
 import math
+import re
 
 import pytest
 import torch
@@ -124,3 +125,45 @@ def test_transformer_engine_norm_names_follow_megatrons_own_map(megatron_world):
     names = [n for n, _ in build_model(ModelConfig(), 512).named_parameters()]
     assert [canonical_name(n) for n in names] == names                     # local names are canonical already
     assert sum(te_name(n) != n for n in names) == 2 * ModelConfig().num_layers
+
+
+def test_cosine_ends_at_the_minimum_ratio():
+    f = [lr_factor(s, 100, 10, "cosine", min_ratio=0.1) for s in range(101)]
+    assert f[9] == pytest.approx(1.0) and f[100] == pytest.approx(0.1)
+    assert f[55] == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-9)
+    assert min(f) == pytest.approx(0.1)
+
+
+def test_wsd_is_stable_then_decays_linearly():
+    total, warmup = 110, 10   # decay_frac 0.2 of the 100 post-warm-up steps: the last 20
+    f = [lr_factor(s, total, warmup, "wsd", min_ratio=0.0, decay_frac=0.2) for s in range(total + 1)]
+    assert f[0] == pytest.approx(0.1)
+    assert f[10:91] == [1.0] * 81
+    assert f[100] == pytest.approx(0.5) and f[110] == 0.0
+    assert all(a > b for a, b in zip(f[90:], f[91:], strict=False))
+    assert lr_factor(110, total, warmup, "wsd", min_ratio=0.25) == pytest.approx(0.25)
+
+
+def test_schedule_settings():
+    from megarecipe.config import ConfigError, resolve_layout, run_settings
+
+    default = run_settings(load_config("configs/tiny.yaml"))["optim"]
+    # unchanged for a cosine run to zero: its settings hash and resume key are what they were
+    assert not {"schedule", "min_lr_ratio", "decay_frac"} & set(default)
+    wsd = run_settings(load_config("configs/tiny.yaml", ["optim.schedule=wsd", "optim.min_lr_ratio=0.1"]))["optim"]
+    assert (wsd["schedule"], wsd["min_lr_ratio"], wsd["decay_frac"]) == ("wsd", 0.1, 0.2)
+    for bad, fragment in (("optim.schedule=linear", "use cosine or wsd"), ("optim.min_lr_ratio=2", "[0, 1]"),
+                          ("optim.decay_frac=0", "(0, 1]")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            resolve_layout(load_config("configs/tiny.yaml", [bad]), world_size=1)
+
+
+def test_engine_schedule_follows_the_config():
+    from megarecipe.config import resolve_layout
+    from megarecipe.parallel.engine import lr_schedule
+
+    cfg = load_config("configs/tiny.yaml", ["optim.schedule=wsd", "optim.min_lr_ratio=0.1", "optim.warmup_frac=0"])
+    layout = resolve_layout(cfg, world_size=1)
+    layout.total_steps = 50
+    f = lr_schedule(cfg, layout)
+    assert [f(s) for s in (0, 39, 45, 50)] == pytest.approx([1.0, 1.0, 0.1 + 0.9 * 0.5, 0.1])
