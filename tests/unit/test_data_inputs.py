@@ -217,6 +217,14 @@ def test_hf_tokenizer_json(docs, tmp_path):
     other = prepare([str(tmp_path / "in.jsonl")], tmp_path / "o3", tokenizer=str(tmp_path / "tokenizer.json"),
                     eos="<pad>", val_tokens=10, workers=1)
     assert other.eos_id == 1 and other.tokens("train")[-1] == 1
+    folder = tmp_path / "hf-folder"   # a local Hugging Face tokenizer folder: its config names the EOS
+    folder.mkdir()
+    shutil.copy(tmp_path / "tokenizer.json", folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<pad>", "special": True}}))
+    from_folder = prepare([str(tmp_path / "in.jsonl")], tmp_path / "o4", tokenizer=str(folder), val_tokens=10,
+                          workers=1)
+    assert from_folder.eos_id == 1 and Path(from_folder.dir, "train.bin").read_bytes() == \
+        Path(other.dir, "train.bin").read_bytes()
 
 
 def read_text_of(doc):
