@@ -333,3 +333,20 @@ def test_normalise_fast_path_changes_nothing():
     for _ in range(20_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         assert tokenizer.normalise(text) == per_line(text), repr(text)
+
+
+def _die(*_args):
+    os._exit(3)   # what the kernel's OOM killer leaves behind: a worker gone without a word
+
+
+def test_a_dead_worker_is_one_line_and_the_data_dir_stays(docs, txt_data, tmp_path, monkeypatch):
+    from megarecipe.data import encode
+
+    copy = shutil.copytree(txt_data, tmp_path / "data")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    (tmp_path / "in.jsonl").write_text(jsonl(docs))
+    monkeypatch.setattr(encode, "_init", _die)
+    with pytest.raises(DataError, match="worker died.*fewer --workers than 2"):
+        prepare([str(tmp_path / "in.jsonl")], copy, tokenizer=str(copy / "tokenizer.model"), workers=2)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "in.jsonl"]
