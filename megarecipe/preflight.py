@@ -51,13 +51,14 @@ def _check_init_from(cfg: Config, meta) -> None:
     if not any(os.path.isfile(os.path.join(where, n)) for n in ("model.safetensors", "model.safetensors.index.json")):
         raise ConfigError(f"model.init_from={where!r} has no model.safetensors (or its index); save the model with "
                           f"safe_serialization (transformers' default)")
-    sp = os.path.join(where, "tokenizer.model")
-    if not os.path.isfile(sp):
-        raise ConfigError(f"model.init_from={cfg.model.init_from!r} has no tokenizer.model (sentencepiece), which "
+    found = [os.path.join(where, n) for n in ("tokenizer.json", "tokenizer.model")]
+    found = [p for p in found if os.path.isfile(p)]
+    if not found:
+        raise ConfigError(f"model.init_from={cfg.model.init_from!r} has no tokenizer.model or tokenizer.json, which "
                           f"the data must be tokenized with; give a Llama directory that ships one")
-    if file_sha256(sp) != meta.tokenizer_sha256:
+    if meta.tokenizer_sha256 not in {file_sha256(p) for p in found}:
         raise ConfigError(f"data.dir={cfg.data.dir!r} was prepared with another tokenizer than model.init_from's; "
-                          f"prepare it with tools/prepare_data.py --tokenizer {sp}")
+                          f"prepare it with tools/prepare_data.py --tokenizer {where}")
 
 
 def _check_teacher(cfg: Config, meta, layout: Layout) -> None:

@@ -50,7 +50,7 @@ def exports_of(path: str) -> list[str]:
 def generate_texts(args) -> list[str]:
     import torch
 
-    from megarecipe.data.tokenizer import load_tokenizer
+    from megarecipe.data.tokenizer import find_tokenizer, load_tokenizer
     from megarecipe.model.export import load_export
     from megarecipe.model.generate import generate
     from megarecipe.system import check_device, has_cuda
@@ -62,38 +62,40 @@ def generate_texts(args) -> list[str]:
             raise ValueError(f"{name} is out of range (max-new-tokens >= 1, temperature >= 0, top-k >= 1, "
                              f"0 < top-p <= 1, seed >= 0); fix the option")
     exports = exports_of(args.model)
-    tokenizers = {os.path.join(e, "tokenizer.model") for e in exports}
-    if not all(os.path.isfile(t) for t in tokenizers):
-        raise ValueError(f"{args.model}: an export has no tokenizer.model; re-export the run from its data dir")
+    tokenizers = {find_tokenizer(e) for e in exports}
+    if None in tokenizers:
+        raise ValueError(f"{args.model}: an export has no tokenizer.model or tokenizer.json; re-export the run from "
+                         f"its data dir")
     loaded = [load_export(e) for e in exports]
     if len({info["tokenizer_sha256"] for _, _, info in loaded}) != 1:
         raise ValueError(f"{args.model}: its members were trained with different tokenizers; generate from "
                          f"members of one data dir")
     seq_len = min(cfg.model.seq_len for _, cfg, _ in loaded)
-    sp = load_tokenizer(sorted(tokenizers)[0])
+    sp = load_tokenizer(os.path.dirname(sorted(tokenizers)[0]))   # the folder: a tokenizer.json's EOS is beside it
     device = torch.device(check_device(args.device) or ("cuda" if has_cuda() else "cpu"))
     models = [model.to(device) for model, _, _ in loaded]
     generator = torch.Generator().manual_seed(args.seed)
     texts = []
     for prompt in args.prompt:
-        ids = [sp.eos_id(), *sp.encode(prompt)]
+        ids = [sp.eos_id, *sp.encode(prompt)]
         steps = min(args.max_new_tokens, seq_len - len(ids))
         if steps < 1:
             raise ValueError(f"--prompt {prompt[:40]!r}: {len(ids)} tokens leave no room in model.seq_len="
                              f"{seq_len}; shorten it")
-        out = generate(models, torch.tensor([ids], device=device), steps, sp.get_piece_size(),
+        out = generate(models, torch.tensor([ids], device=device), steps, sp.vocab_size,
                        temperature=args.temperature or 1.0, top_p=args.top_p, top_k=args.top_k,
                        generator=generator, greedy=args.temperature == 0)
         new = out[0, len(ids):].tolist()
-        if sp.eos_id() in new:
-            new = new[:new.index(sp.eos_id())]
-        texts.append(_join(prompt, new, sp))
+        if sp.eos_id in new:
+            new = new[:new.index(sp.eos_id)]
+        texts.append(_join(prompt, ids[1:], new, sp))
     return texts
 
 
-def _join(prompt: str, new: list[int], sp) -> str:
-    """The prompt and its continuation: decoding alone drops the word boundary the first new piece starts with."""
+def _join(prompt: str, prompt_ids: list[int], new: list[int], sp) -> str:
+    """The prompt and its continuation: decoding `new` alone would drop the word boundary its first piece starts
+    with, so the continuation is what decoding prompt + new adds to decoding the prompt."""
     if not new:
         return prompt
-    space = prompt and not prompt.endswith(" ") and sp.id_to_piece(new[0]).startswith("\u2581")
-    return prompt + (" " if space else "") + sp.decode(new)
+    whole, base = sp.decode(prompt_ids + new), sp.decode(prompt_ids)
+    return prompt + (whole[len(base):] if whole.startswith(base) else sp.decode(new))

@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -66,14 +68,21 @@ def _results(jobs, workers, init_args):
         return
     # fork, as torch's DataLoader workers do: spawn would re-run a user's unguarded script in every worker.
     # The workers touch only the tokenizer and the readers, never torch or CUDA state.
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=init_args) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_init,
+                               initargs=init_args)
+    try:
         pending = collections.deque()
         for job in jobs:
-            pending.append(pool.apply_async(encode_chunk, (job,)))
+            pending.append(pool.submit(encode_chunk, job))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise DataError(f"a tokenizing worker died (killed, or out of memory); run again with fewer --workers "
+                        f"than {workers}") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Progress:

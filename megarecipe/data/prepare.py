@@ -1,6 +1,6 @@
 """Inputs -> a data dir: the tokenizer, train.bin/.idx and val.bin/.idx (Megatron indexed datasets), meta.json last.
 
-A document is one record (a JSON line, a table row), one text file, or, for a text file over BLOCK_CHARS
+A document is one record (a JSON line, a table row), one text file, or, for a text file over readers.BLOCK_CHARS
 characters, one block of consecutive paragraphs (so a single-file corpus still splits). Documents are ordered
 by the sha256 of their text (of their tokens, for Megatron input); repeats are dropped; the first documents, until
 `val_tokens` is reached, form the validation split and the rest the training split. So the split depends on
@@ -19,7 +19,7 @@ from megarecipe.data.errors import DataError
 from megarecipe.data.indexed import write_index
 from megarecipe.data.meta import (DATA_FILES, TRAIN, TRAIN_IDX, VAL, VAL_IDX, DataMeta, contents_sha256, dtype_for,
                                   load_meta, write_meta)
-from megarecipe.data.readers import BLOCK_CHARS, chunks, expand_inputs, record_name, records, split_blocks  # noqa: F401
+from megarecipe.data.readers import chunks, expand_inputs, record_name, records
 from megarecipe.data.tokenizer import file_sha256, load_tokenizer, train_tokenizer
 
 SHOW_PROGRESS_BYTES = 8 << 20

@@ -39,11 +39,11 @@ def test_greedy_is_the_argmax_of_the_averaged_logits(which, tiny_run, ensemble, 
     runs = [tiny_run] if which == "run" else json.load(open(os.path.join(ensemble, "ensemble.json")))["members"]
     models = [load_export(os.path.join(r, "export"))[0] for r in runs]
     sp = load_tokenizer(tokenizer_model)
-    ids = [sp.eos_id(), *sp.encode("The President said")]
+    ids = [sp.eos_id, *sp.encode("The President said")]
     with torch.no_grad():
-        expected = greedy_by_hand(models, ids, 12, sp.get_piece_size())
-    if sp.eos_id() in expected:
-        expected = expected[:expected.index(sp.eos_id())]
+        expected = greedy_by_hand(models, ids, 12, sp.vocab_size)
+    if sp.eos_id in expected:
+        expected = expected[:expected.index(sp.eos_id)]
     [text] = run_tool(capsys, path, "--prompt", "The President said", "--temperature", "0", "--max-new-tokens", "12")
     assert text.startswith("The President said")
     assert expected and text[len("The President said"):].strip() == sp.decode(expected).strip()

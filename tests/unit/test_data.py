@@ -14,7 +14,8 @@ import megarecipe.data.prepare as prepare_mod
 from megarecipe.data import corpus
 from megarecipe.data.errors import DataError
 from megarecipe.data.meta import dtype_for, load_meta
-from megarecipe.data.prepare import prepare, split_blocks
+from megarecipe.data.prepare import prepare
+from megarecipe.data.readers import split_blocks
 from megarecipe.data.tokenizer import file_sha256, load_tokenizer, read_text, train_tokenizer
 
 from tests.helpers import REPO

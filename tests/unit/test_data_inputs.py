@@ -217,6 +217,14 @@ def test_hf_tokenizer_json(docs, tmp_path):
     other = prepare([str(tmp_path / "in.jsonl")], tmp_path / "o3", tokenizer=str(tmp_path / "tokenizer.json"),
                     eos="<pad>", val_tokens=10, workers=1)
     assert other.eos_id == 1 and other.tokens("train")[-1] == 1
+    folder = tmp_path / "hf-folder"   # a local Hugging Face tokenizer folder: its config names the EOS
+    folder.mkdir()
+    shutil.copy(tmp_path / "tokenizer.json", folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<pad>", "special": True}}))
+    from_folder = prepare([str(tmp_path / "in.jsonl")], tmp_path / "o4", tokenizer=str(folder), val_tokens=10,
+                          workers=1)
+    assert from_folder.eos_id == 1 and Path(from_folder.dir, "train.bin").read_bytes() == \
+        Path(other.dir, "train.bin").read_bytes()
 
 
 def read_text_of(doc):
@@ -258,6 +266,12 @@ def test_megatron_input_and_output(txt_data, tmp_path):
     assert np.array_equal(ds.order(1), np.random.default_rng([4, 1]).permutation(ds.num_sequences))
     again = prepare([], tmp_path / "mg3", megatron=prefix, tokenizer=meta.tokenizer_path, val_tokens=2000)
     same_tokens(made.dir, again.dir)
+    from megarecipe.config import load_config
+    from megarecipe.preflight import check_run
+    layout = check_run(load_config(str(REPO / "configs/tiny.yaml"), [f"data.dir={made.dir}", "model.seq_len=32",
+                                                                    "data.train_tokens=5000", "data.val_tokens=1024"]),
+                       world_size=1)
+    assert layout.num_sequences == ds.num_sequences
     with pytest.raises(DataError, match="needs --tokenizer"):
         prepare([], tmp_path / "mg2", megatron=prefix)
     Path(prefix + ".idx").write_bytes(b"garbage")
@@ -319,3 +333,20 @@ def test_normalise_fast_path_changes_nothing():
     for _ in range(20_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         assert tokenizer.normalise(text) == per_line(text), repr(text)
+
+
+def _die(*_args):
+    os._exit(3)   # what the kernel's OOM killer leaves behind: a worker gone without a word
+
+
+def test_a_dead_worker_is_one_line_and_the_data_dir_stays(docs, txt_data, tmp_path, monkeypatch):
+    from megarecipe.data import encode
+
+    copy = shutil.copytree(txt_data, tmp_path / "data")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    (tmp_path / "in.jsonl").write_text(jsonl(docs))
+    monkeypatch.setattr(encode, "_init", _die)
+    with pytest.raises(DataError, match="worker died.*fewer --workers than 2"):
+        prepare([str(tmp_path / "in.jsonl")], copy, tokenizer=str(copy / "tokenizer.model"), workers=2)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "in.jsonl"]
