@@ -35,7 +35,7 @@ fi
 mkdir -p "$dir"/{state,spool,log}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 host="$(hostname -s)"
-cpus="$(nproc)"
+cpus="$(nproc --all)"   # not plain nproc: it follows OMP_NUM_THREADS
 mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 8 / 10 ))
 cat >"$dir/slurm.conf" <<CONF
 ClusterName=local
