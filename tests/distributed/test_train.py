@@ -363,7 +363,7 @@ def test_kill_9_of_the_launcher_stops_the_ranks(tiny_data, tmp_path):
     and exits within seconds (no process holds the run), and the run resumes to its end."""
     from tests.helpers import pid_parent
 
-    extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]   # 77 steps
+    extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]   # 78 steps
     run_dir = tmp_path / "kill9"
     pointer = run_dir / "checkpoints" / "latest"
     local_sh = [str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
@@ -398,12 +398,13 @@ def test_kill_9_of_the_launcher_stops_the_ranks(tiny_data, tmp_path):
         assert not left and took < 45, f"after kill -9 of {victim}: {left} left after {took:.0f} s"
         assert RunDir(str(run_dir)).info()["status"] == "stopped", log.read()[-3000:]
         checkpoints.append(pointer.read_text())
-    assert "step00000001" <= checkpoints[0] < checkpoints[1] < "step00000077", checkpoints
+    assert "step00000001" <= checkpoints[0] < checkpoints[1] < "step00000078", checkpoints
 
     resumed = subprocess.run(local_sh, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())},
                              capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert sorted(scalars(run_dir, "train/loss")) == list(range(1, 78))
+    steps = sorted(scalars(run_dir, "train/loss"))
+    assert RunDir(str(run_dir)).info()["status"] == "finished" and steps == list(range(1, 79))
 
 
 def test_ensemble_of_trained_members(tiny_ensemble, tmp_path):
