@@ -10,7 +10,9 @@ from megarecipe import rundir
 from megarecipe.launch import RunSpec, launch, slurm as backend
 from megarecipe.rundir import RunDir
 
-from tests.helpers import REPO, TINY, env, losses, train
+from megarecipe.system import free_port
+
+from tests.helpers import REPO, TINY, env, losses
 
 
 def specs(tmp_path, fake_data, lrs, processes=1):
@@ -116,12 +118,16 @@ def test_scancel_of_the_sweep_leaves_every_member_resumable(tmp_path, fake_data,
 def test_slurm_sbatch_trains_two_ranks_to_the_losses_of_local(tmp_path, tiny_data, slurm_conf):
     """`sbatch launchers/slurm.sbatch` with 2 ranks (srun, torchrun's c10d rendezvous, the real trainer) ends
     with the losses of the same run of 2 processes started locally."""
-    reference, _ = train(tmp_path, "local", 2, tiny_data)
+    common = ["configs/tiny.yaml", *TINY, f"data.dir={tiny_data}"]
+    reference = tmp_path / "local"
+    local = subprocess.run([str(REPO / "launchers" / "local.sh"), "2", *common, f"run.dir={reference}"], cwd=REPO,
+                           env={**env(), "MASTER_PORT": str(free_port())}, capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stderr[-3000:]
     run_dir = tmp_path / "slurm"
     out = tmp_path / "job.out"
     job = subprocess.run(["sbatch", "--wait", "--gpus-per-node=2", "--export=ALL,GPUS_PER_NODE=2", f"--output={out}",
-                          "launchers/slurm.sbatch", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
-                          f"run.dir={run_dir}"], cwd=REPO, env={**env(), "SLURM_CONF": slurm_conf},
-                         capture_output=True, text=True, timeout=600)
+                          "launchers/slurm.sbatch", *common, f"run.dir={run_dir}"], cwd=REPO,
+                         env={**env(), "SLURM_CONF": slurm_conf}, capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, out.read_text()[-3000:] if out.exists() else job.stderr
-    assert losses(run_dir) == losses(reference)
+    assert RunDir(str(run_dir)).info()["perf"]["world_size"] == 2
+    assert len(losses(reference)) >= 4 and losses(run_dir) == losses(reference)
