@@ -52,6 +52,8 @@ def main(argv):
                 def stop(signum, frame):
                     run.update(status=rundir.STOPPED, step=start + 1)
                     print(f"fake trainer: stopped on {signal.Signals(signum).name} at step {start + 1}", flush=True)
+                    if marker:
+                        os.remove(marker)
                     os._exit(0)
                 signal.signal(signal.SIGTERM, stop)
                 signal.signal(signal.SIGUSR1, stop)

@@ -48,18 +48,6 @@ def test_sbatch_command():
         str(backend.SCRIPT), "T"]
 
 
-def test_job_array_runs_parallel_members_at_once(tmp_path, fake_data, slurm):
-    """launch(backend="slurm", parallel=2): one `sbatch --array=0-2%2`; Slurm runs two tasks at a time through
-    slurm_array.sbatch -> slurm.sbatch -> srun -> torchrun, and each run finishes."""
-    runs = specs(tmp_path, fake_data, (0.001, 0.002, 0.003))
-    results = launch(runs, backend="slurm", parallel=2, gpus_per_node=1)
-    assert [results[s.run_dir].state for s in runs] == [rundir.FINISHED] * 3
-    live = sorted(int(line.split("live=")[1].split()[0]) for line in slurm.read_text().splitlines())
-    assert len(live) == 3 and max(live) == 2, live   # two at once, never three
-    for s in runs:
-        assert "== Slurm job" in log_of(s) and "finished at step 10/10" in log_of(s)
-
-
 def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm, monkeypatch):
     monkeypatch.setenv("FAKE_SECONDS", "120")
     monkeypatch.setenv("FAKE_RESUME_SECONDS", "0.5")
@@ -95,23 +83,31 @@ def test_signal_before_the_time_limit_reaches_the_trainer(tmp_path, fake_data, s
     assert status(run) == rundir.STOPPED and time.time() - t0 < 100
 
 
-def test_scancel_of_the_sweep_leaves_every_member_resumable(tmp_path, fake_data, slurm, monkeypatch):
-    """What the launcher does when interrupted (`scancel --signal=USR1 --full`): every running member
-    checkpoints; launching the sweep again resumes each from there to the end."""
+def test_parallel_array_and_scancel_of_the_sweep(tmp_path, fake_data, slurm, monkeypatch):
+    """A 3-task array at %2 runs two tasks at once through slurm_array.sbatch -> slurm.sbatch -> srun ->
+    torchrun. What the launcher does when interrupted (`scancel --signal=USR1 --full`) makes both checkpoint;
+    launch(backend="slurm", parallel=2) of the sweep then resumes them and runs the third, two at a time."""
     monkeypatch.setenv("FAKE_SECONDS", "120")
     monkeypatch.setenv("FAKE_RESUME_SECONDS", "0.5")
-    runs = specs(tmp_path, fake_data, (0.001, 0.002))
-    job = submit(runs, tmp_path)
+    runs = specs(tmp_path, fake_data, (0.001, 0.002, 0.003))
+    job = submit(runs, tmp_path, parallel=2)
     try:
-        wait_for(lambda: all(status(s) == rundir.RUNNING for s in runs), "both tasks to start")
+        wait_for(lambda: [status(s) for s in runs[:2]] == [rundir.RUNNING] * 2, "two tasks to start")
+        time.sleep(2)
+        assert status(runs[2]) is None   # the third waits for a free slot
         backend.cancel(job)
         backend.wait(job)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
-    assert [status(s) for s in runs] == [rundir.STOPPED] * 2, [log_of(s) for s in runs]
+    assert [status(s) for s in runs] == [rundir.STOPPED, rundir.STOPPED, None], [log_of(s) for s in runs[:2]]
+    assert all("stopped on SIGUSR1 at step 1" in log_of(s) for s in runs[:2])
+    slurm.write_text("")
+    monkeypatch.setenv("FAKE_SECONDS", "3")
     results = launch(runs, backend="slurm", parallel=2, gpus_per_node=1)
-    assert [results[s.run_dir].state for s in runs] == [rundir.FINISHED] * 2
-    assert all("from step 1" in log_of(s) for s in runs)
+    assert [results[s.run_dir].state for s in runs] == [rundir.FINISHED] * 3
+    assert all("from step 1" in log_of(s) for s in runs[:2]) and "from step 0" in log_of(runs[2])
+    live = [int(line.split("live=")[1].split()[0]) for line in slurm.read_text().splitlines()]
+    assert len(live) == 3 and max(live) <= 2, live
 
 
 @pytest.mark.slow
