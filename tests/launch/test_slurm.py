@@ -58,8 +58,10 @@ def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm,
         subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
         wait_for(lambda: status(run) == rundir.STOPPED, "the requeued task to checkpoint", 60)
         # a requeued job waits ~2 min before it may start again; a real scheduler's delay, skipped here
-        wait_for(lambda: subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"],
-                                        capture_output=True).returncode == 0, "the job to be pending again", 30)
+        state = ["squeue", "-h", "-j", job, "-o", "%T"]
+        wait_for(lambda: subprocess.run(state, capture_output=True, text=True).stdout.strip() == "PENDING",
+                 "the job to be pending again", 60)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
         backend.wait(job)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
