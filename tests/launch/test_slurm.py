@@ -48,6 +48,7 @@ def test_sbatch_command():
         str(backend.SCRIPT), "T"]
 
 
+@pytest.mark.slow
 def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm, monkeypatch):
     monkeypatch.setenv("FAKE_SECONDS", "120")
     monkeypatch.setenv("FAKE_RESUME_SECONDS", "0.5")
@@ -70,6 +71,7 @@ def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm,
     assert status(run) == rundir.FINISHED
 
 
+@pytest.mark.slow
 def test_signal_before_the_time_limit_reaches_the_trainer(tmp_path, fake_data, slurm, monkeypatch):
     """--signal=USR1@100 with a 2-minute limit: Slurm sends USR1 to the job step once 20 s are gone; torchrun
     passes it on and the trainer checkpoints and ends, long before the limit."""
@@ -85,6 +87,7 @@ def test_signal_before_the_time_limit_reaches_the_trainer(tmp_path, fake_data, s
     assert status(run) == rundir.STOPPED and time.time() - t0 < 100
 
 
+@pytest.mark.slow
 def test_parallel_array_and_scancel_of_the_sweep(tmp_path, fake_data, slurm, monkeypatch):
     """A 3-task array at %2 runs two tasks at once through slurm_array.sbatch -> slurm.sbatch -> srun ->
     torchrun. What the launcher does when interrupted (`scancel --signal=USR1 --full`) makes both checkpoint;
