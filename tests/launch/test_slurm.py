@@ -132,3 +132,20 @@ def test_slurm_sbatch_trains_two_ranks_to_the_losses_of_local(tmp_path, tiny_dat
     assert job.returncode == 0, out.read_text()[-3000:] if out.exists() else job.stderr
     assert RunDir(str(run_dir)).info()["perf"]["world_size"] == 2
     assert len(losses(reference)) >= 4 and losses(run_dir) == losses(reference)
+
+
+def test_settings_are_judged_for_the_gpu_nodes_not_the_submitting_machine(tmp_path, fake_data, monkeypatch):
+    """A login node without CUDA or Transformer Engine submits model.kernels=te runs (the trainer checks it again
+    on the node); a setting wrong anywhere is still refused before sbatch."""
+    import pytest
+
+    from megarecipe.launch import LaunchError, slurm
+
+    submitted = []
+    monkeypatch.setattr(slurm, "run", lambda todo, *args: submitted.extend(todo) or {})
+    base = [f"data.dir={fake_data}", "data.train_tokens=100000", "train.micro_batch_size=8", "train.precision=fp32"]
+    spec = RunSpec("configs/tiny.yaml", [*base, "model.kernels=te"], str(tmp_path / "te"), processes=2)
+    launch([spec], backend="slurm")
+    assert submitted == [spec]
+    with pytest.raises(LaunchError, match="model.kernels='flash'"):
+        launch([RunSpec("configs/tiny.yaml", [*base, "model.kernels=flash"], str(tmp_path / "x"), 2)], "slurm")
