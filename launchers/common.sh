@@ -10,7 +10,10 @@ die() { echo "error: $*" >&2; exit 2; }
 # The launcher and its children start with these signals ignored, so only the processes that handle them act:
 # DeepSpeed's per-node launcher (TERM/INT -> TERM to the ranks, which checkpoint and stop, killed after 30 s)
 # and the ranks (TERM/USR1). DeepSpeed's runner would otherwise die at once and leave the ranks running.
+# MEGARECIPE_OWNER_PID names this script to the ranks: when it is gone (kill -9), or DeepSpeed's runner is, each
+# rank sends itself TERM (megarecipe/system.py stop_with_launcher), checkpoints and exits.
 run_forwarding() {
+  export MEGARECIPE_OWNER_PID=$$
   (trap '' TERM INT USR1; exec setsid "$@") &
   local pid=$! status=0 got="" sig waited=0
   for sig in TERM INT USR1; do

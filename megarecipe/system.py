@@ -1,6 +1,7 @@
 """Facts about this machine that several layers need."""
 from __future__ import annotations
 
+import os
 import socket
 
 
@@ -77,3 +78,78 @@ def quiet_progress_bars() -> None:
 
     for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
         os.environ[name] = "1"
+
+
+OWNER_PID = "MEGARECIPE_OWNER_PID"   # exported by the launcher scripts: the process this run belongs to
+_PR_SET_PDEATHSIG = 1
+
+
+def _started(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, or None when it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else (int(fields[1]), int(fields[19]))
+
+
+def die_with_parent() -> None:
+    """SIGTERM to this process when the one that started it exits, even on kill -9 (Linux's parent-death
+    signal). SIGTERM, not SIGKILL: the trainer checkpoints at the next step boundary and exits."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if parent == 1:   # the parent was gone before the request
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def owner_chain(owner: int) -> list[tuple[int, int]] | None:
+    """This process's ancestors up to and including `owner`, each as (pid, start time); None when `owner` is
+    not an ancestor (another host's pid, a Slurm step's, or an exported variable from an earlier shell)."""
+    chain, pid = [], os.getppid()
+    while pid > 1 and len(chain) < 64:
+        seen = _started(pid)
+        if seen is None:
+            return None
+        chain.append((pid, seen[1]))
+        if pid == owner:
+            return chain
+        pid = seen[0]
+    return None
+
+
+def stop_with_launcher(poll_s: float = 0.5) -> None:
+    """A rank stops (SIGTERM to itself) when the launcher that owns it is gone, kill -9 included.
+
+    Its direct parent (torchrun's agent, DeepSpeed's node launcher) is covered by the parent-death signal;
+    when MEGARECIPE_OWNER_PID names an ancestor (launchers/*.sh export their own pid), a daemon thread also
+    watches every process between the rank and it (DeepSpeed's runner, the script), which the parent-death
+    signal does not see: DeepSpeed's runner and node launcher outlive a killed script. Only under a launcher
+    (LOCAL_RANK set): a trainer started by hand from a shell keeps running when that shell exits."""
+    import signal
+    import threading
+    import time
+
+    if "LOCAL_RANK" not in os.environ and OWNER_PID not in os.environ:
+        return
+    die_with_parent()
+    try:
+        owner = int(os.environ.get(OWNER_PID, ""))
+    except ValueError:
+        return
+    chain = owner_chain(owner)
+    if not chain:
+        return
+
+    def watch():
+        while all((_started(pid) or (0, None))[1] == start for pid, start in chain):
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-launcher", daemon=True).start()

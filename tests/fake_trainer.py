@@ -2,9 +2,10 @@
 holds the run's lock, writes run.json as the trainer does (status, facts, settings_sha256, final val_loss),
 and logs each start. The loss is a synthetic function of (lr, weight decay, epochs).
 
-Environment: FAKE_SECONDS (how long a run takes, default 0.3), FAKE_LOG (a file: one line per start, with the
-live-run count and the thread share), FAKE_FAIL (a run-name substring that always fails), FAKE_TERM_STOPS (SIGTERM
-ends the run stopped, as the trainer's checkpoint-and-exit does).
+Environment: FAKE_SECONDS (how long a run takes, default 0.3; FAKE_RESUME_SECONDS when it resumes), FAKE_LOG
+(a file: one line per start, with the live-run count and the thread share), FAKE_FAIL (a run-name substring that
+always fails), FAKE_TERM_STOPS (SIGTERM or SIGUSR1 ends the run stopped, as the trainer's checkpoint-and-exit
+does).
 """
 import math
 import os
@@ -47,13 +48,18 @@ def main(argv):
                 from megarecipe.distill import teacher
                 run.update(distill=teacher.identity(cfg.distill.teacher))
             print(f"fake trainer: {run.name} from step {start}", flush=True)
-            if os.environ.get("FAKE_TERM_STOPS"):   # as the trainer: SIGTERM -> a checkpoint and status stopped
+            if os.environ.get("FAKE_TERM_STOPS"):   # as the trainer: SIGTERM/USR1 -> a checkpoint, status stopped
                 def stop(signum, frame):
                     run.update(status=rundir.STOPPED, step=start + 1)
+                    print(f"fake trainer: stopped on {signal.Signals(signum).name} at step {start + 1}", flush=True)
+                    if marker:
+                        os.remove(marker)
                     os._exit(0)
                 signal.signal(signal.SIGTERM, stop)
+                signal.signal(signal.SIGUSR1, stop)
             fail = os.environ.get("FAKE_FAIL")
-            time.sleep(float(os.environ.get("FAKE_SECONDS", "0.3")))
+            seconds = os.environ.get("FAKE_RESUME_SECONDS") if start else None
+            time.sleep(float(seconds or os.environ.get("FAKE_SECONDS", "0.3")))
             if fail and fail in run.name:
                 print("boom: a deliberate failure", flush=True)
                 run.update(status=rundir.FAILED, error="RuntimeError: boom")

@@ -17,7 +17,7 @@ from megarecipe.data.errors import DataError
 from megarecipe.errors import RunError, os_error_line
 from megarecipe.rank_errors import error_line
 from megarecipe.rundir import RunDirError
-from megarecipe.system import watch_stop_signals
+from megarecipe.system import stop_with_launcher, watch_stop_signals
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -42,6 +42,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     watch_stop_signals()
+    stop_with_launcher()
     from megarecipe.train.checkpoint import CheckpointError
     from megarecipe.train.loop import TrainingError, train
 

@@ -14,8 +14,9 @@ with run.resume=true). Preemption: Slurm requeues the task (--requeue) and the t
 A task that ends unfinished is resubmitted by the rule in policy.py (resume after progress, one retry after a
 failure), in a new array of the runs still to do. The launcher polls `squeue -h -j JOB -o %i` until the
 array is gone; the runs' states come from their directories, not from Slurm. Interrupted (Ctrl-C, SIGTERM),
-it sends the array's tasks SIGUSR1 (`scancel --signal=USR1 --full JOB`): they checkpoint and end. Started
-again, it first waits for the arrays an earlier call left in the queue (their ids are in WORKDIR/jobs).
+it cancels the array's pending tasks and sends the running ones SIGUSR1 (`scancel --signal=USR1 --full
+JOB`): they checkpoint and end. Started again, it first waits for the arrays an earlier call left in the
+queue (their ids are in WORKDIR/jobs).
 """
 from __future__ import annotations
 
@@ -82,6 +83,9 @@ def wait(job: str) -> None:
 
 
 def cancel(job: str) -> None:
+    """Pending tasks are cancelled first (a signal alone would leave them to start when a slot frees), then the
+    running ones are asked to checkpoint and end."""
+    subprocess.run(["scancel", "--state=PENDING", job], capture_output=True)
     subprocess.run(["scancel", "--signal=USR1", "--full", job], capture_output=True)
 
 

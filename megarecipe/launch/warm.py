@@ -16,7 +16,6 @@ exits, and the forkserver exits when the process that started it is gone, even o
 from __future__ import annotations
 
 import atexit
-import ctypes
 import importlib
 import multiprocessing
 import os
@@ -26,14 +25,13 @@ import sys
 import time
 from contextlib import contextmanager
 
-from megarecipe.system import free_port
+from megarecipe.system import die_with_parent, free_port
 
 TRAINER = "megarecipe.cli.train"   # as `python -m megarecipe.cli.train`: named, not imported, by this layer
 # What the server imports once. Names, not import statements: this process never loads the training stack.
 PRELOAD = ["megarecipe.launch.server_env", "torch", "deepspeed", "megatron.core.models.gpt",
            "torch.utils.tensorboard", "megarecipe.train.loop", "megarecipe.train.checkpoint", TRAINER]
 PEER_GRACE_S = 30.0   # as DeepSpeed's launcher: when a rank fails, the others get SIGTERM, then SIGKILL
-_PR_SET_PDEATHSIG = 1
 
 
 def cold_reason(gpus: list[str]) -> str | None:
@@ -184,12 +182,7 @@ def _die_with_parent() -> None:
     if alive is not None:
         os.close(alive)
         forkserver._forkserver._forkserver_alive_fd = None
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:   # the parent was gone before the request
-        os.kill(os.getpid(), signal.SIGTERM)
+    die_with_parent()
 
 
 def _redirect(path: str, fd: int) -> None:

@@ -360,6 +360,55 @@ def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
     assert scalars(run_dir, "train/loss") == scalars(whole, "train/loss")
 
 
+def test_kill_9_of_the_launcher_stops_the_ranks(tiny_data, tmp_path):
+    """kill -9 of launchers/local.sh, then of DeepSpeed's runner under it: each time every rank checkpoints
+    and exits within seconds (no process holds the run), and the run resumes to its end."""
+    from tests.helpers import pid_parent
+
+    extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]   # 78 steps
+    run_dir = tmp_path / "kill9"
+    pointer = run_dir / "checkpoints" / "latest"
+    local_sh = [str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
+                *extra, f"run.dir={run_dir}", "run.resume=true"]
+    log = open(tmp_path / "local.log", "w+")
+    checkpoints = []
+    for victim in ("local.sh", "deepspeed's runner"):
+        proc = subprocess.Popen(local_sh, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())}, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and len([p for p in processes_of(run_dir) if p != proc.pid]) < 4:
+                assert proc.poll() is None, "the run ended before it could be killed"
+                time.sleep(0.2)   # runner, node launcher and 2 ranks
+            steps = len(list((run_dir / "tb").glob("events*")))
+            while time.time() < deadline and len(list((run_dir / "tb").glob("events*"))) <= steps:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            kids = [p for p in processes_of(run_dir) if pid_parent(p) == proc.pid]
+            target = proc.pid if victim == "local.sh" else kids[0]
+            os.kill(target, signal.SIGKILL)
+            sent = time.time()
+            while processes_of(run_dir) and time.time() - sent < 30:
+                time.sleep(0.2)
+            took = time.time() - sent
+            left = processes_of(run_dir)
+            proc.wait(timeout=60)
+        finally:
+            for pid in processes_of(run_dir):
+                os.kill(pid, signal.SIGKILL)
+        log.seek(0)
+        assert not left and took < 45, f"after kill -9 of {victim}: {left} left after {took:.0f} s"
+        assert RunDir(str(run_dir)).info()["status"] == "stopped", log.read()[-3000:]
+        checkpoints.append(pointer.read_text())
+    assert "step00000001" <= checkpoints[0] < checkpoints[1] < "step00000078", checkpoints
+
+    resumed = subprocess.run(local_sh, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())},
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = sorted(scalars(run_dir, "train/loss"))
+    assert RunDir(str(run_dir)).info()["status"] == "finished" and steps == list(range(1, 79))
+
+
 def test_ensemble_of_trained_members(tiny_ensemble, tmp_path):
     """`ensemble.py train --members 3 --parallel 2` (members differing only by seed) -> `eval` of the
     logit-averaged ensemble (both in the tiny_ensemble fixture) -> L(K) events the fit tool reads."""

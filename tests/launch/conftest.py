@@ -48,3 +48,29 @@ def fake_trainer(tmp_path, monkeypatch):
 
 def starts(log) -> list[str]:
     return log.read_text().splitlines() if os.path.exists(log) else []
+
+
+@pytest.fixture(scope="session")
+def slurm_conf(tmp_path_factory):
+    """A real one-node Slurm (tests/services/slurm.sh), started once per session and stopped after it; the
+    tests that use it skip with the script's one-line reason where it cannot run (not root, no apt-get)."""
+    import subprocess
+
+    state = tmp_path_factory.mktemp("slurm")
+    script = str(REPO / "tests" / "services" / "slurm.sh")
+    started = subprocess.run(["bash", script, "start", str(state)], capture_output=True, text=True, timeout=600)
+    if started.returncode == 3:
+        pytest.skip(started.stderr.strip().splitlines()[-1])
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip()
+    subprocess.run(["bash", script, "stop", str(state)], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def slurm(slurm_conf, fake_trainer, monkeypatch):
+    """The real Slurm's clients for this test, with the fake trainer in its jobs; returns the start log."""
+    monkeypatch.setenv("SLURM_CONF", slurm_conf)
+    monkeypatch.setenv("MEGARECIPE_SLURM_POLL_S", "0.5")
+    monkeypatch.setenv("FAKE_TERM_STOPS", "1")
+    monkeypatch.setenv("FAKE_SECONDS", "2")
+    return fake_trainer

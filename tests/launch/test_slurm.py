@@ -1,106 +1,137 @@
-"""The Slurm backend against fake sbatch/squeue on PATH: what it asks Slurm for, how it resumes a preempted run
-and retries a failed one. The fake sbatch records its arguments and plays each array task with the stand-in
-trainer, from the task's args file exactly as launchers/slurm_array.sbatch reads it."""
-import json
+"""The Slurm backend and launchers/slurm*.sbatch against a real one-node Slurm (the slurm fixture; skipped with
+its reason where it cannot run). The fake trainer stands in wherever the real one is not the point."""
 import os
-import stat
-import sys
+import subprocess
+import time
+
+import pytest
 
 from megarecipe import rundir
-from megarecipe.launch import RunSpec, launch
-from megarecipe.launch.slurm import SCRIPT
-
-from tests.launch.conftest import FAKE_TRAINER
-
-SBATCH = f"""#!{sys.executable}
-import json, os, re, subprocess, sys
+from megarecipe.launch import RunSpec, launch, slurm as backend
 from megarecipe.rundir import RunDir
-log = os.environ["FAKE_SLURM_LOG"]
-with open(log, "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-calls = sum(1 for _ in open(log))
-n = int(re.search(r"--array=0-(\\d+)%", " ".join(sys.argv)).group(1)) + 1
-task_dir = sys.argv[-1]
-for i in range(n):
-    args = open(os.path.join(task_dir, f"{{i}}.args")).read().splitlines()
-    run_dir, train_args = args[0], args[1:]
-    if calls == 1 and os.environ.get("FAKE_PREEMPT", "-") in run_dir:   # preempted mid-run: stopped at step 5
-        RunDir(run_dir).update(status="stopped", step=5)
-        continue
-    with open(os.path.join(run_dir, "train.log"), "a") as out:
-        subprocess.run({FAKE_TRAINER.split()!r} + train_args, stdout=out, stderr=out)
-print(f"4242{{calls}};cluster")
-"""
-SQUEUE = """#!/bin/sh
-# the array is listed once, then gone
-if [ ! -e "$FAKE_SLURM_LOG.q$2" ]; then touch "$FAKE_SLURM_LOG.q$2"; echo "$2_0"; fi
-"""
+
+from megarecipe.system import free_port
+
+from tests.helpers import REPO, TINY, env, losses
 
 
-def test_slurm_job_arrays(tmp_path, fake_data, fake_trainer, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("sbatch", SBATCH), ("squeue", SQUEUE), ("scancel", "#!/bin/sh\n")):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(stat.S_IRWXU)
-    log = tmp_path / "slurm.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_LOG", str(log))
-    monkeypatch.setenv("MEGARECIPE_SLURM_POLL_S", "0.01")
-    monkeypatch.setenv("FAKE_PREEMPT", "lr0.003")
-    monkeypatch.setenv("FAKE_FAIL", "lr0.002")
-    monkeypatch.setenv("FAKE_SECONDS", "0")
+def specs(tmp_path, fake_data, lrs, processes=1):
     base = [f"data.dir={fake_data}", "data.train_tokens=100000", "train.micro_batch_size=8"]
-    runs = [RunSpec("configs/tiny.yaml", [*base, f"optim.lr={lr}"], str(tmp_path / "sweep" / f"lr{lr}"), processes=4)
-            for lr in (0.001, 0.002, 0.003)]
-    results = launch(runs, backend="slurm", parallel=2, slurm_args=["--partition=gpu"])
-
-    calls = [json.loads(line) for line in log.read_text().splitlines()]
-    first = calls[0]
-    assert first[:9] == ["--parsable", "--array=0-2%2", "--job-name=megarecipe-launch", "--nodes=1",
-                         "--gpus-per-node=4", "--requeue", "--signal=USR1@120", f"--output={first[-1]}/%a.out",
-                         "--export=ALL,GPUS_PER_NODE=4"]
-    assert first[9:] == ["--partition=gpu", str(SCRIPT), first[-1]]
-    args = (open(os.path.join(first[-1], "0.args")).read().splitlines())
-    assert args == [os.path.abspath(runs[0].run_dir), "configs/tiny.yaml", *runs[0].overrides,
-                    f"run.dir={runs[0].run_dir}", "run.resume=true"]
-    # round 2: the preempted run resumes and the failed one is retried, in one array; then the failure is final
-    assert [c[1] for c in calls] == ["--array=0-2%2", "--array=0-1%2"]
-    assert results[runs[0].run_dir].state == rundir.FINISHED and results[runs[0].run_dir].attempts == 1
-    assert results[runs[2].run_dir].state == rundir.FINISHED and results[runs[2].run_dir].attempts == 2
-    failed = results[runs[1].run_dir]
-    assert failed.state == rundir.FAILED and failed.attempts == 2 and "boom" in failed.log_tail
+    return [RunSpec("configs/tiny.yaml", [*base, f"optim.lr={lr}"], str(tmp_path / "sweep" / f"lr{lr}"), processes)
+            for lr in lrs]
 
 
-def test_array_task_hands_its_args_to_slurm_sbatch(tmp_path):
-    """launchers/slurm_array.sbatch as Slurm runs it, with fake scontrol/srun/torchrun: task 1's args file
-    reaches torchrun unchanged and the output lands in RUN/train.log."""
-    import subprocess
+def status(spec) -> str | None:
+    return (RunDir(spec.run_dir).info() or {}).get("status")
 
-    from megarecipe.launch.slurm import write_tasks
 
-    from tests.helpers import REPO
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fakes = {"scontrol": "echo node7", "srun": 'while [ "${1#--}" != "$1" ]; do shift; done; exec "$@"',
-             "torchrun": 'echo "torchrun $*"'}
-    for name, body in fakes.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(stat.S_IRWXU)
-    runs = [RunSpec("configs/tiny.yaml", [f"optim.lr={lr}", "data.dir=a dir/with space"], str(tmp_path / f"r{lr}"))
-            for lr in (0.001, 0.002)]
-    write_tasks(runs, str(tmp_path / "tasks"))
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_NODELIST": "node[7-8]",
-           "SLURM_NNODES": "1", "SLURM_JOB_ID": "99", "SLURM_SUBMIT_DIR": str(REPO), "GPUS_PER_NODE": "4",
-           "VIRTUAL_ENV": "x"}
-    result = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "tasks")], env=env, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    log = (tmp_path / "r0.002" / "train.log").read_text()
-    assert "--nproc_per_node 4" in log and "--rdzv_endpoint node7:29500" in log
-    assert f"-m megarecipe.cli.train configs/tiny.yaml optim.lr=0.002 data.dir=a dir/with space " \
-           f"run.dir={runs[1].run_dir} run.resume=true" in log
-    assert not (tmp_path / "r0.001" / "train.log").exists()
+def wait_for(predicate, what: str, timeout: float = 120):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def log_of(spec) -> str:
+    return open(os.path.join(spec.run_dir, "train.log")).read()
+
+
+def submit(runs, tmp_path, parallel=2, extra=None) -> str:
+    return backend.submit(runs, str(tmp_path / "tasks"), parallel, 1, extra or [])
+
+
+def test_sbatch_command():
+    runs = [RunSpec("configs/tiny.yaml", [], f"r{i}", processes=4) for i in range(3)]
+    assert backend.sbatch_command(runs, "T", 2, gpus_per_node=4, extra=["--partition=gpu"]) == [
+        "sbatch", "--parsable", "--array=0-2%2", "--job-name=megarecipe-launch", "--nodes=1", "--gpus-per-node=4",
+        "--requeue", "--signal=USR1@120", "--output=T/%a.out", "--export=ALL,GPUS_PER_NODE=4", "--partition=gpu",
+        str(backend.SCRIPT), "T"]
+
+
+@pytest.mark.slow
+def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm, monkeypatch):
+    monkeypatch.setenv("FAKE_SECONDS", "120")
+    monkeypatch.setenv("FAKE_RESUME_SECONDS", "0.5")
+    [run] = specs(tmp_path, fake_data, (0.001,))
+    job = submit([run], tmp_path)
+    try:
+        wait_for(lambda: status(run) == rundir.RUNNING, "the task to start")
+        subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+        wait_for(lambda: status(run) == rundir.STOPPED, "the requeued task to checkpoint", 60)
+        # a requeued job waits ~2 min before it may start again; a real scheduler's delay, skipped here
+        state = ["squeue", "-h", "-j", job, "-o", "%T"]
+        wait_for(lambda: subprocess.run(state, capture_output=True, text=True).stdout.strip() == "PENDING",
+                 "the job to be pending again", 60)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
+        backend.wait(job)
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    log = log_of(run)
+    assert "stopped on SIGTERM at step 1" in log and "(restart 1)" in log and "from step 1" in log, log
+    assert status(run) == rundir.FINISHED
+
+
+@pytest.mark.slow
+def test_signal_before_the_time_limit_reaches_the_trainer(tmp_path, fake_data, slurm, monkeypatch):
+    """--signal=USR1@100 with a 2-minute limit: Slurm sends USR1 to the job step once 20 s are gone; torchrun
+    passes it on and the trainer checkpoints and ends, long before the limit."""
+    monkeypatch.setenv("FAKE_SECONDS", "110")
+    [run] = specs(tmp_path, fake_data, (0.001,))
+    job = submit([run], tmp_path, extra=["--time=2", "--signal=USR1@100"])
+    t0 = time.time()
+    try:
+        backend.wait(job)
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    assert "stopped on SIGUSR1 at step 1" in log_of(run), log_of(run)
+    assert status(run) == rundir.STOPPED and time.time() - t0 < 100
+
+
+@pytest.mark.slow
+def test_parallel_array_and_scancel_of_the_sweep(tmp_path, fake_data, slurm, monkeypatch):
+    """A 3-task array at %2 runs two tasks at once through slurm_array.sbatch -> slurm.sbatch -> srun ->
+    torchrun. What the launcher does when interrupted (`scancel --signal=USR1 --full`) makes both checkpoint;
+    launch(backend="slurm", parallel=2) of the sweep then resumes them and runs the third, two at a time."""
+    monkeypatch.setenv("FAKE_SECONDS", "120")
+    monkeypatch.setenv("FAKE_RESUME_SECONDS", "0.5")
+    runs = specs(tmp_path, fake_data, (0.001, 0.002, 0.003))
+    job = submit(runs, tmp_path, parallel=2)
+    try:
+        wait_for(lambda: [status(s) for s in runs[:2]] == [rundir.RUNNING] * 2, "two tasks to start")
+        time.sleep(2)
+        assert status(runs[2]) is None   # the third waits for a free slot
+        backend.cancel(job)
+        backend.wait(job)
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    assert [status(s) for s in runs] == [rundir.STOPPED, rundir.STOPPED, None], [log_of(s) for s in runs[:2]]
+    assert all("stopped on SIGUSR1 at step 1" in log_of(s) for s in runs[:2])
+    slurm.write_text("")
+    monkeypatch.setenv("FAKE_SECONDS", "3")
+    results = launch(runs, backend="slurm", parallel=2, gpus_per_node=1)
+    assert [results[s.run_dir].state for s in runs] == [rundir.FINISHED] * 3
+    assert all("from step 1" in log_of(s) for s in runs[:2]) and "from step 0" in log_of(runs[2])
+    live = [int(line.split("live=")[1].split()[0]) for line in slurm.read_text().splitlines()]
+    assert len(live) == 3 and max(live) <= 2, live
+
+
+@pytest.mark.slow
+def test_slurm_sbatch_trains_two_ranks_to_the_losses_of_local(tmp_path, tiny_data, slurm_conf):
+    """`sbatch launchers/slurm.sbatch` with 2 ranks (srun, torchrun's c10d rendezvous, the real trainer) ends
+    with the losses of the same run of 2 processes started locally."""
+    common = ["configs/tiny.yaml", *TINY, f"data.dir={tiny_data}"]
+    reference = tmp_path / "local"
+    local = subprocess.run([str(REPO / "launchers" / "local.sh"), "2", *common, f"run.dir={reference}"], cwd=REPO,
+                           env={**env(), "MASTER_PORT": str(free_port())}, capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stderr[-3000:]
+    run_dir = tmp_path / "slurm"
+    out = tmp_path / "job.out"
+    job = subprocess.run(["sbatch", "--wait", "--gpus-per-node=2", "--export=ALL,GPUS_PER_NODE=2", f"--output={out}",
+                          "launchers/slurm.sbatch", *common, f"run.dir={run_dir}"], cwd=REPO,
+                         env={**env(), "SLURM_CONF": slurm_conf}, capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, out.read_text()[-3000:] if out.exists() else job.stderr
+    assert RunDir(str(run_dir)).info()["perf"]["world_size"] == 2
+    assert len(losses(reference)) >= 4 and losses(run_dir) == losses(reference)
 
 
 def test_settings_are_judged_for_the_gpu_nodes_not_the_submitting_machine(tmp_path, fake_data, monkeypatch):
