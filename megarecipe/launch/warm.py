@@ -77,16 +77,10 @@ class WarmRun:
 
     def __init__(self, processes: list):
         self._procs = processes
+        self.pids = [p.pid for p in processes]   # kept: the process objects are closed once they are reaped
+        self.pid = self.pids[0]
         self._failed_at: float | None = None
         self.returncode: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self._procs[0].pid
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
 
     def poll(self) -> int | None:
         if self.returncode is not None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from megarecipe.train import universal
-from tests.helpers import scalars, train
+from megarecipe.launch import warm
+from tests.helpers import REPO, env, scalars, train
 
 pytestmark = pytest.mark.slow
 SIX = [f"data.train_tokens={64 * 16 * 6 + 1}", "train.stop_after=null", "train.checkpoint_every=3",
@@ -60,25 +60,18 @@ def dp2(request, tiny_data, tmp_path_factory):
     return run_dir, request.param
 
 
-def kill_mid_conversion(ckpt_dir, tag):
+def kill_mid_conversion(ckpt_dir, tag, log):
     """A conversion killed (SIGKILL) after DeepSpeed's converter wrote the parameter folders."""
-    from deepspeed.checkpoint import ds_to_universal
-
-    pid = os.fork()
-    if pid == 0:
-        ds_to_universal._save_optimizer_state = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
-        universal.convert(str(ckpt_dir), tag, {"zero_stage": 1, "tp": 1})
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    return pid
+    run = warm.start([str(ckpt_dir), tag], env(), str(REPO), str(log), module="tests.distributed.kill_conversion")
+    assert run.wait(300) == -signal.SIGKILL, log.read_text()[-2000:]
+    return run.pid
 
 
 def test_dp2_resumes_on_one_process(dp2, tmp_path, tiny_data):
     full, stage = dp2
     ckpt = tmp_path / "run" / "checkpoints"
     shutil.copytree(full, tmp_path / "killed")
-    pid = kill_mid_conversion(tmp_path / "killed" / "checkpoints", "step00000003")
+    pid = kill_mid_conversion(tmp_path / "killed" / "checkpoints", "step00000003", tmp_path / "kill.log")
     left = tmp_path / "killed" / "checkpoints" / f"step00000003.universal.tmp{pid}"
     assert left.is_dir() and not (tmp_path / "killed" / "checkpoints" / "step00000003.universal").exists()
     assert digest(left.parent / "step00000003") == digest(full / "checkpoints" / "step00000003")
