@@ -33,21 +33,22 @@ TRAINER = ("-m", "megarecipe.cli.train")
 def torchrun(nproc: int, overrides: list[str], extra_env: dict | None = None, timeout: int = 400,
              program: tuple = TRAINER, cold: bool = False):
     """nproc=0: plain `python -m megarecipe.cli.train`, no launcher. The trainer starts warm (forked from the
-    session's preloaded server, as the local pool starts runs) unless cold or another program is asked for;
-    cold runs go through torchrun, as a user's would."""
+    session's preloaded server, as the local pool starts runs) unless cold is asked for or the program is a
+    script, not a module (`("-m", MODULE, ARGS...)`); cold runs go through torchrun, as a user's would."""
     run_env = {**env(), **(extra_env or {})}
-    if not cold and program == TRAINER and warm.cold_reason([]) is None:
-        return _warm(max(nproc, 1), ["configs/tiny.yaml", *overrides], run_env, timeout)
+    if not cold and program[0] == "-m" and warm.cold_reason([]) is None:   # a module: the trainer, or a wrapper
+        return _warm(max(nproc, 1), [*program[2:], "configs/tiny.yaml", *overrides], run_env, timeout, program[1])
     launcher = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port())] \
         if nproc else [str(BIN / "python")]
     cmd = [*launcher, *program, "configs/tiny.yaml", *overrides]
     return subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout)
 
 
-def _warm(processes: int, args: list[str], run_env: dict, timeout: int) -> subprocess.CompletedProcess:
+def _warm(processes: int, args: list[str], run_env: dict, timeout: int,
+          module: str = warm.TRAINER) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as out:
         stdout, stderr = os.path.join(out, "stdout"), os.path.join(out, "stderr")
-        proc = warm.start(args, run_env, str(REPO), stdout, stderr, processes=processes)
+        proc = warm.start(args, run_env, str(REPO), stdout, stderr, processes=processes, module=module)
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:

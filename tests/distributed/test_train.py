@@ -198,7 +198,7 @@ def test_resume_with_a_layout_the_converter_cannot_do_is_refused(tiny_data, tmp_
 
 def nan_at(step: int) -> tuple:
     """The trainer with its training loss made NaN at one step: tests/distributed/inject_nan.py."""
-    return (str(REPO / "tests" / "distributed" / "inject_nan.py"), str(step))
+    return ("-m", "tests.distributed.inject_nan", str(step))
 
 
 def test_nonfinite_loss_stops_with_the_step(tiny_data, tmp_path):
