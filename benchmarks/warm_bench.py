@@ -6,8 +6,8 @@
   (`launchers/local.sh 2`), each cold and warm (forked from a forkserver started, and warmed by one run, before
   the measurement). CPU and wall to the first step are the run's own (run.json's `first_step`, rank 0); the
   launch's wall is the whole call.
-- A search: `points` tiny runs through megarecipe.launch at parallel 2, in a fresh interpreter each way, CPU =
-  user + system of that interpreter and everything it started (the forkserver and its runs included).
+- A search: `points` tiny runs (19 steps each) through megarecipe.launch at parallel 2, in a fresh interpreter
+  each way, CPU = user + system of that interpreter and everything it started (the forkserver and its runs).
 - --demo: `make demo`'s job (tools/recipe.py configs/recipe/tiny.yaml) cold and warm, wall and CPU.
 """
 import argparse
@@ -79,7 +79,7 @@ sys.exit(f"not finished: {bad}" if bad else 0)
 def search(data: str, work: str, points: int, how: str) -> tuple[float, float]:
     env = trainer_env(MEGARECIPE_WARM="1" if how == "warm" else "0")
     t, c = time.monotonic(), children_cpu()
-    subprocess.run([PY, "-c", SEARCH, data, os.path.join(work, how), str(points), *TINY, "train.stop_after=8"],
+    subprocess.run([PY, "-c", SEARCH, data, os.path.join(work, how), str(points), *TINY],
                    cwd=REPO, env=env, check=True)
     return time.monotonic() - t, children_cpu() - c
 
