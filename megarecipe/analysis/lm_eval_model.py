@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,11 @@ from tqdm import tqdm
 import lm_eval.models  # noqa: F401  (registers the built-in models first; registering ours alone would hide them)
 
 MODEL_TYPE = "megarecipe"
+
+
+def _terminal() -> bool:
+    """Progress bars only on a terminal: in a log file each redraw would be another line."""
+    return sys.stderr.isatty()
 
 
 class ModelSourceError(ValueError):
@@ -201,6 +207,9 @@ class MegarecipeLM(TemplateLM):
         if chunk:
             yield chunk
 
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not _terminal())
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **_kwargs) -> list[tuple[float, bool]]:
         pairs = [(context, continuation) for _, context, continuation in requests]
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
@@ -210,7 +219,7 @@ class MegarecipeLM(TemplateLM):
             raise ValueError(f"a continuation of {max(cont_lens)} tokens is longer than the model's "
                              f"{self.max_length}; shorten the task's answers")
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
-        bar = tqdm(total=len(pairs), disable=disable_tqdm, desc="megarecipe loglikelihood")
+        bar = tqdm(total=len(pairs), disable=disable_tqdm or not _terminal(), desc="megarecipe loglikelihood")
         for chunk in self._chunks(batches, cont_lens):
             packed = [self._pack([pairs[i] for i in batch]) for batch in chunk]
             sums = [None] * len(chunk)
@@ -231,7 +240,8 @@ class MegarecipeLM(TemplateLM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         out = []
-        for (text,) in tqdm([r.args for r in requests], disable=disable_tqdm, desc="megarecipe rolling"):
+        for (text,) in tqdm([r.args for r in requests], disable=disable_tqdm or not _terminal(),
+                            desc="megarecipe rolling"):
             windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
                 token_list=self.tok_encode(text), prefix_token=self.prefix_token_id, max_seq_len=self.max_length,
                 context_len=1)]
