@@ -31,6 +31,7 @@ class Point:
     x: float
     loss: float
     source: str = ""  # the run (or table row) the point came from
+    boot: np.ndarray | None = field(default=None, compare=False, repr=False)  # (B,) its loss in each resample
 
 
 @dataclass
@@ -336,8 +337,11 @@ def interval(samples, level: float = 0.95) -> tuple[float, float]:
 
 
 def fit_points(points: list[Point], **kw) -> PowerLaw:
-    """Best point per x, then fit_power_law; the fit records which run each point came from."""
+    """Best point per x, then fit_power_law; the fit records which run each point came from. When every chosen
+    point carries its per-resample losses (`Point.boot`), the bootstrap refits those (its y_boot)."""
     chosen, dropped = best_per_x(points)
+    if kw.get("n_boot") and chosen and all(p.boot is not None for p in chosen) and kw.get("y_boot") is None:
+        kw["y_boot"] = np.stack([p.boot for p in chosen], axis=1)
     fit = fit_power_law([p.x for p in chosen], [p.loss for p in chosen], **kw)
     fit.sources = [p.source for p in chosen]
     fit.dropped = dropped
@@ -356,21 +360,27 @@ class Joint:
 
 
 def joint_asymptote(curves: dict, n_boot: int = 0, seed: int = 0, progress: bool = False, **kw) -> Joint:
-    """curves: N -> list of Points over K (several per K allowed: the best is used).
+    """curves: N -> list of Points over K (several per K allowed: the best is used), or N -> its L(K) fitted
+    already (a PowerLaw, used as it is).
 
     With n_boot, each stage-2 resample fits the stage-1 bootstrap asymptotes, so the interval on E carries
-    both stages' uncertainty.
+    both stages' uncertainty; a stage-1 fit without bootstrap samples leaves stage 2 without an interval.
     """
     if len(curves) < 3:
         raise FitError(f"the joint asymptote needs ensembles at >= 3 model sizes, got {len(curves)}"
                        + (f" ({', '.join(f'{n:g}' for n in sorted(curves))})" if curves else ""))
     per_n = {}
     for i, n in enumerate(sorted(curves)):
+        if isinstance(curves[n], PowerLaw):
+            per_n[n] = curves[n]
+            continue
         try:
             per_n[n] = fit_points(curves[n], n_boot=n_boot, seed=seed + 1 + i, progress=progress, **kw)
         except FitError as e:
             raise FitError(f"N = {n:g}: {e}") from None
     sizes = list(per_n)
+    if any(per_n[n].boot is None for n in sizes):
+        n_boot = 0
     y_boot = np.stack([per_n[n].boot[:, 2] for n in sizes], axis=1) if n_boot else None
     over_n = fit_power_law(sizes, [per_n[n].E for n in sizes], n_boot=n_boot, seed=seed, y_boot=y_boot,
                            progress=progress, **kw)

@@ -18,8 +18,9 @@ import os
 
 import numpy as np
 
-from megarecipe.analysis.fit import FitError, Joint, Point, data_efficiency, fit_power_law
 from megarecipe import ensembledir
+from megarecipe.analysis.fit import FitError, Point, data_efficiency, fit_points, joint_asymptote
+from megarecipe.analysis.recipe_plan import RecipeFits, RecipePlan
 from megarecipe.rundir import RunDir
 
 HELD_P = 0.95
@@ -81,20 +82,13 @@ def seed_sigma(ensembles: list[str]) -> tuple[float, int]:
     return (float(np.sqrt(sq / dof)) if dof else 0.0), dof
 
 
-def fit(points: list[Point], boots: list | None, n_boot: int, seed: int):
-    """Points (one per x) and their per-resample losses (each (B,) or None); (fit or None, error or None)."""
-    order = sorted(range(len(points)), key=lambda i: points[i].x)
-    pts = [points[i] for i in order]
-    y_boot = None
-    if n_boot and boots and all(b is not None for b in boots):
-        y_boot = np.stack([boots[i] for i in order], axis=1)
+def fit(points: list[Point], n_boot: int, seed: int):
+    """analysis/fit's fit_points, its bootstrap refitting each point's seed-noise draws (Point.boot; none when a
+    point has none); (fit or None, error or None)."""
     try:
-        f = fit_power_law([p.x for p in pts], [p.loss for p in pts], n_boot=n_boot if y_boot is not None else 0,
-                          seed=seed, y_boot=y_boot)
+        return fit_points(points, n_boot=n_boot if all(p.boot is not None for p in points) else 0, seed=seed), None
     except FitError as e:
         return None, str(e)
-    f.sources = [p.source for p in pts]
-    return f, None
 
 
 def fit_dict(f, error) -> dict:
@@ -102,20 +96,18 @@ def fit_dict(f, error) -> dict:
 
 
 class Fits:
-    """fits.json's dict (`self.fits`), the fit objects for the plots (`self.objs`) and the bootstrap samples of
-    every compared quantity (`self.samples`), built from the plan."""
+    """fits.json (`self.fits`, a RecipeFits), the fit objects for the plots (`self.objs`) and the bootstrap
+    samples of every compared quantity (`self.samples`), built from the plan."""
 
-    def __init__(self, out: str, recipe, plan: dict):
+    def __init__(self, out: str, recipe, plan: RecipePlan):
         self.out, self.r, self.plan = out, recipe, plan
         self.B = recipe.bootstrap
-        by_budget = plan.get("by_budget") or {str(recipe.budget): {k: plan.get(k) or {} for k in
-                                                                    ("standard", "regularized", "ensembles")}}
-        self.by_budget = {int(b): v for b, v in by_budget.items()}
+        self.by_budget = plan.runs_by_budget(recipe.budget)
         ens_dirs = [d for v in self.by_budget.values() for d in (v.get("ensembles") or {}).values()]
         sigma, dof = seed_sigma(ens_dirs)
         self.noise = Noise(sigma, self.B)
-        self.fits = {"budget_tokens": recipe.budget, "budgets": sorted(self.by_budget), "bootstrap": self.B,
-                     "seed_sigma": sigma, "seed_sigma_dof": dof, "runs": {}, "by_budget": {}}
+        self.fits = RecipeFits(budget_tokens=recipe.budget, budgets=sorted(self.by_budget), bootstrap=self.B,
+                               seed_sigma=sigma, seed_sigma_dof=dof)
         self.objs, self.samples = {"by_budget": {}}, {}
 
     def rel(self, d: str) -> str:
@@ -123,8 +115,8 @@ class Fits:
 
     # ---- per budget
     def _rows(self, section: str, runs: dict, budget: int) -> dict:
-        edges = (self.plan.get("edges") or {}).get(section) or {}
-        untuned = (self.plan.get("untuned") or {}).get(section) or {}
+        edges = self.plan.edges.get(section) or {}
+        untuned = self.plan.untuned.get(section) or {}
         key = (lambda s: s) if budget == self.r.budget else (lambda s: f"{s}_D{budget}")
         return {s: {"run": self.rel(d), "params": facts(d)["params"], "val_loss": run_loss(d),
                     **{k: facts(d).get(k) for k in ("lr", "weight_decay", "epochs")},
@@ -137,12 +129,12 @@ class Fits:
         if self.noise.on:
             boot = np.min(np.stack([losses[s] + self.noise.run(d) for s, d in runs.items()]), axis=0)
         return {"size": best, "run": self.rel(runs[best]), "val_loss": losses[best],
-                "seed_sd": self.fits["seed_sigma"] if self.noise.on else None}, boot
+                "seed_sd": self.fits.seed_sigma if self.noise.on else None}, boot
 
     def _over_n(self, runs: dict, seed: int):
-        pts = [Point(params_b(d), run_loss(d), self.rel(d)) for d in runs.values()]
-        boots = [self.noise.of(run_loss(d), self.noise.run(d)) for d in runs.values()]
-        return fit(pts, boots, self.B, seed)
+        pts = [Point(params_b(d), run_loss(d), self.rel(d), self.noise.of(run_loss(d), self.noise.run(d)))
+               for d in runs.values()]
+        return fit(pts, self.B, seed)
 
     def _ensembles(self, ens: dict, seed: int):
         """(table by size, per-size fits by size, Joint or None, error) of one budget's ensembles."""
@@ -152,23 +144,18 @@ class Fits:
             table[size] = {"params": facts(e["members"][0])["params"], "val_loss_by_k": e["val_loss_by_k"],
                            "dir": self.rel(d), "members": [self.rel(m) for m in e["members"]]}
             ks = range(1, len(e["val_loss_by_k"]) + 1)
-            pts = [Point(k, v, f"{self.rel(d)} K={k}") for k, v in zip(ks, e["val_loss_by_k"], strict=True)]
-            boots = [self.noise.of(v, self.noise.ensemble(e["members"], k))
-                     for k, v in zip(ks, e["val_loss_by_k"], strict=True)]
-            per[size], err = fit(pts, boots, self.B, seed + i)
+            pts = [Point(k, v, f"{self.rel(d)} K={k}", self.noise.of(v, self.noise.ensemble(e["members"], k)))
+                   for k, v in zip(ks, e["val_loss_by_k"], strict=True)]
+            per[size], err = fit(pts, self.B, seed + i)
             if per[size] is None:
                 table[size]["error"] = err
-        good = {s: f for s, f in per.items() if f is not None}
+        good = {s: f for s, f in per.items() if f is not None}   # a size whose L(K) failed is left out of E
         joint, error = None, None
-        if len(good) >= 3:
-            n = {s: table[s]["params"] / 1e9 for s in good}
-            pts = [Point(n[s], good[s].E, f"E_N of {s}") for s in good]
-            boots = [good[s].boot[:, 2] if good[s].boot is not None else None for s in good]
-            over, error = fit(pts, boots, self.B, seed + 50)
-            if over is not None:
-                joint = Joint({n[s]: good[s] for s in sorted(good, key=n.get)}, over)
-        else:
-            error = f"the joint asymptote needs ensembles fitted at >= 3 model sizes, got {len(good)}"
+        try:
+            joint = joint_asymptote({table[s]["params"] / 1e9: f for s, f in good.items()}, n_boot=self.B,
+                                    seed=seed + 50)
+        except FitError as e:
+            error = str(e)
         return table, per, joint, error
 
     def budget(self, b: int, i: int) -> None:
@@ -196,7 +183,7 @@ class Fits:
             objs["joint"] = joint
             if joint:
                 self._sample(("joint", b), joint.over_n)
-        self.fits["by_budget"][str(b)] = out
+        self.fits.by_budget[str(b)] = out
         self.objs["by_budget"][b] = objs
 
     def _sample(self, key, f) -> None:
@@ -205,18 +192,17 @@ class Fits:
 
     # ---- across budgets
     def data_law(self) -> None:
-        budgets = [b for b in sorted(self.by_budget) if "best_standard" in self.fits["by_budget"][str(b)]]
-        pts = [Point(b / 1e9, self.fits["by_budget"][str(b)]["best_standard"]["val_loss"],
-                     self.fits["by_budget"][str(b)]["best_standard"]["run"]) for b in budgets]
-        boots = [self.samples.get(("best_standard", b)) for b in budgets]
-        law, err = fit(pts, boots, self.B, seed=4)
+        budgets = [b for b in sorted(self.by_budget) if "best_standard" in self.fits.at(b)]
+        pts = [Point(b / 1e9, self.fits.at(b)["best_standard"]["val_loss"], self.fits.at(b)["best_standard"]["run"],
+                     self.samples.get(("best_standard", b))) for b in budgets]
+        law, err = fit(pts, self.B, seed=4)
         self.objs["data_law"] = law
-        self.fits["data_law"] = {"sizes": {str(b): self.fits["by_budget"][str(b)]["best_standard"]["size"]
+        self.fits.data_law = {"sizes": {str(b): self.fits.at(b)["best_standard"]["size"]
                                            for b in budgets}, **fit_dict(law, err)}
         if law is None:
             return
         for b in budgets:
-            row = self.fits["by_budget"][str(b)]
+            row = self.fits.at(b)
             ref_loss = row["best_standard"]["val_loss"]
             effs = {}
             for name, f in (("regularized", self.objs["by_budget"][b].get("regularized")),
@@ -236,18 +222,17 @@ class Fits:
         for name in ("regularized", "joint"):
             budgets = [b for b in sorted(self.by_budget) if (name, b) in self.samples
                        or self._e(name, b) is not None]
-            pts = [Point(b / 1e9, self._e(name, b), f"{name} E at D = {b}") for b in budgets
-                   if self._e(name, b) is not None]
+            pts = [Point(b / 1e9, self._e(name, b), f"{name} E at D = {b}", self.samples.get((name, b)))
+                   for b in budgets if self._e(name, b) is not None]
             if len(pts) < 3:
                 continue
-            boots = [self.samples.get((name, b)) for b in budgets if self._e(name, b) is not None]
-            f, err = fit(pts, boots, self.B, seed=60 if name == "regularized" else 61)
+            f, err = fit(pts, self.B, seed=60 if name == "regularized" else 61)
             out[name] = fit_dict(f, err)
             self.objs.setdefault("data_scaling", {})[name] = f
-        self.fits["data_scaling"] = out
+        self.fits.data_scaling = out
 
     def _e(self, name: str, b: int):
-        row = self.fits["by_budget"].get(str(b), {})
+        row = self.fits.at(b)
         f = row.get("regularized") if name == "regularized" else (row.get("ensembles") or {}).get("joint")
         return f.get("E") if isinstance(f, dict) else None
 
@@ -269,7 +254,7 @@ class Fits:
 
     def orderings(self) -> None:
         b = self.r.budget
-        row = self.fits["by_budget"].get(str(b), {})
+        row = self.fits.at(b)
         ens = row.get("ensembles") or {}
         E = {k: (f.get("E") if isinstance(f, dict) else None) for k, f in
              (("regularized", row.get("regularized")), ("ensemble", ens.get("best_size_asymptote")),
@@ -281,7 +266,7 @@ class Fits:
                              ("regularized", b), E["ensemble"], E["regularized"]),
                self.ordering("joint asymptote (K -> inf, then N -> inf) < ensemble asymptote (best size)",
                              ("joint", b), ("ensemble", b), E["joint"], E["ensemble"])]
-        d = self.fits.get("distill") or {}
+        d = self.fits.distill
         paper = d.get("paper_experiment")
         if paper:
             out.append(self.ordering("distilled student < the same size alone", ("student",), ("single",),
@@ -290,11 +275,11 @@ class Fits:
             if r["self"]:
                 out.append(self.ordering(f"self-distilled student (w {r['weight']:g}) < its own teacher",
                                          ("seq", r["student"]), ("single",), r["student_loss"], d["single_loss"]))
-        self.fits["orderings"] = out
+        self.fits.orderings = out
 
     # ---- distillation
     def distill(self) -> None:
-        dist = self.plan.get("distill")
+        dist = self.plan.distill
         if not dist or "sequence" not in dist:
             return
         from megarecipe.analysis.distill import final_loss
@@ -329,30 +314,28 @@ class Fits:
             out["logit_kd"] = {"teacher": kd["teacher"], "student": self.rel(kd["student"]), "student_loss": s,
                                "teacher_loss": t_loss, "alpha": kd.get("alpha"),
                                "retained": (single - s) / gap if gap > 0 else None, "beats_single": s < single}
-        self.fits["distill"] = out
+        self.fits.distill = out
 
-    def compute(self) -> tuple[dict, dict]:
+    def compute(self) -> tuple[RecipeFits, dict]:
         for i, b in enumerate(sorted(self.by_budget)):
             self.budget(b, i)
-        ref = self.fits["by_budget"].get(str(self.r.budget), {})
+        ref = self.fits.at(self.r.budget)
         for section in ("standard", "regularized"):
-            self.fits["runs"][section] = ref.get(f"{section}_runs", {})
+            self.fits.runs[section] = ref.get(f"{section}_runs", {})
         self.data_law()
         self.data_scaling()
         self.distill()
         self.orderings()
-        if self.plan.get("member_box"):
-            self.fits["member_box"] = {k: {"chosen": v["chosen"], "points": [
-                {**{n: p[n] for n in ("lr", "weight_decay", "epochs", "k_asymptote", "val_loss_by_k")},
-                 "dir": self.rel(p["dir"])} for p in v["points"]]} for k, v in self.plan["member_box"].items()}
-        if self.plan.get("ensemble_hyper"):
-            self.fits["ensemble_hyper"] = self.plan["ensemble_hyper"]
-        if self.plan.get("downstream"):
+        self.fits.member_box = {k: {"chosen": v["chosen"], "points": [
+            {**{n: p[n] for n in ("lr", "weight_decay", "epochs", "k_asymptote", "val_loss_by_k")},
+             "dir": self.rel(p["dir"])} for p in v["points"]]} for k, v in self.plan.member_box.items()}
+        self.fits.ensemble_hyper = dict(self.plan.ensemble_hyper)
+        if self.plan.downstream:
             from megarecipe.analysis.downstream import read_results
-            self.fits["downstream"] = {label: {"dir": self.rel(p), "tasks": read_results(p)}
-                                       for label, p in self.plan["downstream"].items()}
+            self.fits.downstream = {label: {"dir": self.rel(p), "tasks": read_results(p)}
+                                    for label, p in self.plan.downstream.items()}
         return self.fits, self.objs
 
 
-def compute(out: str, recipe, plan: dict) -> tuple[dict, dict]:
+def compute(out: str, recipe, plan: RecipePlan) -> tuple[RecipeFits, dict]:
     return Fits(out, recipe, plan).compute()

@@ -16,7 +16,7 @@ import numpy as np
 from megarecipe import atomic
 from megarecipe.analysis.plots import params_text
 from megarecipe.analysis.recipe_fits import compute  # noqa: F401  (the report's numbers)
-from megarecipe.analysis.recipe_plan import FITS_JSON, REPORT_MD, STAGES
+from megarecipe.analysis.recipe_plan import FITS_JSON, REPORT_MD, STAGES, RecipeFits, RecipePlan
 
 ORDER = ("regularized", "ensemble", "joint")
 
@@ -61,21 +61,21 @@ def _eff(e: dict) -> str:
     return text
 
 
-def plots(out: str, objs: dict, fits: dict) -> list[str]:
+def plots(out: str, objs: dict, fits: RecipeFits) -> list[str]:
     from megarecipe.analysis import plots as P
 
     made = []
-    ref = objs["by_budget"].get(fits["budget_tokens"], {})
+    ref = objs["by_budget"].get(fits.budget_tokens, {})
     if ref.get("regularized") is not None:
-        std = fits["by_budget"][str(fits["budget_tokens"])].get("standard_runs") or {}
-        best = fits["by_budget"][str(fits["budget_tokens"])].get("best_standard")
+        std = fits.at(fits.budget_tokens).get("standard_runs") or {}
+        best = fits.at(fits.budget_tokens).get("best_standard")
         made.append(P.plot_params({"regularized": ref["regularized"]},
                                   [(v["params"] / 1e9, v["val_loss"]) for v in std.values()],
                                   best and best["val_loss"], os.path.join(out, "loss_vs_params.png"),
-                                  f"loss vs parameters at D = {_tokens(fits['budget_tokens'])} tokens"))
+                                  f"loss vs parameters at D = {_tokens(fits.budget_tokens)} tokens"))
     if ref.get("joint") is not None:
         made.append(P.plot_joint(ref["joint"], os.path.join(out, "joint.png")))
-    for size, e in ((fits["by_budget"].get(str(fits["budget_tokens"]), {}).get("ensembles") or {})
+    for size, e in ((fits.at(fits.budget_tokens).get("ensembles") or {})
                     .get("by_size") or {}).items():
         losses = e["val_loss_by_k"]
         path = os.path.join(out, f"loss_vs_members_{size}.png")
@@ -94,37 +94,37 @@ def plots(out: str, objs: dict, fits: dict) -> list[str]:
     if fitted:
         made.append(P.plot_reducible(fitted, os.path.join(out, "reducible_loss.png")))
     for (name, b), eff in (objs.get("efficiency") or {}).items():
-        if b == fits["budget_tokens"]:
+        if b == fits.budget_tokens:
             made.append(P.plot_efficiency(eff, os.path.join(out, f"efficiency_{name}.png"), name))
-    if fits.get("distill"):
-        made.append(P.plot_distill(fits["distill"], os.path.join(out, "distill.png")))
+    if fits.distill:
+        made.append(P.plot_distill(fits.distill, os.path.join(out, "distill.png")))
     return made
 
 
-def _what_ran(recipe, plan: dict, fits: dict) -> list[str]:
-    ref = fits["by_budget"].get(str(recipe.budget), {})
+def _what_ran(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
+    ref = fits.at(recipe.budget)
     std = ref.get("standard_runs") or {}
     L = ["## What ran", "",
          f"- Data: `{recipe.data.dir}` (vocab {recipe.data.vocab_size}); reference budget D = {recipe.budget:,} unique "
-         f"tokens, and D = " + ", ".join(f"{b:,}" for b in fits["budgets"] if b != recipe.budget)
+         f"tokens, and D = " + ", ".join(f"{b:,}" for b in fits.budgets if b != recipe.budget)
          + f" for data scaling; held-out loss on {recipe.data.eval_tokens:,} tokens.",
          "- Sizes: " + ", ".join(f"{s} ({params_text(v['params'])} params)" for s, v in std.items()),
          "- Hyperparameters per (size, budget): " + (
-             "found by the search in this call (`--search`, certificates under search/)." if plan.get("hyper") else
+             "found by the search in this call (`--search`, certificates under search/)." if plan.hyper else
              "the certified values carried in the recipe file (`--search` redoes the search)."),
          "", "| recipe | D | size | LR | WD | epochs | val/loss | flags |",
          "|---|---:|---|---:|---:|---:|---:|---|"]
-    for b in fits["budgets"]:
-        row = fits["by_budget"][str(b)]
+    for b in fits.budgets:
+        row = fits.at(b)
         for section in ("standard", "regularized"):
             for size, v in (row.get(f"{section}_runs") or {}).items():
                 flags = [*(v.get("edge") or []), *([] if v.get("tuned", True) else ["not tuned at this D"])]
                 L.append(f"| {section} | {_tokens(b)} | {size} | {_num(v['lr'], 'g')} | {_num(v['weight_decay'], 'g')} "
                          f"| {v['epochs']} | {_num(v['val_loss'])} | {', '.join(flags)} |")
-    edged = sorted({s for b in fits["budgets"] for sec in ("standard", "regularized")
-                    for s, v in (fits["by_budget"][str(b)].get(f"{sec}_runs") or {}).items() if v.get("edge")})
-    untuned = sorted({f"{sec} {s} at {_tokens(b)}" for b in fits["budgets"] for sec in ("standard", "regularized")
-                      for s, v in (fits["by_budget"][str(b)].get(f"{sec}_runs") or {}).items()
+    edged = sorted({s for b in fits.budgets for sec in ("standard", "regularized")
+                    for s, v in (fits.at(b).get(f"{sec}_runs") or {}).items() if v.get("edge")})
+    untuned = sorted({f"{sec} {s} at {_tokens(b)}" for b in fits.budgets for sec in ("standard", "regularized")
+                      for s, v in (fits.at(b).get(f"{sec}_runs") or {}).items()
                       if not v.get("tuned", True)})
     if untuned:
         L += ["", f"Not tuned at their budget ({', '.join(untuned)}): the recipe file carries no certified values "
@@ -140,7 +140,7 @@ def _what_ran(recipe, plan: dict, fits: dict) -> list[str]:
                                                   "one grid step either way), ranked by its K-asymptote"
                                                   if e.member_box else ""))
         L += ["", f"- Ensembles: K = 1..{e.members} at " + ", ".join(e.sizes) + f" ({how})."]
-        for key, hp in (fits.get("ensemble_hyper") or {}).items():
+        for key, hp in (fits.ensemble_hyper or {}).items():
             L.append(f"  - {key}: LR {_num(hp['lr'], 'g')}, WD {_num(hp['weight_decay'], 'g')}, "
                      f"epochs {hp['epochs']}")
     return L
@@ -159,24 +159,24 @@ def _stage_table(stages: dict) -> list[str]:
                 "started.", ""]
 
 
-def _fits(recipe, fits: dict) -> list[str]:
-    noise = fits["seed_sigma_dof"] > 0
+def _fits(recipe, fits: RecipeFits) -> list[str]:
+    noise = fits.seed_sigma_dof > 0
     L = ["## The standard recipe: best run per budget", "",
          "The standard recipe overfits as N grows, so no asymptote is fitted to it (as in the paper): it is compared "
-         "by its best run over sizes." + (f" Seed-to-seed spread: standard deviation {_num(fits['seed_sigma'])} "
-                                          f"(pooled over the ensemble members, {fits['seed_sigma_dof']} degrees of "
+         "by its best run over sizes." + (f" Seed-to-seed spread: standard deviation {_num(fits.seed_sigma)} "
+                                          f"(pooled over the ensemble members, {fits.seed_sigma_dof} degrees of "
                                           f"freedom)." if noise else " No seed spread was measured (no ensemble)."),
          "", "| D | best size | best val/loss | every size |", "|---:|---|---:|---|"]
-    for b in fits["budgets"]:
-        row = fits["by_budget"][str(b)]
+    for b in fits.budgets:
+        row = fits.at(b)
         best = row.get("best_standard")
         if best:
             every = ", ".join(f"{s} {_num(v['val_loss'])}" for s, v in row["standard_runs"].items())
             spread = f" ± {_num(best['seed_sd'])}" if best.get("seed_sd") else ""
             L.append(f"| {_tokens(b)} | {best['size']} | {_num(best['val_loss'])}{spread} | {every} |")
     L += ["", "## Fitted asymptotes (L = A / x^alpha + E, 95% bootstrap intervals)", "",
-          (f"Intervals: {fits['bootstrap']} bootstrap resamples, each adding to every run's loss a draw of the seed "
-           f"noise (standard deviation {_num(fits['seed_sigma'])}), shared by every quantity the run enters, and "
+          (f"Intervals: {fits.bootstrap} bootstrap resamples, each adding to every run's loss a draw of the seed "
+           f"noise (standard deviation {_num(fits.seed_sigma)}), shared by every quantity the run enters, and "
            f"refitting." if noise else
            "Intervals: none: no seed-to-seed noise was measured (no ensemble with 2 or more members), so a fit "
            "of 3 points has no meaningful interval."), "",
@@ -186,32 +186,32 @@ def _fits(recipe, fits: dict) -> list[str]:
         if f:
             L.append(f"| {name} | {_tokens(b)} | {_E(f)} | {_num(f.get('alpha'), '.3g')} | "
                      f"{len(f.get('points', []))} | {_notes(f, noise)} |")
-    for b in fits["budgets"]:
-        row = fits["by_budget"][str(b)]
+    for b in fits.budgets:
+        row = fits.at(b)
         ens = row.get("ensembles") or {}
         add("regularized (over N)", b, row.get("regularized"))
         for size, f in (ens.get("per_size") or {}).items():
             add(f"ensemble {size} (over K)", b, f)
         add("joint (E_N over N)", b, ens.get("joint") if ens else None)
-    law = fits.get("data_law")
+    law = fits.data_law
     if law:
         add("standard data law (best over sizes, over D)", recipe.budget, law)
-    for name, f in (fits.get("data_scaling") or {}).items():
+    for name, f in (fits.data_scaling or {}).items():
         add(f"{name} asymptote (over D)", recipe.budget, f)
-    ref = fits["by_budget"].get(str(recipe.budget), {}).get("ensembles") or {}
+    ref = fits.at(recipe.budget).get("ensembles") or {}
     if ref.get("by_size"):
         n = max(len(e["val_loss_by_k"]) for e in ref["by_size"].values())
         L += ["", f"Ensemble held-out loss by K at D = {_tokens(recipe.budget)}:", "",
               "| size | " + " | ".join(f"K={k}" for k in range(1, n + 1)) + " |", "|---|" + "---:|" * n]
         for size, e in ref["by_size"].items():
             L.append(f"| {size} | " + " | ".join(_num(v) for v in e["val_loss_by_k"]) + " |")
-    for key, box in (fits.get("member_box") or {}).items():
+    for key, box in (fits.member_box or {}).items():
         L += ["", f"Member box for {key} (the chosen point has the lowest K-asymptote):", "",
               "| epochs | WD | K-asymptote | loss at largest K | chosen |", "|---:|---:|---:|---:|---|"]
         for i, p in enumerate(box["points"]):
             L.append(f"| {p['epochs']} | {_num(p['weight_decay'], 'g')} | {_num(p['k_asymptote'])} | "
                      f"{_num(p['val_loss_by_k'][-1])} | {'yes' if i == box['chosen'] else ''} |")
-    effs = [(b, fits["by_budget"][str(b)].get("efficiency") or {}) for b in fits["budgets"]]
+    effs = [(b, fits.at(b).get("efficiency") or {}) for b in fits.budgets]
     if any(e for _, e in effs):
         L += ["", "## Data efficiency", "",
               "Efficiency at D = D_base(the recipe's asymptote) / D_base(the best standard loss at D), D_base "
@@ -224,8 +224,8 @@ def _fits(recipe, fits: dict) -> list[str]:
     return L
 
 
-def _distill(fits: dict) -> list[str]:
-    d = fits.get("distill")
+def _distill(fits: RecipeFits) -> list[str]:
+    d = fits.distill
     if not d:
         return []
     hp = d.get("hyper") or {}
@@ -255,19 +255,19 @@ def _distill(fits: dict) -> list[str]:
     return L
 
 
-def _downstream(recipe, plan: dict, fits: dict) -> list[str]:
-    if not fits.get("downstream"):
+def _downstream(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
+    if not fits.downstream:
         return []
-    tasks = sorted({t for m in fits["downstream"].values() for t in m["tasks"]})
+    tasks = sorted({t for m in fits.downstream.values() for t in m["tasks"]})
     L = ["", "## Downstream (accuracy; lm-eval)", "", "| model | " + " | ".join(tasks) + " | mean |",
          "|---|" + "---:|" * (len(tasks) + 1)]
-    for label, m in fits["downstream"].items():
+    for label, m in fits.downstream.items():
         accs = [m["tasks"].get(t, {}).get("acc") for t in tasks]
         have = [a for a in accs if a is not None]
         L.append(f"| {label} (`{m['dir']}`) | " + " | ".join(_num(a, '.3f') for a in accs) +
                  f" | {_num(sum(have) / len(have), '.3f') if have else 'n/a'} |")
     lim = recipe.downstream.limit
-    for label, tasks_skipped in (plan.get("downstream_skipped") or {}).items():
+    for label, tasks_skipped in (plan.downstream_skipped or {}).items():
         for task, why in tasks_skipped.items():
             if task in recipe.downstream.tasks:   # a task since dropped from the recipe is not news
                 L += ["", f"{task} was not scored for {label}: {why['why']}."]
@@ -276,18 +276,18 @@ def _downstream(recipe, plan: dict, fits: dict) -> list[str]:
     return L
 
 
-def verdict(fits: dict) -> list[str]:
+def verdict(fits: RecipeFits) -> list[str]:
     """Each of the paper's orderings at this scale with its paired-bootstrap probability."""
     lines = []
-    for o in fits.get("orderings", []):
+    for o in fits.orderings:
         if o["verdict"] == "not measured":
             lines.append(f"- {o['claim']}: **not measured** (no fit).")
             continue
         p = f"P = {o['p']:.2f} over {o['resamples']} paired resamples" if o.get("p") is not None else \
             "no seed noise measured, so no probability"
         lines.append(f"- {o['claim']}: {_num(o['lhs'])} vs {_num(o['rhs'])}; {p}: **{o['verdict']}**.")
-    for b in fits["budgets"]:
-        effs = (fits["by_budget"][str(b)].get("efficiency") or {}).items()
+    for b in fits.budgets:
+        effs = (fits.at(b).get("efficiency") or {}).items()
         for name, e in sorted(effs, key=lambda kv: ORDER.index(kv[0])):
             v, ci = e.get("efficiency"), e.get("ci")
             sure = "" if not ci or ci[0] is None else \
@@ -297,7 +297,7 @@ def verdict(fits: dict) -> list[str]:
     return lines
 
 
-def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], out: str) -> str:
+def markdown(recipe, plan: RecipePlan, stages: dict, fits: RecipeFits, figures: list[str], out: str) -> str:
     L = [f"# Recipe `{recipe.name}`: pre-training under infinite compute, at this scale", "",
          f"Written {time.strftime('%Y-%m-%d %H:%M')}. Every number below is read from [{FITS_JSON}]({FITS_JSON}); "
          f"each run's directory holds its config, run.json and TensorBoard events (`tensorboard --logdir {out}`).",
@@ -312,10 +312,10 @@ def markdown(recipe, plan: dict, stages: dict, fits: dict, figures: list[str], o
     return "\n".join(L)
 
 
-def write(out: str, recipe, plan: dict, stages: dict) -> str:
+def write(out: str, recipe, plan: RecipePlan, stages: dict) -> str:
     fits, objs = compute(out, recipe, plan)
-    atomic.write_json(os.path.join(out, FITS_JSON), _plain(fits))
-    fits = _json(os.path.join(out, FITS_JSON))   # the report reads back exactly what was written
+    atomic.write_json(os.path.join(out, FITS_JSON), _plain(fits.to_dict()))
+    fits = RecipeFits.from_dict(_json(os.path.join(out, FITS_JSON)))   # the report reads back exactly what was written
     figures = plots(out, objs, fits)
     path = os.path.join(out, REPORT_MD)
     atomic.write_text(path, markdown(recipe, plan, stages, fits, figures, out))

@@ -19,27 +19,33 @@ from megarecipe.config.sources import mix_sources
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
+def layered(schema: type, path: Optional[str], overrides: Optional[list[str]], example: str):
+    """The one layering of run configs and recipe files: `schema`'s defaults, then the YAML file at `path`
+    (optional), then each `key=value` in order, merged into a typed `schema` object. Integer fields may be
+    written as counts (200M, 1.5B, 1e9). A file that is no YAML and an override that is no key=value are a
+    ConfigError here; OmegaConf's own errors (unknown key, wrong type) go to the caller, which names the fix."""
+    layers = [OmegaConf.structured(schema)]
+    if path:
+        try:
+            layers.append(_with_counts(OmegaConf.load(path), schema))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+        except (UnicodeDecodeError, OSError) as e:
+            raise ConfigError(f"{path} is not a readable YAML text file ({e}); pass a YAML file") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value; write e.g. {example}")
+        key, _, value = item.partition("=")
+        if is_int_field(schema, key) and written_count(value):   # the text as typed: 1e400 is not inf
+            item = f"{key}={parse_count(value, key)}"
+        layers.append(OmegaConf.from_dotlist([item]))
+    return OmegaConf.to_object(OmegaConf.merge(*layers))
+
+
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
     """YAML file (optional) merged over the defaults, then dotlist overrides; returns a typed Config."""
-    base = OmegaConf.structured(Config)
     try:
-        layers = [base]
-        if path:
-            path = resolve_preset(path)
-            try:
-                layers.append(_with_counts(OmegaConf.load(path)))
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
-            except (UnicodeDecodeError, OSError) as e:
-                raise ConfigError(f"{path} is not a readable YAML text file ({e}); pass a config file") from None
-        for item in overrides or []:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not key=value; write e.g. optim.lr=1e-3")
-            key, _, value = item.partition("=")
-            if is_int_field(Config, key) and written_count(value):   # the text as typed: 1e400 is not inf
-                item = f"{key}={parse_count(value, key)}"
-            layers.append(OmegaConf.from_dotlist([item]))
-        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
+        cfg = layered(Config, resolve_preset(path) if path else None, overrides, "optim.lr=1e-3")
         if cfg.data.mix:
             cfg.data.dir = mix_sources(cfg.data)[0][0]
         return cfg
@@ -51,11 +57,11 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
                           f"(run, data, model, optim, parallel, train, distill, logging)") from None
 
-def _with_counts(layer):
+def _with_counts(layer, schema: type):
     """Integer fields may be written as counts: data.train_tokens=200M, 1.5B, 1e9."""
     if not isinstance(layer, DictConfig):
         return layer   # not a mapping: the merge names the problem
-    return OmegaConf.create(counts_to_ints(OmegaConf.to_container(layer, resolve=False), Config))
+    return OmegaConf.create(counts_to_ints(OmegaConf.to_container(layer, resolve=False), schema))
 
 
 def resolve_preset(path: str) -> str:

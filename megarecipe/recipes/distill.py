@@ -26,10 +26,10 @@ from megarecipe.recipes.recipe_file import Hyper
 def teacher(p, t) -> str:
     """The teacher's directory: the size's regularized run, or a scored ensemble of its first `members`."""
     if t.members == 1:
-        return p.plan["regularized"][t.size]
+        return p.plan.regularized[t.size]
     budget = p.r.budget
-    hp = Hyper(**p.plan["ensemble_hyper"][p.key(t.size, budget)])
-    runs, specs = p.member_runs(t.size, budget, hp, p.plan["ensembles"][t.size], count=t.members)
+    hp = Hyper(**p.plan.ensemble_hyper[p.key(t.size, budget)])
+    runs, specs = p.member_runs(t.size, budget, hp, p.plan.ensembles[t.size], count=t.members)
     p.run_all(specs)
     out = os.path.abspath(os.path.join(p.out, "distill", "teachers", t.name))
     p._score(runs[:t.members], out)
@@ -95,7 +95,7 @@ def run(p) -> None:
         if taught != now:   # the run's settings name the teacher's dir, not its members: a finished one is read back
             raise p.error(f"{kd['student']} was distilled from {len(taught or [])} member(s) of {kd['teacher_dir']}, "
                           f"which now has {len(now or [])}; move {kd['student']} aside to distil from it as it is")
-    p.plan["distill"] = {"size": student, "single": p.plan["regularized"][student], "sequence": rows,
+    p.plan.distill = {"size": student, "single": p.plan.regularized[student], "sequence": rows,
                          "logit_kd": kd, "hyper": {"lr": dc.lr, "weight_decay": dc.weight_decay, "epochs": dc.epochs},
                          "synthetic_tokens": dc.synthetic_tokens or 4 * p.r.budget, "temperature": dc.temperature,
                          "lr_text": number(dc.lr)}

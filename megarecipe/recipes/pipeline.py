@@ -24,7 +24,7 @@ from dataclasses import asdict
 
 from megarecipe import atomic, ensembledir, rundir
 from megarecipe.analysis import recipe_plan as stages
-from megarecipe.analysis.recipe_plan import PLAN_JSON, REPORT_MD, STAGES, STAGES_JSON
+from megarecipe.analysis.recipe_plan import PLAN_JSON, REPORT_MD, STAGES, STAGES_JSON, RecipePlan
 from megarecipe.config import override
 from megarecipe.launch import RunSpec, launch, number
 from megarecipe.recipes import members
@@ -47,10 +47,10 @@ class Pipeline:
     def __init__(self, recipe: Recipe, out: str, search: bool = False, log=print, stop_after: str | None = None):
         self.r, self.out, self.search, self.log, self.stop_after = recipe, out, search, log, stop_after
         self.sizes = {s.name: s for s in recipe.sizes}
-        self.plan = self._read(PLAN_JSON)
+        self.plan = RecipePlan.from_dict(self._read(PLAN_JSON))
         if not search:   # an earlier --search call's values: this call uses the recipe's certified ones
-            self.plan.pop("hyper", None)
-        self.plan.pop("untuned", None)   # flagged again by this call's hyper() as it finds them
+            self.plan.hyper = {}
+        self.plan.untuned = {}   # flagged again by this call's hyper() as it finds them
         self.stages = self._read(STAGES_JSON)
         self.started_runs = 0
         self.worked = False
@@ -70,7 +70,7 @@ class Pipeline:
 
     def _save(self) -> None:
         os.makedirs(self.out, exist_ok=True)
-        atomic.write_json(os.path.join(self.out, PLAN_JSON), self.plan)
+        atomic.write_json(os.path.join(self.out, PLAN_JSON), self.plan.to_dict())
         atomic.write_json(os.path.join(self.out, STAGES_JSON), self.stages)
 
     def _stage(self, name: str, fn) -> None:
@@ -147,14 +147,14 @@ class Pipeline:
 
     def hyper(self, section: str, size: str, budget: int | None = None) -> Hyper:
         budget = self.r.budget if budget is None else budget
-        found = self.plan.get("hyper", {}).get(section, {}).get(self.key(size, budget))
+        found = self.plan.hyper.get(section, {}).get(self.key(size, budget))
         if found:
             return Hyper(**found)
         hp = certified(self.r, section, size, budget)
         if hp is None and budget != self.r.budget and getattr(self.r, section).untuned_from_reference:
             hp = certified(self.r, section, size)
             if hp is not None:   # the report flags it: these values were not searched at this budget
-                self.plan.setdefault("untuned", {}).setdefault(section, {})[self.key(size, budget)] = True
+                self.plan.untuned.setdefault(section, {})[self.key(size, budget)] = True
         if hp is None:
             where = f"{section}.certified.{size}" if budget == self.r.budget else \
                 f"{section}.certified_at.{budget}.{size}"
@@ -190,7 +190,7 @@ class Pipeline:
 
         g = self.grid(section)
         found = edges(asdict(hp), {n: list(v) for n, v in zip(g.names, g.values, strict=True)})
-        self.plan.setdefault("edges", {}).setdefault(section, {})[self.key(size, budget)] = found
+        self.plan.edges.setdefault(section, {})[self.key(size, budget)] = found
 
     # ---- stages
     def stage_data(self) -> None:
@@ -236,47 +236,46 @@ class Pipeline:
                     raise PipelineError(f"search/{section}/{key}: the centre is not certified ({', '.join(bad)} "
                                         f"failed or beat it); see its certificate.md and run the recipe again")
                 start = cert["centre"]
-                self.plan.setdefault("hyper", {}).setdefault(section, {})[key] = {
+                self.plan.hyper.setdefault(section, {})[key] = {
                     "lr": float(start["lr"]), "weight_decay": float(start["weight_decay"]),
                     "epochs": int(start["epochs"])}
-                self.plan.setdefault("searched", {}).setdefault(section, {})[key] = os.path.abspath(cert["run_dir"])
+                self.plan.searched.setdefault(section, {})[key] = os.path.abspath(cert["run_dir"])
                 self._save()
 
     def _runs(self, section: str, reuse=None) -> None:
-        """One run per (size, budget) of the section, into plan["by_budget"][budget][section]."""
+        """One run per (size, budget) of the section, into plan.by_budget[budget][section]."""
         specs = []
         for budget in self.budgets(section):
             runs = {}
             for size in self.sizes:
                 key, hp = self.key(size, budget), self.hyper(section, size, budget)
                 self._edge(section, size, budget, hp)
-                run_dir = self.plan.get("searched", {}).get(section, {}).get(key) if self.search else None
+                run_dir = self.plan.searched.get(section, {}).get(key) if self.search else None
                 if not run_dir and reuse:
                     run_dir = reuse(size, budget, hp)
                 if not run_dir:
                     run_dir = os.path.join(self.out, section, key)
                     specs.append(self.spec(size, hp, run_dir, budget=budget))
                 runs[size] = os.path.abspath(run_dir)
-            self.plan.setdefault("by_budget", {}).setdefault(str(budget), {})[section] = runs
+            self.plan.by_budget.setdefault(str(budget), {})[section] = runs
         self._keep_own(section, section)
-        self.plan[section] = self.plan["by_budget"][str(self.r.budget)][section]
+        setattr(self.plan, section, self.plan.by_budget[str(self.r.budget)][section])
         self._save()
         self.run_all(specs)
 
     def _keep_own(self, section: str, name: str) -> None:
-        """plan["by_budget"] at this recipe's budgets only, and `name` (the section's runs) only at the section's:
+        """plan.by_budget at this recipe's budgets only, and `name` (the section's runs) only at the section's:
         another recipe's (or an earlier call's) runs in OUT are not fitted."""
         own = {str(b) for b in self.budgets(section)}
-        bb = self.plan["by_budget"]
-        self.plan["by_budget"] = {b: v for b, v in bb.items() if int(b) in section_budgets(self.r, "standard")}
-        for b, v in self.plan["by_budget"].items():
+        bb = self.plan.by_budget
+        self.plan.by_budget = {b: v for b, v in bb.items() if int(b) in section_budgets(self.r, "standard")}
+        for b, v in self.plan.by_budget.items():
             if b not in own:
                 v.pop(name, None)
 
     def stage_standard(self) -> None:
         if self.search:
             self._search("standard")
-        self.plan.pop("data_law", None)   # an older plan's: the law is now fitted on the best size per budget
         self._runs("standard")
 
     def stage_regularized(self) -> None:
@@ -286,7 +285,7 @@ class Pipeline:
         def same_as_standard(size, budget, hp):
             if hp == self.hyper("standard", size, budget):   # the same settings and seed: that run, not a copy
                 self.log(f"  regularized/{self.key(size, budget)}: the same settings as its standard run; reused")
-                return self.plan["by_budget"][str(budget)]["standard"][size]
+                return self.plan.by_budget[str(budget)]["standard"][size]
             return None
         self._runs("regularized", same_as_standard)
 
@@ -309,7 +308,7 @@ class Pipeline:
         seed0 = load_config(self.config_of(size), self.overrides(size, hp, budget)).run.seed
         runs, specs = [], []
         if hp == self.hyper("regularized", size, budget):
-            runs.append(self.plan["by_budget"][str(budget)]["regularized"][size])
+            runs.append(self.plan.by_budget[str(budget)]["regularized"][size])
         for k in range(len(runs), count):
             run_dir = os.path.join(ens_dir, "members", f"seed{seed0 + k}")
             specs.append(self.spec(size, hp, run_dir, budget=budget, seed=seed0 + k))
@@ -349,25 +348,25 @@ class Pipeline:
         for budget, size, hp, ens_dir, runs in todo:
             losses = self._score(runs, ens_dir)
             chosen.setdefault((budget, size), []).append((hp, ens_dir, losses))
-        self.plan["member_box"], self.plan["ensemble_hyper"] = {}, {}
+        self.plan.member_box, self.plan.ensemble_hyper = {}, {}
         for budget in self.budgets("ensemble"):
-            self.plan.setdefault("by_budget", {}).setdefault(str(budget), {})["ensembles"] = {}
+            self.plan.by_budget.setdefault(str(budget), {})["ensembles"] = {}
         self._keep_own("ensemble", "ensembles")
         for (budget, size), points in chosen.items():
             i = members.best([p[2] for p in points])
-            self.plan["by_budget"][str(budget)]["ensembles"][size] = points[i][1]
-            self.plan["ensemble_hyper"][self.key(size, budget)] = asdict(points[i][0])
+            self.plan.by_budget[str(budget)]["ensembles"][size] = points[i][1]
+            self.plan.ensemble_hyper[self.key(size, budget)] = asdict(points[i][0])
             if len(points) > 1:
-                self.plan["member_box"][self.key(size, budget)] = {
+                self.plan.member_box[self.key(size, budget)] = {
                     "points": [{**asdict(hp), "dir": d, "val_loss_by_k": v, "k_asymptote": members.k_asymptote(v)}
                                for hp, d, v in points], "chosen": i}
-        self.plan["ensembles"] = self.plan["by_budget"][str(self.r.budget)]["ensembles"]
+        self.plan.ensembles = self.plan.by_budget[str(self.r.budget)]["ensembles"]
         self._save()
 
     def best_ensemble(self) -> str:
         def last(d):
             return ensembledir.read(d)["val_loss_by_k"][-1]
-        return min(self.plan["ensembles"].values(), key=last)
+        return min(self.plan.ensembles.values(), key=last)
 
     def stage_distill(self) -> None:
         from megarecipe.recipes import distill
@@ -375,12 +374,12 @@ class Pipeline:
         distill.run(self)
 
     def downstream_models(self) -> dict:
-        singles = [*self.plan["standard"].values(), *self.plan["regularized"].values()]
+        singles = [*self.plan.standard.values(), *self.plan.regularized.values()]
         best = min(singles, key=lambda d: RunDir(d).info()["final"]["val_loss"])
         models = {"best single": best}
-        if self.plan.get("ensembles"):
+        if self.plan.ensembles:
             models["ensemble"] = self.best_ensemble()
-        rows = (self.plan.get("distill") or {}).get("sequence") or []
+        rows = self.plan.distill.get("sequence") or []
         if rows:   # the paper's student: the best of sequence-level distillation
             models["student"] = min((r["student"] for r in rows), key=lambda d: RunDir(d).info()["final"]["val_loss"])
         return models
@@ -390,7 +389,7 @@ class Pipeline:
 
         ds = self.r.downstream
         models = self.downstream_models()
-        skipped = self.plan.setdefault("downstream_skipped", {})
+        skipped = self.plan.downstream_skipped
         for label, path in models.items():
             have, model = downstream.read_results(path), downstream.model_identity(path)
             todo = [t for t in ds.tasks if (t not in have or have[t].get("limit") != ds.limit
@@ -410,7 +409,7 @@ class Pipeline:
                 stored = downstream.write_results(path, output, limit=ds.limit)
                 self.log(f"  {label} ({os.path.relpath(path, self.out)}): {task} acc "
                          f"{stored[task].get('acc', float('nan')):.3f}")
-        self.plan["downstream"] = models
+        self.plan.downstream = models
         self._save()
 
     def stage_report(self) -> None:

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import yaml
-from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from megarecipe.analysis.tasks import TASKS
-from megarecipe.config import PRESET_DIR
+from megarecipe.config import PRESET_DIR, ConfigError
+from megarecipe.config.load import layered
 
 RECIPE_DIR = PRESET_DIR / "recipe"
 BACKENDS = ("local", "slurm")
@@ -142,16 +141,9 @@ def resolve(path: str) -> str:
 def load(path: str, overrides: list[str] | None = None) -> Recipe:
     path = resolve(path)
     try:
-        raw = OmegaConf.load(path)
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
-    try:
-        layers = [OmegaConf.structured(Recipe), raw]
-        for item in overrides or []:
-            if "=" not in item:
-                raise RecipeError(f"override {item!r} is not key=value; write e.g. launch.parallel=2")
-            layers.append(OmegaConf.from_dotlist([item]))
-        recipe = OmegaConf.to_object(OmegaConf.merge(*layers))
+        recipe = layered(Recipe, path, overrides, "launch.parallel=2")
+    except ConfigError as e:
+        raise RecipeError(str(e)) from None
     except (ConfigKeyError, ValidationError) as e:
         key = getattr(e, "full_key", None) or "?"
         what = "unknown field" if isinstance(e, ConfigKeyError) else str(e).splitlines()[0]

@@ -242,6 +242,29 @@ def test_joint_interval_carries_stage_one_noise():
     assert width(noisy) > width(quiet)
 
 
+def test_points_carrying_their_resamples_are_refitted_as_given():
+    """Point.boot (a seed-noise draw per resample, as the recipe's fits give) is the bootstrap's y_boot, in the
+    order of the chosen points; a point left out at its x takes its draws with it."""
+    rng = np.random.default_rng(3)
+    x = [1.0, 2.0, 4.0, 8.0]
+    y = [2.0 + 1.0 / v ** 0.5 for v in x]
+    draws = [v + rng.normal(0, 0.01, 40) for v in y]
+    pts = [Point(v, loss, f"r{i}", d) for i, (v, loss, d) in enumerate(zip(x, y, draws, strict=True))]
+    worse = Point(2.0, y[1] + 1.0, "worse", np.full(40, 99.0))
+    got = fit_points([pts[3], worse, *pts[:3]], n_boot=40, seed=5)
+    want = fit_power_law(x, y, n_boot=40, seed=5, y_boot=np.stack(draws, axis=1))
+    assert np.array_equal(got.boot, want.boot) and [p.source for p in got.dropped] == ["worse"]
+
+
+def test_joint_takes_curves_fitted_already():
+    curves = paper_curves(noise=0.01, seed=4)
+    fitted = {n: fit_points(pts, n_boot=30, seed=1 + i) for i, (n, pts) in enumerate(sorted(curves.items()))}
+    a, b = joint_asymptote(curves, n_boot=30, seed=0), joint_asymptote(fitted, n_boot=30, seed=0)
+    assert all(b.per_n[n] is fitted[n] for n in fitted) and b.E == a.E and b.over_n.ci == a.over_n.ci
+    plain = {n: fit_points(pts) for n, pts in curves.items()}   # no stage-1 samples: no stage-2 interval
+    assert joint_asymptote(plain, n_boot=30).over_n.boot is None
+
+
 def test_joint_needs_three_sizes_and_names_the_bad_one():
     curves = paper_curves()
     two = dict(list(curves.items())[:2])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from megarecipe.analysis import recipe_fits, recipe_report
+from megarecipe.analysis.recipe_plan import RecipePlan
 from megarecipe.recipes import members, recipe_file
 from megarecipe.recipes.recipe_file import Hyper
 from megarecipe.rundir import RunDir
@@ -60,7 +61,7 @@ def build(tmp_path, with_ensembles=True):
     plan["edges"] = {"regularized": {"d": ["WD high"]}}
     for k in ("standard", "regularized", "ensembles"):
         plan[k] = plan["by_budget"][str(REF)].get(k, {})
-    return plan
+    return RecipePlan.from_dict(plan)
 
 
 def recipe(bootstrap=200):
@@ -71,13 +72,13 @@ def test_efficiency_uses_the_best_standard_run_over_sizes_and_the_papers_denomin
     plan = build(tmp_path, with_ensembles=False)
     fits, _ = recipe_fits.compute(str(tmp_path), recipe(0), plan)
     A, alpha, E = LAW
-    assert fits["data_law"]["A"] == pytest.approx(A, rel=1e-3)
-    assert fits["data_law"]["alpha"] == pytest.approx(alpha, rel=1e-3) and fits["data_law"]["E"] == \
+    assert fits.data_law["A"] == pytest.approx(A, rel=1e-3)
+    assert fits.data_law["alpha"] == pytest.approx(alpha, rel=1e-3) and fits.data_law["E"] == \
         pytest.approx(E, rel=1e-4)
-    assert [p["loss"] for p in fits["data_law"]["points"]] == \
+    assert [p["loss"] for p in fits.data_law["points"]] == \
         pytest.approx([law(*LAW, b / 1e9) for b in sorted([REF, *OTHERS])])   # the min over sizes, every budget
-    assert fits["data_law"]["sizes"] == {str(REF): "b", "1000000": "c", "4000000": "d", "8000000": "a"}
-    eff = fits["by_budget"][str(REF)]["efficiency"]["regularized"]
+    assert fits.data_law["sizes"] == {str(REF): "b", "1000000": "c", "4000000": "d", "8000000": "a"}
+    eff = fits.by_budget[str(REF)]["efficiency"]["regularized"]
     # by hand: D_base(L) = (A / (L - E))^(1 / alpha); the best standard loss at REF lies on the law, so its
     # D_base is REF itself; the regularized asymptote is REG's E
     by_hand = (A / (REG[2] - E)) ** (1 / alpha) / (REF / 1e9)
@@ -89,10 +90,10 @@ def test_efficiency_uses_the_best_standard_run_over_sizes_and_the_papers_denomin
 def test_the_denominator_is_the_measured_best_run_not_the_laws_value(tmp_path):
     """With the best standard run at REF off the law, efficiency divides by D_base of that run's loss."""
     plan = build(tmp_path, with_ensembles=False)
-    best = min(plan["by_budget"][str(REF)]["standard"].values(), key=recipe_fits.run_loss)
+    best = min(plan.by_budget[str(REF)]["standard"].values(), key=recipe_fits.run_loss)
     RunDir(best).update(final={"val_loss": recipe_fits.run_loss(best) - 0.02})
     fits, _ = recipe_fits.compute(str(tmp_path), recipe(0), plan)
-    f, eff = fits["data_law"], fits["by_budget"][str(REF)]["efficiency"]["regularized"]
+    f, eff = fits.data_law, fits.by_budget[str(REF)]["efficiency"]["regularized"]
     inv = lambda L: (f["A"] / (L - f["E"])) ** (1 / f["alpha"])   # noqa: E731
     assert eff["efficiency"] == pytest.approx(inv(REG[2]) / inv(recipe_fits.run_loss(best)), rel=1e-9)
     assert abs(eff["efficiency"] - inv(REG[2]) / inv(law(f["A"], f["alpha"], f["E"], REF / 1e9))) > 0.05
@@ -101,23 +102,23 @@ def test_the_denominator_is_the_measured_best_run_not_the_laws_value(tmp_path):
 def test_no_standard_asymptote_and_orderings_carry_paired_probabilities(tmp_path):
     plan = build(tmp_path)
     fits, _ = recipe_fits.compute(str(tmp_path), recipe(), plan)
-    assert "standard" not in fits["by_budget"][str(REF)] and fits["seed_sigma"] > 0
-    best = fits["by_budget"][str(REF)]["best_standard"]
-    assert best["size"] == "b" and best["seed_sd"] == pytest.approx(fits["seed_sigma"])
-    o = {x["claim"].split(" <")[0]: x for x in fits["orderings"]}
+    assert "standard" not in fits.by_budget[str(REF)] and fits.seed_sigma > 0
+    best = fits.by_budget[str(REF)]["best_standard"]
+    assert best["size"] == "b" and best["seed_sd"] == pytest.approx(fits.seed_sigma)
+    o = {x["claim"].split(" <")[0]: x for x in fits.orderings}
     reg = o["regularized asymptote"]
     assert reg["lhs"] == pytest.approx(REG[2], abs=1e-3) and reg["rhs"] == pytest.approx(best["val_loss"])
     assert reg["verdict"] == "held" and reg["p"] >= 0.95                      # 0.15 below, noise ~0.01
     ens = o["ensemble asymptote (best size, K -> inf)"]
     assert ens["lhs"] == pytest.approx(3.125, abs=2e-3) and ens["verdict"] == "held"   # 3.125 vs 3.5
     assert o["joint asymptote (K -> inf, then N -> inf)"]["lhs"] == pytest.approx(3.1, abs=5e-3)
-    for x in fits["orderings"]:
+    for x in fits.orderings:
         assert x["verdict"] == ("did not hold" if x["lhs"] >= x["rhs"] else "held" if x["p"] >= 0.95
                                 else "held in the point estimate")
 
 
 def test_the_three_verdicts(tmp_path):
-    f = recipe_fits.Fits(str(tmp_path), recipe(), {"standard": {}})
+    f = recipe_fits.Fits(str(tmp_path), recipe(), RecipePlan())
     rng = np.random.default_rng(0)
     base = rng.normal(0, 0.01, 500)
     f.samples = {("x",): 3.0 + base, ("far",): 3.5 + base, ("near",): 3.003 + rng.normal(0, 0.01, 500)}
@@ -194,7 +195,7 @@ def test_the_ensemble_stage_trains_the_box_and_keeps_the_lowest_k_asymptote(tmp_
 
     r = recipe_file.load(SLIVER, [*fake_recipe(fake_data), "ensemble.member_box=true", "ensemble.members=4"])
     p = Pipeline(r, str(tmp_path / "out"), log=lambda m: None)
-    p.plan = {"by_budget": {"2048": {"regularized": {"a": "ra", "b": "rb"}}}}
+    p.plan = RecipePlan(by_budget={"2048": {"regularized": {"a": "ra", "b": "rb"}}})
     trained = []
     monkeypatch.setattr(p, "run_all", lambda specs: trained.extend(specs))
     best_dir = os.path.abspath(tmp_path / "out" / "ensembles" / "b" / "box" / "ep4_wd0.8")
@@ -204,10 +205,10 @@ def test_the_ensemble_stage_trains_the_box_and_keeps_the_lowest_k_asymptote(tmp_
         return [e + gain / k for k in range(1, len(runs) + 1)]
     monkeypatch.setattr(p, "_score", score)
     p.stage_ensembles()
-    box = p.plan["member_box"]["b"]
+    box = p.plan.member_box["b"]
     # sliver's regularized b: LR 1e-2, WD 0.8, 2 epochs -> shift (4, 0.4); epochs 2 and 8, WD 0.2 and 0.8 around it
     assert [(q["epochs"], q["weight_decay"]) for q in box["points"]] == [(4, 0.4), (2, 0.4), (8, 0.4), (4, 0.2),
                                                                       (4, 0.8)]
-    assert p.plan["ensembles"]["b"] == best_dir and box["chosen"] == 4
-    assert p.plan["ensemble_hyper"]["b"] == {"lr": 1e-2, "weight_decay": 0.8, "epochs": 4}
+    assert p.plan.ensembles["b"] == best_dir and box["chosen"] == 4
+    assert p.plan.ensemble_hyper["b"] == {"lr": 1e-2, "weight_decay": 0.8, "epochs": 4}
     assert len(trained) == 5 * 4 and len({s.run_dir for s in trained}) == 20   # K members at each box point

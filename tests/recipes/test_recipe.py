@@ -179,6 +179,7 @@ def test_report_without_seed_noise_keeps_the_three_point_warning(tmp_path):
     """No ensemble, so no seed noise for the bootstrap: a fit of 3 points then interpolates and its interval is
     empty of meaning, which the report must say rather than drop."""
     from megarecipe.analysis import recipe_report
+    from megarecipe.analysis.recipe_plan import RecipeFits, RecipePlan
     from megarecipe.recipes import recipe_file
     from megarecipe.rundir import RunDir
 
@@ -187,10 +188,10 @@ def test_report_without_seed_noise_keeps_the_three_point_warning(tmp_path):
         runs[size] = str(tmp_path / size)
         RunDir(runs[size]).update(status="finished", final={"val_loss": loss}, facts={"params": int(params)})
     recipe = recipe_file.load(SLIVER, ["bootstrap=20"])
-    plan = {"standard": runs, "regularized": runs}
+    plan = RecipePlan(standard=runs, regularized=runs)
     fits, _ = recipe_report.compute(str(tmp_path), recipe, plan)
-    text = recipe_report.markdown(recipe, plan, {}, json.loads(json.dumps(recipe_report._plain(fits))), [],
-                                  str(tmp_path))
+    written = RecipeFits.from_dict(json.loads(json.dumps(recipe_report._plain(fits.to_dict()))))
+    text = recipe_report.markdown(recipe, plan, {}, written, [], str(tmp_path))
     assert "3 points for 3 parameters" in text and "no seed-to-seed noise was measured" in text
 
 
@@ -200,13 +201,14 @@ def test_a_logit_kd_student_of_other_members_than_its_teacher_now_has_is_refused
     from megarecipe.recipes import distill, recipe_file
     from megarecipe.recipes.pipeline import Pipeline, PipelineError
     from megarecipe.rundir import RunDir
+    from megarecipe.analysis.recipe_plan import RecipePlan
 
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     monkeypatch.setattr(distill, "teacher", lambda p, t: str(teacher))
     monkeypatch.setattr(distill, "synthetic", lambda p, t, d: str(tmp_path / "synthetic"))
     pipeline = Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(tmp_path / "out"), log=lambda m: None)
-    pipeline.plan = {"regularized": {"a": str(tmp_path / "single")}}
+    pipeline.plan = RecipePlan(regularized={"a": str(tmp_path / "single")})
     specs = []
     monkeypatch.setattr(pipeline, "run_all", lambda s: specs.extend(s))
     (teacher / "ensemble.json").write_text(json.dumps({"members": ["m1", "m2"], "val_loss_by_k": [3.5, 3.4]}))
