@@ -1,5 +1,6 @@
 """Every input: JSON Lines (plain, nested key, .gz, .zst, a JSON array), Parquet, a `datasets` folder, Megatron
 .bin/.idx; Hugging Face tokenizers; workers and shards giving the same bytes; bad records counted and named."""
+import csv
 import gzip
 import json
 import os
@@ -72,10 +73,15 @@ def write_inputs(docs, folder):
     table = pa.table({"id": list(range(len(docs))), "text": docs})
     pq.write_table(table, folder / "a.parquet", row_group_size=7)
     pq.write_table(pa.table({"doc": [{"body": d} for d in docs]}), folder / "nested.parquet")
+    for name, sep in (("a.csv", ","), ("a.tsv", "\t")):   # quoted fields, newlines in them, the text column last
+        with open(folder / name, "w", newline="") as f:
+            w = csv.writer(f, delimiter=sep)
+            w.writerows([("id", "url", "text")] + [(k, f"https://example.org/{k}", d) for k, d in enumerate(docs)])
     return {"jsonl": (folder / "a.jsonl", {}), "nested": (folder / "nested.jsonl", {"text_key": "meta.body"}),
             "gz": (folder / "a.jsonl.gz", {}), "zst": (folder / "a.jsonl.zst", {}),
             "json array": (folder / "array.json", {}), "parquet": (folder / "a.parquet", {}),
-            "nested parquet": (folder / "nested.parquet", {"text_key": "doc.body"})}
+            "nested parquet": (folder / "nested.parquet", {"text_key": "doc.body"}),
+            "csv": (folder / "a.csv", {}), "tsv": (folder / "a.tsv", {})}
 
 
 def test_every_reader_gives_the_tokens_of_the_same_text_files(docs, txt_data, tmp_path):
@@ -112,9 +118,9 @@ def test_globs_folders_and_formats(docs, tmp_path):
     assert [(Path(s.path).name, s.format, s.compression) for s in found] == [
         ("a.jsonl", "jsonl", None), ("a.jsonl.gz", "jsonl", "gz"), ("a.jsonl.zst", "jsonl", "zst"),
         ("nested.jsonl", "jsonl", None)]
-    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 7
-    (tmp_path / "in" / "notes.csv").write_text("a,b\n")
-    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 7   # unknown suffixes are left out of folders
+    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 9
+    (tmp_path / "in" / "notes.xlsx").write_text("a,b\n")
+    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 9   # unknown suffixes are left out of folders
     with pytest.raises(DataError, match="matches nothing"):
         readers.expand_inputs([str(tmp_path / "*.nothing")])
 
@@ -160,6 +166,26 @@ def test_bad_records_all_counted_and_named(docs, tiny_data, tmp_path):
     meta = prepare(inputs, tmp_path / "out", tokenizer=tok, val_tokens=10, skip_bad=True)
     assert meta.skipped_bad == 5 and [s["bad"] for s in meta.sources] == [3, 1, 1]
     assert meta.train_documents + meta.val_documents == 5 + 4
+
+
+def test_csv_bad_rows_counted_and_named(docs, tiny_data, tmp_path):
+    rows = [b"id,text"] + [f'{k},"{d}"'.encode() for k, d in enumerate(docs[:4])]
+    rows[2] = b"1,two,fields too many"
+    rows[4] = b'3,"caf\xe9"'
+    (tmp_path / "a.csv.gz").write_bytes(gzip.compress(b"\n".join(rows) + b"\n"))
+    tok = load_meta(tiny_data).tokenizer_path
+    with pytest.raises(BadRecords) as info:
+        prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, val_tokens=10)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("2 bad record(s) in 1 input(s)")
+    assert lines[1:] == [f"  {tmp_path / 'a.csv.gz'} row 2: not UTF-8 (unexpected end of data at byte 3); "
+                         f"convert it, e.g. iconv -t utf-8",
+                         f"  {tmp_path / 'a.csv.gz'}: a row of 3 fields where the header has 2: "
+                         f"'1,two,fields too many'"]
+    meta = prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, val_tokens=10, skip_bad=True)
+    assert meta.sources[0]["documents"] == 2 and meta.skipped_bad == 2
+    with pytest.raises(DataError, match="no column 'body' .columns: id, text.; pass --text-key"):
+        prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, text_key="body")
 
 
 def test_workers_give_the_same_bytes(docs, txt_data, tmp_path, monkeypatch):
