@@ -113,16 +113,19 @@ def _duration(s) -> str:
     return f"{s:.0f}s" if s < 90 else f"{s / 60:.0f}m" if s < 5400 else f"{s / 3600:.1f}h"
 
 
-def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity) -> dict:
+def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity, dealt=None) -> dict:
     """Tokenize `sources` into part_dir; return part.json's record. Bad records are counted (the first
-    SHOW_BAD named) and dropped; the caller decides whether that is an error."""
+    SHOW_BAD named) and dropped; the caller decides whether that is an error.
+    dealt: {source index: (i, n)} for sources shared out among shards: only their chunks k with k % n == i."""
     dtype = identity["dtype"]
     table = {k: [] for k in TABLE}
     summaries = {s.index: _summary(s) for s in sources}
     bad_named, offset = [], 0
     progress = Progress(sum(s.bytes for s in sources), show)
     done_before = {s.index: sum(x.bytes for x in sources[:k]) for k, s in enumerate(sources)}
-    jobs = (c for s in sources for c in chunks(s, text_key))
+    dealt = dealt or {}
+    jobs = (c for s in sources for k, c in enumerate(chunks(s, text_key))
+            if s.index not in dealt or k % dealt[s.index][1] == dealt[s.index][0])
     by_index = {s.index: s for s in sources}
     with open(os.path.join(part_dir, SPOOL), "wb") as spool:
         for r in _results(jobs, workers, (tokenizer.path, tokenizer.eos_token, dtype, text_key)):
@@ -139,7 +142,7 @@ def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity)
             s["empty"] += r["empty"]
             s["tokens"] += int(r["lengths"].sum())
             for rec, why in r["bad"][:max(0, SHOW_BAD - len(bad_named))]:
-                bad_named.append(f"{record_name(by_index[r['source']], rec)}: {why}")
+                bad_named.append([r["source"], rec, f"{record_name(by_index[r['source']], rec)}: {why}"])
             progress.update(done_before[r["source"]] + r["pos"], int(r["lengths"].sum()))
         spool.flush()
         os.fsync(spool.fileno())

@@ -178,10 +178,10 @@ def test_csv_bad_rows_counted_and_named(docs, tiny_data, tmp_path):
         prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, val_tokens=10)
     lines = str(info.value).splitlines()
     assert lines[0].startswith("2 bad record(s) in 1 input(s)")
-    assert lines[1:] == [f"  {tmp_path / 'a.csv.gz'} row 2: not UTF-8 (unexpected end of data at byte 3); "
-                         f"convert it, e.g. iconv -t utf-8",
-                         f"  {tmp_path / 'a.csv.gz'}: a row of 3 fields where the header has 2: "
-                         f"'1,two,fields too many'"]
+    assert lines[1:] == [f"  {tmp_path / 'a.csv.gz'}: a row of 3 fields where the header has 2: "
+                         f"'1,two,fields too many'",
+                         f"  {tmp_path / 'a.csv.gz'} row 2: not UTF-8 (unexpected end of data at byte 3); "
+                         f"convert it, e.g. iconv -t utf-8"]
     meta = prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, val_tokens=10, skip_bad=True)
     assert meta.sources[0]["documents"] == 2 and meta.skipped_bad == 2
     with pytest.raises(DataError, match="no column 'body' .columns: id, text.; pass --text-key"):
@@ -217,6 +217,31 @@ def test_shards_joined_are_one_pass(docs, txt_data, tmp_path):
     for name in TOKEN_FILES + ("meta.json", "tokenizer.model"):
         assert Path(whole.dir, name).read_bytes() == Path(joined.dir, name).read_bytes(), name
     assert sum(s["repeats"] for s in joined.sources) == 1
+
+
+def test_one_big_file_shared_out_among_shards(docs, txt_data, tmp_path, monkeypatch):
+    """Fewer files than shards: each shard tokenizes every N-th chunk of every file; joined, one pass's bytes."""
+    import zstandard
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(readers, "BLOCK_CHARS", 2000)
+    lines = jsonl(docs + docs[:2]).splitlines()   # two repeats
+    lines[7] = "{not json"
+    (tmp_path / "big.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("\n".join(lines).encode()))
+    (tmp_path / "big.txt").write_text("\n\n".join(docs[::-3]))
+    inputs = [str(tmp_path / "big.jsonl.zst"), str(tmp_path / "big.txt")]
+    tok = load_meta(txt_data).tokenizer_path
+    whole = prepare(inputs, tmp_path / "whole", val_tokens=2000, tokenizer=tok, workers=1, skip_bad=True)
+    records = []
+    for i in range(3):
+        records.append(prepare(inputs, tmp_path / "big", tokenizer=tok, shard=(i, 3), workers=1))
+    assert all(r["sources"]["0"]["records"] < whole.sources[0]["records"] for r in records)   # each did a part
+    with pytest.raises(BadRecords, match="1 bad record.s. in 1 input"):
+        join_parts(parts_dir(tmp_path / "big"), tmp_path / "big", val_tokens=2000)
+    joined = join_parts(parts_dir(tmp_path / "big"), tmp_path / "big", val_tokens=2000, skip_bad=True)
+    for name in TOKEN_FILES + ("meta.json",):
+        assert Path(whole.dir, name).read_bytes() == Path(joined.dir, name).read_bytes(), name
+    assert joined.sources[0]["repeats"] == 2 and joined.sources[0]["bad"] == 1 and joined.sources[1]["documents"] > 3
 
 
 def test_hf_tokenizer_json(docs, tmp_path):
