@@ -1,9 +1,10 @@
 """Sources -> a part: every document tokenized, in input order, into one spool file, with a table of its
 content hash, source, record number, offset and length. A whole prepare is one part; `--shard I/N` writes the
-part of every N-th source, and the join (prepare.join_parts) gives the same data dir from any set of parts.
+part of its share of the sources (prepare.deal), and the join (prepare.join_parts) gives the same data dir from
+any set of parts.
 
-Chunks are tokenized by `workers` processes, at most 2 chunks per worker in flight, and consumed in the order
-they were cut: the spool is the same bytes for any number of workers, and memory is bounded by workers x a
+Chunks are tokenized by `workers` spawned processes, at most 2 chunks per worker in flight, and consumed in the
+order they were cut: the spool is the same bytes for any number of workers, and memory is bounded by workers x a
 chunk plus about 60 bytes per document for the table."""
 from __future__ import annotations
 
@@ -66,9 +67,10 @@ def _results(jobs, workers, init_args):
         for job in jobs:
             yield encode_chunk(job)
         return
-    # fork, as torch's DataLoader workers do: spawn would re-run a user's unguarded script in every worker.
-    # The workers touch only the tokenizer and the readers, never torch or CUDA state.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_init,
+    # spawn, not fork: the caller may hold threads (pyarrow's, a trainer's) whose locks a forked child would
+    # inherit taken. Not forkserver either: a process has one forkserver, and the warm-start launcher's
+    # (megarecipe.launch.warm) must keep its own preload. A spawned worker costs ~0.3 CPU-s to import this module.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
                                initargs=init_args)
     try:
         pending = collections.deque()
@@ -79,7 +81,8 @@ def _results(jobs, workers, init_args):
         while pending:
             yield pending.popleft().result()
     except BrokenProcessPool:
-        raise DataError(f"a tokenizing worker died (killed, or out of memory); run again with fewer --workers "
+        raise DataError(f"a tokenizing worker died (killed, or out of memory; or it could not start: a script that "
+                        f"calls prepare() needs `if __name__ == \"__main__\":`); run again with fewer --workers "
                         f"than {workers}") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
