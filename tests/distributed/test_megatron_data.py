@@ -41,5 +41,6 @@ def test_a_megatron_dataset_trains(tiny_data, tmp_path):
     assert made.val_tokens >= 20000 > made.val_tokens - len(val[-1])
     assert made.sources[0]["format"] == "megatron" and os.path.basename(made.tokenizer_path) == "tokenizer.model"
 
-    run_dir, _ = train(tmp_path, "mg", 1, out, "parallel.ds_config=zero0")
+    run_dir, _ = train(tmp_path, "mg", 1, out, "parallel.ds_config=zero0", "train.global_batch_size=8",
+                       "train.micro_batch_size=8", "train.eval_every=100")
     assert_falls(losses(run_dir))
