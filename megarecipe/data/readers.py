@@ -289,7 +289,7 @@ def _csv_chunks(s: Source, text_key: str):
     f.close()
     if text_key not in columns:
         raise DataError(f"{s.name} has no column {text_key!r} (columns: {', '.join(columns[:12])}); pass "
-                        f"--text-key COLUMN")
+                        f"--text-key COLUMN, or leave this file out of --input")
     batches, f, raw, invalid = reader([text_key])
     done = 0
     with f:
