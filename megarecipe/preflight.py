@@ -8,7 +8,7 @@ import os
 from typing import Optional
 
 from megarecipe.config import Config, ConfigError, Layout, resolve_layout
-from megarecipe.config.init_from import apply_hf_shape
+from megarecipe.config.init_from import HF_INDEX, HF_WEIGHTS, apply_hf_shape
 from megarecipe.config.layout import sequences_in
 from megarecipe.data.facts import mix_epoch, read_facts
 from megarecipe.rundir import enclosing_run
@@ -48,7 +48,7 @@ def _check_init_from(cfg: Config, meta) -> None:
     from megarecipe.data.tokenizer import file_sha256
 
     where = cfg.model.init_from
-    if not any(os.path.isfile(os.path.join(where, n)) for n in ("model.safetensors", "model.safetensors.index.json")):
+    if not any(os.path.isfile(os.path.join(where, n)) for n in (HF_WEIGHTS, HF_INDEX)):
         raise ConfigError(f"model.init_from={where!r} has no model.safetensors (or its index); save the model with "
                           f"safe_serialization (transformers' default)")
     found = [os.path.join(where, n) for n in ("tokenizer.json", "tokenizer.model")]

@@ -3,8 +3,8 @@
 RUN/run.json          what the run is and where it stands: status, exact facts, config hash, export, final loss
 RUN/config.yaml       the resolved config the run started with
 RUN/tb/               TensorBoard events: the curves and the HPARAMS view
-RUN/checkpoints/      DeepSpeed checkpoints and the `latest` pointer
-RUN/export/           consolidated weights, loadable without DeepSpeed
+RUN/checkpoints/      DeepSpeed checkpoints, one step<8 digits>/ per tag, and the `latest` pointer
+RUN/export/           consolidated weights, loadable without DeepSpeed: model.safetensors, config.yaml, model.json
 RUN/eval/             downstream evaluation results
 RUN/run.lock          locked by the process that writes the run, for as long as it runs
 RUN/memory.json       model-state bytes each rank held (parameters, gradients, optimizer), for the ZeRO planner
@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 
@@ -24,6 +25,25 @@ from megarecipe import atomic
 
 RUN_JSON, CONFIG, TB, CHECKPOINTS, EXPORT, EVAL, LOCK, MEMORY = (
     "run.json", "config.yaml", "tb", "checkpoints", "export", "eval", "run.lock", "memory.json")
+
+# RUN/checkpoints/: a tag per saved step, and the pointer to the newest complete one
+POINTER = "latest"
+TAG = re.compile(r"step(\d{8})")
+
+# RUN/export/: what megarecipe/model/export.py writes and every loader checks for
+WEIGHTS, MODEL_JSON = "model.safetensors", "model.json"
+EXPORT_FILES = (WEIGHTS, CONFIG, MODEL_JSON)
+
+
+def tag_for(step: int) -> str:
+    return f"step{step:08d}"
+
+
+def tag_step(tag: str) -> int | None:
+    """The step a checkpoint tag names; None when `tag` is not one."""
+    found = TAG.fullmatch(tag)
+    return int(found.group(1)) if found else None
+
 
 # TensorBoard tags
 TRAIN_LOSS = "train/loss"

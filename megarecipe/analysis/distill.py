@@ -6,7 +6,7 @@ import os
 
 from dataclasses import dataclass
 
-from megarecipe import atomic
+from megarecipe import ensembledir
 from megarecipe.analysis.runs import RunError, read_run
 from megarecipe.rundir import RunDir
 
@@ -36,7 +36,7 @@ def final_loss(path: str, members: list | None = None) -> float:
         return rec.final_val_loss
     if not members:
         return rec.ensemble_losses[max(rec.ensemble_losses)]
-    listed = atomic.read_json(os.path.join(path, "ensemble.json")).get("members")
+    listed = ensembledir.read(path).get("members")
     listed = [os.path.abspath(m) for m in listed if isinstance(m, str)] if isinstance(listed, list) else []
     k = len(members)
     if listed[:k] != [os.path.abspath(m) for m in members] or k not in rec.ensemble_losses:

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 
-from megarecipe import atomic, rundir
+from megarecipe import atomic, ensembledir, rundir
 
 EVAL_DIR, TB_DIR = rundir.EVAL, rundir.TB
 EVENTS_SUFFIX = ".downstream"     # the event file of these scalars, apart from the trainer's
@@ -49,7 +49,7 @@ def model_identity(path: str) -> list[list]:
 
     out = []
     for export in member_exports(path):
-        st = os.stat(os.path.join(export, "model.safetensors"))
+        st = os.stat(os.path.join(export, rundir.WEIGHTS))
         out.append([os.path.abspath(export), st.st_size, st.st_mtime_ns])
     return out
 
@@ -99,7 +99,7 @@ def read_results(path: str) -> dict[str, dict]:
 
 def _step(path: str) -> int:
     """Where the scalars go: the run's last step, or K for an ensemble (as its ensemble/val_loss)."""
-    ens = os.path.join(path, "ensemble.json")
+    ens = ensembledir.listing(path)
     if os.path.isfile(ens):
         with open(ens) as f:
             return len(json.load(f).get("members", []))

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 
-from megarecipe import atomic, rundir
+from megarecipe import atomic, ensembledir, rundir
 from megarecipe.analysis.ensemble import default_device, ensemble_losses
 from megarecipe.analysis.members import EnsembleError, Member, read_members  # noqa: F401 (re-exported)
+from megarecipe.ensembledir import ENSEMBLE_JSON, PLOT  # noqa: F401  (re-exported)
 from megarecipe.rundir import RunDir
 
 SHARED = ("params", "params_non_embedding", "train_tokens", "epochs", "lr", "weight_decay", "global_batch_tokens")
-PLOT = "loss_vs_members.png"
-ENSEMBLE_JSON = "ensemble.json"
 
 
 def validation_loss(model, data_dir: str, seq_len: int, max_tokens: int | None = None, batch_size: int = 8,
@@ -38,7 +37,7 @@ def weights_identity(run_dirs: list[str]) -> list[list]:
     these are unchanged (a member retrained in place has new weights under the same path)."""
     out = []
     for run_dir in run_dirs:
-        weights = os.path.join(RunDir(run_dir).export, "model.safetensors")
+        weights = os.path.join(RunDir(run_dir).export, rundir.WEIGHTS)
         st = os.stat(weights) if os.path.isfile(weights) else None
         out.append([os.path.abspath(weights), st and st.st_size, st and st.st_mtime_ns])
     return out
@@ -70,8 +69,8 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     paths = [os.path.abspath(m.run_dir) for m in members]
     seeds = [m.cfg.run.seed for m in members]
     member_losses = [read_run(m.run_dir).final_val_loss for m in members]
-    atomic.write_json(out.join(ENSEMBLE_JSON), {"members": paths, "seeds": seeds, "member_val_loss": member_losses,
-                                                "val_loss_by_k": losses, "weights": weights_identity(paths)})
+    ensembledir.write(out.path, {"members": paths, "seeds": seeds, "member_val_loss": member_losses,
+                                 "val_loss_by_k": losses, "weights": weights_identity(paths)})
     plot_members(losses, member_losses, out.join(PLOT))
     out.update(status=rundir.FINISHED, kind="ensemble", facts=facts, members=paths,
                heldout=(RunDir(members[0].run_dir).info() or {}).get("heldout"),   # the members' own held-out set

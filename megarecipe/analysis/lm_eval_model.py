@@ -23,6 +23,9 @@ from tqdm import tqdm
 
 import lm_eval.models  # noqa: F401  (registers the built-in models first; registering ours alone would hide them)
 
+from megarecipe import ensembledir, rundir
+from megarecipe.rundir import RunDir
+
 MODEL_TYPE = "megarecipe"
 
 
@@ -37,9 +40,9 @@ class ModelSourceError(ValueError):
 
 def member_exports(path: str) -> list[str]:
     """The export dirs behind PATH: an export dir, a run dir with export/, or an ensemble dir."""
-    if os.path.isfile(os.path.join(path, "ensemble.json")):
+    if os.path.isfile(ensembledir.listing(path)):
         try:
-            with open(os.path.join(path, "ensemble.json")) as f:
+            with open(ensembledir.listing(path)) as f:
                 members = json.load(f).get("members") or []
         except (OSError, ValueError, AttributeError) as e:
             raise ModelSourceError(f"{path}/ensemble.json is unreadable ({e}); re-run `tools/ensemble.py eval "
@@ -50,15 +53,15 @@ def member_exports(path: str) -> list[str]:
         exports = []
         for run in members:
             run = run if os.path.isabs(run) else os.path.join(path, run)
-            if not os.path.isfile(os.path.join(run, "export", "model.json")):
+            if not os.path.isfile(os.path.join(RunDir(run).export, rundir.MODEL_JSON)):
                 raise ModelSourceError(f"ensemble member {run} has no export (export/model.json); finish or "
                                        f"re-export that run")
-            exports.append(os.path.join(run, "export"))
+            exports.append(RunDir(run).export)
         return exports
-    if os.path.isfile(os.path.join(path, "model.json")):
+    if os.path.isfile(os.path.join(path, rundir.MODEL_JSON)):
         return [path]
-    if os.path.isfile(os.path.join(path, "export", "model.json")):
-        return [os.path.join(path, "export")]
+    if os.path.isfile(os.path.join(RunDir(path).export, rundir.MODEL_JSON)):
+        return [RunDir(path).export]
     if not os.path.isdir(path):
         raise ModelSourceError(f"{path}: no such directory; give a run dir, an export dir or an ensemble dir")
     raise ModelSourceError(f"{path}: no export (export/model.json) and no ensemble.json; a finished training run "

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from megarecipe import rundir
 from megarecipe.config import Config
 from megarecipe.rundir import RunDir
 
@@ -30,17 +31,17 @@ class Member:
 
     @property
     def weights(self) -> str:
-        return os.path.join(RunDir(self.run_dir).export, "model.safetensors")
+        return os.path.join(RunDir(self.run_dir).export, rundir.WEIGHTS)
 
 
 def read_member(run_dir: str) -> Member:
     run = RunDir(run_dir)
     if not os.path.isdir(run.path):
         raise EnsembleError(f"{run_dir}: no such run directory; pass the run directories of finished members")
-    missing = [n for n in ("model.safetensors", "config.yaml", "model.json")
+    missing = [n for n in (rundir.WEIGHTS, rundir.CONFIG, rundir.MODEL_JSON)
                if not os.path.isfile(os.path.join(run.export, n))]
     if missing:
-        state = (run.info() or {}).get("status", "not started")
+        state = (run.info() or {}).get("status", rundir.NOT_STARTED)
         raise EnsembleError(f"member {run_dir}: no export ({run.export}/{missing[0]} is missing; run.json says "
                             f"{state}); finish its training (`ensemble.py train` resumes it) or leave it out")
     from megarecipe.model.export import read_config, read_info

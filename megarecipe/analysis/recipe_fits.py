@@ -19,6 +19,8 @@ import os
 import numpy as np
 
 from megarecipe.analysis.fit import FitError, Joint, Point, data_efficiency, fit_power_law
+from megarecipe import ensembledir
+from megarecipe.rundir import RunDir
 
 HELD_P = 0.95
 
@@ -29,11 +31,11 @@ def _json(path: str) -> dict:
 
 
 def run_loss(run_dir: str) -> float:
-    return float(_json(os.path.join(run_dir, "run.json"))["final"]["val_loss"])
+    return float(_json(RunDir(run_dir).run_json)["final"]["val_loss"])
 
 
 def facts(run_dir: str) -> dict:
-    return _json(os.path.join(run_dir, "run.json")).get("facts") or {}
+    return _json(RunDir(run_dir).run_json).get("facts") or {}
 
 
 def params_b(run_dir: str) -> float:
@@ -73,7 +75,7 @@ def seed_sigma(ensembles: list[str]) -> tuple[float, int]:
     """Pooled standard deviation of final losses across seeds of the same settings (the ensemble members)."""
     sq, dof = 0.0, 0
     for d in ensembles:
-        losses = np.array(_json(os.path.join(d, "ensemble.json"))["member_val_loss"], dtype=float)
+        losses = np.array(_json(ensembledir.listing(d))["member_val_loss"], dtype=float)
         if len(losses) > 1:
             sq, dof = sq + float(((losses - losses.mean()) ** 2).sum()), dof + len(losses) - 1
     return (float(np.sqrt(sq / dof)) if dof else 0.0), dof
@@ -146,7 +148,7 @@ class Fits:
         """(table by size, per-size fits by size, Joint or None, error) of one budget's ensembles."""
         table, per = {}, {}
         for i, (size, d) in enumerate(ens.items()):
-            e = _json(os.path.join(d, "ensemble.json"))
+            e = _json(ensembledir.listing(d))
             table[size] = {"params": facts(e["members"][0])["params"], "val_loss_by_k": e["val_loss_by_k"],
                            "dir": self.rel(d), "members": [self.rel(m) for m in e["members"]]}
             ks = range(1, len(e["val_loss_by_k"]) + 1)
@@ -321,7 +323,7 @@ class Fits:
             self.samples[("student",)] = self.samples[("seq", top["student"])]
         kd = dist.get("logit_kd")
         if kd:
-            taught = (_json(os.path.join(kd["student"], "run.json")).get("distill") or {}).get("members")
+            taught = (_json(RunDir(kd["student"]).run_json).get("distill") or {}).get("members")
             s, t_loss = final_loss(kd["student"]), final_loss(kd["teacher_dir"], taught)
             gap = single - t_loss
             out["logit_kd"] = {"teacher": kd["teacher"], "student": self.rel(kd["student"]), "student_loss": s,

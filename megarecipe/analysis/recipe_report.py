@@ -16,8 +16,8 @@ import numpy as np
 from megarecipe import atomic
 from megarecipe.analysis.plots import params_text
 from megarecipe.analysis.recipe_fits import compute  # noqa: F401  (the report's numbers)
+from megarecipe.analysis.recipe_plan import FITS_JSON, REPORT_MD, STAGES
 
-FITS_JSON, REPORT_MD = "fits.json", "REPORT.md"
 ORDER = ("regularized", "ensemble", "joint")
 
 
@@ -149,8 +149,7 @@ def _what_ran(recipe, plan: dict, fits: dict) -> list[str]:
 def _stage_table(stages: dict) -> list[str]:
     L = ["", "| stage | wall s | CPU s | trainer starts |", "|---|---:|---:|---:|"]
     tot_w = tot_c = 0.0
-    order = ("data", "standard", "regularized", "ensembles", "distill", "downstream", "fits+report")
-    for name in sorted((n for n in stages if n != "last_call"), key=lambda n: order.index(n) if n in order else 99):
+    for name in sorted((n for n in stages if n != "last_call"), key=lambda n: STAGES.index(n) if n in STAGES else 99):
         t = stages[name]
         tot_w, tot_c = tot_w + t["wall_s"], tot_c + t["cpu_s"]
         L.append(f"| {name} | {t['wall_s']:.0f} | {t['cpu_s']:.0f} | {t['runs_started']} |")

@@ -48,14 +48,14 @@ class RunRecord:
 
 def event_dir(path: str) -> str:
     """RUN/tb when it exists, else RUN itself."""
-    tb = os.path.join(path, "tb")
+    tb = RunDir(path).tb
     return tb if os.path.isdir(tb) else path
 
 
 def run_name(path: str) -> str:
     path = os.path.normpath(path)
     base = os.path.basename(path)
-    return os.path.basename(os.path.dirname(path)) if base == "tb" else base
+    return os.path.basename(os.path.dirname(path)) if base == rundir.TB else base
 
 
 def read_scalars(tb_dir: str) -> dict:

@@ -27,6 +27,8 @@ import shlex
 import subprocess
 import sys
 
+from megarecipe import ensembledir, rundir
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ensemble.py", description=__doc__,
@@ -102,7 +104,7 @@ def train(args) -> int:
         print(f"stopped; the same command resumes the members (in {args.out})", file=sys.stderr)
         return getattr(e, "code", None) or 130
     print(ensemble.format_status(states))
-    done = sum(s.state == "finished" for s in states)
+    done = sum(s.state == rundir.FINISHED for s in states)
     if done < len(states):
         print(f"{len(states) - done} of {len(states)} members are not finished; run the same command again to "
               f"resume them", file=sys.stderr)
@@ -188,13 +190,9 @@ def evaluate(args, argv: list[str]) -> int:
     except OSError as e:   # the disk filled while the results were written
         return fail(os_error_line(e, out)) if rank == 0 else 2
     if rank == 0:
-        import json
-
-        from megarecipe.analysis.heldout import ENSEMBLE_JSON, PLOT
-
-        with open(os.path.join(out, ENSEMBLE_JSON)) as f:
-            print(format_losses(losses, json.load(f)["member_val_loss"]))
-        print(f"wrote {os.path.join(out, 'tb')}, {ENSEMBLE_JSON}, run.json and {PLOT} in {out}")
+        print(format_losses(losses, ensembledir.read(out)["member_val_loss"]))
+        print(f"wrote {os.path.join(out, rundir.TB)}, {ensembledir.ENSEMBLE_JSON}, {rundir.RUN_JSON} and "
+              f"{ensembledir.PLOT} in {out}")
     return 0
 
 

@@ -17,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+from megarecipe import rundir
+from megarecipe.rundir import RunDir
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.tag:
             with tempfile.TemporaryDirectory(prefix=".export-", dir=_parent(args.out)) as tmp:
-                export = _export_checkpoint(args.run, args.tag, os.path.join(tmp, "export"))
+                export = _export_checkpoint(args.run, args.tag, os.path.join(tmp, rundir.EXPORT))
                 out = export_hf(export, args.out, origin={"run": os.path.abspath(args.run), "tag": args.tag})
         else:
-            export = args.run if os.path.isfile(os.path.join(args.run, "model.json")) \
-                else os.path.join(args.run, "export")
-            if not os.path.isfile(os.path.join(export, "model.json")):
+            export = args.run if os.path.isfile(os.path.join(args.run, rundir.MODEL_JSON)) \
+                else RunDir(args.run).export
+            if not os.path.isfile(os.path.join(export, rundir.MODEL_JSON)):
                 raise ValueError(f"{args.run}: no export (export/model.json); a finished training run writes "
                                  f"RUN/export, and --tag stepN exports a checkpoint of a stopped or running one")
             out = export_hf(export, args.out)
@@ -92,7 +95,7 @@ def _export_checkpoint(run: str, tag: str, dst: str) -> str:
                 done = subprocess.CompletedProcess(cmd, code, "", f.read())
     else:
         done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not os.path.isfile(os.path.join(dst, "model.json")):
+    if done.returncode != 0 or not os.path.isfile(os.path.join(dst, rundir.MODEL_JSON)):
         last = [line for line in done.stderr.splitlines() if line.strip() and "Traceback" not in line][-1:] or ["?"]
         raise ValueError(f"--tag {tag}: consolidating the checkpoint with {world} process(es) failed "
                          f"({last[0].strip()[:200]}); run `{' '.join(cmd)}` to see why")

@@ -14,6 +14,9 @@ import argparse
 import os
 import sys
 
+from megarecipe import ensembledir, rundir
+from megarecipe.rundir import RunDir
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,9 +42,9 @@ def exports_of(path: str) -> list[str]:
     """The export dirs behind `path`: itself, RUN/export, or each member's of an ensemble."""
     from megarecipe.distill.teacher import members
 
-    if os.path.isfile(os.path.join(path, "model.json")):
+    if os.path.isfile(os.path.join(path, rundir.MODEL_JSON)):
         return [path]
-    if not any(os.path.exists(os.path.join(path, name)) for name in ("export", "ensemble.json")):
+    if not (os.path.exists(RunDir(path).export) or ensembledir.is_ensemble(path)):
         raise ValueError(f"{path}: no export/ (a finished run), model.json (an export) or ensemble.json (an "
                          f"ensemble); give one of those, or export a stopped run first (tools/export_hf.py --tag)")
     return [m.export for m in members(path)]

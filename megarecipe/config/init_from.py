@@ -11,6 +11,9 @@ import os
 
 from megarecipe.errors import ConfigError
 
+# a Hugging Face directory's files (transformers' names)
+HF_CONFIG, HF_WEIGHTS, HF_INDEX = "config.json", "model.safetensors", "model.safetensors.index.json"
+
 # config.json key -> model.* field it sets
 SHAPE = {"num_hidden_layers": "num_layers", "hidden_size": "hidden_size", "intermediate_size": "ffn_hidden_size",
          "num_attention_heads": "num_attention_heads", "num_key_value_heads": "num_query_groups",
@@ -19,7 +22,7 @@ SHAPE = {"num_hidden_layers": "num_layers", "hidden_size": "hidden_size", "inter
 
 def read_hf_config(path: str) -> dict:
     where = f"model.init_from={path!r}"
-    config_path = os.path.join(path, "config.json")
+    config_path = os.path.join(path, HF_CONFIG)
     if not os.path.isfile(config_path):
         raise ConfigError(f"{where}: no config.json there; give a local Hugging Face Llama directory "
                           f"(save_pretrained's output)")

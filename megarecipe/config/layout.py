@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import Optional
 
+from megarecipe import rundir
 from megarecipe.config.ds_config import check_not_set, read_ds_config, zero_stage
 from megarecipe.config.schema import Config, ConfigError
 from megarecipe.config.sources import mix_sources
@@ -127,7 +127,7 @@ def resolve_layout(cfg: Config, world_size: Optional[int] = None, cuda: Optional
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     _check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1")
     _check(cfg.run.seed >= 0, f"run.seed={cfg.run.seed} must be >= 0")
-    _check(cfg.run.resume_from is None or (cfg.run.resume and bool(re.fullmatch(r"step\d{8}", cfg.run.resume_from))),
+    _check(cfg.run.resume_from is None or (cfg.run.resume and rundir.tag_step(cfg.run.resume_from) is not None),
            f"run.resume_from={cfg.run.resume_from!r} needs run.resume=true and a tag such as step00000120")
     _check(t.micro_batch_size >= 1, f"train.micro_batch_size={t.micro_batch_size} must be >= 1")
     per_step = t.micro_batch_size * dp

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import yaml
 
-ENSEMBLE_JSON = "ensemble.json"
+from megarecipe import ensembledir, rundir
+from megarecipe.ensembledir import ENSEMBLE_JSON
+from megarecipe.rundir import RunDir
 
 
 class TeacherError(ValueError):
@@ -41,7 +43,7 @@ def member_dirs(teacher: str) -> list[str]:
     if not os.path.isdir(teacher):
         raise TeacherError(f"{where} is not a directory; give a finished run (with export/) or an ensemble dir "
                            f"(with {ENSEMBLE_JSON})")
-    listing = os.path.join(teacher, ENSEMBLE_JSON)
+    listing = ensembledir.listing(teacher)
     if os.path.isfile(listing):
         try:
             with open(listing) as f:
@@ -51,7 +53,7 @@ def member_dirs(teacher: str) -> list[str]:
         if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
             raise TeacherError(f"{where}: {listing} has no 'members' list of run dirs; re-run `tools/ensemble.py eval`")
         return [os.path.abspath(m) for m in members]
-    if os.path.isdir(os.path.join(teacher, "export")):
+    if os.path.isdir(RunDir(teacher).export):
         return [os.path.abspath(teacher)]
     raise TeacherError(f"{where} has neither export/ nor {ENSEMBLE_JSON}; give a finished run or an ensemble dir")
 
@@ -61,17 +63,17 @@ def members(teacher: str) -> tuple[Member, ...]:
     """Each member's export facts, read from its small files (no weights loaded)."""
     out = []
     for run in member_dirs(teacher):
-        export = os.path.join(run, "export")
+        export = RunDir(run).export
         try:
-            with open(os.path.join(export, "model.json")) as f:
+            with open(os.path.join(export, rundir.MODEL_JSON)) as f:
                 info = json.load(f)
-            with open(os.path.join(export, "config.yaml")) as f:
+            with open(os.path.join(export, rundir.CONFIG)) as f:
                 seq_len = int(yaml.safe_load(f)["model"]["seq_len"])
             vocab = int(info["vocab_size"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise TeacherError(f"distill.teacher: member {run} has no readable export ({type(e).__name__}: {e}); "
                                f"use finished runs whose RUN/export is complete") from None
-        if not os.path.isfile(os.path.join(export, "model.safetensors")):
+        if not os.path.isfile(os.path.join(export, rundir.WEIGHTS)):
             raise TeacherError(f"distill.teacher: member {run} has no export/model.safetensors; use finished runs")
         out.append(Member(run, export, vocab, info.get("tokenizer_sha256"), seq_len))
     return tuple(out)
@@ -104,7 +106,7 @@ def identity(teacher: str) -> dict:
         return {**info["teacher"], "cache": os.path.abspath(teacher), "cache_k": info["k"]}
     ms = members(teacher)
     return {"dir": os.path.abspath(teacher), "members": [m.run for m in ms],
-            "sha256": [file_sha256(os.path.join(m.export, "model.safetensors")) for m in ms]}
+            "sha256": [file_sha256(os.path.join(m.export, rundir.WEIGHTS)) for m in ms]}
 
 
 class Teacher:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from megarecipe import rundir
 from megarecipe.rundir import RunDir
 
-DONE, RESUME, RETRY, GIVE_UP, STOPPED = "done", "resume", "retry", "give up", "stopped"
+DONE, RESUME, RETRY, GIVE_UP = "done", "resume", "retry", "give up"
+STOPPED = rundir.STOPPED   # train.stop_after reached: the run stays stopped
 MAX_RESUMES = 50   # preemptions of one run in one call, a guard against a loop
 
 

@@ -16,7 +16,7 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
-from megarecipe import atomic
+from megarecipe import atomic, rundir
 from megarecipe.config import Config, ConfigError, ModelConfig, load_config, save_config
 from megarecipe.model.size import count_params
 from megarecipe.model.reference import Llama
@@ -56,10 +56,10 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     out_dir = os.path.realpath(out_dir)
     tmp = atomic.build_dir(out_dir)
     try:
-        weights = os.path.join(tmp, "model.safetensors")
+        weights = os.path.join(tmp, rundir.WEIGHTS)
         save_safetensors({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
         os.chmod(weights, atomic.file_mode())   # safetensors writes through a private temporary file (mode 0600)
-        save_config(cfg, os.path.join(tmp, "config.yaml"))
+        save_config(cfg, os.path.join(tmp, rundir.CONFIG))
         total, non_embedding = count_params(cfg.model, vocab_size)
         info = {"format": FORMAT, "vocab_size": vocab_size, "params": total, "params_non_embedding": non_embedding,
                 "tokenizer_sha256": None}
@@ -70,7 +70,7 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
             if hf and os.path.isfile(config):
                 shutil.copyfile(config, os.path.join(tmp, HF_CONFIG))
             info["tokenizer_sha256"] = file_sha256(tokenizer_path)
-        with open(os.path.join(tmp, "model.json"), "w") as f:
+        with open(os.path.join(tmp, rundir.MODEL_JSON), "w") as f:
             json.dump(info, f, indent=1)
     except BaseException:   # a full disk: the half-written build would keep it full
         shutil.rmtree(tmp, ignore_errors=True)
@@ -96,7 +96,7 @@ def _damaged(path: str, why: str) -> ValueError:
 
 def read_info(export_dir: str) -> dict:
     """model.json, checked: a JSON object of this format with an integer vocab size."""
-    path = os.path.join(export_dir, "model.json")
+    path = os.path.join(export_dir, rundir.MODEL_JSON)
     try:
         with open(path) as f:
             info = json.load(f)
@@ -119,7 +119,7 @@ def read_info(export_dir: str) -> dict:
 
 def read_config(export_dir: str) -> Config:
     """config.yaml, checked: the run's whole config (an empty file would silently be the defaults)."""
-    path = os.path.join(export_dir, "config.yaml")
+    path = os.path.join(export_dir, rundir.CONFIG)
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise _damaged(path, "empty")
     try:
@@ -129,7 +129,7 @@ def read_config(export_dir: str) -> Config:
 
 
 def load_weights(export_dir: str) -> dict:
-    path = os.path.join(export_dir, "model.safetensors")
+    path = os.path.join(export_dir, rundir.WEIGHTS)
     try:
         return load_file(path)
     except FileNotFoundError:
@@ -142,7 +142,7 @@ def load_export(export_dir: str, device="cpu") -> tuple[Llama, Config, dict]:
     """(plain-PyTorch model in eval mode, the run's config, model.json)."""
     if not os.path.isdir(export_dir):
         raise ValueError(f"{export_dir}: no such export directory; give RUN/export of a finished run")
-    for name in ("model.safetensors", "config.yaml", "model.json"):
+    for name in (rundir.WEIGHTS, rundir.CONFIG, rundir.MODEL_JSON):
         if not os.path.isfile(os.path.join(export_dir, name)):
             raise ValueError(f"{export_dir}: {name} is missing; the export is incomplete, re-export the run "
                              f"(a finished training run writes RUN/export)")

@@ -20,6 +20,7 @@ import torch
 
 from megarecipe.atomic import build_dir, file_mode, replace_dir
 from megarecipe.config import ModelConfig
+from megarecipe.config.init_from import HF_CONFIG, HF_INDEX, HF_WEIGHTS
 from megarecipe.model.export import save_safetensors
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
@@ -81,12 +82,12 @@ def read_hf_weights(path: str) -> dict[str, torch.Tensor]:
     """A Hugging Face directory's safetensors weights, one file or sharded (model.safetensors.index.json)."""
     from safetensors.torch import load_file
 
-    index = os.path.join(path, "model.safetensors.index.json")
+    index = os.path.join(path, HF_INDEX)
     if os.path.isfile(index):
         with open(index) as f:
             files = sorted(set(json.load(f)["weight_map"].values()))
-    elif os.path.isfile(os.path.join(path, "model.safetensors")):
-        files = ["model.safetensors"]
+    elif os.path.isfile(os.path.join(path, HF_WEIGHTS)):
+        files = [HF_WEIGHTS]
     else:
         raise ValueError(f"model.init_from={path!r}: no model.safetensors (or its index); save the model with "
                          f"safe_serialization (transformers' default)")
@@ -188,11 +189,11 @@ def export_hf(export_dir: str, out_dir: str, origin: dict | None = None) -> str:
     tokenizer = run_tokenizer(export_dir)
     tmp = build_dir(out_dir)
     try:
-        weights = os.path.join(tmp, "model.safetensors")
+        weights = os.path.join(tmp, HF_WEIGHTS)
         save_safetensors(hf_state_dict(model.state_dict(), cfg.model), weights, metadata={"format": "pt"})
         os.chmod(weights, file_mode())   # safetensors writes through a private temporary file (mode 0600)
         config = hf_config(cfg.model, info["vocab_size"], tokenizer.bos_token_id, tokenizer.eos_token_id)
-        with open(os.path.join(tmp, "config.json"), "w") as f:
+        with open(os.path.join(tmp, HF_CONFIG), "w") as f:
             json.dump(config, f, indent=1)
         GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          max_length=cfg.model.seq_len).save_pretrained(tmp)

@@ -49,11 +49,11 @@ def read_run(run_dir: str) -> dict:
     from megarecipe.analysis.runs import event_dir, read_scalars
 
     scalars = read_scalars(event_dir(run_dir))
-    tps = scalars.get("perf/tokens_per_sec", {})
+    tps = scalars.get(rundir.TOKENS_PER_SEC, {})
     later = [v for s, v in sorted(tps.items()) if s > 1] or list(tps.values())
     with open(RunDir(run_dir).join(rundir.MEMORY)) as f:
         ranks = json.load(f)["ranks"]
-    with open(os.path.join(run_dir, "config.yaml")) as f:
+    with open(os.path.join(run_dir, rundir.CONFIG)) as f:
         cfg = yaml.safe_load(f)
     batch_tokens = cfg["train"]["global_batch_size"] * cfg["model"]["seq_len"]
     tokens_per_s = statistics.median(later) if later else None

@@ -10,6 +10,7 @@ from megarecipe import atomic
 from megarecipe.launch import number
 
 CERTIFICATE_JSON, CERTIFICATE_MD = "certificate.json", "certificate.md"
+FAILED = "failed"   # a neighbour whose run failed; also the key that lists them
 SHORT = {"epochs": "epochs", "lr": "LR", "weight_decay": "WD"}
 
 
@@ -26,7 +27,6 @@ def edges(values: dict, grid: dict) -> list[str]:
                 out.append(f"{SHORT.get(name, name)} low")
     return out
 
-
 def build(result, names: dict, seed_run: dict | None, runs: int) -> dict:
     """result: a SearchResult; names: point -> run name; seed_run: {"seed", "run", "loss"} of the re-run."""
     loss = result.loss
@@ -35,7 +35,7 @@ def build(result, names: dict, seed_run: dict | None, runs: int) -> dict:
     for point, coord, step, n_loss in result.neighbours:
         margin = None if n_loss is None else n_loss - loss
         if n_loss is None:
-            verdict = "failed"
+            verdict = FAILED
         elif spread is None:
             verdict = "worse (seed spread unknown)" if margin > 0 else "tie"
         else:
@@ -46,8 +46,8 @@ def build(result, names: dict, seed_run: dict | None, runs: int) -> dict:
     return {"centre": result.values, "run": names[result.centre], "loss": loss, "seed_rerun": seed_run,
             "seed_spread": spread, "neighbours": rows,
             "certified": all(r["loss"] is not None and r["margin"] >= 0 for r in rows),
-            "failed": [r["run"] for r in rows if r["loss"] is None], "edge": edges(result.values, grid),
-            "distinguishable": spread is not None and all(r["verdict"] in ("worse", "failed") for r in rows),
+            FAILED: [r["run"] for r in rows if r["loss"] is None], "edge": edges(result.values, grid),
+            "distinguishable": spread is not None and all(r["verdict"] in ("worse", FAILED) for r in rows),
             "rounds": len(result.rounds), "points_evaluated": len(result.evaluated),
             "runs": runs, "grid_size": result.grid.size(),
             "grid": grid,
@@ -59,7 +59,7 @@ def _v(name, v) -> str:
 
 
 def _loss(v) -> str:
-    return "failed" if v is None else f"{v:.4f}"
+    return FAILED if v is None else f"{v:.4f}"
 
 
 def markdown(cert: dict, title: str = "") -> str:

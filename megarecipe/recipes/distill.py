@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from megarecipe import atomic
+from megarecipe import ensembledir
 from megarecipe.config import override
 from megarecipe.launch import number
 from megarecipe.recipes.recipe_file import Hyper
@@ -91,7 +91,7 @@ def run(p) -> None:
         from megarecipe.rundir import RunDir
 
         taught = ((RunDir(kd["student"]).info() or {}).get("distill") or {}).get("members")
-        now = atomic.read_json(os.path.join(kd["teacher_dir"], "ensemble.json")).get("members")
+        now = ensembledir.read(kd["teacher_dir"]).get("members")
         if taught != now:   # the run's settings name the teacher's dir, not its members: a finished one is read back
             raise p.error(f"{kd['student']} was distilled from {len(taught or [])} member(s) of {kd['teacher_dir']}, "
                           f"which now has {len(now or [])}; move {kd['student']} aside to distil from it as it is")

@@ -1,9 +1,8 @@
 """Ensemble training: n members that differ only by run.seed, each its own resumable run under ENS/members/,
 started through the run launcher; where they stand is read from their run directories alone.
 
-ENS/run.json          kind "ensemble": the plan (config, overrides, members), status running while `train` runs
-ENS/members/seed<i>/  member i's run directory (run.seed = i)
-ENS/tb, ensemble.json, loss_vs_members.png    written by the evaluation (megarecipe/analysis/heldout.py)
+The directory's files are named by megarecipe/ensembledir.py; its run.json (kind "ensemble") holds the plan
+(config, overrides, members) and status running while `train` runs.
 """
 from __future__ import annotations
 
@@ -14,10 +13,8 @@ from dataclasses import dataclass
 
 from megarecipe import rundir
 from megarecipe.config import load_config
+from megarecipe.ensembledir import MEMBERS, member_dir
 from megarecipe.rundir import RunDir, RunDirError
-
-MEMBERS = "members"
-
 
 class EnsembleSetupError(ValueError):
     """An ensemble directory or request that cannot be used as it is; one line with the fix."""
@@ -29,10 +26,6 @@ class MemberState:
     run_dir: str
     state: str           # rundir's: not started / running / interrupted / stopped / finished / failed
     detail: str = ""     # step reached, or why it failed
-
-
-def member_dir(out: str, seed: int) -> str:
-    return os.path.join(out, MEMBERS, f"seed{seed}")
 
 
 def shifted(config: str, overrides: list[str]) -> list[str]:
@@ -142,11 +135,12 @@ def _member_state(seed: int, path: str) -> MemberState:
 def _checkpoint_step(ckpt_dir: str) -> int | None:
     """The step of the checkpoint the `latest` pointer names (where a resume continues), if it is there."""
     try:
-        with open(os.path.join(ckpt_dir, "latest"), "rb") as f:
-            tag = re.fullmatch(rb"step(\d{8})", f.read(64).strip())
+        with open(os.path.join(ckpt_dir, rundir.POINTER), "rb") as f:
+            tag = f.read(64).strip().decode("ascii", "replace")
     except OSError:
         return None
-    return int(tag.group(1)) if tag and os.path.isdir(os.path.join(ckpt_dir, tag.group(0).decode())) else None
+    step = rundir.tag_step(tag)
+    return step if step is not None and os.path.isdir(os.path.join(ckpt_dir, tag)) else None
 
 
 def _killed_by(error) -> int | None:

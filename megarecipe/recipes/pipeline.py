@@ -22,7 +22,9 @@ from contextlib import ExitStack
 
 from dataclasses import asdict
 
-from megarecipe import atomic
+from megarecipe import atomic, ensembledir, rundir
+from megarecipe.analysis import recipe_plan as stages
+from megarecipe.analysis.recipe_plan import PLAN_JSON, REPORT_MD, STAGES, STAGES_JSON
 from megarecipe.config import override
 from megarecipe.launch import RunSpec, launch, number
 from megarecipe.recipes import members
@@ -30,7 +32,6 @@ from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError, section_b
 from megarecipe.recipes.recipe_file import hyper as certified
 from megarecipe.rundir import RunDir, RunDirError
 
-PLAN_JSON, STAGES_JSON = "plan.json", "stages.json"
 
 
 class PipelineError(RuntimeError):
@@ -114,7 +115,7 @@ class Pipeline:
     def run_all(self, specs: list[RunSpec]) -> dict:
         from megarecipe.launch import state
 
-        todo = [s for s in specs if state(s.run_dir) != "finished"]
+        todo = [s for s in specs if state(s.run_dir) != rundir.FINISHED]
         self.log(f"{len(specs)} runs: {len(specs) - len(todo)} finished before, {len(todo)} to train")
         la = self.r.launch
         self.worked |= bool(todo)   # so a call stopped mid-launch still counts its time
@@ -122,7 +123,7 @@ class Pipeline:
                          on_done=self._done, retry_failed=True)
         self.started_runs += sum(r.attempts > 0 for r in results.values())
         self.worked |= any(r.attempts > 0 for r in results.values())
-        bad = [r for r in results.values() if r.state != "finished"]
+        bad = [r for r in results.values() if r.state != rundir.FINISHED]
         if bad:
             raise PipelineError(f"{bad[0].run_dir} ended {bad[0].state}: {bad[0].error or 'see its train.log'}; "
                                 f"run the recipe again to resume it")
@@ -213,6 +214,7 @@ class Pipeline:
     def _search(self, section: str) -> None:
         """A locally optimal search for every (size, budget) pair of the section, each size starting from the
         previous size's optimum at the same budget; a centre that is not certified stops the pipeline."""
+        from megarecipe.recipes import certificate
         from megarecipe.recipes.sweep import Launching, Sweep
 
         la = self.r.launch
@@ -229,7 +231,7 @@ class Pipeline:
                               self.overrides(size, None, budget), grid, how, self.log, title=f"{section}/{key}")
                 cert = sweep.run(first)
                 if not cert["certified"]:
-                    bad = cert.get("failed") or [n["run"] for n in cert["neighbours"] if n["loss"] is not None
+                    bad = cert.get(certificate.FAILED) or [n["run"] for n in cert["neighbours"] if n["loss"] is not None
                                                  and n["margin"] < 0]
                     raise PipelineError(f"search/{section}/{key}: the centre is not certified ({', '.join(bad)} "
                                         f"failed or beat it); see its certificate.md and run the recipe again")
@@ -323,7 +325,7 @@ class Pipeline:
     def _score(self, runs: list[str], ens_dir: str) -> list[float]:
         from megarecipe.analysis.heldout import evaluate_ensemble, weights_identity
 
-        have = atomic.read_json(os.path.join(ens_dir, "ensemble.json"))
+        have = ensembledir.read(ens_dir)
         if have.get("members") == runs and have.get("weights") == weights_identity(runs):
             return have["val_loss_by_k"]
         self.worked = True
@@ -364,7 +366,7 @@ class Pipeline:
 
     def best_ensemble(self) -> str:
         def last(d):
-            return atomic.read_json(os.path.join(d, "ensemble.json"))["val_loss_by_k"][-1]
+            return ensembledir.read(d)["val_loss_by_k"][-1]
         return min(self.plan["ensembles"].values(), key=last)
 
     def stage_distill(self) -> None:
@@ -417,19 +419,18 @@ class Pipeline:
         path = recipe_report.write(self.out, self.r, self.plan, self.stages)
         self.log(f"report: {path}")
 
-    STAGES = ("data", "standard", "regularized", "ensembles", "distill", "downstream", "fits+report")
+    STAGES = STAGES
 
     def run(self) -> str:
-        fns = {"data": self.stage_data, "standard": self.stage_standard, "regularized": self.stage_regularized,
-               "ensembles": self.stage_ensembles, "distill": self.stage_distill,
-               "downstream": self.stage_downstream, "fits+report": self.stage_report}
+        fns = dict(zip(STAGES, (self.stage_data, self.stage_standard, self.stage_regularized, self.stage_ensembles,
+                                self.stage_distill, self.stage_downstream, self.stage_report), strict=True))
         skip = set()
         if not self.r.ensemble.sizes:
-            skip.add("ensembles")
+            skip.add(stages.ENSEMBLES)
         if not self.r.distill.student or not self.r.distill.teachers:
-            skip.add("distill")
+            skip.add(stages.DISTILL)
         if not self.r.downstream.tasks:
-            skip.add("downstream")
+            skip.add(stages.DOWNSTREAM)
         t0 = time.time()
         self.check_settings()
         with ExitStack() as stack:
@@ -441,4 +442,4 @@ class Pipeline:
                 if name == self.stop_after:
                     break
         self.log(f"done in {time.time() - t0:.0f} s wall; {self.started_runs} trainer starts this call")
-        return os.path.join(self.out, "REPORT.md")
+        return os.path.join(self.out, REPORT_MD)

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from megarecipe import atomic
+from megarecipe import atomic, rundir
 from megarecipe.launch import RunSpec, launch, number, safe_name
 from megarecipe.recipes import certificate
 from megarecipe.recipes.search import EPOCHS, LR, STANDARD_WEIGHT_DECAY, WEIGHT_DECAY, Grid, coordinate_descent
@@ -83,7 +83,7 @@ class Sweep:
         loss = "" if r.val_loss is None else f"  val/loss {r.val_loss:.4f}"
         how = "read back" if r.reused else f"{r.seconds:.1f} s"
         self.log(f"[{self.title}] {r.state:9s} {r.name}{loss}  ({how})")
-        if r.state != "finished" and not r.reused and r.log_tail:
+        if r.state != rundir.FINISHED and not r.reused and r.log_tail:
             self.log("  " + "\n  ".join(r.log_tail.splitlines()[-5:]))
 
     def evaluate(self, points: list[dict]) -> list:

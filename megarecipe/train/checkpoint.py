@@ -28,21 +28,16 @@ import torch.distributed as dist
 
 from megarecipe import atomic
 from megarecipe.rank_errors import agreed
+from megarecipe.rundir import POINTER, TAG, tag_for  # noqa: F401  (the run dir names tags; re-exported)
 
-POINTER = "latest"
 MANIFEST = "manifest.json"
 ABANDONED = "abandoned"   # not a tag: scans (tags, newest_complete, pruning) never see what is in it
 UNIVERSAL = ".universal"  # TAG.universal/: the tag converted for another layout (universal.py); goes with its tag
-TAG = re.compile(r"step\d{8}")
 _WRITE_FAILED = ("inline_container", "iostream error", "file write failed", "PytorchStreamWriter")   # torch.save's
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be resumed as asked; one line naming the tag, the file and what to do."""
-
-
-def tag_for(step: int) -> str:
-    return f"step{step:08d}"
 
 
 def tags(ckpt_dir: str) -> list[str]:

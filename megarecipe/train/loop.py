@@ -309,8 +309,8 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         final = {"val_loss": validator.last, "step": end} if finished else None
         run.update(status=status, step=max(end, start), final=final, export=rundir.EXPORT if finished else None,
                    ended=time.time())
-        how = "finished" if finished else "stopped on a signal (resume with run.resume=true)" if stopping \
-            else "stopped"
+        how = rundir.FINISHED if finished else f"{rundir.STOPPED} on a signal (resume with run.resume=true)" \
+            if stopping else rundir.STOPPED
         print(f"{how} at step {max(end, start)}/{total}; TensorBoard logs: {run.tb}"
               + (f"; final val/loss {validator.last:.4f}" if validator.last is not None else ""), flush=True)
     dist.barrier()

@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 
-from megarecipe import atomic
+from megarecipe import atomic, rundir
 from megarecipe.train.checkpoint import UNIVERSAL, CheckpointError
 
 INFO = "universal.json"
@@ -130,8 +130,8 @@ def _readable_view(src: str, view: str) -> str:
 
 
 def _step(tag: str) -> int:
-    found = re.fullmatch(r"step(\d{8})", tag)
-    return int(found.group(1)) if found else -1
+    step = rundir.tag_step(tag)
+    return -1 if step is None else step
 
 
 def read_info(ckpt_dir: str, tag: str) -> dict | None:

@@ -75,7 +75,7 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
 # Bottom to top; a module imports only from its own layer or the layers below. Entry points (`__main__`) are tools.
 LAYERS = (
     ("megarecipe", "megarecipe.errors", "megarecipe.system", "megarecipe.atomic", "megarecipe.rank_errors"),
-    ("megarecipe.config", "megarecipe.rundir"),
+    ("megarecipe.config", "megarecipe.rundir", "megarecipe.ensembledir"),
     ("megarecipe.data",),
     ("megarecipe.model",),
     ("megarecipe.parallel",),
