@@ -5,9 +5,10 @@
   python tools/prepare_data.py --megatron corpus_text_document --tokenizer tok.model --out data/NAME
   python tools/prepare_data.py --default --out data/default        # the embedded corpus (CORPUS.md)
 
-Inputs: .txt/.md/.rst text, .jsonl/.json (also .gz/.zst; the text under --text-key, dotted for nested keys),
-.parquet, .arrow, a `datasets` save_to_disk folder, and folders or globs of them. A corpus too big for one pass:
-run --shard I/N for I = 0..N-1 (e.g. a Slurm array; --tokenizer required), then --join OUT.parts --out OUT.
+Inputs: .txt/.md/.rst text, .jsonl/.json and .csv/.tsv (also .gz/.zst; the text under --text-key, dotted for
+nested JSON keys), .parquet, .arrow, a `datasets` save_to_disk folder, and folders or globs of them. A corpus
+too big for one pass: run --shard I/N for I = 0..N-1 (e.g. a Slurm array; --tokenizer required), then
+--join OUT.parts --out OUT.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--megatron", metavar="PREFIX", help="a Megatron PREFIX.bin + PREFIX.idx (needs --tokenizer)")
     ap.add_argument("--join", metavar="PARTS", help="join the shards in PARTS (OUT.parts) into --out")
     ap.add_argument("--out", required=True, help="data dir to write (meta.json, train/val .bin + .idx, tokenizer)")
-    ap.add_argument("--format", choices=["text", "jsonl", "parquet", "arrow", "datasets"],
+    ap.add_argument("--format", choices=["text", "jsonl", "csv", "tsv", "parquet", "arrow", "datasets"],
                     help="read every input as this (default: by suffix)")
     ap.add_argument("--text-key", default="text", help="the text field of JSON records and table rows (a.b = nested)")
     ap.add_argument("--skip-bad", action="store_true", help="leave out bad records (counted in meta.json)")

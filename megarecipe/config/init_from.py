@@ -1,7 +1,8 @@
 """model.init_from: a local Hugging Face Llama directory whose config.json sets the model's shape.
 
 The weights are loaded at step 0 (megarecipe/parallel/hf_init.py); the data must be tokenized with the
-directory's sentencepiece tokenizer.model (megarecipe/preflight.py checks it): continued pre-training.
+directory's tokenizer.json or sentencepiece tokenizer.model (`prepare_data.py --tokenizer DIR` takes the
+tokenizer.json first, as megarecipe/preflight.py checks): continued pre-training.
 """
 from __future__ import annotations
 

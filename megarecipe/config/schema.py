@@ -45,7 +45,8 @@ class ModelConfig:
     recompute: str = "none"              # activation recomputation: none, selective (attention) or full (per layer)
     kernels: str = "auto"                # layer implementation: auto, local, sdpa or te (model/llama.py)
     # a local Hugging Face Llama dir: its config.json sets the shape above (and vocab_size), its weights are the
-    # model at step 0, and data.dir must be tokenized with its tokenizer.model (continued pre-training)
+    # model at step 0, and data.dir must be tokenized with its tokenizer.json or tokenizer.model (continued
+    # pre-training)
     init_from: Optional[str] = None
 
 

@@ -1,9 +1,10 @@
 """Sources -> a part: every document tokenized, in input order, into one spool file, with a table of its
 content hash, source, record number, offset and length. A whole prepare is one part; `--shard I/N` writes the
-part of every N-th source, and the join (prepare.join_parts) gives the same data dir from any set of parts.
+part of its share of the sources (prepare.deal), and the join (prepare.join_parts) gives the same data dir from
+any set of parts.
 
-Chunks are tokenized by `workers` processes, at most 2 chunks per worker in flight, and consumed in the order
-they were cut: the spool is the same bytes for any number of workers, and memory is bounded by workers x a
+Chunks are tokenized by `workers` spawned processes, at most 2 chunks per worker in flight, and consumed in the
+order they were cut: the spool is the same bytes for any number of workers, and memory is bounded by workers x a
 chunk plus about 60 bytes per document for the table."""
 from __future__ import annotations
 
@@ -66,9 +67,10 @@ def _results(jobs, workers, init_args):
         for job in jobs:
             yield encode_chunk(job)
         return
-    # fork, as torch's DataLoader workers do: spawn would re-run a user's unguarded script in every worker.
-    # The workers touch only the tokenizer and the readers, never torch or CUDA state.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_init,
+    # spawn, not fork: the caller may hold threads (pyarrow's, a trainer's) whose locks a forked child would
+    # inherit taken. Not forkserver either: a process has one forkserver, and the warm-start launcher's
+    # (megarecipe.launch.warm) must keep its own preload. A spawned worker costs ~0.3 CPU-s to import this module.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
                                initargs=init_args)
     try:
         pending = collections.deque()
@@ -79,7 +81,8 @@ def _results(jobs, workers, init_args):
         while pending:
             yield pending.popleft().result()
     except BrokenProcessPool:
-        raise DataError(f"a tokenizing worker died (killed, or out of memory); run again with fewer --workers "
+        raise DataError(f"a tokenizing worker died (killed, or out of memory; or it could not start: a script that "
+                        f"calls prepare() needs `if __name__ == \"__main__\":`); run again with fewer --workers "
                         f"than {workers}") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -113,16 +116,19 @@ def _duration(s) -> str:
     return f"{s:.0f}s" if s < 90 else f"{s / 60:.0f}m" if s < 5400 else f"{s / 3600:.1f}h"
 
 
-def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity) -> dict:
+def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity, dealt=None) -> dict:
     """Tokenize `sources` into part_dir; return part.json's record. Bad records are counted (the first
-    SHOW_BAD named) and dropped; the caller decides whether that is an error."""
+    SHOW_BAD named) and dropped; the caller decides whether that is an error.
+    dealt: {source index: (i, n)} for sources shared out among shards: only their chunks k with k % n == i."""
     dtype = identity["dtype"]
     table = {k: [] for k in TABLE}
     summaries = {s.index: _summary(s) for s in sources}
     bad_named, offset = [], 0
     progress = Progress(sum(s.bytes for s in sources), show)
     done_before = {s.index: sum(x.bytes for x in sources[:k]) for k, s in enumerate(sources)}
-    jobs = (c for s in sources for c in chunks(s, text_key))
+    dealt = dealt or {}
+    jobs = (c for s in sources for k, c in enumerate(chunks(s, text_key))
+            if s.index not in dealt or k % dealt[s.index][1] == dealt[s.index][0])
     by_index = {s.index: s for s in sources}
     with open(os.path.join(part_dir, SPOOL), "wb") as spool:
         for r in _results(jobs, workers, (tokenizer.path, tokenizer.eos_token, dtype, text_key)):
@@ -139,7 +145,7 @@ def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity)
             s["empty"] += r["empty"]
             s["tokens"] += int(r["lengths"].sum())
             for rec, why in r["bad"][:max(0, SHOW_BAD - len(bad_named))]:
-                bad_named.append(f"{record_name(by_index[r['source']], rec)}: {why}")
+                bad_named.append([r["source"], rec, f"{record_name(by_index[r['source']], rec)}: {why}"])
             progress.update(done_before[r["source"]] + r["pos"], int(r["lengths"].sum()))
         spool.flush()
         os.fsync(spool.fileno())

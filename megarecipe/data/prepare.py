@@ -24,6 +24,7 @@ from megarecipe.data.tokenizer import file_sha256, load_tokenizer, train_tokeniz
 
 SHOW_PROGRESS_BYTES = 8 << 20
 IN_PROCESS_BYTES = 4 << 20     # below this, starting worker processes costs more than it saves
+DEAL_BYTES = 64 << 20          # a file this big is shared out among the shards by chunks, not given to one
 
 
 class BadRecords(DataError):
@@ -42,7 +43,7 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
     interrupted prepare leaves an existing data dir as it was.
     tokenizer: a sentencepiece .model, a tokenizer.json or a Hugging Face tokenizer folder (copied into out_dir)
       instead of training a sentencepiece BPE of `vocab_size`; eos: the token appended after each document.
-    shard: (i, n) writes only part i of n (every n-th source) into OUT.parts/ for join_parts; returns its record.
+    shard: (i, n) writes only part i of n into OUT.parts/ for join_parts (see deal); returns its record.
     progress: lines on stderr; None = only for inputs over 8 MB."""
     if val_tokens < 0:
         raise DataError(f"--val-tokens {val_tokens} must be >= 0")
@@ -102,19 +103,28 @@ def _prepare_shard(sources, final, shard, tokenizer, eos, text_key, workers, sho
                         "prepare of a sample of the corpus, and pass its DIR/tokenizer.model)")
     tok = load_tokenizer(tokenizer, eos)
     identity = _identity(sources, tok, text_key, (i, n))
-    mine = [s for s in sources if s.index % n == i]
+    mine, dealt = deal(sources, i, n)
     where = os.path.join(parts_dir(final), f"{i}-of-{n}")
     build = f"{where}.tmp{os.getpid()}"
     shutil.rmtree(build, ignore_errors=True)
     os.makedirs(build)
     try:
         tok_copy = load_tokenizer(tok.save(build), tok.eos_token)
-        record = encode_part(mine, build, tok_copy, text_key, workers, show, identity)
+        record = encode_part(mine, build, tok_copy, text_key, workers, show, identity, dealt)
         shutil.rmtree(where, ignore_errors=True)
         os.replace(build, where)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return record
+
+
+def deal(sources, i, n) -> tuple[list, dict]:
+    """Shard i's sources of n, and {source index: (i, n)} for those it shares with the others. Files go whole to
+    shards in turn; a file over DEAL_BYTES, or every file when there are fewer than shards, is read by every shard,
+    each tokenizing every n-th chunk of it. Either way a document keeps its record number, so the join is one pass."""
+    shared = {s.index for s in sources if s.bytes >= DEAL_BYTES or len(sources) < n}
+    mine = [s for s in sources if s.index in shared or s.index % n == i]
+    return mine, {k: (i, n) for k in shared}
 
 
 def join_parts(parts_folder, out_dir, val_tokens=200_000, skip_bad=False) -> DataMeta:
@@ -266,8 +276,8 @@ def _join(parts, out_dir, tok, val_tokens, skip_bad):
 def _check_bad(part_records, skip_bad):
     bad = sum(s["bad"] for r in part_records for s in r["sources"].values())
     if bad and not skip_bad:
-        named = [line for r in part_records for line in r["bad_named"]][:SHOW_BAD]
-        files = sum(1 for r in part_records for s in r["sources"].values() if s["bad"])
+        named = [line for _, _, line in sorted(b for r in part_records for b in r["bad_named"])][:SHOW_BAD]
+        files = len({k for r in part_records for k, s in r["sources"].items() if s["bad"]})
         raise BadRecords("\n".join([f"{bad} bad record(s) in {files} input(s); fix them, or pass --skip-bad to "
                                     f"leave them out (counted in meta.json). The first {len(named)}:"] +
                                    [f"  {line}" for line in named]))
@@ -276,8 +286,13 @@ def _check_bad(part_records, skip_bad):
 def _source_summaries(part_records, cols, kept, dropped, is_val) -> list:
     """One summary per input: its records, documents kept, repeats dropped, bad and empty ones, tokens per split."""
     summaries = {}
-    for r in part_records:
-        summaries.update({int(k): dict(v) for k, v in r["sources"].items()})
+    for r in part_records:   # a file shared out among shards has a summary in each: their counts add up
+        for k, v in r["sources"].items():
+            if int(k) in summaries:
+                for field in ("records", "bad", "empty", "tokens"):
+                    summaries[int(k)][field] += v[field]
+            else:
+                summaries[int(k)] = dict(v)
     n = max(summaries) + 1 if summaries else 0
 
     def per_source(rows, weights=None):

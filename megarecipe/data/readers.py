@@ -1,5 +1,5 @@
-"""Inputs -> sources -> chunks of records, streamed: text files, JSON Lines / JSON (optionally .gz or .zst),
-Parquet, Arrow files, and folders written by `datasets`' save_to_disk; globs and folders of any of them.
+"""Inputs -> sources -> chunks of records, streamed: text files, JSON Lines / JSON and CSV / TSV (optionally .gz
+or .zst), Parquet, Arrow files, and folders written by `datasets`' save_to_disk; globs and folders of any of them.
 
 The main process cuts every source into chunks of about CHUNK_BYTES (raw lines for JSON, column values for
 tables, normalised blocks for text); `records(chunk, text_key)` turns one into (record, text, problem) triples
@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from megarecipe.data.errors import DataError
 from megarecipe.data.tokenizer import normalise
 
-FORMATS = ("text", "jsonl", "parquet", "arrow", "datasets")
+FORMATS = ("text", "jsonl", "csv", "tsv", "parquet", "arrow", "datasets")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".arrow": "arrow"}
 COMPRESSED = {".gz": "gz", ".zst": "zst", ".zstd": "zst"}
 REFUSED = (".bz2", ".xz", ".zip", ".tar", ".7z", ".lz4")
 BLOCK_CHARS = 256 * 1024   # a text file over this many characters becomes several documents
 CHUNK_BYTES = 1 << 20
+CSV_BLOCK_BYTES = 16 << 20   # pyarrow parses CSV a block at a time; one record must fit in a block
 TABLE_ROWS = 256
-KNOWN = "*.txt, *.md, *.rst, *.jsonl, *.json, *.parquet, *.arrow (JSON also .gz/.zst), or a datasets folder"
+KNOWN = ("*.txt, *.md, *.rst, *.jsonl, *.json, *.csv, *.tsv, *.parquet, *.arrow (JSON and CSV also .gz/.zst), or a "
+         "datasets folder")
 
 
 @dataclass
@@ -68,8 +71,7 @@ def detect(path: str, fmt: str | None) -> Source:
         raise DataError(f"--input {path}: {os.path.splitext(path)[1]} archives are not read; decompress it, or "
                         f"recompress as .gz or .zst")
     if fmt is None:
-        fmt = ("jsonl" if ext in JSON_SUFFIXES else "parquet" if ext == ".parquet" else
-               "arrow" if ext == ".arrow" else "text")
+        fmt = "jsonl" if ext in JSON_SUFFIXES else TABLE_SUFFIXES.get(ext, "text")
     if compression and fmt in ("parquet", "arrow"):
         raise DataError(f"--input {path}: a compressed {fmt} file is not read; {fmt} compresses itself, "
                         f"decompress it")
@@ -95,7 +97,7 @@ def _listed(folder: str, fmt: str | None) -> list[str]:
             ext, _ = _split_suffix(f)
             if f.startswith("."):
                 continue
-            if fmt is not None and fmt != "datasets" or ext in TEXT_SUFFIXES + JSON_SUFFIXES + (".parquet", ".arrow"):
+            if fmt is not None and fmt != "datasets" or ext in TEXT_SUFFIXES + JSON_SUFFIXES + tuple(TABLE_SUFFIXES):
                 found.append(os.path.join(root, f))
     return sorted(found)
 
@@ -213,12 +215,17 @@ def chunks(s: Source, text_key: str):
             yield from _text_chunks(s)
         elif s.format == "jsonl":
             yield from _json_chunks(s)
+        elif s.format in ("csv", "tsv"):
+            yield from _csv_chunks(s, text_key)
         else:
             yield from _table_chunks(s, text_key)
     except (OSError, EOFError) as e:   # a truncated .gz / .zst, an unreadable file
         raise DataError(f"{s.name}: cannot be read to the end ({type(e).__name__}: {str(e)[:120]}); "
                         f"check or replace the file") from None
     except Exception as e:
+        if "straddl" in str(e):   # pyarrow.csv: a row longer than a block
+            raise DataError(f"{s.name}: a row is over {CSV_BLOCK_BYTES >> 20} MB, or a quote is left open; close "
+                            f"the quote, or give such long texts as JSON Lines") from None
         if type(e).__module__.startswith(("zstandard", "pyarrow")):
             raise DataError(f"{s.name}: cannot be read ({type(e).__name__}: {str(e)[:120]}); check or replace "
                             f"the file") from None
@@ -246,6 +253,55 @@ def _json_chunks(s: Source):
                 items, size = [], 0
         if items:
             yield Chunk(s.index, "lines", items, raw.n)
+
+
+class InvalidRow(str):
+    """A CSV row pyarrow could not parse (wrong number of fields): a bad record, with what was wrong."""
+
+
+def _csv_chunks(s: Source, text_key: str):
+    """The --text-key column, streamed a block at a time; read as bytes, so a cell that is not UTF-8 is one bad
+    record (not a failed file); rows of the wrong width are bad records too. Rows that parse are numbered from 0
+    after the header; one that does not is named by its text (pyarrow gives no line number)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    delimiter = "\t" if s.format == "tsv" else ","
+
+    def reader(columns=None):
+        f, raw = open_binary(s.path, s.compression)
+        invalid = []
+
+        def on_invalid(row):
+            invalid.append(InvalidRow(f"a row of {row.actual_columns} fields where the header has "
+                                      f"{row.expected_columns}: {row.text[:60]!r}"))
+            return "skip"
+        options = dict(read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                       parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                                                       invalid_row_handler=on_invalid))
+        if columns:
+            options["convert_options"] = pcsv.ConvertOptions(include_columns=columns,
+                                                             column_types={c: pa.binary() for c in columns})
+        return pcsv.open_csv(f, **options), f, raw, invalid
+
+    head, f, _, _ = reader()
+    columns = head.schema.names
+    f.close()
+    if text_key not in columns:
+        raise DataError(f"{s.name} has no column {text_key!r} (columns: {', '.join(columns[:12])}); pass "
+                        f"--text-key COLUMN, or leave this file out of --input")
+    batches, f, raw, invalid = reader([text_key])
+    done = 0
+    with f:
+        for batch in batches:
+            values = batch.column(0).to_pylist()
+            for start in range(0, len(values), TABLE_ROWS):
+                part = values[start:start + TABLE_ROWS]
+                yield Chunk(s.index, "cells", list(enumerate(part, done)), raw.n)
+                done += len(part)
+            if invalid:
+                yield Chunk(s.index, "cells", [(-1, row) for row in invalid], raw.n)
+                invalid.clear()
 
 
 def _text_chunks(s: Source):
@@ -403,6 +459,15 @@ def records(chunk: Chunk, text_key: str):
                 what = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "not JSON"
                 yield n, None, f"{what} ({str(e)[:80]})"
                 continue
+        if isinstance(payload, InvalidRow):
+            yield n, None, str(payload)
+            continue
+        if isinstance(payload, bytes):   # a CSV cell
+            try:
+                payload = payload.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, None, f"not UTF-8 ({e.reason} at byte {e.start}); convert it, e.g. iconv -t utf-8"
+                continue
         if chunk.kind == "cells":   # the column's value; a dotted key goes on into it
             value, problem = _lookup(payload, chunk.rest) if chunk.rest else (payload, None)
         elif not isinstance(payload, dict):
@@ -420,7 +485,7 @@ def record_name(s: Source, n: int) -> str:
         return f"{s.name}:{n}"
     if s.format == "text":
         return s.name if n == 0 else f"{s.name} block {n}"
-    return f"{s.name} row {n}"
+    return s.name if n < 0 else f"{s.name} row {n}"
 
 
 def source_sha256(s: Source) -> str:

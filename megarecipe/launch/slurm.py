@@ -12,11 +12,11 @@ TASKDIR/<i>.args holds task i's run dir and then its trainer arguments, one per 
 with run.resume=true). Preemption: Slurm requeues the task (--requeue) and the trainer, asked with SIGUSR1
 120 s before the limit or SIGTERM on preemption, checkpoints first; the requeued task resumes from there.
 A task that ends unfinished is resubmitted by the rule in policy.py (resume after progress, one retry after a
-failure), in a new array of the runs still to do. The launcher polls `squeue -h -j JOB -o %i` until the
-array is gone; the runs' states come from their directories, not from Slurm. Interrupted (Ctrl-C, SIGTERM),
-it cancels the array's pending tasks and sends the running ones SIGUSR1 (`scancel --signal=USR1 --full
-JOB`): they checkpoint and end. Started again, it first waits for the arrays an earlier call left in the
-queue (their ids are in WORKDIR/jobs).
+failure), in a new array of the runs still to do. The launcher polls `squeue -h -t all -j JOB -o %T` until
+every task has ended (a requeued task is pending again, and a failing squeue is asked again); the runs' states
+come from their directories, not from Slurm. Interrupted (Ctrl-C, SIGTERM), it cancels the array's pending
+tasks and sends the running ones SIGUSR1 (`scancel --signal=USR1 --full JOB`): they checkpoint and end.
+Started again, it first waits for the arrays an earlier call left in the queue (their ids are in WORKDIR/jobs).
 """
 from __future__ import annotations
 
@@ -74,12 +74,40 @@ def submit(specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_node: in
     return out.strip().split(";")[0]
 
 
-def wait(job: str) -> None:
+# The states a job array's task leaves no more (squeue -t all lists them until MinJobAge). Any other is live:
+# PENDING (also after a requeue, with reason BeginTime), REQUEUED, REQUEUE_HOLD, COMPLETING, RUNNING, ...
+ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+         "OUT_OF_MEMORY"}
+
+
+def job_states(job: str) -> list[str] | str:
+    """The states of the job's tasks ([] once Slurm has forgotten the job), or squeue's error when it could not
+    answer (a busy or restarting slurmctld): that says nothing about the job."""
+    p = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    if p.returncode == 0:
+        return p.stdout.split()
+    if "Invalid job id" in p.stderr:
+        return []
+    return p.stderr.strip() or f"squeue exited with status {p.returncode}"
+
+
+def wait(job: str, patience_s: float = 900) -> None:
+    """Until every task of the job has ended. A requeued task is pending again, not ended; squeue failing is
+    retried for patience_s before it is an error."""
+    poll = float(os.environ.get("MEGARECIPE_SLURM_POLL_S", "30"))
+    failing_since = None
     while True:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True).stdout
-        if not out.strip():
-            return
-        time.sleep(float(os.environ.get("MEGARECIPE_SLURM_POLL_S", "30")))
+        states = job_states(job)
+        if isinstance(states, str):
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > patience_s:
+                raise LaunchError(f"squeue cannot tell how job {job} stands ({states[:200]}); check the Slurm "
+                                  f"controller (sinfo), then start the launcher again: it waits for the job")
+        else:
+            failing_since = None
+            if all(s in ENDED for s in states):
+                return
+        time.sleep(poll)
 
 
 def cancel(job: str) -> None:

@@ -29,8 +29,16 @@ from megarecipe.system import die_with_parent, free_port
 
 TRAINER = "megarecipe.cli.train"   # as `python -m megarecipe.cli.train`: named, not imported, by this layer
 # What the server imports once. Names, not import statements: this process never loads the training stack.
+# Beyond the top-level packages, what a run imports on its way to the first step (measured: sys.modules of a
+# forked run after it ended, against the server's), so that no run pays for it again.
 PRELOAD = ["megarecipe.launch.server_env", "torch", "deepspeed", "megatron.core.models.gpt",
-           "torch.utils.tensorboard", "megarecipe.train.loop", "megarecipe.train.checkpoint", TRAINER]
+           "megatron.core.models.gpt.gpt_layer_specs", "megatron.core.transformer.attention",
+           "deepspeed.runtime.zero.muon", "deepspeed.module_inject.auto_ep_layer", "deepspeed.moe.ep_experts",
+           "torch.utils.tensorboard", "tensorboard.plugins.hparams.api_pb2", "tensorboard.plugins.hparams.metadata",
+           "numpy.ma", "megarecipe.parallel.cpu_compat", "megarecipe.parallel.memory", "megarecipe.train.metrics",
+           "megarecipe.model.llama", "megarecipe.parallel.engine", "megarecipe.parallel.distributed",
+           "megarecipe.distill.teacher", "megarecipe.train.step", "megarecipe.train.validation",
+           "megarecipe.train.console", "megarecipe.train.loop", "megarecipe.train.checkpoint", TRAINER]
 PEER_GRACE_S = 30.0   # as DeepSpeed's launcher: when a rank fails, the others get SIGTERM, then SIGKILL
 
 

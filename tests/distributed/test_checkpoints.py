@@ -4,9 +4,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +11,7 @@ import torch
 
 from megarecipe.train import checkpoint
 from megarecipe.rundir import RunDir
-from tests.helpers import REPO, TINY, env, losses, scalars, train
+from tests.helpers import REPO, TINY, env, losses, scalars, torchrun, train
 
 pytestmark = pytest.mark.slow
 STEPS = ["train.checkpoint_every=4", "train.stop_after=8", "parallel.ds_config=zero1"]
@@ -118,44 +115,46 @@ def test_run_json_holds_exact_facts_and_status(checkpointed):
     assert len(info["settings_sha256"]) == 64
 
 
-def test_launch_check_refuses_an_existing_run_before_spawning(checkpointed, tiny_data):
-    """What launchers/local.sh runs before it starts any process."""
-    import subprocess
-    import sys
+def test_launch_check_refuses_an_existing_run_before_spawning(checkpointed, tiny_data, capsys):
+    """What launchers/local.sh runs before it starts any process (here in-process: the same main)."""
+    from megarecipe.cli.check_config import main as check_config
 
-    from tests.helpers import REPO, TINY
+    argv = ["--world-size", "2", "configs/tiny.yaml", *TINY, *STEPS, f"data.dir={tiny_data}", f"run.dir={checkpointed}"]
 
-    cmd = [sys.executable, "-m", "megarecipe.cli.check_config", "--world-size", "2", "configs/tiny.yaml", *TINY,
-           *STEPS, f"data.dir={tiny_data}", f"run.dir={checkpointed}"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "already holds a checkpoint" in one_line_error(result)
-    result = subprocess.run([*cmd, "run.resume=true", "optim.lr=1e-3"], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 2 and "optim.lr 0.003 -> 0.001" in one_line_error(result)
+    def refused(*extra) -> str:
+        assert check_config([*argv, *extra]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    assert "already holds a checkpoint" in refused()
+    assert "optim.lr 0.003 -> 0.001" in refused("run.resume=true", "optim.lr=1e-3")
 
 
 def test_resume_from_an_older_tag_sets_the_newer_branch_aside(checkpointed, tmp_path, tiny_data):
     """run.resume_from=step00000004 on a run checkpointed at 4 and 8, killed before its next save: the next plain
     resume continues the branch from step 4 (not the step-8 checkpoint the user left), and step 8's files are
     kept, byte for byte, under checkpoints/abandoned/."""
+    from megarecipe.launch import warm
+
     run_dir, before = damaged(checkpointed, tmp_path, lambda c: None)
     ckpt = run_dir / "checkpoints"
-    cmd = [sys.executable, "-m", "megarecipe.cli.train", "configs/tiny.yaml", *TINY, *STEPS, f"data.dir={tiny_data}",
-           f"run.dir={run_dir}", "run.resume=true", "train.stop_after=null"]   # its next save would be step 8's
-    proc = subprocess.Popen([*cmd, "run.resume_from=step00000004"], cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    args = ["configs/tiny.yaml", *TINY, *STEPS, f"data.dir={tiny_data}", f"run.dir={run_dir}", "run.resume=true",
+            "train.stop_after=null"]   # its next save would be step 8's
+    log = tmp_path / "first.log"
+    proc = warm.start([*args, "run.resume_from=step00000004"], env(), str(REPO), str(log))
     try:
         deadline = time.time() + 120
         while time.time() < deadline and json.loads((run_dir / "run.json").read_text())["status"] != "running":
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)   # a crash before the resumed run saved anything
-    output = proc.communicate()[0]
+        proc.kill()   # a crash before the resumed run saved anything
+        proc.wait()
+    output = log.read_text()
     assert "moved aside" in output and "step00000008" in output, output[-3000:]
 
-    again = subprocess.run([*cmd, "train.stop_after=6"], cwd=REPO, env=env(), capture_output=True, text=True,
-                           timeout=300)
+    again = torchrun(0, [*args[1:], "train.stop_after=6"])
     assert again.returncode == 0, again.stderr[-3000:]
     assert "stopped at step 6/" in again.stdout, again.stdout[-2000:]   # from step 4: steps 5 and 6 trained
     assert (ckpt / "latest").read_text() == "step00000006"

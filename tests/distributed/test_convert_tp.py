@@ -1,13 +1,12 @@
 """split_tensor_parallel against what a real TP=2 megatron model holds, and merge_tensor_parallel back.
 
-Run as a script under torchrun (2 processes), this file is the worker: it builds a TP=1 model, then a TP=2
-model from the same seed, then a TP=2 model loaded from the split TP=1 weights, and saves each one's
-parameters and outputs. The tests compare them. megatron (use_cpu_initialization) draws each full weight
-from the CPU generator and hands each rank its slice, so with the same seed the TP=2 shards are exactly
-the split of the TP=1 weights.
+Run with two ranks (forked from the warm server, or as a script under torchrun), this file is the worker: it
+builds a TP=1 model, then a TP=2 model from the same seed, then a TP=2 model loaded from the split TP=1
+weights, and saves each one's parameters and outputs. The tests compare them. megatron
+(use_cpu_initialization) draws each full weight from the CPU generator and hands each rank its slice, so with
+the same seed the TP=2 shards are exactly the split of the TP=1 weights.
 """
 import os
-import subprocess
 import sys
 
 import pytest
@@ -73,12 +72,10 @@ def worker(out: str) -> None:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    from tests.helpers import BIN, REPO, env, free_port
+    from tests.helpers import _warm, env
 
     out = tmp_path_factory.mktemp("convert_tp")
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), __file__, str(out)]
-    result = subprocess.run(cmd, cwd=REPO, env={**env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                            timeout=300)
+    result = _warm(2, [str(out)], env(), 300, "tests.distributed.test_convert_tp")   # two ranks, as torchrun's
     if result.returncode != 0:
         pytest.fail(f"worker exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return out
@@ -125,5 +122,10 @@ def test_tp2_model_loaded_from_split_weights_computes_the_same(saved, name):
         torch.testing.assert_close(ranks[r]["loaded"]["loss"], ranks[r]["loss"], atol=0, rtol=0)
 
 
+def main(argv: list[str]) -> int:
+    worker(argv[0])
+    return 0
+
+
 if __name__ == "__main__":
-    worker(sys.argv[1])
+    sys.exit(main(sys.argv[1:]))

@@ -284,21 +284,19 @@ def test_bf16_tracks_fp32(tiny_data, tmp_path, reference):
     assert not torch.equal(weights, weights.bfloat16().float()), "the export holds bf16-rounded weights"
 
 
-def test_fit_tool_reads_trainer_runs(tiny_data, tmp_path):
+def test_fit_tool_reads_trainer_runs(tiny_data, tmp_path, capsys):
     """The scaling-fit tool reads finished trainer runs from their directories alone."""
-    import json
-    import sys as _sys
+    from megarecipe.cli.fit_scaling import main as fit_scaling
 
     runs = []
-    for hidden, ffn in ((32, 96), (64, 176), (96, 256)):
+    for hidden, ffn in ((32, 96), (64, 176), (96, 256)):   # 8 steps each, evaluated at the end
         run_dir, _ = train(tmp_path, f"size-{hidden}", 1, tiny_data, "train.stop_after=null",
-                           f"model.hidden_size={hidden}", f"model.ffn_hidden_size={ffn}")
+                           "data.train_tokens=8192", "train.eval_every=1000", f"model.hidden_size={hidden}",
+                           f"model.ffn_hidden_size={ffn}")
         runs.append(str(run_dir))
     out = tmp_path / "report"
-    result = subprocess.run([_sys.executable, "tools/fit_scaling.py", *runs, "--over", "params", "--out", str(out),
-                             "--bootstrap", "20", "--no-progress"], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert fit_scaling([*runs, "--over", "params", "--out", str(out), "--bootstrap", "20", "--no-progress"]) == 0, \
+        capsys.readouterr().err
     fits = json.loads((out / "fits.json").read_text())
     text = json.dumps(fits)
     for run in runs:
@@ -306,107 +304,67 @@ def test_fit_tool_reads_trainer_runs(tiny_data, tmp_path):
     assert (out / "report.md").exists() and list(out.glob("*.png"))
 
 
-def test_sigterm_checkpoints_and_resumes_exactly(tiny_data, tmp_path):
-    """A user's `kill` (or `timeout`) of launchers/local.sh, then a scheduler's SIGTERM through torchrun: each
-    ends the run at a step boundary with a checkpoint and leaves no process behind; the resumed run ends with
-    the losses of an uninterrupted one."""
+def test_signals_and_kill_9_of_the_launchers_checkpoint_and_the_run_resumes_exactly(tiny_data, tmp_path):
+    """One run, stopped four ways and resumed each time: a user's `kill` (or `timeout`) of launchers/local.sh,
+    kill -9 of local.sh, kill -9 of DeepSpeed's runner under it, a scheduler's SIGTERM through torchrun. Each
+    time every rank checkpoints at a step boundary and exits within seconds (no process holds the run); the run
+    then resumes to the losses of an uninterrupted one."""
+    from tests.helpers import pid_parent
+
     extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]   # 77 steps
     whole, _ = train(tmp_path, "whole", 2, tiny_data, *extra)
     common = [*TINY, f"data.dir={tiny_data}", *extra]
-    run_dir = tmp_path / "term"
+    run_dir = tmp_path / "stopped"
     pointer = run_dir / "checkpoints" / "latest"
-    local_sh = [str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *common, f"run.dir={run_dir}"]
-
-    def started(proc, events_before):
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list((run_dir / "tb").glob("events*"))) <= events_before:
-            assert proc.poll() is None, "the run ended before it could be stopped"
-            time.sleep(0.1)
-        time.sleep(1.0)
-        assert len([p for p in processes_of(run_dir) if p != proc.pid]) >= 2   # the ranks are up
-
-    log = open(tmp_path / "local.log", "w+")
-    proc = subprocess.Popen(local_sh, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())}, stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        started(proc, 0)
-        proc.send_signal(signal.SIGTERM)   # to the script alone, as `kill PID` or `timeout` sends it
-        sent = time.time()
-        status = proc.wait(timeout=90)
-        took = time.time() - sent
-        assert processes_of(run_dir) == [], "a training process outlived the launcher"
-        assert status == 143
-    finally:
-        for pid in processes_of(run_dir):
-            os.kill(pid, signal.SIGKILL)
-    log.seek(0)
-    output = log.read()
-    assert took < 30, f"local.sh took {took:.0f} s to stop"
-    first = pointer.read_text()
-    assert "step00000001" <= first < "step00000040", output[-2000:]
-    assert "stopped on a signal" in output
-
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
-           "megarecipe.cli.train", "configs/tiny.yaml", *common, f"run.dir={run_dir}", "run.resume=true"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    started(proc, len(list((run_dir / "tb").glob("events*"))))
-    proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=120)[0]
-    assert first <= pointer.read_text() < "step00000077" and "stopped on a signal" in output, (first, output[-3000:])
-
-    resumed = subprocess.run([*local_sh, "run.resume=true"], cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())},
-                             capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert scalars(run_dir, "train/loss") == scalars(whole, "train/loss")
-
-
-def test_kill_9_of_the_launcher_stops_the_ranks(tiny_data, tmp_path):
-    """kill -9 of launchers/local.sh, then of DeepSpeed's runner under it: each time every rank checkpoints
-    and exits within seconds (no process holds the run), and the run resumes to its end."""
-    from tests.helpers import pid_parent
-
-    extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]   # 78 steps
-    run_dir = tmp_path / "kill9"
-    pointer = run_dir / "checkpoints" / "latest"
-    local_sh = [str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
-                *extra, f"run.dir={run_dir}", "run.resume=true"]
-    log = open(tmp_path / "local.log", "w+")
+    local_sh = [str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *common, f"run.dir={run_dir}",
+                "run.resume=true"]
+    torchrun = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
+                "megarecipe.cli.train", "configs/tiny.yaml", *common, f"run.dir={run_dir}", "run.resume=true"]
+    log = open(tmp_path / "launch.log", "w+")
     checkpoints = []
-    for victim in ("local.sh", "deepspeed's runner"):
-        proc = subprocess.Popen(local_sh, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())}, stdout=log,
+
+    def stop(command, victim, sig):
+        events = len(list((run_dir / "tb").glob("events*")))
+        proc = subprocess.Popen(command, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())}, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
             deadline = time.time() + 120
-            while time.time() < deadline and len([p for p in processes_of(run_dir) if p != proc.pid]) < 4:
-                assert proc.poll() is None, "the run ended before it could be killed"
-                time.sleep(0.2)   # runner, node launcher and 2 ranks
-            steps = len(list((run_dir / "tb").glob("events*")))
-            while time.time() < deadline and len(list((run_dir / "tb").glob("events*"))) <= steps:
+            while time.time() < deadline and len(list((run_dir / "tb").glob("events*"))) <= events:
+                assert proc.poll() is None, f"the run ended before {victim} could be stopped"
                 time.sleep(0.1)
             time.sleep(1.0)
-            kids = [p for p in processes_of(run_dir) if pid_parent(p) == proc.pid]
-            target = proc.pid if victim == "local.sh" else kids[0]
-            os.kill(target, signal.SIGKILL)
+            ranks = [p for p in processes_of(run_dir) if p != proc.pid]
+            assert len(ranks) >= 2, "the ranks are not up"
+            target = proc.pid
+            if victim == "deepspeed's runner":
+                target = [p for p in ranks if pid_parent(p) == proc.pid][0]
+            os.kill(target, sig)
             sent = time.time()
-            while processes_of(run_dir) and time.time() - sent < 30:
+            while processes_of(run_dir) and time.time() - sent < 45:
                 time.sleep(0.2)
-            took = time.time() - sent
-            left = processes_of(run_dir)
-            proc.wait(timeout=60)
+            took, left = time.time() - sent, processes_of(run_dir)
+            status = proc.wait(timeout=60)
         finally:
             for pid in processes_of(run_dir):
                 os.kill(pid, signal.SIGKILL)
         log.seek(0)
-        assert not left and took < 45, f"after kill -9 of {victim}: {left} left after {took:.0f} s"
-        assert RunDir(str(run_dir)).info()["status"] == "stopped", log.read()[-3000:]
+        output = log.read()
+        assert not left and took < 30, f"after {signal.Signals(sig).name} of {victim}: {left} left after {took:.0f} s"
+        assert RunDir(str(run_dir)).info()["status"] == "stopped", output[-3000:]
         checkpoints.append(pointer.read_text())
-    assert "step00000001" <= checkpoints[0] < checkpoints[1] < "step00000078", checkpoints
+        return status, output
 
-    resumed = subprocess.run(local_sh, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())},
-                             capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    steps = sorted(scalars(run_dir, "train/loss"))
-    assert RunDir(str(run_dir)).info()["status"] == "finished" and steps == list(range(1, 79))
+    status, output = stop(local_sh, "local.sh", signal.SIGTERM)   # to the script alone, as `kill PID` sends it
+    assert status == 143 and "stopped on a signal" in output, output[-3000:]
+    stop(local_sh, "local.sh", signal.SIGKILL)
+    stop(local_sh, "deepspeed's runner", signal.SIGKILL)
+    stop(torchrun, "torchrun", signal.SIGTERM)
+    assert "step00000001" <= checkpoints[0] <= checkpoints[1] <= checkpoints[2] <= checkpoints[3] < "step00000077"
+    assert checkpoints[0] < checkpoints[3], checkpoints
+
+    train(tmp_path, "stopped", 2, tiny_data, *extra, "run.resume=true")   # to the end, started warm
+    assert RunDir(str(run_dir)).info()["status"] == "finished"
+    assert scalars(run_dir, "train/loss") == scalars(whole, "train/loss")
 
 
 def test_ensemble_of_trained_members(tiny_ensemble, tmp_path):

@@ -1,20 +1,17 @@
 """tools/zero_plan.py against the live engine: planned model-state bytes equal what DeepSpeed holds, and
 --measure trains a candidate through launchers/local.sh with the ds_config it wrote."""
 import json
-import subprocess
 
 import pytest
 
-from tests.helpers import BIN, REPO, TINY, env, free_port
+from tests.helpers import TINY, env, _warm
 
 pytestmark = pytest.mark.slow
 
 
 def test_planned_model_states_equal_engine_bytes_and_recompute_is_exact(tiny_data, tmp_path):
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(REPO / "tests" / "distributed" / "zero_plan_worker.py"), tiny_data, str(tmp_path), *TINY]
-    result = subprocess.run(cmd, cwd=REPO, env={**env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                            timeout=300)
+    # two ranks forked from the warm server, as torchrun would start them (the worker is a module with a main)
+    result = _warm(2, [tiny_data, str(tmp_path), *TINY], env(), 300, "tests.distributed.zero_plan_worker")
     assert result.returncode == 0, result.stderr[-4000:]
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())

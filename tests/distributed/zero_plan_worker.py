@@ -28,12 +28,12 @@ def build(overrides, first):
     return cfg, layout, engine, Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device)
 
 
-def main():
+def main(argv: list[str] | None = None) -> int:
     from megarecipe.data.dataset import TokenDataset
     from megarecipe.parallel.memory import held_bytes
 
-    data_dir, out = sys.argv[1], sys.argv[2]
-    base = [*sys.argv[3:], f"data.dir={data_dir}", f"run.dir={out}/run"]
+    data_dir, out, *overrides = sys.argv[1:] if argv is None else argv
+    base = [*overrides, f"data.dir={data_dir}", f"run.dir={out}/run"]
     rank = int(os.environ["RANK"])
     result, first = {"bytes": {}, "losses": {}}, True
     for zero in ("zero0", "zero1", "zero2", "zero3"):
@@ -61,7 +61,8 @@ def main():
         result["losses"][recompute] = losses
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -48,6 +48,32 @@ def test_sbatch_command():
         str(backend.SCRIPT), "T"]
 
 
+def test_wait_follows_a_requeued_task_and_outlasts_a_failing_squeue(monkeypatch):
+    """What squeue answered while a task was requeued (COMPLETING, REQUEUED, then PENDING with reason BeginTime)
+    or while slurmctld was busy (an error, no output) is not the end of the job; only ended states are."""
+    answers = [(1, "", "slurm_load_jobs error: Socket timed out on send/recv operation"), (0, "RUNNING\n", ""),
+               (0, "COMPLETING\n", ""), (0, "REQUEUED\n", ""), (0, "PENDING\n", ""), (0, "RUNNING\nPENDING\n", ""),
+               (0, "COMPLETED\nFAILED\n", ""), (0, "never asked\n", "")]
+    asked = []
+
+    def squeue(cmd, **kwargs):
+        asked.append(cmd)
+        code, out, err = answers[min(len(asked), len(answers)) - 1]
+        return subprocess.CompletedProcess(cmd, code, out, err)
+
+    monkeypatch.setattr(backend.subprocess, "run", squeue)
+    monkeypatch.setenv("MEGARECIPE_SLURM_POLL_S", "0")
+    backend.wait("7")
+    assert len(asked) == 7 and asked[0] == ["squeue", "-h", "-t", "all", "-j", "7", "-o", "%T"]
+    answers[:] = [(1, "", "slurm_load_jobs error: Invalid job id specified")]   # gone from slurmctld's memory
+    asked.clear()
+    backend.wait("7")
+    assert len(asked) == 1
+    answers[:] = [(1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)")]
+    with pytest.raises(backend.LaunchError, match="squeue cannot tell how job 7 stands .*Unable to contact"):
+        backend.wait("7", patience_s=0.05)
+
+
 @pytest.mark.slow
 def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm, monkeypatch):
     monkeypatch.setenv("FAKE_SECONDS", "120")
@@ -73,18 +99,22 @@ def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm,
 
 @pytest.mark.slow
 def test_signal_before_the_time_limit_reaches_the_trainer(tmp_path, fake_data, slurm, monkeypatch):
-    """--signal=USR1@100 with a 2-minute limit: Slurm sends USR1 to the job step once 20 s are gone; torchrun
-    passes it on and the trainer checkpoints and ends, long before the limit."""
+    """--signal=USR1@60: once the trainer runs, its job's limit is cut to 1 minute, so the signal is due at
+    once; slurmctld sends it at its next time-limit check (every 30 s). torchrun passes it on and the trainer
+    checkpoints and ends before the limit. (A limit short from the start would send it while torchrun starts:
+    the checks' 30 s are also how early Slurm may signal.)"""
     monkeypatch.setenv("FAKE_SECONDS", "110")
     [run] = specs(tmp_path, fake_data, (0.001,))
-    job = submit([run], tmp_path, extra=["--time=2", "--signal=USR1@100"])
-    t0 = time.time()
+    job = submit([run], tmp_path, extra=["--time=10", "--signal=USR1@60"])
     try:
+        wait_for(lambda: status(run) == rundir.RUNNING, "the task to start")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True, capture_output=True)
+        t0 = time.time()
         backend.wait(job)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
     assert "stopped on SIGUSR1 at step 1" in log_of(run), log_of(run)
-    assert status(run) == rundir.STOPPED and time.time() - t0 < 100
+    assert status(run) == rundir.STOPPED and time.time() - t0 < 50
 
 
 @pytest.mark.slow

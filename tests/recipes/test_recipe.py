@@ -71,8 +71,11 @@ def _finished(out) -> set:
 
 
 @pytest.mark.slow
-def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
+def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data, capsys, monkeypatch):
+    """The first call is the command a user types, killed with SIGKILL; the resumed and the repeated call run
+    in this process (their runs start from the session's warm server), as the same tool."""
     out = str(tmp_path / "sliver")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
     tool = subprocess.Popen(_command(out, tiny_data), cwd=REPO, env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -84,8 +87,8 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
     before, logs = _finished(out), _run_logs(out)
     assert len(before) >= 2                                  # the standard stage's runs
 
-    second = subprocess.run(_command(out, tiny_data), cwd=REPO, env=_env(), capture_output=True, text=True)
-    assert second.returncode == 0, second.stderr[-2000:]
+    capsys.readouterr()
+    assert main(_command(out, tiny_data)[2:]) == 0, capsys.readouterr().err[-2000:]
     for run in before:   # finished before the kill: read back, never started again
         log = os.path.join(run, "train.log")
         assert open(log).read() == logs[log], run
@@ -95,9 +98,9 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data):
     assert os.path.isfile(os.path.join(out, "distill", "synthetic", "ensemble", "meta.json"))
 
     logs = _run_logs(out)
-    third = subprocess.run(_command(out, tiny_data), cwd=REPO, env=_env(), capture_output=True, text=True)
-    assert third.returncode == 0, third.stderr[-2000:]
-    assert "0 trainer starts this call" in third.stdout
+    capsys.readouterr()
+    assert main(_command(out, tiny_data)[2:]) == 0
+    assert "0 trainer starts this call" in capsys.readouterr().out
     assert _run_logs(out) == logs
 
     report = open(os.path.join(out, "REPORT.md")).read()

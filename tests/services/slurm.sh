@@ -11,15 +11,21 @@ cmd="${1:-}" dir="${2:-}"
 [[ "$cmd" =~ ^(start|stop)$ && -n "$dir" ]] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 cant() { echo "cannot run a local Slurm: $*" >&2; exit 3; }
 
-stop() {
-  local f pid
-  for f in d ctld munged; do
-    [[ -f "$dir/$f.pid" ]] || continue
-    pid="$(cat "$dir/$f.pid")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$dir/$f.pid"
+stop() {   # slurmd and slurmctld together (each takes seconds to shut down), then munged
+  local group f pid pids
+  for group in "d ctld" munged; do
+    pids=()
+    for f in $group; do
+      [[ -f "$dir/$f.pid" ]] && pids+=("$(cat "$dir/$f.pid")") && rm -f "$dir/$f.pid"
+    done
+    (( ${#pids[@]} )) || continue
+    kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 50); do
+      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && break; pid=""; done
+      [[ -z "$pid" ]] && break
+      sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
   done
 }
 if [[ "$cmd" == stop ]]; then stop; exit 0; fi
@@ -55,6 +61,7 @@ SlurmdPidFile=$dir/d.pid
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0   # start a submitted job within a second, not 3 s later
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2

