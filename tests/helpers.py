@@ -76,6 +76,22 @@ def train(tmp_path, name: str, nproc: int, data_dir: str, *overrides: str, extra
     return run_dir, result
 
 
+@contextlib.contextmanager
+def service(name: str, state, what: str):
+    """A real service of the tests (tests/services/NAME.sh start|stop STATE): yields what `start` printed and
+    stops exactly what it started. Skipped with the script's one-line reason when it exits 3 (cannot run here:
+    not root, no apt-get); any other failure is an error."""
+    script = str(REPO / "tests" / "services" / f"{name}.sh")
+    started = subprocess.run(["bash", script, "start", str(state)], capture_output=True, text=True, timeout=600)
+    if started.returncode == 3:
+        pytest.skip((started.stderr.strip().splitlines() or [f"{name}.sh: cannot run {what} here"])[-1])
+    assert started.returncode == 0, started.stderr
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(["bash", script, "stop", str(state)], capture_output=True, timeout=60)
+
+
 def processes_of(run_dir) -> list[int]:
     """Pids of every process whose command line names run_dir (launchers and ranks alike)."""
     found = []

@@ -30,13 +30,7 @@ def ssh_nodes(tmp_path_factory):
     """Two ssh "nodes", node-a and node-b, both this machine through an sshd of the session's own
     (tests/services/sshd.sh); returns the folder to put first on PATH (its `ssh` knows them). Skipped with the
     script's one-line reason where it cannot run (not root, no apt-get)."""
-    import subprocess
+    from tests.helpers import service
 
-    state = tmp_path_factory.mktemp("sshd")
-    script = str(REPO / "tests" / "services" / "sshd.sh")
-    started = subprocess.run(["bash", script, "start", str(state)], capture_output=True, text=True, timeout=600)
-    if started.returncode == 3:
-        pytest.skip((started.stderr.strip().splitlines() or ["sshd.sh: cannot run a local sshd here"])[-1])
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip()
-    subprocess.run(["bash", script, "stop", str(state)], capture_output=True, timeout=60)
+    with service("sshd", tmp_path_factory.mktemp("sshd"), "a local sshd") as path:
+        yield path

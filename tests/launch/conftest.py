@@ -54,16 +54,10 @@ def starts(log) -> list[str]:
 def slurm_conf(tmp_path_factory):
     """A real one-node Slurm (tests/services/slurm.sh), started once per session and stopped after it; the
     tests that use it skip with the script's one-line reason where it cannot run (not root, no apt-get)."""
-    import subprocess
+    from tests.helpers import service
 
-    state = tmp_path_factory.mktemp("slurm")
-    script = str(REPO / "tests" / "services" / "slurm.sh")
-    started = subprocess.run(["bash", script, "start", str(state)], capture_output=True, text=True, timeout=600)
-    if started.returncode == 3:
-        pytest.skip((started.stderr.strip().splitlines() or ["slurm.sh: cannot run a local Slurm here"])[-1])
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip()
-    subprocess.run(["bash", script, "stop", str(state)], capture_output=True, timeout=60)
+    with service("slurm", tmp_path_factory.mktemp("slurm"), "a local Slurm") as conf:
+        yield conf
 
 
 @pytest.fixture
