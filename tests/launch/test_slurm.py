@@ -109,12 +109,14 @@ def test_signal_before_the_time_limit_reaches_the_trainer(tmp_path, fake_data, s
     try:
         wait_for(lambda: status(run) == rundir.RUNNING, "the task to start")
         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True, capture_output=True)
-        t0 = time.time()
         backend.wait(job)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
-    assert "stopped on SIGUSR1 at step 1" in log_of(run), log_of(run)
-    assert status(run) == rundir.STOPPED and time.time() - t0 < 50
+    # The limit itself would have sent SIGTERM: the trainer stopped on the early signal alone. (No wall-clock
+    # bound: the wait's squeue polling on a loaded machine adds tens of seconds after the trainer has ended.)
+    log = log_of(run)
+    assert "stopped on SIGUSR1 at step 1" in log and "SIGTERM" not in log, log
+    assert status(run) == rundir.STOPPED
 
 
 @pytest.mark.slow
