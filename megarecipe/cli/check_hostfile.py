@@ -5,6 +5,7 @@ errors arrive after a log dump; here each problem is one line and the launch doe
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ipaddress
 import logging
@@ -61,13 +62,18 @@ def check_host_name(path: str, host: str) -> None:
                      f"[A-Za-z0-9_][A-Za-z0-9._-]* (or be an IPv4/IPv6 address)")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        print(f"error: {message}; usage: {self.prog} HOSTFILE", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m megarecipe.cli.check_hostfile HOSTFILE", file=sys.stderr)
-        return 2
+    parser = _Parser(prog="python -m megarecipe.cli.check_hostfile", description="Check a DeepSpeed hostfile.")
+    parser.add_argument("hostfile", help="one line per node: '<hostname> slots=<processes>'")
+    args = parser.parse_args(argv)
     try:
-        pool = check_hostfile(argv[0])
+        pool = check_hostfile(args.hostfile)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
