@@ -5,13 +5,14 @@ errors arrive after a log dump; here each problem is one line and the launch doe
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import logging
 import os
 import re
 import sys
+
+from megarecipe.cli.common import Parser
 
 # DeepSpeed hands each host name to ssh/pdsh as one argument: a name starting with "-" would be read as an
 # option (-oProxyCommand=... runs a command), and shell characters reach the remote shell.
@@ -62,14 +63,8 @@ def check_host_name(path: str, host: str) -> None:
                      f"[A-Za-z0-9_][A-Za-z0-9._-]* (or be an IPv4/IPv6 address)")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"error: {message}; usage: {self.prog} HOSTFILE", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m megarecipe.cli.check_hostfile", description="Check a DeepSpeed hostfile.")
+    parser = Parser(prog="python -m megarecipe.cli.check_hostfile", description="Check a DeepSpeed hostfile.")
     parser.add_argument("hostfile", help="one line per node: '<hostname> slots=<processes>'")
     args = parser.parse_args(argv)
     try:

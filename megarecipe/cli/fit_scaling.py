@@ -17,6 +17,7 @@ import sys
 
 from megarecipe.analysis.fit import FitError, Point
 from megarecipe.analysis.runs import RunError
+from megarecipe.cli.common import Parser
 
 OVER = {  # --over name -> (RunRecord field, divisor, axis text)
     "params": ("params", 1e9, "parameters N (billions)"),
@@ -28,12 +29,6 @@ OVER = {  # --over name -> (RunRecord field, divisor, axis text)
 
 class UsageError(ValueError):
     pass
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def parse(argv):

@@ -15,11 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+from megarecipe.cli.common import Parser
 
 
 def parse(argv):

@@ -21,14 +21,9 @@ import signal
 import sys
 
 from megarecipe.launch import LaunchError
+from megarecipe.cli.common import Parser
 
 BACKENDS = ("local", "slurm")
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def numbers(kind, least: float = 0.0, above: bool = False):

@@ -23,15 +23,10 @@ import tempfile
 from megarecipe import atomic
 from megarecipe.config import ConfigError, load_config, resolve_layout
 from megarecipe.preflight import check_run
+from megarecipe.cli.common import Parser
 
 MAX_LAYERS = 512
 GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _ints(text: str) -> list[int]:
