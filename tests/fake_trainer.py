@@ -30,6 +30,16 @@ def main(argv):
     live_dir = os.environ.get("FAKE_LIVE")
     with run.hold():
         marker = os.path.join(live_dir, str(os.getpid())) if live_dir else None
+        start = int((run.info() or {}).get("step") or 0)
+        if os.environ.get("FAKE_TERM_STOPS"):   # as the trainer: SIGTERM/USR1 -> a checkpoint, status stopped
+            def stop(signum, frame):   # set before the start is logged: a test that saw the start may signal
+                run.update(status=rundir.STOPPED, step=start + 1)
+                print(f"fake trainer: stopped on {signal.Signals(signum).name} at step {start + 1}", flush=True)
+                if marker:
+                    os.remove(marker)
+                os._exit(0)
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGUSR1, stop)
         if marker:
             open(marker, "w").close()
         try:
@@ -41,22 +51,12 @@ def main(argv):
                             f"port={env.get('MASTER_PORT')} gpus={env.get('CUDA_VISIBLE_DEVICES', '-')}\n")
             facts = {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay, "epochs": cfg.train.epochs,
                      "seed": cfg.run.seed}
-            start = int((run.info() or {}).get("step") or 0)
             run.update(status=rundir.RUNNING, kind="train", facts=facts, settings_sha256=settings_sha256(cfg),
                        step=start, started=time.time(), error=None)
             if cfg.distill.teacher:   # as the trainer names its teacher
                 from megarecipe.distill import teacher
                 run.update(distill=teacher.identity(cfg.distill.teacher))
             print(f"fake trainer: {run.name} from step {start}", flush=True)
-            if os.environ.get("FAKE_TERM_STOPS"):   # as the trainer: SIGTERM/USR1 -> a checkpoint, status stopped
-                def stop(signum, frame):
-                    run.update(status=rundir.STOPPED, step=start + 1)
-                    print(f"fake trainer: stopped on {signal.Signals(signum).name} at step {start + 1}", flush=True)
-                    if marker:
-                        os.remove(marker)
-                    os._exit(0)
-                signal.signal(signal.SIGTERM, stop)
-                signal.signal(signal.SIGUSR1, stop)
             fail = os.environ.get("FAKE_FAIL")
             seconds = os.environ.get("FAKE_RESUME_SECONDS") if start else None
             time.sleep(float(seconds or os.environ.get("FAKE_SECONDS", "0.3")))

@@ -88,10 +88,12 @@ def test_signals_to_the_tool_stop_its_members_with_a_checkpoint(fake_data, fake_
         while len(starts(fake_trainer)) < 2 and tool.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         trainers = [int(p) for p in os.listdir(live)]
-        assert len(trainers) == 2
-        time.sleep(0.5)   # the stand-ins have set up their SIGTERM handling
+        assert len(trainers) == 2   # each handles SIGTERM from before its start is logged
         os.killpg(tool.pid, sig) if group else tool.send_signal(sig)
-        _, err = tool.communicate(timeout=60)
+        try:
+            _, err = tool.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the tool did not end within 90 s of {sig.name}: {_what_is_left(out, trainers)}")
         assert tool.returncode == 128 + sig and "the same command resumes" in err
         assert not [p for p in trainers if _alive(p)], "members kept training after the tool was stopped"
         assert RunDir(str(out)).info()["status"] == rundir.STOPPED
@@ -102,6 +104,13 @@ def test_signals_to_the_tool_stop_its_members_with_a_checkpoint(fake_data, fake_
         for p in [int(p) for p in os.listdir(live)]:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def _what_is_left(out, pids) -> str:
+    """Which members still run, and the end of each member's log: what a hang needs to be understood."""
+    alive = [p for p in pids if _alive(p)]
+    logs = {log.parent.name: log.read_text().splitlines()[-3:] for log in sorted(out.glob("seed*/train.log"))}
+    return f"members alive: {alive}; member logs: {logs}"
 
 
 def _alive(pid: int) -> bool:
