@@ -38,6 +38,27 @@ def megatron_world():
     dist.destroy_process_group()
 
 
+SHARED = ("tiny_ensemble", "slurm_conf", "ssh_nodes")   # session fixtures too costly to build on each worker
+
+
+def pytest_collection_modifyitems(config, items):
+    """For `pytest -n N --dist loadgroup` (pytest-xdist; `make test` uses both cores): a file's tests run on one
+    worker, so its module fixtures are built once, and the files that use one of the SHARED session fixtures
+    run on one worker together, so it is built once."""
+    group = {}   # file -> its group's name: the file, or a shared fixture it uses
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group.setdefault(path, path)
+        shared = next((f for f in SHARED if f in item.fixturenames), None)
+        if shared and group[path] != shared:
+            old = group[path]
+            for f, g in group.items():   # the file's tests so far, and every file that joined them, move over
+                if g == old:
+                    group[f] = shared
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
+
+
 def pytest_configure(config):
     """pytest shows every DeprecationWarning in a test; the known noisy ones stay silenced here as well."""
     from megarecipe import NOISY_WARNINGS

@@ -51,6 +51,8 @@ def pytest_terminal_summary(terminalreporter):
     for nodeid, (cpu, wall) in rows[:40]:
         terminalreporter.write_line(f"{cpu:7.1f} CPU-s {wall:7.1f} s  {nodeid}")
     out = os.environ.get("MEGARECIPE_TEST_CPU")
+    if out and os.environ.get("PYTEST_XDIST_WORKER"):   # each worker (gw0, gw1, ...) its own file: FILE.gw0
+        out = f"{out}.{os.environ['PYTEST_XDIST_WORKER']}"
     if out:
         with open(out, "w") as f:
             for nodeid, (cpu, wall) in rows:
