@@ -22,6 +22,7 @@ import time
 from contextlib import contextmanager
 
 from megarecipe import atomic
+from megarecipe import errors
 
 RUN_JSON, CONFIG, TB, CHECKPOINTS, EXPORT, EVAL, LOCK, MEMORY = (
     "run.json", "config.yaml", "tb", "checkpoints", "export", "eval", "run.lock", "memory.json")
@@ -80,7 +81,7 @@ NOT_STARTED = "not started"
 INTERRUPTED = "interrupted"   # run.json says running, but no process holds the lock: killed
 
 
-class RunDirError(ValueError):
+class RunDirError(errors.UserError):
     """A run directory that cannot be used as it is; the message says why and what to do, in one line."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import least_squares
+from megarecipe import errors
 
 ALPHA_MAX = 5.0
 PAPER_P0 = (1.0, 0.5, 2.0)
@@ -22,7 +23,7 @@ _GOLDEN = (math.sqrt(5) - 1) / 2
 _CHUNK = 50  # bootstrap resamples per vectorised step (and per progress-bar tick)
 
 
-class FitError(ValueError):
+class FitError(errors.UserError):
     """A fit that cannot be made from the points given; the message is one line."""
 
 

@@ -25,6 +25,7 @@ import lm_eval.models  # noqa: F401  (registers the built-in models first; regis
 
 from megarecipe import ensembledir, rundir
 from megarecipe.rundir import RunDir
+from megarecipe import errors
 
 MODEL_TYPE = "megarecipe"
 
@@ -34,7 +35,7 @@ def _terminal() -> bool:
     return sys.stderr.isatty()
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(errors.UserError):
     """A path that holds no usable export or ensemble; one line with the fix."""
 
 

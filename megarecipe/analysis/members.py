@@ -13,9 +13,10 @@ import torch
 from megarecipe import rundir
 from megarecipe.config import Config
 from megarecipe.rundir import RunDir
+from megarecipe import errors
 
 
-class EnsembleError(ValueError):
+class EnsembleError(errors.UserError):
     """Members that cannot be combined or scored; the message names the member and the fix."""
 
 

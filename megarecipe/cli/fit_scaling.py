@@ -16,8 +16,9 @@ import shlex
 import sys
 
 from megarecipe.analysis.fit import FitError, Point
-from megarecipe.analysis.runs import RunError
+from megarecipe.analysis.runs import RunReadError
 from megarecipe.cli.common import Parser
+from megarecipe import errors
 
 OVER = {  # --over name -> (RunRecord field, divisor, axis text)
     "params": ("params", 1e9, "parameters N (billions)"),
@@ -27,7 +28,7 @@ OVER = {  # --over name -> (RunRecord field, divisor, axis text)
 }
 
 
-class UsageError(ValueError):
+class UsageError(errors.UserError):
     pass
 
 
@@ -83,12 +84,12 @@ def fit_kw(args):
 
 
 def read(paths, problems):
-    from megarecipe.analysis.runs import RunError, check_same_heldout, format_table, read_runs
+    from megarecipe.analysis.runs import RunReadError, check_same_heldout, format_table, read_runs
 
     records, bad = read_runs(paths)
     try:
         check_same_heldout(records)
-    except RunError as e:
+    except RunReadError as e:
         raise UsageError(str(e)) from None
     problems.extend(bad)
     for path, why in bad:
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = joint(args, command, problems)
         else:
             paths = efficiency(args, command, problems)
-    except (FitError, RunError, UsageError) as e:
+    except (FitError, RunReadError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

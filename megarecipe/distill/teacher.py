@@ -18,9 +18,10 @@ import yaml
 from megarecipe import ensembledir, rundir
 from megarecipe.ensembledir import ENSEMBLE_JSON
 from megarecipe.rundir import RunDir
+from megarecipe import errors
 
 
-class TeacherError(ValueError):
+class TeacherError(errors.UserError):
     """A teacher that cannot teach this student; the message names the field and the fix, in one line."""
 
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 from megarecipe import rundir
 from megarecipe.rundir import RunDir
+from megarecipe import errors
 
 LOG = "train.log"        # RUN/train.log: every attempt's stdout and stderr, appended
 TAIL_LINES = 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
-class LaunchError(ValueError):
+class LaunchError(errors.UserError):
     """A run that cannot be started as asked; the message is one line naming the run and the fix."""
 
 

@@ -15,8 +15,9 @@ from megarecipe import rundir
 from megarecipe.config import load_config
 from megarecipe.ensembledir import MEMBERS, member_dir
 from megarecipe.rundir import RunDir, RunDirError
+from megarecipe import errors
 
-class EnsembleSetupError(ValueError):
+class EnsembleSetupError(errors.UserError):
     """An ensemble directory or request that cannot be used as it is; one line with the fix."""
 
 

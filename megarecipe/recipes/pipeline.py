@@ -31,10 +31,11 @@ from megarecipe.recipes import members
 from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError, section_budgets
 from megarecipe.recipes.recipe_file import hyper as certified
 from megarecipe.rundir import RunDir, RunDirError
+from megarecipe import errors
 
 
 
-class PipelineError(RuntimeError):
+class PipelineError(errors.RunError):
     """A stage could not finish (a run failed, a fit is impossible); one line."""
 
 

@@ -13,12 +13,13 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from megarecipe.analysis.tasks import TASKS
 from megarecipe.config import PRESET_DIR, ConfigError
 from megarecipe.config.load import layered
+from megarecipe import errors
 
 RECIPE_DIR = PRESET_DIR / "recipe"
 BACKENDS = ("local", "slurm")
 
 
-class RecipeError(ValueError):
+class RecipeError(errors.UserError):
     """A bad recipe file: one line naming the field and the fix."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from megarecipe import errors
 
 # The paper's grids.
 EPOCHS = (1, 2, 4, 8, 16, 32, 64)
@@ -21,7 +22,7 @@ WEIGHT_DECAY = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8)
 STANDARD_WEIGHT_DECAY = 0.1
 
 
-class SearchError(ValueError):
+class SearchError(errors.UserError):
     """The search cannot go on (every point of a round failed, a bad grid); one line."""
 
 

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from megarecipe import atomic
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import POINTER, TAG, tag_for  # noqa: F401  (the run dir names tags; re-exported)
+from megarecipe import errors
 
 MANIFEST = "manifest.json"
 ABANDONED = "abandoned"   # not a tag: scans (tags, newest_complete, pruning) never see what is in it
@@ -36,7 +37,7 @@ UNIVERSAL = ".universal"  # TAG.universal/: the tag converted for another layout
 _WRITE_FAILED = ("inline_container", "iostream error", "file write failed", "PytorchStreamWriter")   # torch.save's
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.RunError):
     """A checkpoint that cannot be resumed as asked; one line naming the tag, the file and what to do."""
 
 

@@ -16,9 +16,10 @@ from megarecipe.config import Config, Layout, resolve_kernels, run_settings, sav
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
 from megarecipe.system import since_start
+from megarecipe import errors
 
 
-class TrainingError(RuntimeError):
+class TrainingError(errors.RunError):
     """The run cannot go on (a non-finite loss, say); the message names the step and the fix."""
 
 

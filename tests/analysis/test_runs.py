@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from megarecipe.analysis.runs import RunError, format_table, read_run, read_runs, read_scalars, write_csv
+from megarecipe.analysis.runs import RunReadError, format_table, read_run, read_runs, read_scalars, write_csv
 
 FACTS = dict(params=1431373824, params_non_embedding=906037248, train_tokens=209715200, epochs=8, lr=3e-3,
              weight_decay=3.2, seed=7, global_batch_tokens=262144, total_steps=800)
@@ -91,7 +91,7 @@ def test_unusable_runs_are_named_with_a_reason(tmp_path, make_run, setup, reason
         make_run(path, FACTS, val={200: 3.9, 400: 3.8})
     elif setup == "ensemble_nan":
         make_run(path, {"params": 1e8}, ensemble={1: 3.5, 2: 3.4, 3: math.nan})
-    with pytest.raises(RunError, match=reason):
+    with pytest.raises(RunReadError, match=reason):
         read_run(str(path))
 
 

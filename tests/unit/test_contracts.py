@@ -79,3 +79,18 @@ def test_the_check_sees_a_literal_outside_its_owner():
     assert not outside_owners({RUNDIR: bad["megarecipe/x.py"].replace("TAG = ", "X = ").replace(
         "step(\\d{8})", "")})
     assert not outside_owners({"megarecipe/y.py": 'print("the run finished early")\n'})   # prose, not a name
+
+
+def test_every_error_class_has_the_common_base():
+    """A tool catches errors.MegarecipeError (one line, exit 2 or 3) and lets nothing else through as a line: so
+    every *Error class of the package derives from errors.UserError or errors.RunError, directly or through
+    another of the package's error classes."""
+    builtin = {"Exception", "BaseException", "ValueError", "RuntimeError", "OSError", "KeyError", "TypeError"}
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                bases = {ast.unparse(b).split(".")[-1] for b in node.bases}
+                if bases & builtin and path.name != "errors.py":
+                    wrong.append(f"{path.relative_to(PACKAGE.parent)}: {node.name}({', '.join(sorted(bases))})")
+    assert not wrong, wrong

@@ -315,7 +315,7 @@ def test_report_uses_the_teacher_that_taught_the_student(tmp_path):
     """The ensemble was re-scored with more members after it taught the student: L_teacher is the loss of the K
     members that taught, not of the larger ensemble; members that no longer match are refused."""
     from megarecipe.analysis.distill import retained
-    from megarecipe.analysis.runs import RunError
+    from megarecipe.analysis.runs import RunReadError
     from tests.helpers import write_run
 
     ens = write_run(tmp_path / "ens", ensemble={1: 3.5, 2: 3.4, 3: 3.3})
@@ -328,5 +328,5 @@ def test_report_uses_the_teacher_that_taught_the_student(tmp_path):
     r = retained(student, single)
     assert r.teacher_loss == pytest.approx(3.4) and r.fraction == pytest.approx(0.5)
     (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({"members": [members[0], members[2]]}))
-    with pytest.raises(RunError, match="no longer begins with the 2 member"):
+    with pytest.raises(RunReadError, match="no longer begins with the 2 member"):
         retained(student, single)
