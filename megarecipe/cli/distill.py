@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
-import signal
-import subprocess
 import sys
 
 
@@ -94,50 +91,13 @@ def _train(args) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.processes == 1:
-        cmd = [sys.executable, "-m", "megarecipe.cli.train"]
-    else:
-        from megarecipe.system import free_port
+    from megarecipe.launch import direct
 
-        deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
-        # deepspeed's own default port (29500) would make two runs on one machine collide
-        port = os.environ.get("MASTER_PORT") or str(free_port())
-        cmd = [deepspeed if os.path.exists(deepspeed) else shutil.which("deepspeed") or "deepspeed",
-               "--num_gpus", str(args.processes), "--master_port", port, "--module", "megarecipe.cli.train"]
-    cmd += [args.student, *overrides]
-    if args.dry_run:
-        print(shlex.join(cmd))
+    trainer_args = [args.student, *overrides]
+    if args.dry_run:   # what a cold start runs; a warm one forks the same ranks from a preloaded server
+        print(shlex.join(direct.cold_command(trainer_args, args.processes)))
         return 0
-    return run_forwarding(cmd)
-
-
-def run_forwarding(cmd: list[str]) -> int:
-    """Run the trainer in a process group of its own and pass TERM, INT (as TERM) and USR1 sent to this tool on to
-    the whole group (the deepspeed runner alone would not pass them to the ranks), so `kill TOOL` stops the run with a
-    checkpoint instead of leaving it training on its own."""
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    stops = []
-
-    def forward(signum, frame):
-        if signum != signal.SIGUSR1:
-            stops.append(signum)
-        try:   # Ctrl-C as SIGTERM: the trainer checkpoints on TERM (as under launchers/local.sh), SIGINT would not
-            os.killpg(proc.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
-        except ProcessLookupError:
-            pass
-
-    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-    previous = {sig: signal.signal(sig, forward) for sig in sigs}
-    try:
-        code = proc.wait()
-        if stops and code in (0, 128 + signal.SIGTERM, -signal.SIGTERM):   # it stopped with a checkpoint, as asked
-            print(f"stopped by {signal.Signals(stops[0]).name}; the same command with run.resume=true continues "
-                  f"from its checkpoint", file=sys.stderr)
-            return 128 + stops[0]
-        return 128 - code if code < 0 else code   # killed by signal N: the shell's 128 + N
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return direct.run(trainer_args, processes=args.processes)
 
 
 def _cache(args) -> int:

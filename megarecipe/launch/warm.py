@@ -135,11 +135,12 @@ class WarmRun:
         self.send_signal(signal.SIGKILL)
 
 
-def start(args: list[str], env: dict, cwd: str, stdout: str, stderr: str | None = None,
+def start(args: list[str], env: dict, cwd: str, stdout: str | int, stderr: str | int | None = None,
           processes: int = 1, module: str = TRAINER) -> WarmRun:
     """Fork `processes` ranks of `python -m MODULE ARGS` (the trainer, or another program of the training stack
     whose main(argv) returns the exit status); their output is appended to stdout (and stderr, or stdout when
-    None). A multi-rank run gets the environment a launcher gives its ranks."""
+    None): a path, or a descriptor of this process that the ranks then share, as exec'd children would.
+    A multi-rank run gets the environment a launcher gives its ranks."""
     import multiprocessing.connection  # noqa: F401  (WarmRun.wait)
 
     ctx = _context()
@@ -151,7 +152,8 @@ def start(args: list[str], env: dict, cwd: str, stdout: str, stderr: str | None 
             rank_env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes),
                             LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR=env.get("MASTER_ADDR", "127.0.0.1"),
                             MASTER_PORT=port)
-        proc = ctx.Process(target=_rank, args=(module, list(args), rank_env, cwd, stdout, stderr or stdout),
+        outputs = [_Fd(o) if isinstance(o, int) else o for o in (stdout, stdout if stderr is None else stderr)]
+        proc = ctx.Process(target=_rank, args=(module, list(args), rank_env, cwd, *outputs),
                            name=f"megarecipe-train-{rank}", daemon=False)
         with _main_hidden():
             proc.start()
@@ -187,13 +189,34 @@ def _die_with_parent() -> None:
     die_with_parent()
 
 
-def _redirect(path: str, fd: int) -> None:
+class _Fd:
+    """A descriptor of the caller's, sent to the forkserver with the run (SCM_RIGHTS) when the run is pickled."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return _received, (reduction.DupFd(self.fd),)
+
+
+def _received(dup) -> _Fd:
+    return _Fd(dup.detach())
+
+
+def _redirect(path: str | _Fd, fd: int) -> None:
+    if isinstance(path, _Fd):
+        os.dup2(path.fd, fd)
+        if path.fd > 2:
+            os.close(path.fd)
+        return
     target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     os.dup2(target, fd)
     os.close(target)
 
 
-def _rank(module: str, args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> None:
+def _rank(module: str, args: list[str], env: dict, cwd: str, stdout: str | _Fd, stderr: str | _Fd) -> None:
     """One rank, in the forked child: become `python -m MODULE ARGS` and exit as it would."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # as the pool's cold runs: the tool turns Ctrl-C into SIGTERM
     _die_with_parent()

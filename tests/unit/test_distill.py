@@ -264,6 +264,7 @@ def test_signals_to_distill_train_reach_the_trainer(tiny_data, tmp_path, monkeyp
                        f"while true; do sleep 0.05; done\n")
     trainer.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(trainer))
+    monkeypatch.setenv("MEGARECIPE_WARM", "0")   # the cold path: a warm start would not exec sys.executable
     caught = []
     sig = getattr(signal, sig)
     previous = signal.signal(sig, lambda *a: caught.append(a[0]))   # the old code left it to us
