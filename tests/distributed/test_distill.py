@@ -2,10 +2,11 @@
 two ranks, a small top-k cache), TP=2 equals TP=1, a stopped run resumes bit-identically, and the teacher is part
 of what a resume must match."""
 import json
+import os
 
 import pytest
 
-from tests.helpers import TINY, free_port, losses, scalars, train
+from tests.helpers import REPO, TINY, losses, scalars, train
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +19,27 @@ def teacher(tiny_data, tmp_path_factory):
     return run_dir
 
 
+def _distill_train(tmp_path, name: str, data_dir: str, *options: str, overrides=()):
+    """`distill.py train OPTIONS --out RUN --student configs/tiny.yaml ...` in this process, as the tool: its
+    trainer ranks start warm from the session's server (the tool's cold command: tests/unit/test_distill.py)."""
+    from megarecipe.cli.distill import main
+
+    run_dir = tmp_path / name
+    here = os.getcwd()
+    os.chdir(REPO)
+    try:
+        code = main(["train", *options, "--out", str(run_dir), "--student", "configs/tiny.yaml", *TINY,
+                     f"data.dir={data_dir}", *overrides])
+    finally:
+        os.chdir(here)
+    assert code == 0, f"distill.py train exited {code}"
+    return run_dir
+
+
 def test_distillation(tiny_data, tmp_path, teacher):
     from megarecipe.data.tokenizer import file_sha256
 
-    kd = tmp_path / "kd"   # through the distillation tool, which runs the trainer
-    train(tmp_path, "kd", 0, tiny_data, program=("tools/distill.py", "train", "--teacher", str(teacher), "--out",
-                                                 str(kd), "--student"))
+    kd = _distill_train(tmp_path, "kd", tiny_data, "--teacher", str(teacher))   # the tool runs the trainer
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
     assert set(val) == {4, 8}
     assert val[4] < plain[4] - 0.03 and val[8] < plain[8] - 0.01, (val, plain)   # same steps and seed, no teacher
@@ -64,10 +80,8 @@ def test_an_ensemble_teaches_over_two_processes(tiny_data, tmp_path, teacher, ti
     --processes 2` (ZeRO-1 over two ranks): lower val/loss than the same student, seed and batches trained plainly
     (the teacher fixture's own curve up to step 8; two ranks train as one process does: test_train.py)."""
     members = [str(tiny_ensemble / "members" / f"seed{s}") for s in (1, 2, 3)]
-    tool = ("tools/distill.py", "train", "--teacher", str(tiny_ensemble), "--processes", "2", "--out",
-            str(tmp_path / "kd"), "--student")
-    port = {"MASTER_PORT": str(free_port())}   # not one an in-process fixture left in os.environ
-    kd, _ = train(tmp_path, "kd", 0, tiny_data, "parallel.ds_config=zero1", program=tool, extra_env=port)
+    kd = _distill_train(tmp_path, "kd", tiny_data, "--teacher", str(tiny_ensemble), "--processes", "2",
+                        overrides=["parallel.ds_config=zero1"])
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
     assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)   # 0.09 and 0.045
     assert scalars(kd, "run/world_size") == {0: 2.0}
