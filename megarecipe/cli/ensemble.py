@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 
 from megarecipe import ensembledir, rundir
@@ -216,13 +215,10 @@ def _score(members, args, world: int) -> list[float]:
 
 
 def _spawn(processes: int, argv: list[str]) -> int:
-    """Run this same evaluation as a torchrun job of `processes` ranks."""
-    from megarecipe.system import free_port
+    """Run this same evaluation as a job of `processes` ranks: warm when it may, else a torchrun job."""
+    from megarecipe.launch import direct
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "megarecipe.cli.ensemble",
-           *_without_processes(argv)]
-    return subprocess.call(cmd, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")))
+    return direct.run(_without_processes(argv), processes, module="megarecipe.cli.ensemble", quiet_stop=True)
 
 
 def _without_processes(argv: list[str]) -> list[str]:

@@ -3,7 +3,6 @@
 The members are untrained Llamas with large random weights (distinct logits per seed), exported the way the
 trainer exports, so these tests need no training; tests/distributed/test_train.py scores trained members."""
 import os
-import subprocess
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from megarecipe.model.export import write_export
 from megarecipe.model.reference import Llama
 from megarecipe.rundir import RunDir
 
-from tests.helpers import BIN, REPO, env, write_run
+from tests.helpers import write_run
 
 SHAPE = ["model.num_layers=1", "model.hidden_size=32", "model.ffn_hidden_size=64", "model.num_attention_heads=2",
          "model.num_query_groups=1", "model.seq_len=32", "model.init_std=0.3", "data.val_tokens=1600",
@@ -84,16 +83,16 @@ def test_models_in_memory_score_like_their_exports(members):
     assert in_memory == pytest.approx(score_members(ms, "cpu"), abs=1e-6)
 
 
-def test_two_ranks_equal_one_process(members, tmp_path):
-    """Members 1, 2 on ranks 0, 1 in a first turn, member 3 on rank 0 in a second (rank 1 idle)."""
+def test_two_ranks_equal_one_process(members, tmp_path, capfd):
+    """Members 1, 2 on ranks 0, 1 in a first turn, member 3 on rank 0 in a second (rank 1 idle). The tool runs
+    in this process; its two ranks start warm from the session's server (through launch/direct, as a user's do)."""
+    from megarecipe.cli.ensemble import main
+
     expected = score_members(read_members(members), "cpu")
     out = tmp_path / "ens"
-    result = subprocess.run([str(BIN / "python"), "tools/ensemble.py", "eval", "--runs", *members, "--out",
-                             str(out), "--processes", "2", "--resident", "1", "--chunk-batches", "5", "--device",
-                             "cpu", "--no-progress"],
-                            cwd=REPO, env={**env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code = main(["eval", "--runs", *members, "--out", str(out), "--processes", "2", "--resident", "1",
+                 "--chunk-batches", "5", "--device", "cpu", "--no-progress"])
+    assert code == 0, capfd.readouterr().err[-3000:]
     got = RunDir(str(out)).info()
     assert got["status"] == "finished" and got["kind"] == "ensemble"
     assert got["final"]["val_loss_by_k"] == pytest.approx(expected, abs=1e-6)
