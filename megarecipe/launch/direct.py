@@ -47,6 +47,34 @@ def run(args: list[str], processes: int = 1, module: str = warm.TRAINER, env: di
     return _wait_forwarding(job, quiet_stop)
 
 
+def captured(args: list[str], processes: int, env: dict, cwd: str, timeout: float,
+             module: str = warm.TRAINER) -> subprocess.CompletedProcess:
+    """The job run to its end with its output captured (a tool that reports a job's result, not its log):
+    warm when it may, else the cold command. Raises subprocess.TimeoutExpired, the job killed, after `timeout`."""
+    import tempfile
+
+    env = dict(env)
+    if warm.cold_reason(visible_gpus()) is not None:
+        if processes > 1:
+            env.setdefault("OMP_NUM_THREADS", "1")
+        return subprocess.run(cold_command(args, processes, module, env.get("MASTER_PORT")), cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    if processes > 1:
+        env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(1, processes)))
+        env.setdefault("MEGARECIPE_THREADS", env["OMP_NUM_THREADS"])
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        job = warm.start(args, env, cwd, out, err, processes=processes, module=module)
+        try:
+            code = job.wait(timeout)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.wait()
+            raise
+        text = [open(p, errors="replace").read() if os.path.exists(p) else "" for p in (out, err)]
+    return subprocess.CompletedProcess(args, code, *text)
+
+
 def _start_warm(args, processes, module, env, cwd) -> warm.WarmRun | None:
     if not (_usable(1) and _usable(2)):
         return None   # a closed stdout or stderr: a cold child would inherit it as it is

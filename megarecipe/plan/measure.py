@@ -1,5 +1,6 @@
-"""Run candidates briefly through the real trainer (launchers/local.sh) and read back what they did:
-tokens/s from the TensorBoard events, model-state bytes per rank from RUN/memory.json."""
+"""Run candidates briefly through the real trainer (launch/direct: warm ranks when it may, else the deepspeed
+launcher) and read back what they did: tokens/s from the TensorBoard events, model-state bytes per rank from
+RUN/memory.json."""
 from __future__ import annotations
 
 import json
@@ -15,11 +16,12 @@ import yaml
 import megarecipe
 from megarecipe import rundir
 from megarecipe.config import override
+from megarecipe.launch import direct
 from megarecipe.plan.candidates import Candidate, write_ds_json
 from megarecipe.rundir import RunDir
 from megarecipe.system import free_port
 
-REPO = Path(megarecipe.__file__).resolve().parent.parent   # launchers/ live in the checkout
+REPO = Path(megarecipe.__file__).resolve().parent.parent   # configs/ resolve from the checkout, as before
 
 
 def run_candidate(c: Candidate, config_path: str, overrides: list[str], nproc: int, out: str, steps: int,
@@ -31,12 +33,11 @@ def run_candidate(c: Candidate, config_path: str, overrides: list[str], nproc: i
         if RunDir(run_dir).locked():
             return {"run_dir": run_dir, "error": f"{run_dir} is in use by another process; wait or use another --out"}
         shutil.rmtree(run_dir)
-    cmd = [str(REPO / "launchers" / "local.sh"), str(nproc), config_path, *overrides, *c.overrides(ds),
-           override("run.dir", run_dir), f"train.stop_after={steps}", "train.progress=false",
-           "train.checkpoint_every=0", "train.eval_every=1000000000"]
+    args = [config_path, *overrides, *c.overrides(ds), override("run.dir", run_dir), f"train.stop_after={steps}",
+            "train.progress=false", "train.checkpoint_every=0", "train.eval_every=1000000000"]
     env = dict(os.environ, MASTER_PORT=str(free_port()), PYTHONWARNINGS="ignore")
     try:
-        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        result = direct.captured(args, nproc, env, str(REPO), timeout)
     except subprocess.TimeoutExpired:
         return {"run_dir": run_dir, "error": f"timed out after {timeout:.0f} s"}
     if result.returncode != 0:

@@ -1,5 +1,5 @@
 """tools/zero_plan.py against the live engine: planned model-state bytes equal what DeepSpeed holds, and
---measure trains a candidate through launchers/local.sh with the ds_config it wrote."""
+--measure trains a candidate through the trainer (launch/direct) with the ds_config it wrote."""
 import json
 
 import pytest

@@ -163,12 +163,12 @@ def test_measuring_again_in_the_same_out_replaces_the_earlier_scratch_run(tmp_pa
 
     seen = []
 
-    def trainer(cmd, **kw):
-        run_dir = next(a.split("=", 1)[1] for a in cmd if a.startswith("run.dir="))
+    def trainer(args, *rest, **kw):
+        run_dir = next(a.split("=", 1)[1] for a in args if a.startswith("run.dir="))
         seen.append(os.path.isdir(os.path.join(run_dir, "checkpoints")))
-        return subprocess.CompletedProcess(cmd, 1, "", "stand-in trainer")
+        return subprocess.CompletedProcess(args, 1, "", "stand-in trainer")
 
-    monkeypatch.setattr(measure.subprocess, "run", trainer)
+    monkeypatch.setattr(measure.direct, "captured", trainer)
     c = SimpleNamespace(zero="zero1", name="zero1-tp1-pp1-mbs4-rcnone", overrides=lambda ds: [])
     old = tmp_path / "runs" / c.name / "checkpoints"
     old.mkdir(parents=True)
