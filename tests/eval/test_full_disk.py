@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, TINY, env, read_only, tmpfs
+from tests.helpers import REPO, TINY, env, read_only, tmpfs, torchrun
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +29,8 @@ def left(root) -> list[str]:
 def test_a_checkpoint_on_a_full_disk_is_one_line_and_leaves_no_partial_step(tiny_data, tmp_path):
     with tmpfs(tmp_path / "disk", "3m") as disk:   # room for run.json and events, not for a checkpoint
         run = os.path.join(disk, "run")
-        result = subprocess.run([sys.executable, "-m", "megarecipe.cli.train", "configs/tiny.yaml", *TINY,
-                                 f"data.dir={tiny_data}", f"run.dir={run}", "train.stop_after=1",
-                                 "train.eval_every=1000"], cwd=REPO, env=env(),
-                                capture_output=True, text=True, timeout=300)
+        result = torchrun(0, [*TINY, f"data.dir={tiny_data}", f"run.dir={run}", "train.stop_after=1",
+                              "train.eval_every=1000"])   # `python -m megarecipe.cli.train configs/tiny.yaml ...`, warm
         assert result.returncode == 3, result.stderr[-3000:]
         err = one_line(result.stderr)
         assert "checkpoint step00000001 could not be written" in err and "run.resume=true" in err

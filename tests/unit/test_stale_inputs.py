@@ -4,14 +4,12 @@ or reported as what it is, through the command a user types."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from megarecipe.rundir import RunDir
-from tests.helpers import REPO, TINY, env
+from tests.helpers import TINY, torchrun
 
 CACHE_STUDENT = ["model.seq_len=64", "data.train_tokens=1000", "data.val_tokens=2048", "train.global_batch_size=4",
                  "train.micro_batch_size=4"]
@@ -89,9 +87,8 @@ def test_a_damaged_cache_stops_training_with_one_line(cache, tiny_data, tmp_path
     array[:, 3, 0] = 5000 if damage == "ids" else np.nan
     array.flush()
     del array
-    cmd = [sys.executable, "-m", "megarecipe.cli.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
-           f"run.dir={tmp_path / 'kd'}", f"distill.teacher={bad}", *CACHE_STUDENT]
-    result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    result = torchrun(0, [*TINY, f"data.dir={tiny_data}", f"run.dir={tmp_path / 'kd'}", f"distill.teacher={bad}",
+                          *CACHE_STUDENT])   # `python -m megarecipe.cli.train configs/tiny.yaml ...`, started warm
     last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
     assert result.returncode == 3, result.stderr[-3000:]
     assert last.startswith("error: distill.teacher:") and fragment in last and "rebuild it" in last, last
