@@ -3,12 +3,11 @@ import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from megarecipe.launch import warm
+from megarecipe.launch import direct, warm
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,33 +36,12 @@ def torchrun(nproc: int, overrides: list[str], extra_env: dict | None = None, ti
     script, not a module (`("-m", MODULE, ARGS...)`); cold runs go through torchrun, as a user's would."""
     run_env = {**env(), **(extra_env or {})}
     if not cold and program[0] == "-m" and warm.cold_reason([]) is None:   # a module: the trainer, or a wrapper
-        return _warm(max(nproc, 1), [*program[2:], "configs/tiny.yaml", *overrides], run_env, timeout, program[1])
+        return direct.captured([*program[2:], "configs/tiny.yaml", *overrides], max(nproc, 1), run_env, str(REPO),
+                               timeout, module=program[1])
     launcher = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port())] \
         if nproc else [str(BIN / "python")]
     cmd = [*launcher, *program, "configs/tiny.yaml", *overrides]
     return subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout)
-
-
-def _warm(processes: int, args: list[str], run_env: dict, timeout: int,
-          module: str = warm.TRAINER) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as out:
-        stdout, stderr = os.path.join(out, "stdout"), os.path.join(out, "stderr")
-        proc = warm.start(args, run_env, str(REPO), stdout, stderr, processes=processes, module=module)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-        return subprocess.CompletedProcess(args, code, _read(stdout), _read(stderr))
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def train(tmp_path, name: str, nproc: int, data_dir: str, *overrides: str, extra_env=None, check=True,

@@ -72,10 +72,11 @@ def worker(out: str) -> None:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    from tests.helpers import _warm, env
+    from megarecipe.launch import direct
+    from tests.helpers import REPO, env
 
     out = tmp_path_factory.mktemp("convert_tp")
-    result = _warm(2, [str(out)], env(), 300, "tests.distributed.test_convert_tp")   # two ranks, as torchrun's
+    result = direct.captured([str(out)], 2, env(), str(REPO), 300, module="tests.distributed.test_convert_tp")
     if result.returncode != 0:
         pytest.fail(f"worker exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return out

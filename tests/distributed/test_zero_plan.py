@@ -4,14 +4,16 @@ import json
 
 import pytest
 
-from tests.helpers import TINY, env, _warm
+from megarecipe.launch import direct
+from tests.helpers import REPO, TINY, env
 
 pytestmark = pytest.mark.slow
 
 
 def test_planned_model_states_equal_engine_bytes_and_recompute_is_exact(tiny_data, tmp_path):
     # two ranks forked from the warm server, as torchrun would start them (the worker is a module with a main)
-    result = _warm(2, [tiny_data, str(tmp_path), *TINY], env(), 300, "tests.distributed.zero_plan_worker")
+    result = direct.captured([tiny_data, str(tmp_path), *TINY], 2, env(), str(REPO), 300,
+                             module="tests.distributed.zero_plan_worker")
     assert result.returncode == 0, result.stderr[-4000:]
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
