@@ -53,15 +53,11 @@ def captured(args: list[str], processes: int, env: dict, cwd: str, timeout: floa
     warm when it may, else the cold command. Raises subprocess.TimeoutExpired, the job killed, after `timeout`."""
     import tempfile
 
-    env = dict(env)
-    if warm.cold_reason(visible_gpus()) is not None:
-        if processes > 1:
-            env.setdefault("OMP_NUM_THREADS", "1")
+    cold = warm.cold_reason(visible_gpus()) is not None
+    env = _job_env(env, processes, cold)
+    if cold:
         return subprocess.run(cold_command(args, processes, module, env.get("MASTER_PORT")), cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
-    if processes > 1:
-        env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(1, processes)))
-        env.setdefault("MEGARECIPE_THREADS", env["OMP_NUM_THREADS"])
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         job = warm.start(args, env, cwd, out, err, processes=processes, module=module)
@@ -78,13 +74,20 @@ def captured(args: list[str], processes: int, env: dict, cwd: str, timeout: floa
 def _start_warm(args, processes, module, env, cwd) -> warm.WarmRun | None:
     if not (_usable(1) and _usable(2)):
         return None   # a closed stdout or stderr: a cold child would inherit it as it is
-    if processes > 1:   # torch in each rank would take every core otherwise, as a launcher's ranks do not
-        threads = str(threads_per_rank(1, processes))
-        env.setdefault("OMP_NUM_THREADS", threads)
-        env.setdefault("MEGARECIPE_THREADS", env["OMP_NUM_THREADS"])
     sys.stdout.flush()
     sys.stderr.flush()
-    return warm.start(args, env, cwd, 1, 2, processes=processes, module=module)
+    return warm.start(args, _job_env(env, processes, cold=False), cwd, 1, 2, processes=processes, module=module)
+
+
+def _job_env(env: dict, processes: int, cold: bool) -> dict:
+    """The job's environment: each of several ranks gets its share of the cores (torch in each would take them
+    all otherwise); a cold launcher's ranks one thread, as torchrun and deepspeed give them."""
+    env = dict(env)
+    if processes > 1:
+        env.setdefault("OMP_NUM_THREADS", "1" if cold else str(threads_per_rank(1, processes)))
+        if not cold:
+            env.setdefault("MEGARECIPE_THREADS", env["OMP_NUM_THREADS"])
+    return env
 
 
 def _usable(fd: int) -> bool:
@@ -112,10 +115,9 @@ class _ColdJob:
 
 
 def _start_cold(args, processes, module, env, cwd) -> _ColdJob:
-    if processes > 1:
-        env.setdefault("OMP_NUM_THREADS", "1")
     sys.stdout.flush()
     sys.stderr.flush()
+    env = _job_env(env, processes, cold=True)
     return _ColdJob(cold_command(args, processes, module, env.get("MASTER_PORT")), env, cwd)
 
 
