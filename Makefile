@@ -43,7 +43,7 @@ test: $(STAMP) lint
 	@$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup tests
 
 lint: $(STAMP)
-	@$(BIN)/ruff check . && echo "ruff: clean"
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check -q . && echo "ruff: clean (lint and format)"
 
 test-fast: $(STAMP)
 	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" tests

@@ -1,4 +1,5 @@
 """What the training benchmarks share: the model-shape options, their trainer overrides, the data dir."""
+
 import os
 
 
@@ -19,9 +20,14 @@ def add_shape_args(p, steps: int) -> None:
 
 
 def shape_overrides(a, layers: int | None = None) -> list[str]:
-    return [f"model.num_layers={a.layers if layers is None else layers}", f"model.hidden_size={a.hidden}",
-            f"model.ffn_hidden_size={a.ffn}", f"model.num_attention_heads={a.heads}",
-            f"model.num_query_groups={a.kv_heads}", f"model.seq_len={a.seq}"]
+    return [
+        f"model.num_layers={a.layers if layers is None else layers}",
+        f"model.hidden_size={a.hidden}",
+        f"model.ffn_hidden_size={a.ffn}",
+        f"model.num_attention_heads={a.heads}",
+        f"model.num_query_groups={a.kv_heads}",
+        f"model.seq_len={a.seq}",
+    ]
 
 
 def trainer_env(**extra: str) -> dict:
@@ -41,6 +47,7 @@ def trainer_env(**extra: str) -> dict:
 def ensure_data(data_dir: str) -> None:
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
         from megarecipe.data.corpus import prepare_default
+
         prepare_default(data_dir)
 
 

@@ -7,6 +7,7 @@ against lm-eval's own `hf` model on the Hugging Face export of the same weights,
 The model is the tiny config's shape with random weights (speed and agreement do not depend on training).
 It also checks that both paths agree item by item: the largest log-likelihood gap and the accuracies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,14 @@ def make_export(root: str, a) -> str:
 
     tokenizer = train_tokenizer(sotu_files()[::4], os.path.join(root, "tok"), a.vocab)
     cfg = Config()
-    cfg.model = ModelConfig(num_layers=a.layers, hidden_size=a.hidden, ffn_hidden_size=a.ffn,
-                            num_attention_heads=a.heads, num_query_groups=a.kv_heads, seq_len=a.seq)
+    cfg.model = ModelConfig(
+        num_layers=a.layers,
+        hidden_size=a.hidden,
+        ffn_hidden_size=a.ffn,
+        num_attention_heads=a.heads,
+        num_query_groups=a.kv_heads,
+        seq_len=a.seq,
+    )
     torch.manual_seed(0)
     vocab = -(-a.vocab // 128) * 128
     write_export(os.path.join(root, "run", "export"), Llama(cfg.model, vocab).state_dict(), cfg, vocab, tokenizer)
@@ -68,10 +75,14 @@ def main() -> int:
         manager = TaskManager(include_path=write_task_dir(os.path.join(root, "tasks"), tasks), include_defaults=False)
         common = dict(tasks=tasks, task_manager=manager, limit=a.limit, log_samples=True)
         cases = {
-            "megarecipe": lambda: lm_eval.simple_evaluate(model=MegarecipeLM(run, batch_size=a.batch_size),
-                                                          **common),
-            "hf": lambda: lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},dtype=float32",
-                                                  device="cpu", batch_size=a.batch_size, **common),
+            "megarecipe": lambda: lm_eval.simple_evaluate(model=MegarecipeLM(run, batch_size=a.batch_size), **common),
+            "hf": lambda: lm_eval.simple_evaluate(
+                model="hf",
+                model_args=f"pretrained={hf_dir},dtype=float32",
+                device="cpu",
+                batch_size=a.batch_size,
+                **common,
+            ),
         }
         best, cpu, outputs = {}, {}, {}
         for _ in range(a.rounds):
@@ -86,17 +97,24 @@ def main() -> int:
         ours = sorted(outputs["megarecipe"]["samples"][t], key=lambda s: s["doc_id"])
         theirs = sorted(outputs["hf"]["samples"][t], key=lambda s: s["doc_id"])
         for x, y in zip(ours, theirs, strict=True):
-            gap = max(gap, max(abs(r[0][0] - q[0][0]) / max(1.0, abs(q[0][0]))
-                               for r, q in zip(x["resps"], y["resps"], strict=True)))
+            gap = max(
+                gap,
+                max(
+                    abs(r[0][0] - q[0][0]) / max(1.0, abs(q[0][0])) for r, q in zip(x["resps"], y["resps"], strict=True)
+                ),
+            )
         for metric in ("acc,none", "acc_norm,none"):
             same_acc &= outputs["megarecipe"]["results"][t].get(metric) == outputs["hf"]["results"][t].get(metric)
-    print(f"{items} items ({', '.join(tasks)}; limit {a.limit}), model {a.layers}x{a.hidden}, seq {a.seq}, "
-          f"vocab {a.vocab}, batch {a.batch_size}, {torch.get_num_threads()} threads; best of {a.rounds}")
+    print(
+        f"{items} items ({', '.join(tasks)}; limit {a.limit}), model {a.layers}x{a.hidden}, seq {a.seq}, "
+        f"vocab {a.vocab}, batch {a.batch_size}, {torch.get_num_threads()} threads; best of {a.rounds}"
+    )
     print("| model type | wall s | items/s | CPU s | items per CPU s |\n|---|---|---|---|---|")
     for name, seconds in best.items():
         print(f"| {name} | {seconds:.1f} | {items / seconds:.1f} | {cpu[name]:.1f} | {items / cpu[name]:.1f} |")
-    print(f"largest per-choice log-likelihood gap {gap:.2e} (relative to max(1, |ll|)); "
-          f"accuracies identical: {same_acc}")
+    print(
+        f"largest per-choice log-likelihood gap {gap:.2e} (relative to max(1, |ll|)); accuracies identical: {same_acc}"
+    )
     return 0 if gap < 1e-5 and same_acc else 1
 
 

@@ -11,6 +11,7 @@ the growth of peak RSS over the RSS before scoring (the largest rank's for 2 ran
 train: tiny members (the tests' tiny run: 2 layers, hidden 64, 1 epoch of 20k tokens) trained by
 tools/ensemble.py.
 """
+
 import argparse
 import json
 import os
@@ -21,14 +22,36 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SHAPE = ["model.num_layers=4", "model.hidden_size=256", "model.ffn_hidden_size=704", "model.num_attention_heads=4",
-         "model.num_query_groups=2", "model.seq_len=128", "data.val_tokens=4096", "train.eval_batch_size=8"]
+SHAPE = [
+    "model.num_layers=4",
+    "model.hidden_size=256",
+    "model.ffn_hidden_size=704",
+    "model.num_attention_heads=4",
+    "model.num_query_groups=2",
+    "model.seq_len=128",
+    "data.val_tokens=4096",
+    "train.eval_batch_size=8",
+]
 VOCAB = 2048
-TINY = ["model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=176", "model.num_attention_heads=4",
-        "model.num_query_groups=2", "model.seq_len=64", "data.train_tokens=20000", "data.val_tokens=2048",
-        "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=4", "train.eval_every=4",
-        "train.eval_batch_size=8", "train.progress=false", "optim.lr=3e-3", "optim.weight_decay=0.1",
-        "optim.warmup_frac=0.1"]   # the tests' tiny run (tests/helpers.py), trained to its end
+TINY = [
+    "model.num_layers=2",
+    "model.hidden_size=64",
+    "model.ffn_hidden_size=176",
+    "model.num_attention_heads=4",
+    "model.num_query_groups=2",
+    "model.seq_len=64",
+    "data.train_tokens=20000",
+    "data.val_tokens=2048",
+    "train.epochs=1",
+    "train.global_batch_size=16",
+    "train.micro_batch_size=4",
+    "train.eval_every=4",
+    "train.eval_batch_size=8",
+    "train.progress=false",
+    "optim.lr=3e-3",
+    "optim.weight_decay=0.1",
+    "optim.warmup_frac=0.1",
+]  # the tests' tiny run (tests/helpers.py), trained to its end
 
 
 def data_dir(work: str) -> str:
@@ -79,7 +102,7 @@ def worker(members: list[str], resident: int | None, chunk_batches: int) -> None
         dist.init_process_group("gloo")
     ms = read_members(members)
     with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")   # reset the peak RSS to the current one
+        f.write("5")  # reset the peak RSS to the current one
     base = _rss("VmRSS:")
     t, cpu = time.perf_counter(), time.process_time()
     losses = score_members(ms, "cpu", resident, chunk_batches)
@@ -94,35 +117,60 @@ def worker(members: list[str], resident: int | None, chunk_batches: int) -> None
 def run_case(members: list[str], ranks: int, resident: int | None, chunk_batches: int) -> dict:
     from megarecipe.system import free_port
 
-    args = ["--worker", *members, "--chunk-batches", str(chunk_batches)] + \
-        (["--resident", str(resident)] if resident else [])
-    launcher = [sys.executable] if ranks == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port",
-         str(free_port())]
+    args = ["--worker", *members, "--chunk-batches", str(chunk_batches)] + (
+        ["--resident", str(resident)] if resident else []
+    )
+    launcher = (
+        [sys.executable]
+        if ranks == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(ranks),
+            "--master_port",
+            str(free_port()),
+        ]
+    )
     results = tempfile.mkdtemp(prefix="ensemble-bench-rows-")
-    env = dict(os.environ, OMP_NUM_THREADS="1",   # one thread a rank: no spinning in CPU time
-               BENCH_OUT=os.path.join(results, "row"))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",  # one thread a rank: no spinning in CPU time
+        BENCH_OUT=os.path.join(results, "row"),
+    )
     subprocess.run([*launcher, os.path.abspath(__file__), "eval", *args], env=env, capture_output=True, check=True)
     rows = []
     for rank in range(ranks):
         with open(os.path.join(results, f"row.{rank}")) as f:
             rows.append(json.load(f))
-    return {"seconds": max(r["seconds"] for r in rows), "cpu": sum(r["cpu"] for r in rows),
-            "grew": max(r["grew"] for r in rows), "loss": rows[0]["loss"]}
+    return {
+        "seconds": max(r["seconds"] for r in rows),
+        "cpu": sum(r["cpu"] for r in rows),
+        "grew": max(r["grew"] for r in rows),
+        "loss": rows[0]["loss"],
+    }
 
 
 def bench_eval(ks: list[int], work: str, only: list[int] | None = None) -> None:
     data = data_dir(work)
     members = make_members(work, data, max(ks))
-    cases = [("all resident, 1 process", 1, None, 16), ("turn by turn (--resident 1), 1 process", 1, 1, 2),
-             ("2 ranks, all resident", 2, None, 16)]
+    cases = [
+        ("all resident, 1 process", 1, None, 16),
+        ("turn by turn (--resident 1), 1 process", 1, 1, 2),
+        ("2 ranks, all resident", 2, None, 16),
+    ]
     print("| case | measure | " + " | ".join(f"K={k}" for k in ks) + " |")
     print("|---" * (2 + len(ks)) + "|")
     for name, ranks, resident, chunk in [c for i, c in enumerate(cases) if not only or i in only]:
         res = [run_case(members[:k], ranks, resident, chunk) for k in ks]
         for what, key, scale in (("CPU s", "cpu", 1), ("wall s", "seconds", 1), ("peak MB", "grew", 2**20)):
-            print(f"| {name} | {what} | " + " | ".join(
-                f"{r[key] / scale:.1f} ({r[key] / res[0][key]:.1f}x)" for r in res) + " |", flush=True)
+            print(
+                f"| {name} | {what} | "
+                + " | ".join(f"{r[key] / scale:.1f} ({r[key] / res[0][key]:.1f}x)" for r in res)
+                + " |",
+                flush=True,
+            )
         print(f"<!-- {name}: loss at K={ks[-1]} {res[-1]['loss']:.6f} -->", flush=True)
 
 
@@ -132,9 +180,24 @@ def bench_train(members: int, work: str) -> None:
     for parallel in (2, 1):
         out = os.path.join(work, f"train-p{parallel}")
         t = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "ensemble.py"), "train", "tiny", "--members",
-                        str(members), "--parallel", str(parallel), "--out", out, *TINY, f"data.dir={data}"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "tools", "ensemble.py"),
+                "train",
+                "tiny",
+                "--members",
+                str(members),
+                "--parallel",
+                str(parallel),
+                "--out",
+                out,
+                *TINY,
+                f"data.dir={data}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         print(f"| train --members {members} --parallel {parallel} | {time.perf_counter() - t:.1f} |", flush=True)
 
 

@@ -1,7 +1,8 @@
 """Time scaling-law fits: four curves with 200 bootstrap resamples each (target: under 5 s on 2 CPU cores).
 
-  python benchmarks/fit_bench.py [--resamples 200] [--repeats 3]
+python benchmarks/fit_bench.py [--resamples 200] [--repeats 3]
 """
+
 import argparse
 import time
 
@@ -45,9 +46,11 @@ def main() -> None:
         joint_asymptote(curves, n_boot=b)
 
     print(f"{'case':44s} {'best s':>8s} {'median s':>9s}")
-    for name, fn in ((f"4 curves x {b} resamples, least squares", four("lsq")),
-                     (f"4 curves x {b} resamples, Huber", four("huber")),
-                     (f"joint: 4 K-fits + N-fit, {b} resamples each", joint)):
+    for name, fn in (
+        (f"4 curves x {b} resamples, least squares", four("lsq")),
+        (f"4 curves x {b} resamples, Huber", four("huber")),
+        (f"joint: 4 K-fits + N-fit, {b} resamples each", joint),
+    ):
         best, med = timed(fn, args.repeats)
         print(f"{name:44s} {best:8.3f} {med:9.3f}")
 

@@ -8,6 +8,7 @@ bytes autograd keeps for backward (every saved tensor's storage counted once, we
 tools/zero_plan.py plans for them. The second runs the trainer on a preset per kernel choice and reads its own
 perf/tokens_per_sec and perf/mfu (on a GPU: bf16, the figure the 300M preset's MFU target is stated in).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_common import add_shape_args, ensure_data, publish, trainer_env
+
 from megarecipe.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +53,8 @@ def in_process(a, kernels: list[str]) -> list[str]:
 
     cpu_compat.apply()
     import torch.distributed as dist
-    from megatron.core import parallel_state as ps, tensor_parallel
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
 
     from megarecipe.config import ModelConfig
     from megarecipe.model.llama import build_model
@@ -67,12 +69,21 @@ def in_process(a, kernels: list[str]) -> list[str]:
     gen = torch.Generator().manual_seed(0)
     tokens, targets = (torch.randint(0, VOCAB, (a.micro, a.seq), generator=gen).to(device) for _ in range(2))
 
-    rows = ["| kernels | forward + backward, ms | vs local | activations kept, MiB | planned, MiB |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| kernels | forward + backward, ms | vs local | activations kept, MiB | planned, MiB |",
+        "|---|---|---|---|---|",
+    ]
     base = None
     for k in kernels:
-        m = ModelConfig(num_layers=a.layers, hidden_size=a.hidden, ffn_hidden_size=a.ffn, num_attention_heads=a.heads,
-                        num_query_groups=a.kv_heads, seq_len=a.seq, kernels=k)
+        m = ModelConfig(
+            num_layers=a.layers,
+            hidden_size=a.hidden,
+            ffn_hidden_size=a.ffn,
+            num_attention_heads=a.heads,
+            num_query_groups=a.kv_heads,
+            seq_len=a.seq,
+            kernels=k,
+        )
         model = build_model(m, VOCAB, kernels=k).to(device)
         kept = forward_backward(model, tokens, targets)
         planned = activations(m, VOCAB, a.micro, 1, 1, 0, 1, "none", bf16=False, gpu=cuda)
@@ -86,7 +97,7 @@ def in_process(a, kernels: list[str]) -> list[str]:
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        ms = 1000 * statistics.median(times[a.warmup:])
+        ms = 1000 * statistics.median(times[a.warmup :])
         base = base or ms
         rows.append(f"| {k} | {ms:,.1f} | {base / ms:.2f}x | {kept / 2**20:,.1f} | {planned / 2**20:,.1f} |")
         del model
@@ -104,16 +115,32 @@ def trainer(a, kernels: list[str]) -> list[str]:
     with tempfile.TemporaryDirectory() as work:
         for k in kernels:
             run_dir = os.path.join(work, k)
-            cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "1", "--master_port",
-                   str(free_port()), "-m", "megarecipe.cli.train", a.train, f"data.dir={a.data}",
-                   "data.train_tokens=null", "data.val_tokens=null", f"run.dir={run_dir}", f"model.kernels={k}",
-                   f"train.stop_after={a.steps}", "train.eval_every=1000000", "train.progress=false",
-                   f"train.micro_batch_size={a.micro}", f"train.global_batch_size={a.batch}", *a.override]
+            cmd = [
+                str(Path(sys.executable).parent / "torchrun"),
+                "--nproc_per_node",
+                "1",
+                "--master_port",
+                str(free_port()),
+                "-m",
+                "megarecipe.cli.train",
+                a.train,
+                f"data.dir={a.data}",
+                "data.train_tokens=null",
+                "data.val_tokens=null",
+                f"run.dir={run_dir}",
+                f"model.kernels={k}",
+                f"train.stop_after={a.steps}",
+                "train.eval_every=1000000",
+                "train.progress=false",
+                f"train.micro_batch_size={a.micro}",
+                f"train.global_batch_size={a.batch}",
+                *a.override,
+            ]
             result = subprocess.run(cmd, cwd=REPO, env=trainer_env(), capture_output=True, text=True)
             if result.returncode != 0:
                 raise SystemExit(f"model.kernels={k} failed:\n{result.stderr[-3000:]}")
             scalars = read_scalars(event_dir(run_dir))
-            steps = sorted(scalars["perf/tokens_per_sec"])[a.warmup:]
+            steps = sorted(scalars["perf/tokens_per_sec"])[a.warmup :]
             rate = statistics.median(scalars["perf/tokens_per_sec"][s] for s in steps)
             mfu = statistics.median(scalars["perf/mfu"][s] for s in steps) if "perf/mfu" in scalars else None
             base = base or rate
@@ -133,11 +160,15 @@ def main() -> int:
     rows = trainer(a, kernels) if a.train else in_process(a, kernels)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
     command = "python benchmarks/kernels_bench.py " + " ".join(sys.argv[1:])
-    what = f"preset {a.train}, global batch {a.batch} (micro {a.micro})" if a.train else (
-        f"Llama {a.layers} layers, hidden {a.hidden}, ffn {a.ffn}, heads {a.heads}/{a.kv_heads}, seq {a.seq}, "
-        f"micro-batch {a.micro}, vocab {VOCAB}, fp32")
-    table = "\n".join([f"`{command.strip()}` — {device}; {what}; median of steps {a.warmup + 1}-{a.steps}.", "",
-                       *rows])
+    what = (
+        f"preset {a.train}, global batch {a.batch} (micro {a.micro})"
+        if a.train
+        else (
+            f"Llama {a.layers} layers, hidden {a.hidden}, ffn {a.ffn}, heads {a.heads}/{a.kv_heads}, seq {a.seq}, "
+            f"micro-batch {a.micro}, vocab {VOCAB}, fp32"
+        )
+    )
+    table = "\n".join([f"`{command.strip()}` — {device}; {what}; median of steps {a.warmup + 1}-{a.steps}.", "", *rows])
     publish(table, "Layer kernels", a.write)
     return 0
 

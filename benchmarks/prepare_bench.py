@@ -8,6 +8,7 @@ The corpus is generated: documents of 3-30 paragraphs drawn at random from the e
 repeat), as {"id", "url", "text", "meta"} records, zstd-compressed; --sizes are its uncompressed MB. The
 tokenizer is an 8k sentencepiece BPE trained on the embedded corpus. Each prepare runs as `tools/prepare_data.py`
 in a subprocess; peak RSS is the most its process tree (main + workers) held at once, sampled every 0.2 s."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,12 @@ def make_corpus(path: Path, mb: int, seed: int = 0) -> int:
     with open(tmp, "wb") as f, zstandard.ZstdCompressor(level=3).stream_writer(f) as z:
         while written < target:
             picks = rng.integers(0, len(paras), size=int(rng.integers(3, 31)))
-            record = {"id": n, "url": f"https://example.org/doc/{n}", "text": "\n\n".join(paras[i] for i in picks),
-                      "meta": {"lang": "en", "source": "generated"}}
+            record = {
+                "id": n,
+                "url": f"https://example.org/doc/{n}",
+                "text": "\n\n".join(paras[i] for i in picks),
+                "meta": {"lang": "en", "source": "generated"},
+            }
             line = (json.dumps(record) + "\n").encode()
             z.write(line)
             written += len(line)
@@ -57,6 +62,7 @@ def reference_speed(corpus: Path, tokenizer: str, mb: int = 10) -> float:
     texts, size = [], 0
     with open(corpus, "rb") as f:
         import io
+
         for line in io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(f), encoding="utf-8"):
             texts.append(normalise(json.loads(line)["text"]))
             size += len(texts[-1])
@@ -71,11 +77,29 @@ def reference_speed(corpus: Path, tokenizer: str, mb: int = 10) -> float:
 def run_prepare(corpus: Path, out: Path, tokenizer: str, workers: int) -> dict:
     import psutil
 
-    cmd = [sys.executable, str(REPO / "tools" / "prepare_data.py"), "--input", str(corpus), "--out", str(out),
-           "--tokenizer", tokenizer, "--workers", str(workers), "--val-tokens", "1000000", "--no-progress"]
+    cmd = [
+        sys.executable,
+        str(REPO / "tools" / "prepare_data.py"),
+        "--input",
+        str(corpus),
+        "--out",
+        str(out),
+        "--tokenizer",
+        tokenizer,
+        "--workers",
+        str(workers),
+        "--val-tokens",
+        "1000000",
+        "--no-progress",
+    ]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+    )
     peak, done = 0, threading.Event()
 
     def sample():
@@ -88,6 +112,7 @@ def run_prepare(corpus: Path, out: Path, tokenizer: str, workers: int) -> dict:
             except psutil.Error:
                 pass
             time.sleep(0.2)
+
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     stdout, stderr = proc.communicate()
@@ -97,9 +122,13 @@ def run_prepare(corpus: Path, out: Path, tokenizer: str, workers: int) -> dict:
     if proc.returncode:
         raise SystemExit(f"prepare failed: {stderr.strip()}")
     meta = json.loads((out / "meta.json").read_text())
-    return {"wall": wall, "tokens": meta["train_tokens"] + meta["val_tokens"], "peak": peak,
-            "meta_bytes": (out / "meta.json").stat().st_size,
-            "documents": meta["train_documents"] + meta["val_documents"]}
+    return {
+        "wall": wall,
+        "tokens": meta["train_tokens"] + meta["val_tokens"],
+        "peak": peak,
+        "meta_bytes": (out / "meta.json").stat().st_size,
+        "documents": meta["train_documents"] + meta["val_documents"],
+    }
 
 
 def main() -> None:
@@ -132,20 +161,27 @@ def main() -> None:
             r = run_prepare(corpus, work / f"data{mb}_{w}", tokenizer, w)
             results[mb, w] = r
             rate = r["tokens"] / r["wall"]
-            rows.append(f"| {mb} MB ({corpus.stat().st_size / 1e6:.0f} MB .zst) | {w} | {r['tokens'] / 1e6:,.1f}M | "
-                        f"{r['documents']:,} | {r['wall']:.1f} | {rate / 1e6:.2f}M | {rate / w / ref:.2f}x | "
-                        f"{r['peak'] / 2**20:,.0f} | {r['meta_bytes'] / 1e3:.1f} kB |")
+            rows.append(
+                f"| {mb} MB ({corpus.stat().st_size / 1e6:.0f} MB .zst) | {w} | {r['tokens'] / 1e6:,.1f}M | "
+                f"{r['documents']:,} | {r['wall']:.1f} | {rate / 1e6:.2f}M | {rate / w / ref:.2f}x | "
+                f"{r['peak'] / 2**20:,.0f} | {r['meta_bytes'] / 1e3:.1f} kB |"
+            )
             print(rows[-1], flush=True)
     same = {}
     for mb in a.sizes:
         files = [(work / f"data{mb}_{w}" / "train.bin").read_bytes() for w in a.workers]
         same[mb] = all(f == files[0] for f in files)
-    lines = ["| input | workers | tokens | documents | wall s | tokens/s | per worker vs tokenizer | peak RSS MiB "
-             "| meta.json |", "|---|---|---|---|---|---|---|---|---|", *rows, "",
-             f"Tokenizer's own batch encode (sentencepiece, 1 thread, first 10 MB of the same text, measured just "
-             f"before each run): {', '.join(f'{x / 1e6:.2f}M' for x in refs)} tokens/s. "
-             f"train.bin identical across --workers {a.workers}: "
-             f"{', '.join(f'{mb} MB: {same[mb]}' for mb in a.sizes)}."]
+    lines = [
+        "| input | workers | tokens | documents | wall s | tokens/s | per worker vs tokenizer | peak RSS MiB "
+        "| meta.json |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Tokenizer's own batch encode (sentencepiece, 1 thread, first 10 MB of the same text, measured just "
+        f"before each run): {', '.join(f'{x / 1e6:.2f}M' for x in refs)} tokens/s. "
+        f"train.bin identical across --workers {a.workers}: "
+        f"{', '.join(f'{mb} MB: {same[mb]}' for mb in a.sizes)}.",
+    ]
     big = max(a.sizes)
     if (big, 1) in results and (big, 2) in results:
         one, two = results[big, 1], results[big, 2]
@@ -154,13 +190,18 @@ def main() -> None:
         lines.append(f"1 -> 2 workers on {big} MB: {speedup:.2f}x.")
         for target in (200e6, 10e9):
             hours = target / (16 * per_worker * min(speedup / 2, 1.0)) / 3600
-            lines.append(f"Projected for {target / 1e9:g}B tokens on 16 cores (16 x the 1-worker rate x the measured "
-                         f"2-worker efficiency {min(speedup / 2, 1.0):.2f}): {hours * 60:,.0f} min; meta.json stays "
-                         f"at one summary per input file.")
+            lines.append(
+                f"Projected for {target / 1e9:g}B tokens on 16 cores (16 x the 1-worker rate x the measured "
+                f"2-worker efficiency {min(speedup / 2, 1.0):.2f}): {hours * 60:,.0f} min; meta.json stays "
+                f"at one summary per input file."
+            )
     table = "\n".join(lines)
-    publish(f"`python benchmarks/prepare_bench.py --sizes {' '.join(map(str, a.sizes))} --workers "
-            f"{' '.join(map(str, a.workers))}{' --write' if a.write else ''}`\n\n{table}", "Preparing a corpus",
-            a.write)
+    publish(
+        f"`python benchmarks/prepare_bench.py --sizes {' '.join(map(str, a.sizes))} --workers "
+        f"{' '.join(map(str, a.workers))}{' --write' if a.write else ''}`\n\n{table}",
+        "Preparing a corpus",
+        a.write,
+    )
 
 
 if __name__ == "__main__":

@@ -6,15 +6,25 @@
 Prints each run's final val/loss and wall seconds, and the CPU seconds of all runs together (comparable on a shared
 machine, unlike wall time). Common settings: data/recipe-tiny (vocab 1024), seq 64, 32 sequences a step, D 32k.
 """
+
 import argparse
 import resource
 import time
 
 from megarecipe.launch import RunSpec, launch
 
-COMMON = ["data.dir=data/recipe-tiny", "data.val_tokens=32768", "data.train_tokens=32768", "model.seq_len=64",
-          "train.global_batch_size=32", "train.micro_batch_size=32", "train.eval_every=100000", "train.epochs=16",
-          "train.progress=false", "parallel.ds_config=zero0"]
+COMMON = [
+    "data.dir=data/recipe-tiny",
+    "data.val_tokens=32768",
+    "data.train_tokens=32768",
+    "model.seq_len=64",
+    "train.global_batch_size=32",
+    "train.micro_batch_size=32",
+    "train.eval_every=100000",
+    "train.epochs=16",
+    "train.progress=false",
+    "parallel.ds_config=zero0",
+]
 
 
 def main():
@@ -28,8 +38,10 @@ def main():
     results = launch(specs, parallel=args.parallel)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     for r in results.values():
-        print(f"{r.name:24s} {r.state:9s} val/loss {r.val_loss if r.val_loss is None else round(r.val_loss, 4)}  "
-              f"{r.seconds:.0f} s")
+        print(
+            f"{r.name:24s} {r.state:9s} val/loss {r.val_loss if r.val_loss is None else round(r.val_loss, 4)}  "
+            f"{r.seconds:.0f} s"
+        )
     print(f"all: {time.time() - t0:.0f} s wall, {kids.ru_utime + kids.ru_stime:.0f} s CPU")
 
 

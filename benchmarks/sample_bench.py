@@ -1,4 +1,5 @@
 """Sampling speed of the plain-PyTorch Llama with and without the KV cache (tools/distill.py sample's loop)."""
+
 import argparse
 import time
 
@@ -20,15 +21,22 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    m = ModelConfig(num_layers=args.layers, hidden_size=args.hidden, ffn_hidden_size=args.ffn, num_attention_heads=4,
-                    num_query_groups=2, seq_len=args.seq)
+    m = ModelConfig(
+        num_layers=args.layers,
+        hidden_size=args.hidden,
+        ffn_hidden_size=args.ffn,
+        num_attention_heads=4,
+        num_query_groups=2,
+        seq_len=args.seq,
+    )
     torch.manual_seed(0)
     models = [Llama(m, args.vocab).eval()]
     prompt = torch.full((args.batch, 1), 2)
     for use_cache in (True, False):
         start = time.perf_counter()
-        generate(models, prompt, args.seq - 1, args.vocab, generator=torch.Generator().manual_seed(1),
-                 use_cache=use_cache)
+        generate(
+            models, prompt, args.seq - 1, args.vocab, generator=torch.Generator().manual_seed(1), use_cache=use_cache
+        )
         rate = args.batch * (args.seq - 1) / (time.perf_counter() - start)
         print(f"{'with' if use_cache else 'without'} KV cache: {rate:.0f} tokens/s")
 

@@ -3,6 +3,7 @@ around the paper's optima), and the wall time of a tiny real search at --paralle
 
   python benchmarks/tune_bench.py [--skip-real] [--data DIR]
 """
+
 import argparse
 import json
 import math
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from a checkout
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from megarecipe.recipes.search import EPOCHS, LR, WEIGHT_DECAY, Grid, coordinate_descent  # noqa: E402
 
@@ -26,8 +27,13 @@ STANDARD = {"150m": (8, 3e-3), "300m": (8, 1e-3), "600m": (4, 1e-3), "1.4b": (4,
 def bowl(best, weights=(0.1, 1.0, 0.3)):
     def f(p):
         e, lr, wd = p["epochs"], p["lr"], p.get("weight_decay", 0.1)
-        return 3 + weights[0] * math.log2(e / best[0]) ** 2 + weights[1] * math.log10(lr / best[1]) ** 2 + \
-            weights[2] * math.log2((wd + 0.05) / (best[2] + 0.05)) ** 2
+        return (
+            3
+            + weights[0] * math.log2(e / best[0]) ** 2
+            + weights[1] * math.log10(lr / best[1]) ** 2
+            + weights[2] * math.log2((wd + 0.05) / (best[2] + 0.05)) ** 2
+        )
+
     return lambda points: [f(p) for p in points]
 
 
@@ -36,19 +42,28 @@ def counts():
     full = Grid(("epochs", "lr", "weight_decay"), (EPOCHS, LR, WEIGHT_DECAY))
     std = Grid(("epochs", "lr", "weight_decay"), (EPOCHS, LR, (0.1,)))
     for name, best in OPTIMA.items():
-        for label, start in (("from the paper's optimum", best), ("from a default start 1/3e-3/0.1", (1, 3e-3, 0.1)),
-                             ("from a far corner 64/1e-4/12.8", (64, 1e-4, 12.8))):
+        for label, start in (
+            ("from the paper's optimum", best),
+            ("from a default start 1/3e-3/0.1", (1, 3e-3, 0.1)),
+            ("from a far corner 64/1e-4/12.8", (64, 1e-4, 12.8)),
+        ):
             res = coordinate_descent(full, full.snap(dict(zip(full.names, start, strict=True))), bowl(best))
             rows.append((f"{name} regularized, {label}", len(res.rounds), len(res.evaluated) + 1, full.size()))
         sb = (*STANDARD[name], 0.1)
         res = coordinate_descent(std, std.snap({"epochs": 1, "lr": 3e-3, "weight_decay": 0.1}), bowl(sb))
         rows.append((f"{name} standard (WD 0.1), from 1/3e-3", len(res.rounds), len(res.evaluated) + 1, std.size()))
     names = list(OPTIMA)
-    for prev, name in zip(names, names[1:], strict=False):   # a ladder: each size from the previous optimum
+    for prev, name in zip(names, names[1:], strict=False):  # a ladder: each size from the previous optimum
         start = dict(zip(full.names, OPTIMA[prev], strict=True))
         res = coordinate_descent(full, full.snap(start), bowl(OPTIMA[name]))
-        rows.append((f"{name} regularized, ladder start at {prev}'s optimum", len(res.rounds), len(res.evaluated) + 1,
-                     full.size()))
+        rows.append(
+            (
+                f"{name} regularized, ladder start at {prev}'s optimum",
+                len(res.rounds),
+                len(res.evaluated) + 1,
+                full.size(),
+            )
+        )
     return rows
 
 
@@ -65,9 +80,27 @@ train: {{epochs: 1, global_batch_size: 16, micro_batch_size: 16, eval_every: 100
     out = os.path.join(work, f"p{parallel}")
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "tools/tune.py", config, "--out", out, "--parallel", str(parallel),
-                    "--epochs", "1", "--lr", "3e-3,1e-2", "--wd", "0.1,0.4", *extra], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "tools/tune.py",
+            config,
+            "--out",
+            out,
+            "--parallel",
+            str(parallel),
+            "--epochs",
+            "1",
+            "--lr",
+            "3e-3,1e-2",
+            "--wd",
+            "0.1,0.4",
+            *extra,
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - t
     with open(os.path.join(out, "certificate.json")) as f:
         return seconds, json.load(f)
@@ -88,6 +121,7 @@ def main():
     if not data:
         from megarecipe.data.corpus import shakespeare_files, sotu_files
         from megarecipe.data.prepare import prepare
+
         files = sotu_files()[::12] + [f for f in shakespeare_files() if os.path.basename(f) == "hamlet_gut.txt"]
         data = os.path.join(work, "data")
         prepare(files, data, vocab_size=2000, val_tokens=20_000)

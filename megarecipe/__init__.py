@@ -1,5 +1,6 @@
 """megarecipe: data-constrained LLM pre-training (megatron-core Llama under DeepSpeed ZeRO), ensembles,
 distillation and scaling-law asymptotes."""
+
 import warnings as _warnings
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 A directory is named by its real path (os.path.realpath), resolved once: `link/../x` is where the OS puts it (x
 beside the link's target), so the checks made on a path and the writes made to it reach the same directory."""
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,7 @@ def build_dir(final: str) -> str:
     parent, base = os.path.split(final)
     os.makedirs(parent or ".", exist_ok=True)
     for name in os.listdir(parent or "."):
-        pid = name[len(base) + 4:] if name.startswith(base + ".tmp") else ""
+        pid = name[len(base) + 4 :] if name.startswith(base + ".tmp") else ""
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
     tmp = f"{final}.tmp{os.getpid()}"

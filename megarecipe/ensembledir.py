@@ -8,6 +8,7 @@ ENS/tb/                     ensemble/val_loss at step K
 
 Light like rundir: every layer may import it.
 """
+
 from __future__ import annotations
 
 import os

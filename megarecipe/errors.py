@@ -29,12 +29,14 @@ def os_error_line(e: OSError, where: str) -> str:
     import errno
     import re
 
-    fixes = {errno.ENOSPC: "the disk is full: free space there, or write elsewhere, and run the same command again",
-             errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere, and run the same command again",
-             errno.EROFS: "that file system is read-only: write elsewhere",
-             errno.EACCES: "no permission there: write elsewhere or change its permissions",
-             errno.EPERM: "no permission there: write elsewhere or change its permissions"}
+    fixes = {
+        errno.ENOSPC: "the disk is full: free space there, or write elsewhere, and run the same command again",
+        errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere, and run the same command again",
+        errno.EROFS: "that file system is read-only: write elsewhere",
+        errno.EACCES: "no permission there: write elsewhere or change its permissions",
+        errno.EPERM: "no permission there: write elsewhere or change its permissions",
+    }
     path = str(e.filename) if e.filename else where
-    if re.search(r"\.tmp\d+(/|$)", path):   # a build dir beside the output, removed by now: name the output
+    if re.search(r"\.tmp\d+(/|$)", path):  # a build dir beside the output, removed by now: name the output
         path = where
     return f"{path}: {e.strerror or e}; {fixes.get(e.errno, 'check the path and try again')}"

@@ -10,6 +10,7 @@ rank 0 is sure to print the same line:
   the same ones, so there the first rank of each node other than rank 0's speaks for it (a data dir missing on
   one node still shows, once).
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ RUN/memory.json       model-state bytes each rank held (parameters, gradients, o
 Writers (the trainer, the ensemble scorer) and readers (analysis, launchers, recipes) all go through this
 module; it imports nothing heavy, so every layer may use it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -21,11 +22,18 @@ import re
 import time
 from contextlib import contextmanager
 
-from megarecipe import atomic
-from megarecipe import errors
+from megarecipe import atomic, errors
 
 RUN_JSON, CONFIG, TB, CHECKPOINTS, EXPORT, EVAL, LOCK, MEMORY = (
-    "run.json", "config.yaml", "tb", "checkpoints", "export", "eval", "run.lock", "memory.json")
+    "run.json",
+    "config.yaml",
+    "tb",
+    "checkpoints",
+    "export",
+    "eval",
+    "run.lock",
+    "memory.json",
+)
 
 # RUN/checkpoints/: a tag per saved step, and the pointer to the newest complete one
 POINTER = "latest"
@@ -48,17 +56,17 @@ def tag_step(tag: str) -> int | None:
 
 # TensorBoard tags
 TRAIN_LOSS = "train/loss"
-VAL_LOSS = "val/loss"                    # exact mean over the data dir's held-out tokens
+VAL_LOSS = "val/loss"  # exact mean over the data dir's held-out tokens
 ENSEMBLE_VAL_LOSS = "ensemble/val_loss"  # step = K, the number of members whose logits are averaged
 LR = "train/lr"
 GRAD_NORM = "train/grad_norm"
 EPOCH = "train/epoch"
 SKIPPED = "train/skipped_batches"
 TOKENS_PER_SEC = "perf/tokens_per_sec"
-MFU = "perf/mfu"                         # per device: global model FLOPs/s / (world size x peak)
+MFU = "perf/mfu"  # per device: global model FLOPs/s / (world size x peak)
 STEP_TIME = "perf/step_time_s"
-MEMORY_GIB = "perf/memory_gib"           # CUDA max allocated, or the resident set on CPU, of rank 0
-TOKENS = "train/tokens"                  # training tokens consumed by the end of the step
+MEMORY_GIB = "perf/memory_gib"  # CUDA max allocated, or the resident set on CPU, of rank 0
+TOKENS = "train/tokens"  # training tokens consumed by the end of the step
 CONFIG_TEXT = "run/config"
 
 
@@ -72,13 +80,23 @@ def eval_tag(task: str, metric: str) -> str:
 
 
 # The facts every run states, exact, in run.json["facts"].
-FACTS = ("params", "params_non_embedding", "train_tokens", "epochs", "lr", "weight_decay", "seed",
-         "global_batch_tokens", "total_steps", "world_size")
+FACTS = (
+    "params",
+    "params_non_embedding",
+    "train_tokens",
+    "epochs",
+    "lr",
+    "weight_decay",
+    "seed",
+    "global_batch_tokens",
+    "total_steps",
+    "world_size",
+)
 
 # run.json "status", and the two states a reader can see beyond it
 RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
 NOT_STARTED = "not started"
-INTERRUPTED = "interrupted"   # run.json says running, but no process holds the lock: killed
+INTERRUPTED = "interrupted"  # run.json says running, but no process holds the lock: killed
 
 
 class RunDirError(errors.UserError):
@@ -146,20 +164,29 @@ class RunDir:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            raise RunDirError(f"{self.run_json} is unreadable ({e}); move it aside to read the run from its "
-                              f"events") from None
+            raise RunDirError(
+                f"{self.run_json} is unreadable ({e}); move it aside to read the run from its events"
+            ) from None
         if not isinstance(info, dict):
             raise RunDirError(f"{self.run_json} does not hold a JSON object; move it aside")
         final = info.get("final")
-        wrong = [name for name, value, kinds in (
-            ("status", info.get("status"), str), ("kind", info.get("kind"), str), ("step", info.get("step"), int),
-            ("settings_sha256", info.get("settings_sha256"), str), ("final", final, dict),
-            ("final.val_loss", (final or {}).get("val_loss") if isinstance(final, dict) else None, (int, float)),
-            ("final.step", (final or {}).get("step") if isinstance(final, dict) else None, int))
-            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool))]
+        wrong = [
+            name
+            for name, value, kinds in (
+                ("status", info.get("status"), str),
+                ("kind", info.get("kind"), str),
+                ("step", info.get("step"), int),
+                ("settings_sha256", info.get("settings_sha256"), str),
+                ("final", final, dict),
+                ("final.val_loss", (final or {}).get("val_loss") if isinstance(final, dict) else None, (int, float)),
+                ("final.step", (final or {}).get("step") if isinstance(final, dict) else None, int),
+            )
+            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool))
+        ]
         if wrong:
-            raise RunDirError(f"{self.run_json}: {wrong[0]} has the wrong type; move run.json aside to read the run "
-                              f"from its events")
+            raise RunDirError(
+                f"{self.run_json}: {wrong[0]} has the wrong type; move run.json aside to read the run from its events"
+            )
         return info
 
     def update(self, **fields) -> dict:
@@ -177,12 +204,14 @@ class RunDir:
         if have is None and (os.path.isdir(self.checkpoints) or os.path.isdir(self.export)):
             have = "train"
         if have not in (None, kind):
-            raise RunDirError(f"{self.path} holds a {have} run (its run.json, checkpoints or export); write the "
-                              f"{kind} to a directory of its own")
+            raise RunDirError(
+                f"{self.path} holds a {have} run (its run.json, checkpoints or export); write the "
+                f"{kind} to a directory of its own"
+            )
 
     def state(self) -> str:
         """not started / running / interrupted / stopped / finished / failed, from the directory alone."""
-        if self.locked():   # a resumed run holds the lock before it updates run.json
+        if self.locked():  # a resumed run holds the lock before it updates run.json
             return RUNNING
         info = self.info()
         if info is None:
@@ -223,8 +252,10 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RunDirError(f"{self.path} is in use by another process (it holds {LOCK}); wait for it to "
-                                  f"finish or stop it, or choose another run.dir") from None
+                raise RunDirError(
+                    f"{self.path} is in use by another process (it holds {LOCK}); wait for it to "
+                    f"finish or stop it, or choose another run.dir"
+                ) from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
             yield self

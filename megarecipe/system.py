@@ -1,4 +1,5 @@
 """Facts about this machine that several layers need."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,10 @@ def check_device(text: str | None) -> str | None:
     except RuntimeError:
         raise ValueError(f"--device {text!r} is not a device; use cpu or cuda (or cuda:N)") from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"--device {text}: no such CUDA device here ({torch.cuda.device_count()} GPU(s)); pass "
-                         f"--device cpu or leave it out")
+        raise ValueError(
+            f"--device {text}: no such CUDA device here ({torch.cuda.device_count()} GPU(s)); pass "
+            f"--device cpu or leave it out"
+        )
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {text}: use cpu or cuda (or cuda:N)")
     return text
@@ -49,8 +52,10 @@ def since_start() -> dict | None:
     except (OSError, ValueError, IndexError):
         return None
     times = os.times()
-    return {"wall_s": round(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 3),
-            "cpu_s": round(times.user + times.system, 3)}
+    return {
+        "wall_s": round(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 3),
+        "cpu_s": round(times.user + times.system, 3),
+    }
 
 
 _stop_signals: list[int] = []
@@ -80,7 +85,7 @@ def quiet_progress_bars() -> None:
         os.environ[name] = "1"
 
 
-OWNER_PID = "MEGARECIPE_OWNER_PID"   # exported by the launcher scripts: the process this run belongs to
+OWNER_PID = "MEGARECIPE_OWNER_PID"  # exported by the launcher scripts: the process this run belongs to
 _PR_SET_PDEATHSIG = 1
 
 
@@ -105,7 +110,7 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         return
-    if parent == 1:   # the parent was gone before the request
+    if parent == 1:  # the parent was gone before the request
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -25,11 +25,12 @@ def megatron_world():
     cpu_compat.apply()
     import torch
     import torch.distributed as dist
-    from megatron.core import parallel_state as ps, tensor_parallel
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
 
     from megarecipe.system import free_port
 
-    store = dist.TCPStore("127.0.0.1", free_port(), 1, is_master=True)   # no MASTER_* left for later launches
+    store = dist.TCPStore("127.0.0.1", free_port(), 1, is_master=True)  # no MASTER_* left for later launches
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", store=store, rank=0, world_size=1)
     ps.initialize_model_parallel()
     tensor_parallel.model_parallel_cuda_manual_seed(7)
@@ -38,21 +39,21 @@ def megatron_world():
     dist.destroy_process_group()
 
 
-SHARED = ("tiny_ensemble", "slurm_conf", "ssh_nodes")   # session fixtures too costly to build on each worker
+SHARED = ("tiny_ensemble", "slurm_conf", "ssh_nodes")  # session fixtures too costly to build on each worker
 
 
 def pytest_collection_modifyitems(config, items):
     """For `pytest -n N --dist loadgroup` (pytest-xdist; `make test` uses both cores): a file's tests run on one
     worker, so its module fixtures are built once, and the files that use one of the SHARED session fixtures
     run on one worker together, so it is built once."""
-    group = {}   # file -> its group's name: the file, or a shared fixture it uses
+    group = {}  # file -> its group's name: the file, or a shared fixture it uses
     for item in items:
         path = item.nodeid.split("::")[0]
         group.setdefault(path, path)
         shared = next((f for f in SHARED if f in item.fixturenames), None)
         if shared and group[path] != shared:
             old = group[path]
-            for f, g in group.items():   # the file's tests so far, and every file that joined them, move over
+            for f, g in group.items():  # the file's tests so far, and every file that joined them, move over
                 if g == old:
                     group[f] = shared
     for item in items:

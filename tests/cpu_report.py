@@ -1,5 +1,6 @@
 """`pytest -p tests.cpu_report`: CPU seconds per test (this process, its reaped children, and the warm forkserver
 with the runs it reaped), the slowest listed at the end. CPU is the figure that compares between machines."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ def _server_cpu() -> float:
             return 0.0
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / _TICK   # utime stime cutime cstime
+        return sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
     except (OSError, AttributeError, ImportError, IndexError, ValueError):
         return 0.0
 
@@ -39,7 +40,7 @@ def pytest_runtest_protocol(item, nextitem):
     server_before = _server_cpu()
     yield
     after = _cpu()
-    if _server_cpu() < server_before:   # the server was restarted: count what the new one spent
+    if _server_cpu() < server_before:  # the server was restarted: count what the new one spent
         after += server_before
     _spent[item.nodeid] = (after - cpu, time.monotonic() - wall)
 
@@ -51,7 +52,7 @@ def pytest_terminal_summary(terminalreporter):
     for nodeid, (cpu, wall) in rows[:40]:
         terminalreporter.write_line(f"{cpu:7.1f} CPU-s {wall:7.1f} s  {nodeid}")
     out = os.environ.get("MEGARECIPE_TEST_CPU")
-    if out and os.environ.get("PYTEST_XDIST_WORKER"):   # each worker (gw0, gw1, ...) its own file: FILE.gw0
+    if out and os.environ.get("PYTEST_XDIST_WORKER"):  # each worker (gw0, gw1, ...) its own file: FILE.gw0
         out = f"{out}.{os.environ['PYTEST_XDIST_WORKER']}"
     if out:
         with open(out, "w") as f:

@@ -1,4 +1,5 @@
 """Helpers the tests share: launching tiny runs the way users do, reading what they wrote, writing fake runs."""
+
 import contextlib
 import os
 import subprocess
@@ -15,11 +16,26 @@ BIN = Path(sys.executable).parent
 
 
 # A Llama small enough for a few steps a second on two cores.
-TINY = ["model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=176", "model.num_attention_heads=4",
-        "model.num_query_groups=2", "model.seq_len=64", "data.train_tokens=20000", "data.val_tokens=2048",
-        "train.epochs=1", "train.global_batch_size=16", "train.micro_batch_size=4", "train.eval_every=4",
-        "train.eval_batch_size=8", "train.progress=false", "optim.lr=3e-3", "optim.weight_decay=0.1",
-        "optim.warmup_frac=0.1", "train.stop_after=8"]
+TINY = [
+    "model.num_layers=2",
+    "model.hidden_size=64",
+    "model.ffn_hidden_size=176",
+    "model.num_attention_heads=4",
+    "model.num_query_groups=2",
+    "model.seq_len=64",
+    "data.train_tokens=20000",
+    "data.val_tokens=2048",
+    "train.epochs=1",
+    "train.global_batch_size=16",
+    "train.micro_batch_size=4",
+    "train.eval_every=4",
+    "train.eval_batch_size=8",
+    "train.progress=false",
+    "optim.lr=3e-3",
+    "optim.weight_decay=0.1",
+    "optim.warmup_frac=0.1",
+    "train.stop_after=8",
+]
 
 
 def env() -> dict:
@@ -29,26 +45,51 @@ def env() -> dict:
 TRAINER = ("-m", "megarecipe.cli.train")
 
 
-def torchrun(nproc: int, overrides: list[str], extra_env: dict | None = None, timeout: int = 400,
-             program: tuple = TRAINER, cold: bool = False):
+def torchrun(
+    nproc: int,
+    overrides: list[str],
+    extra_env: dict | None = None,
+    timeout: int = 400,
+    program: tuple = TRAINER,
+    cold: bool = False,
+):
     """nproc=0: plain `python -m megarecipe.cli.train`, no launcher. The trainer starts warm (forked from the
     session's preloaded server, as the local pool starts runs) unless cold is asked for or the program is a
     script, not a module (`("-m", MODULE, ARGS...)`); cold runs go through torchrun, as a user's would."""
     run_env = {**env(), **(extra_env or {})}
-    if not cold and program[0] == "-m" and warm.cold_reason([]) is None:   # a module: the trainer, or a wrapper
-        return direct.captured([*program[2:], "configs/tiny.yaml", *overrides], max(nproc, 1), run_env, str(REPO),
-                               timeout, module=program[1])
-    launcher = [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port())] \
-        if nproc else [str(BIN / "python")]
+    if not cold and program[0] == "-m" and warm.cold_reason([]) is None:  # a module: the trainer, or a wrapper
+        return direct.captured(
+            [*program[2:], "configs/tiny.yaml", *overrides],
+            max(nproc, 1),
+            run_env,
+            str(REPO),
+            timeout,
+            module=program[1],
+        )
+    launcher = (
+        [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+        if nproc
+        else [str(BIN / "python")]
+    )
     cmd = [*launcher, *program, "configs/tiny.yaml", *overrides]
     return subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout)
 
 
-def train(tmp_path, name: str, nproc: int, data_dir: str, *overrides: str, extra_env=None, check=True,
-          program: tuple = TRAINER, cold: bool = False):
+def train(
+    tmp_path,
+    name: str,
+    nproc: int,
+    data_dir: str,
+    *overrides: str,
+    extra_env=None,
+    check=True,
+    program: tuple = TRAINER,
+    cold: bool = False,
+):
     run_dir = tmp_path / name
-    result = torchrun(nproc, [*TINY, f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides], extra_env,
-                      program=program, cold=cold)
+    result = torchrun(
+        nproc, [*TINY, f"data.dir={data_dir}", f"run.dir={run_dir}", *overrides], extra_env, program=program, cold=cold
+    )
     if check and result.returncode != 0:
         pytest.fail(f"{name} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return run_dir, result

@@ -1,4 +1,5 @@
 """Check a training config before launching: see `python tools/check_config.py --help`."""
+
 import sys
 
 from megarecipe.cli.check_config import main

@@ -1,4 +1,5 @@
 """Check a DeepSpeed hostfile before launching: see `python tools/check_hostfile.py --help`."""
+
 import sys
 
 from megarecipe.cli.check_hostfile import main

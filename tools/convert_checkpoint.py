@@ -1,4 +1,5 @@
 """Convert a run's checkpoint to a DeepSpeed universal checkpoint: see `python tools/convert_checkpoint.py --help`."""
+
 import sys
 
 from megarecipe.cli.convert_checkpoint import main

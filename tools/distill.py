@@ -1,4 +1,5 @@
 """Distil a teacher (a run or an ensemble) into a student: see `python tools/distill.py --help`."""
+
 import sys
 
 from megarecipe.cli.distill import main

@@ -1,4 +1,5 @@
 """Train, check and score ensembles of seeds: see `python tools/ensemble.py --help`."""
+
 import sys
 
 from megarecipe.cli.ensemble import main

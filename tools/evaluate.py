@@ -1,4 +1,5 @@
 """Downstream evaluation through lm-eval, offline: see `python tools/evaluate.py --help`."""
+
 import sys
 
 from megarecipe.cli.evaluate import main

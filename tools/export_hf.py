@@ -1,4 +1,5 @@
 """Export a run as a Hugging Face Llama: see `python tools/export_hf.py --help`."""
+
 import sys
 
 from megarecipe.cli.export_hf import main

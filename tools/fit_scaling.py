@@ -1,4 +1,5 @@
 """Scaling-law fits from run directories: see `python tools/fit_scaling.py --help`."""
+
 import sys
 
 from megarecipe.cli.fit_scaling import main

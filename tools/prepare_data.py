@@ -1,4 +1,5 @@
 """Tokenize text into a data dir for training: see `python tools/prepare_data.py --help`."""
+
 import sys
 
 from megarecipe.cli.prepare_data import main

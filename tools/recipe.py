@@ -1,4 +1,5 @@
 """The whole recipe from one recipe file: see `python tools/recipe.py --help`."""
+
 import sys
 
 from megarecipe.cli.recipe import main

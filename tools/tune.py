@@ -1,4 +1,5 @@
 """Locally optimal hyperparameter search: see `python tools/tune.py --help`."""
+
 import sys
 
 from megarecipe.cli.tune import main

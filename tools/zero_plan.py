@@ -1,4 +1,5 @@
 """Plan, measure and write ZeRO / TP / PP layouts: see `python tools/zero_plan.py --help`."""
+
 import sys
 
 from megarecipe.cli.zero_plan import main

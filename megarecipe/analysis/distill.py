@@ -1,9 +1,9 @@
 """How much of a teacher's gain a distilled student keeps, read from run directories alone:
 retained = (L_single - L_student) / (L_single - L_teacher), each L a final held-out loss on the same tokens."""
+
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass
 
 from megarecipe import ensembledir
@@ -40,9 +40,11 @@ def final_loss(path: str, members: list | None = None) -> float:
     listed = [os.path.abspath(m) for m in listed if isinstance(m, str)] if isinstance(listed, list) else []
     k = len(members)
     if listed[:k] != [os.path.abspath(m) for m in members] or k not in rec.ensemble_losses:
-        raise RunReadError(f"{path}: its ensemble.json no longer begins with the {k} member(s) that taught the student "
-                       f"(it was re-scored since); score those again (`ensemble.py eval --runs ... --out DIR`) and "
-                       f"pass --teacher DIR")
+        raise RunReadError(
+            f"{path}: its ensemble.json no longer begins with the {k} member(s) that taught the student "
+            f"(it was re-scored since); score those again (`ensemble.py eval --runs ... --out DIR`) and "
+            f"pass --teacher DIR"
+        )
     return rec.ensemble_losses[k]
 
 
@@ -50,18 +52,28 @@ def retained(student: str, single: str, teacher: str | None = None) -> Retained:
     """teacher: by default the one the student's run.json names."""
     for path in (student, single, teacher):
         if path is not None and not os.path.isdir(path):
-            raise RunReadError(f"{path}: no such run directory; give the run dirs of the student, the single model "
-                           f"and (optionally) the teacher")
+            raise RunReadError(
+                f"{path}: no such run directory; give the run dirs of the student, the single model "
+                f"and (optionally) the teacher"
+            )
     taught = (RunDir(student).info() or {}).get("distill") or {}
     if teacher is None:
         teacher = taught.get("dir")
         if not teacher:
             raise RunReadError(f"{student}: run.json names no teacher (not a distillation run?); pass --teacher")
     same = taught.get("dir") and os.path.realpath(teacher) == os.path.realpath(taught["dir"])
-    r = Retained(student, single, teacher, final_loss(student), final_loss(single),
-                 final_loss(teacher, taught.get("members") if same else None))
+    r = Retained(
+        student,
+        single,
+        teacher,
+        final_loss(student),
+        final_loss(single),
+        final_loss(teacher, taught.get("members") if same else None),
+    )
     if not r.single_loss > r.teacher_loss:
-        raise RunReadError(f"the teacher {teacher} ({r.teacher_loss:.4f}) is no better than the single run {single} "
-                       f"({r.single_loss:.4f}), so no gain can be retained; compare against the plain run of the "
-                       f"student's shape")
+        raise RunReadError(
+            f"the teacher {teacher} ({r.teacher_loss:.4f}) is no better than the single run {single} "
+            f"({r.single_loss:.4f}), so no gain can be retained; compare against the plain run of the "
+            f"student's shape"
+        )
     return r

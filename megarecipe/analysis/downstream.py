@@ -4,6 +4,7 @@ RUN/eval/<task>.json   lm-eval's results for that task (the latest evaluation of
 RUN/eval/results.md    the table of every task evaluated so far, plus their average
 RUN/tb/                eval/<task>/acc and eval/<task>/acc_norm (rundir.eval_tag), in an event file of their own
 """
+
 from __future__ import annotations
 
 import glob
@@ -14,20 +15,27 @@ import tempfile
 from megarecipe import atomic, ensembledir, rundir
 
 EVAL_DIR, TB_DIR = rundir.EVAL, rundir.TB
-EVENTS_SUFFIX = ".downstream"     # the event file of these scalars, apart from the trainer's
+EVENTS_SUFFIX = ".downstream"  # the event file of these scalars, apart from the trainer's
 METRICS = ("acc", "acc_norm")
 TABLE_FILE = "results.md"
 
 
-def evaluate(path: str, tasks: list[str], limit: int | None = None, batch_size: int = 16, device: str | None = None,
-             max_resident: int = 4, log_samples: bool = False) -> dict:
+def evaluate(
+    path: str,
+    tasks: list[str],
+    limit: int | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    max_resident: int = 4,
+    log_samples: bool = False,
+) -> dict:
     """Score PATH (run, export or ensemble dir) on TASKS with lm-eval; returns lm-eval's output dict."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from megarecipe.analysis.lm_eval_model import check_members, member_exports
     from megarecipe.analysis.tasks import check_tasks
 
-    check_tasks(tasks)                        # cheap checks first: a bad name must not wait for a model load
+    check_tasks(tasks)  # cheap checks first: a bad name must not wait for a model load
     check_members(member_exports(path))
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -38,8 +46,9 @@ def evaluate(path: str, tasks: list[str], limit: int | None = None, batch_size: 
     model = MegarecipeLM(path, batch_size=batch_size, device=device, max_resident=max_resident)
     with tempfile.TemporaryDirectory() as task_dir:
         manager = TaskManager(include_path=write_task_dir(task_dir, tasks), include_defaults=False)
-        return lm_eval.simple_evaluate(model=model, tasks=tasks, task_manager=manager, limit=limit,
-                                       log_samples=log_samples)
+        return lm_eval.simple_evaluate(
+            model=model, tasks=tasks, task_manager=manager, limit=limit, log_samples=log_samples
+        )
 
 
 def model_identity(path: str) -> list[list]:
@@ -69,16 +78,20 @@ def write_results(path: str, output: dict, limit: int | None = None) -> dict[str
     eval_dir = os.path.join(path, EVAL_DIR)
     os.makedirs(eval_dir, exist_ok=True)
     for task in output["results"]:
-        per_task = {key: ({task: value[task]} if isinstance(value, dict) and task in value else value)
-                    for key, value in output.items() if key != "samples"}
+        per_task = {
+            key: ({task: value[task]} if isinstance(value, dict) and task in value else value)
+            for key, value in output.items()
+            if key != "samples"
+        }
         per_task["megarecipe"] = {"limit": limit, "source": os.path.abspath(path), "model": model_identity(path)}
         _write_json(os.path.join(eval_dir, f"{task}.json"), per_task)
         if "samples" in output and task in output["samples"]:
             _write_json(os.path.join(eval_dir, f"{task}.samples.json"), output["samples"][task])
     stored = read_results(path)
     _write_events(path, stored)
-    atomic.write_text(os.path.join(eval_dir, TABLE_FILE), results_table(stored, title=os.path.basename(
-        os.path.normpath(path))))
+    atomic.write_text(
+        os.path.join(eval_dir, TABLE_FILE), results_table(stored, title=os.path.basename(os.path.normpath(path)))
+    )
     return stored
 
 
@@ -105,6 +118,7 @@ def _step(path: str) -> int:
             return len(json.load(f).get("members", []))
     try:
         from megarecipe.analysis.runs import read_run
+
         return read_run(path).final_step or 0
     except (ValueError, OSError):
         return 0
@@ -115,7 +129,7 @@ def _write_events(path: str, stored: dict[str, dict]) -> None:
 
     tb = os.path.join(path, TB_DIR)
     for old in glob.glob(os.path.join(tb, f"*{EVENTS_SUFFIX}")):
-        os.remove(old)     # one event file holds the latest result of every task
+        os.remove(old)  # one event file holds the latest result of every task
     writer = SummaryWriter(tb, filename_suffix=EVENTS_SUFFIX)
     step = _step(path)
     for task, row in stored.items():
@@ -138,8 +152,9 @@ def results_table(stored: dict[str, dict], title: str = "") -> str:
     if stored:
         accs = [r["acc"] for r in stored.values() if "acc" in r]
         norms = [r.get("acc_norm", r.get("acc")) for r in stored.values()]
-        lines.append(f"| average ({len(stored)} tasks) | {_fmt(sum(accs) / len(accs))} | "
-                     f"{_fmt(sum(norms) / len(norms))} | |")
+        lines.append(
+            f"| average ({len(stored)} tasks) | {_fmt(sum(accs) / len(accs))} | {_fmt(sum(norms) / len(norms))} | |"
+        )
         if any("acc_norm" not in r for r in stored.values()):
             lines.append("")
             lines.append("acc_norm average: tasks without acc_norm count with their acc.")
@@ -161,12 +176,17 @@ def compare_table(paths: list[str], metric: str = "acc_norm") -> str:
     for task in tasks:
         lines.append(f"| {task} | " + " | ".join(_fmt(value(s, task)) for _, s in columns) + " |")
     if common:
-        lines.append(f"| average ({len(common)} common tasks) | " + " | ".join(
-            _fmt(sum(value(s, t) for t in common) / len(common)) for _, s in columns) + " |")
+        lines.append(
+            f"| average ({len(common)} common tasks) | "
+            + " | ".join(_fmt(sum(value(s, t) for t in common) / len(common)) for _, s in columns)
+            + " |"
+        )
     note = f"\n{metric}" + (" (acc for tasks without it)" if metric == "acc_norm" else "")
     if any(name.endswith("*") for name, _ in columns):
-        note += ("\n* scored other weights (or other ensemble members) than the directory holds now; run "
-                 "tools/evaluate.py on it again")
+        note += (
+            "\n* scored other weights (or other ensemble members) than the directory holds now; run "
+            "tools/evaluate.py on it again"
+        )
     return "\n".join(lines) + "\n" + note + "\n"
 
 

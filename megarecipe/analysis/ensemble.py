@@ -14,6 +14,7 @@ grows, so all K come out of one pass and memory on a device does not grow with K
 
 bf16 on GPU (logits summed in fp32), fp32 on CPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,9 +31,10 @@ from megarecipe.data.dataset import IGNORE_INDEX, validation_batches
 @dataclass(frozen=True)
 class Placement:
     """Member k goes to turn k // (world * resident), and within its turn to rank o % world, slot o // world."""
+
     members: int
     world: int = 1
-    resident: int | None = None   # per rank; None = all of the rank's members
+    resident: int | None = None  # per rank; None = all of the rank's members
 
     @property
     def per_turn(self) -> int:
@@ -62,9 +64,18 @@ def default_device():
 
 
 @torch.no_grad()
-def ensemble_losses(members: list, data_dir: str, seq_len: int, max_tokens: int | None = None, batch_size: int = 8,
-                    device=None, resident: int | None = None, chunk_batches: int = 16, progress: bool = False,
-                    dtype: torch.dtype | None = None) -> list[float]:
+def ensemble_losses(
+    members: list,
+    data_dir: str,
+    seq_len: int,
+    max_tokens: int | None = None,
+    batch_size: int = 8,
+    device=None,
+    resident: int | None = None,
+    chunk_batches: int = 16,
+    progress: bool = False,
+    dtype: torch.dtype | None = None,
+) -> list[float]:
     """Mean per-token loss of the first K members' averaged logits, for K = 1..len(members).
 
     members: Member (loaded from its export when its turn comes) or a model (tokens -> logits) already in memory.
@@ -78,8 +89,11 @@ def ensemble_losses(members: list, data_dir: str, seq_len: int, max_tokens: int 
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     place = Placement(len(members), world, resident)
     batches = list(validation_batches(data_dir, seq_len, batch_size, max_tokens=max_tokens))
-    chunks = [batches] if place.turns == 1 else \
-        [batches[i:i + chunk_batches] for i in range(0, len(batches), chunk_batches)]
+    chunks = (
+        [batches]
+        if place.turns == 1
+        else [batches[i : i + chunk_batches] for i in range(0, len(batches), chunk_batches)]
+    )
     bar = _progress(progress and rank == 0, len(batches) * place.turns)
 
     vocab = members[0].info["vocab_size"] if isinstance(members[0], Member) else members[0].vocab_size
@@ -87,7 +101,7 @@ def ensemble_losses(members: list, data_dir: str, seq_len: int, max_tokens: int 
     totals = torch.zeros(len(members), dtype=torch.float64)
     count = 0
     for chunk in chunks:
-        sums = [None] * len(chunk)   # running logit sums of this chunk's batches, between turns
+        sums = [None] * len(chunk)  # running logit sums of this chunk's batches, between turns
         for turn in range(place.turns):
             ks = place.turn_members(turn)
             mine = [(slot, k) for k in ks for r, slot in [place.owner(k)] if r == rank]
@@ -111,8 +125,9 @@ def ensemble_losses(members: list, data_dir: str, seq_len: int, max_tokens: int 
     return (totals.cpu() / count).tolist()
 
 
-def _round(place: Placement, ks: range, slot: int, rank: int, world: int, shell, tokens, targets, total, totals,
-           vocab: int):
+def _round(
+    place: Placement, ks: range, slot: int, rank: int, world: int, shell, tokens, targets, total, totals, vocab: int
+):
     """Add the members in `slot` of every rank (consecutive k), in order, scoring each prefix. Each rank computes
     one member's logits at a time, all ranks at once; the all_reduce hands each member's logits to everyone."""
     import torch.distributed as dist

@@ -6,6 +6,7 @@ polished with scipy's least_squares from that point and from several other start
 p0 [1, 0.5, 2] among them), and the lowest cost kept. The bootstrap reuses the profile, vectorised over
 resamples, so hundreds of resamples take milliseconds.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import least_squares
+
 from megarecipe import errors
 
 ALPHA_MAX = 5.0
@@ -64,19 +66,26 @@ class PowerLaw:
 
     @property
     def rmse(self) -> float:
-        return float(np.sqrt(np.mean(self.residuals ** 2)))
+        return float(np.sqrt(np.mean(self.residuals**2)))
 
     def formula(self, digits: int = 4) -> str:
         return f"L(x) = {self.A:.{digits}g} / x^{self.alpha:.{digits}g} + {self.E:.{digits}f}"
 
     def to_dict(self) -> dict:
         return {
-            "A": self.A, "alpha": self.alpha, "E": self.E, "loss": self.loss, "cost": self.cost, "rmse": self.rmse,
-            "level": self.level, "ci": {k: list(v) for k, v in self.ci.items()},
+            "A": self.A,
+            "alpha": self.alpha,
+            "E": self.E,
+            "loss": self.loss,
+            "cost": self.cost,
+            "rmse": self.rmse,
+            "level": self.level,
+            "ci": {k: list(v) for k, v in self.ci.items()},
             "bootstrap_resamples": 0 if self.boot is None else len(self.boot),
-            "points": [{"x": float(x), "loss": float(y), "fitted": float(self(x)), "residual": float(r),
-                        "source": s}
-                       for x, y, r, s in zip(self.x, self.y, self.residuals, self._sources(), strict=True)],
+            "points": [
+                {"x": float(x), "loss": float(y), "fitted": float(self(x)), "residual": float(r), "source": s}
+                for x, y, r, s in zip(self.x, self.y, self.residuals, self._sources(), strict=True)
+            ],
             "dropped": [{"x": p.x, "loss": p.loss, "source": p.source} for p in self.dropped],
             "notes": list(self.notes),
         }
@@ -104,15 +113,19 @@ def check_points(x, y) -> tuple[np.ndarray, np.ndarray]:
         raise FitError(f"non-finite point (x={x[i]:g}, loss={y[i]:g}); remove it first")
     if (x <= 0).any():
         raise FitError(f"x must be > 0 for a power law; got x = {x[x <= 0][0]:g}")
-    if (y < 0).any():   # a cross-entropy is never negative, and the fit's E >= 0 would hide it
+    if (y < 0).any():  # a cross-entropy is never negative, and the fit's E >= 0 would hide it
         i = int(np.argmax(y < 0))
-        raise FitError(f"loss must be >= 0 (a cross-entropy); got loss = {y[i]:g} at x = {x[i]:g}; remove that "
-                       f"point or fix its loss")
+        raise FitError(
+            f"loss must be >= 0 (a cross-entropy); got loss = {y[i]:g} at x = {x[i]:g}; remove that "
+            f"point or fix its loss"
+        )
     distinct = np.unique(x)
     if len(distinct) < 3:
         shown = ", ".join(f"{v:g}" for v in distinct)
-        raise FitError(f"need at least 3 distinct x values to fit A / x^alpha + E, got {len(distinct)}"
-                       + (f" ({shown})" if shown else ""))
+        raise FitError(
+            f"need at least 3 distinct x values to fit A / x^alpha + E, got {len(distinct)}"
+            + (f" ({shown})" if shown else "")
+        )
     return x, y
 
 
@@ -182,8 +195,7 @@ def _profile_fit(lx, Y, W, alpha_max=ALPHA_MAX, iters=40):
         hi, lo = np.where(left, d, hi), np.where(left, lo, c)
         new = np.where(left, hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo))
         fn = f(new)
-        c, d, fc, fd = (np.where(left, new, d), np.where(left, c, new),
-                        np.where(left, fn, fd), np.where(left, fc, fn))
+        c, d, fc, fd = (np.where(left, new, d), np.where(left, c, new), np.where(left, fn, fd), np.where(left, fc, fn))
     alpha = np.where(fc < fd, c, d)
     # keep the grid point if refinement did not beat it (flat or edge cases)
     grid_rss = rss[rows, i]
@@ -223,8 +235,19 @@ def _polish(x, y, starts, loss, f_scale, alpha_max):
     for p0 in starts:
         p0 = np.clip(np.asarray(p0, dtype=float), 1e-9, [np.inf, alpha_max - 1e-9, np.inf])
         try:
-            r = least_squares(resid, p0, jac=jac, bounds=(lower, upper), loss=loss, f_scale=f_scale,
-                              x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+            r = least_squares(
+                resid,
+                p0,
+                jac=jac,
+                bounds=(lower, upper),
+                loss=loss,
+                f_scale=f_scale,
+                x_scale="jac",
+                xtol=1e-12,
+                ftol=1e-12,
+                gtol=1e-12,
+                max_nfev=2000,
+            )
         except (ValueError, FloatingPointError):
             continue
         if np.all(np.isfinite(r.x)) and (best is None or r.cost < best.cost):
@@ -236,12 +259,22 @@ def _cost(p, x, y, loss, f_scale):
     r = p[0] * x ** -p[1] + p[2] - y
     if loss == "huber":
         z = (r / f_scale) ** 2
-        return 0.5 * f_scale ** 2 * float(np.sum(np.where(z <= 1, z, 2 * np.sqrt(z) - 1)))
+        return 0.5 * f_scale**2 * float(np.sum(np.where(z <= 1, z, 2 * np.sqrt(z) - 1)))
     return 0.5 * float(r @ r)
 
 
-def fit_power_law(x, y, loss: str = "lsq", huber_delta: float = 0.01, n_boot: int = 0, level: float = 0.95,
-                  seed: int = 0, alpha_max: float = ALPHA_MAX, y_boot=None, progress: bool = False) -> PowerLaw:
+def fit_power_law(
+    x,
+    y,
+    loss: str = "lsq",
+    huber_delta: float = 0.01,
+    n_boot: int = 0,
+    level: float = 0.95,
+    seed: int = 0,
+    alpha_max: float = ALPHA_MAX,
+    y_boot=None,
+    progress: bool = False,
+) -> PowerLaw:
     """Fit L(x) = A / x^alpha + E with A, alpha, E >= 0 (alpha <= alpha_max).
 
     loss: "lsq" (least squares on the raw loss, as the paper) or "huber" (robust; huber_delta is the residual
@@ -266,18 +299,36 @@ def fit_power_law(x, y, loss: str = "lsq", huber_delta: float = 0.01, n_boot: in
     p = np.array([A0, a0, E0])
     if best is not None and _cost(best.x, x, y, loss, f_scale) <= _cost(p, x, y, loss, f_scale):
         p = best.x
-    fit = PowerLaw(A=float(p[0]), alpha=float(p[1]), E=float(p[2]), x=x, y=y, loss=loss,
-                   cost=_cost(p, x, y, loss, f_scale), level=level)
+    fit = PowerLaw(
+        A=float(p[0]),
+        alpha=float(p[1]),
+        E=float(p[2]),
+        x=x,
+        y=y,
+        loss=loss,
+        cost=_cost(p, x, y, loss, f_scale),
+        level=level,
+    )
     if fit.alpha >= alpha_max * (1 - 1e-6):
         fit.notes.append(f"alpha at its upper bound {alpha_max:g}: the points barely constrain the curve")
     if fit.A <= 1e-12:
         fit.notes.append("A = 0: the points are flat, so E is their mean and alpha is arbitrary")
     if len(np.unique(x)) == 3:
-        fit.notes.append("3 points for 3 parameters: the curve interpolates, and bootstrap intervals are narrow "
-                         "only because resamples must keep 3 distinct x")
+        fit.notes.append(
+            "3 points for 3 parameters: the curve interpolates, and bootstrap intervals are narrow "
+            "only because resamples must keep 3 distinct x"
+        )
     if n_boot:
-        fit.boot = bootstrap(fit, n_boot, seed=seed, loss=loss, huber_delta=huber_delta, alpha_max=alpha_max,
-                             y_boot=y_boot, progress=progress)
+        fit.boot = bootstrap(
+            fit,
+            n_boot,
+            seed=seed,
+            loss=loss,
+            huber_delta=huber_delta,
+            alpha_max=alpha_max,
+            y_boot=y_boot,
+            progress=progress,
+        )
         fit.ci = {name: interval(fit.boot[:, j], level) for j, name in enumerate(("A", "alpha", "E"))}
     return fit
 
@@ -300,8 +351,16 @@ def resample_weights(x, n_boot: int, rng) -> np.ndarray:
     raise FitError("could not draw bootstrap resamples with 3 distinct x")
 
 
-def bootstrap(fit: PowerLaw, n_boot: int, seed: int = 0, loss: str = "lsq", huber_delta: float = 0.01,
-              alpha_max: float = ALPHA_MAX, y_boot=None, progress: bool = False) -> np.ndarray:
+def bootstrap(
+    fit: PowerLaw,
+    n_boot: int,
+    seed: int = 0,
+    loss: str = "lsq",
+    huber_delta: float = 0.01,
+    alpha_max: float = ALPHA_MAX,
+    y_boot=None,
+    progress: bool = False,
+) -> np.ndarray:
     """(n_boot, 3) refits of (A, alpha, E) on resampled points."""
     from tqdm import tqdm
 
@@ -312,8 +371,9 @@ def bootstrap(fit: PowerLaw, n_boot: int, seed: int = 0, loss: str = "lsq", hube
     if Y.shape != W.shape:
         raise FitError(f"y_boot has shape {Y.shape}, expected {W.shape}")
     out = np.empty((n_boot, 3))
-    with tqdm(total=n_boot, desc="bootstrap", unit="fit", file=sys.stderr, disable=not progress,
-              leave=False, delay=0.5) as bar:
+    with tqdm(
+        total=n_boot, desc="bootstrap", unit="fit", file=sys.stderr, disable=not progress, leave=False, delay=0.5
+    ) as bar:
         for s in range(0, n_boot, _CHUNK):
             rows = slice(s, min(s + _CHUNK, n_boot))
             if loss == "huber":
@@ -352,6 +412,7 @@ def fit_points(points: list[Point], **kw) -> PowerLaw:
 @dataclass
 class Joint:
     """The paper's order: fit L(K) per N and take E_N, then fit E_N over N and take E."""
+
     per_n: dict  # N -> PowerLaw over members K
     over_n: PowerLaw  # E_N over N
 
@@ -368,8 +429,10 @@ def joint_asymptote(curves: dict, n_boot: int = 0, seed: int = 0, progress: bool
     both stages' uncertainty; a stage-1 fit without bootstrap samples leaves stage 2 without an interval.
     """
     if len(curves) < 3:
-        raise FitError(f"the joint asymptote needs ensembles at >= 3 model sizes, got {len(curves)}"
-                       + (f" ({', '.join(f'{n:g}' for n in sorted(curves))})" if curves else ""))
+        raise FitError(
+            f"the joint asymptote needs ensembles at >= 3 model sizes, got {len(curves)}"
+            + (f" ({', '.join(f'{n:g}' for n in sorted(curves))})" if curves else "")
+        )
     per_n = {}
     for i, n in enumerate(sorted(curves)):
         if isinstance(curves[n], PowerLaw):
@@ -383,8 +446,9 @@ def joint_asymptote(curves: dict, n_boot: int = 0, seed: int = 0, progress: bool
     if any(per_n[n].boot is None for n in sizes):
         n_boot = 0
     y_boot = np.stack([per_n[n].boot[:, 2] for n in sizes], axis=1) if n_boot else None
-    over_n = fit_power_law(sizes, [per_n[n].E for n in sizes], n_boot=n_boot, seed=seed, y_boot=y_boot,
-                           progress=progress, **kw)
+    over_n = fit_power_law(
+        sizes, [per_n[n].E for n in sizes], n_boot=n_boot, seed=seed, y_boot=y_boot, progress=progress, **kw
+    )
     over_n.sources = [f"E_N of N = {n:g}" for n in sizes]
     return Joint(per_n, over_n)
 
@@ -392,6 +456,7 @@ def joint_asymptote(curves: dict, n_boot: int = 0, seed: int = 0, progress: bool
 @dataclass
 class Efficiency:
     """How much more data the baseline would need to reach the recipe's loss."""
+
     baseline: PowerLaw  # baseline loss over unique tokens D (billions)
     reference: float  # the budget (billions) the recipe was run at
     recipe_loss: float
@@ -408,17 +473,31 @@ class Efficiency:
         def fin(v):
             return v if v is not None and math.isfinite(v) else None
 
-        return {"efficiency": fin(self.value), "ci": None if self.ci is None else [fin(v) for v in self.ci],
-                "level": self.level, "recipe_loss": self.recipe_loss, "reference_tokens_billions": self.reference,
-                "baseline_loss_at_reference": float(self.baseline(self.reference)),
-                "reference_loss": self.reference_loss,
-                "baseline_tokens_needed_billions": fin(self.tokens_needed), "baseline": self.baseline.to_dict(),
-                "note": None if math.isfinite(self.value) else
-                "the recipe's loss is at or below the baseline's asymptote: no finite budget reaches it"}
+        return {
+            "efficiency": fin(self.value),
+            "ci": None if self.ci is None else [fin(v) for v in self.ci],
+            "level": self.level,
+            "recipe_loss": self.recipe_loss,
+            "reference_tokens_billions": self.reference,
+            "baseline_loss_at_reference": float(self.baseline(self.reference)),
+            "reference_loss": self.reference_loss,
+            "baseline_tokens_needed_billions": fin(self.tokens_needed),
+            "baseline": self.baseline.to_dict(),
+            "note": None
+            if math.isfinite(self.value)
+            else "the recipe's loss is at or below the baseline's asymptote: no finite budget reaches it",
+        }
 
 
-def data_efficiency(baseline: PowerLaw, recipe_loss: float, reference: float, recipe_boot=None,
-                    level: float = 0.95, reference_loss: float | None = None, reference_boot=None) -> Efficiency:
+def data_efficiency(
+    baseline: PowerLaw,
+    recipe_loss: float,
+    reference: float,
+    recipe_boot=None,
+    level: float = 0.95,
+    reference_loss: float | None = None,
+    reference_boot=None,
+) -> Efficiency:
     """D_base(L_recipe) / D_base(L_ref), D_base inverting the baseline's data law.
 
     L_ref: `reference_loss`, the baseline's measured loss at the reference budget (the paper's: its best run
@@ -436,9 +515,10 @@ def data_efficiency(baseline: PowerLaw, recipe_loss: float, reference: float, re
         if reference_boot is not None:
             base_ref = np.asarray(reference_boot, dtype=float)
         else:
-            base_ref = A / reference ** a + E if reference_loss is None else ref_loss
+            base_ref = A / reference**a + E if reference_loss is None else ref_loss
         with np.errstate(invalid="ignore"):
             ratio = _inverse(A, a, E, L) / _inverse(A, a, E, base_ref)
         ci = interval(np.where(np.isnan(ratio), np.inf, ratio), level)
-    return Efficiency(baseline, reference, float(recipe_loss), float(value), ci, level,
-                      None if reference_loss is None else ref_loss)
+    return Efficiency(
+        baseline, reference, float(recipe_loss), float(value), ci, level, None if reference_loss is None else ref_loss
+    )

@@ -5,6 +5,7 @@ An ensemble's result is a run directory of its own: `ensemble/val_loss` at step 
 shared facts, run.json (kind ensemble) and ensemble.json naming the members, loss_vs_members.png; the
 scaling-fit tool reads it with `--over members`.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,18 +19,28 @@ from megarecipe.rundir import RunDir
 SHARED = ("params", "params_non_embedding", "train_tokens", "epochs", "lr", "weight_decay", "global_batch_tokens")
 
 
-def validation_loss(model, data_dir: str, seq_len: int, max_tokens: int | None = None, batch_size: int = 8,
-                    device="cpu") -> float:
+def validation_loss(
+    model, data_dir: str, seq_len: int, max_tokens: int | None = None, batch_size: int = 8, device="cpu"
+) -> float:
     """Mean per-token cross-entropy of one model (tokens -> logits): the trainer's final val/loss."""
     return ensemble_losses([model], data_dir, seq_len, max_tokens, batch_size, device)[0]
 
 
-def score_members(members: list[Member], device=None, resident: int | None = None, chunk_batches: int = 16,
-                  progress: bool = False) -> list[float]:
+def score_members(
+    members: list[Member], device=None, resident: int | None = None, chunk_batches: int = 16, progress: bool = False
+) -> list[float]:
     cfg = members[0].cfg
-    return ensemble_losses(members, cfg.data.dir, cfg.model.seq_len, max_tokens=cfg.data.val_tokens,
-                           batch_size=cfg.train.eval_batch_size, device=device, resident=resident,
-                           chunk_batches=chunk_batches, progress=progress)
+    return ensemble_losses(
+        members,
+        cfg.data.dir,
+        cfg.model.seq_len,
+        max_tokens=cfg.data.val_tokens,
+        batch_size=cfg.train.eval_batch_size,
+        device=device,
+        resident=resident,
+        chunk_batches=chunk_batches,
+        progress=progress,
+    )
 
 
 def weights_identity(run_dirs: list[str]) -> list[list]:
@@ -57,8 +68,8 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     facts = {name: getattr(first, name) for name in SHARED if getattr(first, name, None) is not None}
     facts["members"] = len(members)
     os.makedirs(out.path, exist_ok=True)
-    out.update(status=rundir.RUNNING, kind="ensemble")   # until events, ensemble.json and run.json agree again
-    tb = atomic.build_dir(out.tb)   # a re-evaluation replaces the curve whole rather than appending a second one
+    out.update(status=rundir.RUNNING, kind="ensemble")  # until events, ensemble.json and run.json agree again
+    tb = atomic.build_dir(out.tb)  # a re-evaluation replaces the curve whole rather than appending a second one
     writer = SummaryWriter(tb)
     for name, value in facts.items():
         writer.add_scalar(rundir.fact_tag(name), float(value), 0)
@@ -69,12 +80,25 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     paths = [os.path.abspath(m.run_dir) for m in members]
     seeds = [m.cfg.run.seed for m in members]
     member_losses = [read_run(m.run_dir).final_val_loss for m in members]
-    ensembledir.write(out.path, {"members": paths, "seeds": seeds, "member_val_loss": member_losses,
-                                 "val_loss_by_k": losses, "weights": weights_identity(paths)})
+    ensembledir.write(
+        out.path,
+        {
+            "members": paths,
+            "seeds": seeds,
+            "member_val_loss": member_losses,
+            "val_loss_by_k": losses,
+            "weights": weights_identity(paths),
+        },
+    )
     plot_members(losses, member_losses, out.join(PLOT))
-    out.update(status=rundir.FINISHED, kind="ensemble", facts=facts, members=paths,
-               heldout=(RunDir(members[0].run_dir).info() or {}).get("heldout"),   # the members' own held-out set
-               final={"val_loss": losses[-1], "val_loss_by_k": losses})
+    out.update(
+        status=rundir.FINISHED,
+        kind="ensemble",
+        facts=facts,
+        members=paths,
+        heldout=(RunDir(members[0].run_dir).info() or {}).get("heldout"),  # the members' own held-out set
+        final={"val_loss": losses[-1], "val_loss_by_k": losses},
+    )
 
 
 def evaluate_ensemble(run_dirs: list[str], out_dir: str, device=None, resident: int | None = None) -> list[float]:

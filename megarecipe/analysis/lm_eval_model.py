@@ -8,12 +8,14 @@ sentencepiece model and the continuation is what follows the context's tokens; n
 the model's are cut from the left. Runs in bf16 on a GPU and fp32 on the CPU; at most `max_resident`
 ensemble members are in memory at once (more are streamed in groups, re-read once per chunk of requests).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 
+import lm_eval.models  # noqa: F401  (registers the built-in models first; registering ours alone would hide them)
 import torch
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
@@ -21,11 +23,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-import lm_eval.models  # noqa: F401  (registers the built-in models first; registering ours alone would hide them)
-
-from megarecipe import ensembledir, rundir
+from megarecipe import ensembledir, errors, rundir
 from megarecipe.rundir import RunDir
-from megarecipe import errors
 
 MODEL_TYPE = "megarecipe"
 
@@ -46,17 +45,18 @@ def member_exports(path: str) -> list[str]:
             with open(ensembledir.listing(path)) as f:
                 members = json.load(f).get("members") or []
         except (OSError, ValueError, AttributeError) as e:
-            raise ModelSourceError(f"{path}/ensemble.json is unreadable ({e}); re-run `tools/ensemble.py eval "
-                                   f"{path}`") from None
+            raise ModelSourceError(
+                f"{path}/ensemble.json is unreadable ({e}); re-run `tools/ensemble.py eval {path}`"
+            ) from None
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members) or not members:
-            raise ModelSourceError(f"{path}/ensemble.json lists no members; write the member run dirs under "
-                                   f'"members"')
+            raise ModelSourceError(f'{path}/ensemble.json lists no members; write the member run dirs under "members"')
         exports = []
         for run in members:
             run = run if os.path.isabs(run) else os.path.join(path, run)
             if not os.path.isfile(os.path.join(RunDir(run).export, rundir.MODEL_JSON)):
-                raise ModelSourceError(f"ensemble member {run} has no export (export/model.json); finish or "
-                                       f"re-export that run")
+                raise ModelSourceError(
+                    f"ensemble member {run} has no export (export/model.json); finish or re-export that run"
+                )
             exports.append(RunDir(run).export)
         return exports
     if os.path.isfile(os.path.join(path, rundir.MODEL_JSON)):
@@ -65,8 +65,9 @@ def member_exports(path: str) -> list[str]:
         return [RunDir(path).export]
     if not os.path.isdir(path):
         raise ModelSourceError(f"{path}: no such directory; give a run dir, an export dir or an ensemble dir")
-    raise ModelSourceError(f"{path}: no export (export/model.json) and no ensemble.json; a finished training run "
-                           f"writes RUN/export")
+    raise ModelSourceError(
+        f"{path}: no export (export/model.json) and no ensemble.json; a finished training run writes RUN/export"
+    )
 
 
 def check_members(exports: list[str]) -> dict:
@@ -81,16 +82,20 @@ def check_members(exports: list[str]) -> dict:
         except ValueError as e:
             raise ModelSourceError(str(e)) from None
         if find_tokenizer(export) is None:
-            raise ModelSourceError(f"{export}: tokenizer.model (or .json) is missing; re-export the run from its "
-                                   f"data dir")
-        facts.append({"tokenizer_sha256": info.get("tokenizer_sha256"), "vocab_size": info["vocab_size"],
-                      "seq_len": seq_len})
+            raise ModelSourceError(
+                f"{export}: tokenizer.model (or .json) is missing; re-export the run from its data dir"
+            )
+        facts.append(
+            {"tokenizer_sha256": info.get("tokenizer_sha256"), "vocab_size": info["vocab_size"], "seq_len": seq_len}
+        )
     for export, fact in zip(exports[1:], facts[1:], strict=True):
         for key, what in (("tokenizer_sha256", "tokenizer"), ("vocab_size", "vocab size"), ("seq_len", "seq_len")):
             if fact[key] != facts[0][key]:
-                raise ModelSourceError(f"ensemble member {export} has another {what} than {exports[0]} "
-                                       f"({fact[key]} vs {facts[0][key]}); ensemble runs trained with the same "
-                                       f"tokenizer and shape")
+                raise ModelSourceError(
+                    f"ensemble member {export} has another {what} than {exports[0]} "
+                    f"({fact[key]} vs {facts[0][key]}); ensemble runs trained with the same "
+                    f"tokenizer and shape"
+                )
     return facts[0]
 
 
@@ -100,9 +105,16 @@ def default_device() -> str:
 
 @register_model(MODEL_TYPE)
 class MegarecipeLM(TemplateLM):
-    def __init__(self, pretrained: str, batch_size: int | str = 16, device: str | None = None,
-                 dtype: str | None = None, max_resident: int | str = 4, logits_budget_mb: int | str = 1024,
-                 **_ignored):
+    def __init__(
+        self,
+        pretrained: str,
+        batch_size: int | str = 16,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_resident: int | str = 4,
+        logits_budget_mb: int | str = 1024,
+        **_ignored,
+    ):
         super().__init__()
         from megarecipe.data.tokenizer import load_tokenizer
 
@@ -110,10 +122,11 @@ class MegarecipeLM(TemplateLM):
         facts = check_members(self.exports)
         self.sp = load_tokenizer(self.exports[0])
         self.vocab_size, self.seq_len = facts["vocab_size"], facts["seq_len"]
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16   # "auto" -> a fixed size
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16  # "auto" -> a fixed size
         self._device = torch.device(device or default_device())
-        self.dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self._device.type == "cuda"
-                                                           else torch.float32)
+        self.dtype = (
+            getattr(torch, dtype) if dtype else (torch.bfloat16 if self._device.type == "cuda" else torch.float32)
+        )
         self.max_resident = max(1, int(max_resident))
         self.logits_budget = int(logits_budget_mb) << 20
         self._resident = self._load(self.exports) if len(self.exports) <= self.max_resident else None
@@ -123,7 +136,7 @@ class MegarecipeLM(TemplateLM):
 
         try:
             return [load_export(e)[0].to(self._device, self.dtype) for e in exports]
-        except ValueError as e:   # damaged weights: one line, not lm-eval's traceback
+        except ValueError as e:  # damaged weights: one line, not lm-eval's traceback
             raise ModelSourceError(str(e)) from None
 
     def _member_groups(self):
@@ -131,7 +144,7 @@ class MegarecipeLM(TemplateLM):
             yield self._resident
             return
         for i in range(0, len(self.exports), self.max_resident):
-            models = self._load(self.exports[i:i + self.max_resident])
+            models = self._load(self.exports[i : i + self.max_resident])
             yield models
             del models
 
@@ -142,7 +155,7 @@ class MegarecipeLM(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
-        return self.sp.bos_id if self.sp.bos_id >= 0 else self.sp.eos_id   # as the hf model picks it
+        return self.sp.bos_id if self.sp.bos_id >= 0 else self.sp.eos_id  # as the hf model picks it
 
     @property
     def max_length(self) -> int:
@@ -163,7 +176,7 @@ class MegarecipeLM(TemplateLM):
         """Right-padded inputs [b, s], and for each row the positions whose logits predict its continuation."""
         inputs, positions = [], []
         for context, continuation in pairs:
-            whole = (context + continuation)[-(self.max_length + 1):]
+            whole = (context + continuation)[-(self.max_length + 1) :]
             inputs.append(whole[:-1])
             start = len(whole) - 1 - len(continuation)
             positions.append(list(range(start, len(whole) - 1)))
@@ -171,8 +184,8 @@ class MegarecipeLM(TemplateLM):
         tokens = torch.zeros(len(inputs), width, dtype=torch.long)
         index = torch.zeros(len(inputs), cont, dtype=torch.long)
         for i, (row, pos) in enumerate(zip(inputs, positions, strict=True)):
-            tokens[i, :len(row)] = torch.tensor(row)
-            index[i, :len(pos)] = torch.tensor(pos)
+            tokens[i, : len(row)] = torch.tensor(row)
+            index[i, : len(pos)] = torch.tensor(pos)
         return tokens.to(self._device), index.to(self._device)
 
     @torch.no_grad()
@@ -217,11 +230,13 @@ class MegarecipeLM(TemplateLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **_kwargs) -> list[tuple[float, bool]]:
         pairs = [(context, continuation) for _, context, continuation in requests]
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         cont_lens = [len(c) for _, c in pairs]
         if max(cont_lens, default=0) > self.max_length:
-            raise ValueError(f"a continuation of {max(cont_lens)} tokens is longer than the model's "
-                             f"{self.max_length}; shorten the task's answers")
+            raise ValueError(
+                f"a continuation of {max(cont_lens)} tokens is longer than the model's "
+                f"{self.max_length}; shorten the task's answers"
+            )
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         bar = tqdm(total=len(pairs), disable=disable_tqdm or not _terminal(), desc="megarecipe loglikelihood")
         for chunk in self._chunks(batches, cont_lens):
@@ -234,25 +249,32 @@ class MegarecipeLM(TemplateLM):
             for batch, total in zip(chunk, sums, strict=True):
                 logprobs = F.log_softmax(total / len(self.exports), dim=-1)
                 for row, i in enumerate(batch):
-                    target = torch.tensor(pairs[i][1][-cont_lens[i]:], device=logprobs.device)
-                    lp = logprobs[row, :cont_lens[i]]
-                    results[i] = (float(lp.gather(-1, target[:, None]).sum()),
-                                  bool((lp.argmax(-1) == target).all()))
+                    target = torch.tensor(pairs[i][1][-cont_lens[i] :], device=logprobs.device)
+                    lp = logprobs[row, : cont_lens[i]]
+                    results[i] = (float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
                 bar.update(len(batch))
         bar.close()
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         out = []
-        for (text,) in tqdm([r.args for r in requests], disable=disable_tqdm or not _terminal(),
-                            desc="megarecipe rolling"):
-            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                token_list=self.tok_encode(text), prefix_token=self.prefix_token_id, max_seq_len=self.max_length,
-                context_len=1)]
+        for (text,) in tqdm(
+            [r.args for r in requests], disable=disable_tqdm or not _terminal(), desc="megarecipe rolling"
+        ):
+            windows = [
+                make_disjoint_window(w)
+                for w in get_rolling_token_windows(
+                    token_list=self.tok_encode(text),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                )
+            ]
             scores = self._loglikelihood_tokens([(None, ctx, cont) for ctx, cont in windows], disable_tqdm=True)
             out.append(sum(lp for lp, _ in scores))
         return out
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError(f"the {MODEL_TYPE} model type scores log-likelihoods only; choose "
-                                  f"multiple-choice or perplexity tasks")
+        raise NotImplementedError(
+            f"the {MODEL_TYPE} model type scores log-likelihoods only; choose multiple-choice or perplexity tasks"
+        )

@@ -3,6 +3,7 @@
 Reading a member reads only its export's config.yaml and model.json, so every mismatch is reported before
 any weights are loaded or any process is started.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from megarecipe import rundir
+from megarecipe import errors, rundir
 from megarecipe.config import Config
 from megarecipe.rundir import RunDir
-from megarecipe import errors
 
 
 class EnsembleError(errors.UserError):
@@ -23,8 +23,8 @@ class EnsembleError(errors.UserError):
 @dataclass
 class Member:
     run_dir: str
-    cfg: Config      # the run's config as exported
-    info: dict       # model.json: vocab size, parameter counts, tokenizer hash
+    cfg: Config  # the run's config as exported
+    info: dict  # model.json: vocab size, parameter counts, tokenizer hash
 
     @property
     def name(self) -> str:
@@ -39,12 +39,15 @@ def read_member(run_dir: str) -> Member:
     run = RunDir(run_dir)
     if not os.path.isdir(run.path):
         raise EnsembleError(f"{run_dir}: no such run directory; pass the run directories of finished members")
-    missing = [n for n in (rundir.WEIGHTS, rundir.CONFIG, rundir.MODEL_JSON)
-               if not os.path.isfile(os.path.join(run.export, n))]
+    missing = [
+        n for n in (rundir.WEIGHTS, rundir.CONFIG, rundir.MODEL_JSON) if not os.path.isfile(os.path.join(run.export, n))
+    ]
     if missing:
         state = (run.info() or {}).get("status", rundir.NOT_STARTED)
-        raise EnsembleError(f"member {run_dir}: no export ({run.export}/{missing[0]} is missing; run.json says "
-                            f"{state}); finish its training (`ensemble.py train` resumes it) or leave it out")
+        raise EnsembleError(
+            f"member {run_dir}: no export ({run.export}/{missing[0]} is missing; run.json says "
+            f"{state}); finish its training (`ensemble.py train` resumes it) or leave it out"
+        )
     from megarecipe.model.export import read_config, read_info
 
     try:
@@ -60,18 +63,37 @@ def check_compatible(members: list[Member]) -> None:
     first = members[0]
     for m in members[1:]:
         for what, a, b, fix in (
-                ("data.dir", os.path.realpath(first.cfg.data.dir), os.path.realpath(m.cfg.data.dir),
-                 "members must be trained on the same data dir"),
-                ("tokenizer", first.info.get("tokenizer_sha256"), m.info.get("tokenizer_sha256"),
-                 "members must share the data dir's tokenizer"),
-                ("vocab size", first.info["vocab_size"], m.info["vocab_size"], "members must share the vocabulary"),
-                ("model.seq_len", first.cfg.model.seq_len, m.cfg.model.seq_len,
-                 "members must be trained with the same sequence length"),
-                ("data.val_tokens", first.cfg.data.val_tokens, m.cfg.data.val_tokens,
-                 "members must be scored on the same held-out tokens")):
+            (
+                "data.dir",
+                os.path.realpath(first.cfg.data.dir),
+                os.path.realpath(m.cfg.data.dir),
+                "members must be trained on the same data dir",
+            ),
+            (
+                "tokenizer",
+                first.info.get("tokenizer_sha256"),
+                m.info.get("tokenizer_sha256"),
+                "members must share the data dir's tokenizer",
+            ),
+            ("vocab size", first.info["vocab_size"], m.info["vocab_size"], "members must share the vocabulary"),
+            (
+                "model.seq_len",
+                first.cfg.model.seq_len,
+                m.cfg.model.seq_len,
+                "members must be trained with the same sequence length",
+            ),
+            (
+                "data.val_tokens",
+                first.cfg.data.val_tokens,
+                m.cfg.data.val_tokens,
+                "members must be scored on the same held-out tokens",
+            ),
+        ):
             if a != b:
-                raise EnsembleError(f"member {m.run_dir}: its {what} is {b}, but {first.run_dir} has {a}; {fix} "
-                                    f"(leave {m.name} out or retrain it)")
+                raise EnsembleError(
+                    f"member {m.run_dir}: its {what} is {b}, but {first.run_dir} has {a}; {fix} "
+                    f"(leave {m.name} out or retrain it)"
+                )
 
 
 def check_heldout(members: list[Member]) -> None:
@@ -84,13 +106,15 @@ def check_heldout(members: list[Member]) -> None:
     try:
         now = load_meta(data_dir).content_sha256()
     except DataError:
-        return   # no data there: the scorer says so, naming the file
+        return  # no data there: the scorer says so, naming the file
     for m in members:
         was = ((RunDir(m.run_dir).info() or {}).get("heldout") or {}).get("data_sha256")
         if was and was != now:
-            raise EnsembleError(f"member {m.run_dir}: trained on data contents {was[:12]}, but data.dir={data_dir} "
-                                f"now holds {now[:12]} (prepared again since?); score it on the data it was trained "
-                                f"on (prepare that text again there) or retrain it")
+            raise EnsembleError(
+                f"member {m.run_dir}: trained on data contents {was[:12]}, but data.dir={data_dir} "
+                f"now holds {now[:12]} (prepared again since?); score it on the data it was trained "
+                f"on (prepare that text again there) or retrain it"
+            )
 
 
 def read_members(run_dirs: list[str]) -> list[Member]:

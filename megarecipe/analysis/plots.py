@@ -4,6 +4,7 @@ asymptote, one colour per recipe, `E = ...` in the legend; the reducible loss L 
 Parameters and tokens are in billions in the fits; their axes are labelled in the unit that fits the values
 (K, M or B), with ticks at the points and one step beyond them either way, where the curve is extrapolated.
 """
+
 from __future__ import annotations
 
 import matplotlib
@@ -14,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
-PAD = 2.0   # the curves run this factor beyond the points either way
+PAD = 2.0  # the curves run this factor beyond the points either way
 
 
 def _grid(x, pad=PAD, n=200):
@@ -70,8 +71,9 @@ def draw(ax, fit, color, label, marker="o"):
         ax.plot(p.x, p.loss, marker, color=color, ms=4, alpha=0.25, ls="none")
 
 
-def plot_curves(fits: dict, path: str, xlabel: str, title: str = "", ylabel: str = "validation loss",
-                unit: str | None = None) -> str:
+def plot_curves(
+    fits: dict, path: str, xlabel: str, title: str = "", ylabel: str = "validation loss", unit: str | None = None
+) -> str:
     """fits: label -> PowerLaw. unit: "params" or "tokens" for x in billions of them (ticks in K/M/B). One PNG."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     xs = np.concatenate([f.x for f in fits.values()])
@@ -79,7 +81,7 @@ def plot_curves(fits: dict, path: str, xlabel: str, title: str = "", ylabel: str
         draw(ax, fit, COLORS[i % len(COLORS)], label)
     billions = unit is not None or _unit_of(xlabel) is not None
     _log_x(ax, xs, billions=billions)
-    ax.set_xlabel(xlabel.replace(" (billions)", "") if billions else xlabel)   # the ticks carry the unit
+    ax.set_xlabel(xlabel.replace(" (billions)", "") if billions else xlabel)  # the ticks carry the unit
     ax.set_ylabel(ylabel)
     ax.set_title(title or f"{ylabel} vs {xlabel}")
     ax.legend(fontsize=8)
@@ -111,7 +113,7 @@ def plot_reducible(fits: dict, path: str) -> str:
     for ax, (i, (label, fit)) in zip(axes[0], enumerate(fits.items()), strict=True):
         color = COLORS[i % len(COLORS)]
         xs = _grid(fit.x)
-        ax.plot(xs, fit.A / xs ** fit.alpha, "-", color=color, lw=1.6, label=f"A / x^{fit.alpha:.3g}")
+        ax.plot(xs, fit.A / xs**fit.alpha, "-", color=color, lw=1.6, label=f"A / x^{fit.alpha:.3g}")
         gap = fit.y - fit.E
         keep = gap > 0
         ax.plot(fit.x[keep], gap[keep], "o", color=color, ls="none", label="points, L - E")
@@ -159,8 +161,13 @@ def plot_efficiency(eff, path: str, recipe_label: str = "recipe") -> str:
     eff_text = f"{eff.value:.2f}x" if np.isfinite(eff.value) else "unbounded"
     if eff.ci:
         eff_text += f" [{eff.ci[0]:.2f}, {eff.ci[1]:.2f}]"
-    ax.axhline(eff.recipe_loss, color=COLORS[1], ls=":", lw=1.4,
-               label=f"{recipe_label}: L = {eff.recipe_loss:.3f} ({eff_text} data)")
+    ax.axhline(
+        eff.recipe_loss,
+        color=COLORS[1],
+        ls=":",
+        lw=1.4,
+        label=f"{recipe_label}: L = {eff.recipe_loss:.3f} ({eff_text} data)",
+    )
     ax.axvline(eff.reference, color="gray", ls=":", lw=1.0, label=f"reference budget {count_text(eff.reference * 1e9)}")
     if np.isfinite(need):
         ax.plot([need], [eff.recipe_loss], "D", color=COLORS[1], ms=6)

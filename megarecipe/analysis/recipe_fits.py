@@ -11,6 +11,7 @@
   every fit and minimum is recomputed; P is the share of resamples in which the ordering holds. "held" needs
   P >= 0.95; a point estimate that holds with a lower P "held in the point estimate".
 """
+
 from __future__ import annotations
 
 import json
@@ -106,8 +107,13 @@ class Fits:
         ens_dirs = [d for v in self.by_budget.values() for d in (v.get("ensembles") or {}).values()]
         sigma, dof = seed_sigma(ens_dirs)
         self.noise = Noise(sigma, self.B)
-        self.fits = RecipeFits(budget_tokens=recipe.budget, budgets=sorted(self.by_budget), bootstrap=self.B,
-                               seed_sigma=sigma, seed_sigma_dof=dof)
+        self.fits = RecipeFits(
+            budget_tokens=recipe.budget,
+            budgets=sorted(self.by_budget),
+            bootstrap=self.B,
+            seed_sigma=sigma,
+            seed_sigma_dof=dof,
+        )
         self.objs, self.samples = {"by_budget": {}}, {}
 
     def rel(self, d: str) -> str:
@@ -118,9 +124,17 @@ class Fits:
         edges = self.plan.edges.get(section) or {}
         untuned = self.plan.untuned.get(section) or {}
         key = (lambda s: s) if budget == self.r.budget else (lambda s: f"{s}_D{budget}")
-        return {s: {"run": self.rel(d), "params": facts(d)["params"], "val_loss": run_loss(d),
-                    **{k: facts(d).get(k) for k in ("lr", "weight_decay", "epochs")},
-                    "edge": edges.get(key(s), []), "tuned": not untuned.get(key(s))} for s, d in runs.items()}
+        return {
+            s: {
+                "run": self.rel(d),
+                "params": facts(d)["params"],
+                "val_loss": run_loss(d),
+                **{k: facts(d).get(k) for k in ("lr", "weight_decay", "epochs")},
+                "edge": edges.get(key(s), []),
+                "tuned": not untuned.get(key(s)),
+            }
+            for s, d in runs.items()
+        }
 
     def _best_standard(self, runs: dict):
         losses = {s: run_loss(d) for s, d in runs.items()}
@@ -128,12 +142,18 @@ class Fits:
         boot = None
         if self.noise.on:
             boot = np.min(np.stack([losses[s] + self.noise.run(d) for s, d in runs.items()]), axis=0)
-        return {"size": best, "run": self.rel(runs[best]), "val_loss": losses[best],
-                "seed_sd": self.fits.seed_sigma if self.noise.on else None}, boot
+        return {
+            "size": best,
+            "run": self.rel(runs[best]),
+            "val_loss": losses[best],
+            "seed_sd": self.fits.seed_sigma if self.noise.on else None,
+        }, boot
 
     def _over_n(self, runs: dict, seed: int):
-        pts = [Point(params_b(d), run_loss(d), self.rel(d), self.noise.of(run_loss(d), self.noise.run(d)))
-               for d in runs.values()]
+        pts = [
+            Point(params_b(d), run_loss(d), self.rel(d), self.noise.of(run_loss(d), self.noise.run(d)))
+            for d in runs.values()
+        ]
         return fit(pts, self.B, seed)
 
     def _ensembles(self, ens: dict, seed: int):
@@ -141,19 +161,26 @@ class Fits:
         table, per = {}, {}
         for i, (size, d) in enumerate(ens.items()):
             e = _json(ensembledir.listing(d))
-            table[size] = {"params": facts(e["members"][0])["params"], "val_loss_by_k": e["val_loss_by_k"],
-                           "dir": self.rel(d), "members": [self.rel(m) for m in e["members"]]}
+            table[size] = {
+                "params": facts(e["members"][0])["params"],
+                "val_loss_by_k": e["val_loss_by_k"],
+                "dir": self.rel(d),
+                "members": [self.rel(m) for m in e["members"]],
+            }
             ks = range(1, len(e["val_loss_by_k"]) + 1)
-            pts = [Point(k, v, f"{self.rel(d)} K={k}", self.noise.of(v, self.noise.ensemble(e["members"], k)))
-                   for k, v in zip(ks, e["val_loss_by_k"], strict=True)]
+            pts = [
+                Point(k, v, f"{self.rel(d)} K={k}", self.noise.of(v, self.noise.ensemble(e["members"], k)))
+                for k, v in zip(ks, e["val_loss_by_k"], strict=True)
+            ]
             per[size], err = fit(pts, self.B, seed + i)
             if per[size] is None:
                 table[size]["error"] = err
-        good = {s: f for s, f in per.items() if f is not None}   # a size whose L(K) failed is left out of E
+        good = {s: f for s, f in per.items() if f is not None}  # a size whose L(K) failed is left out of E
         joint, error = None, None
         try:
-            joint = joint_asymptote({table[s]["params"] / 1e9: f for s, f in good.items()}, n_boot=self.B,
-                                    seed=seed + 50)
+            joint = joint_asymptote(
+                {table[s]["params"] / 1e9: f for s, f in good.items()}, n_boot=self.B, seed=seed + 50
+            )
         except FitError as e:
             error = str(e)
         return table, per, joint, error
@@ -173,8 +200,10 @@ class Fits:
         if ens:
             table, per, joint, err = self._ensembles(ens, seed=100 * i + 10)
             best = min((s for s in per if per[s] is not None), key=lambda s: per[s].E, default=None)
-            out["ensembles"] = {"by_size": table, "per_size": {s: fit_dict(f, table[s].get("error"))
-                                                               for s, f in per.items()}}
+            out["ensembles"] = {
+                "by_size": table,
+                "per_size": {s: fit_dict(f, table[s].get("error")) for s, f in per.items()},
+            }
             if best is not None:
                 out["ensembles"]["best_size_asymptote"] = {"size": best, **per[best].to_dict()}
                 objs["ensemble_best"] = per[best]
@@ -193,25 +222,42 @@ class Fits:
     # ---- across budgets
     def data_law(self) -> None:
         budgets = [b for b in sorted(self.by_budget) if "best_standard" in self.fits.at(b)]
-        pts = [Point(b / 1e9, self.fits.at(b)["best_standard"]["val_loss"], self.fits.at(b)["best_standard"]["run"],
-                     self.samples.get(("best_standard", b))) for b in budgets]
+        pts = [
+            Point(
+                b / 1e9,
+                self.fits.at(b)["best_standard"]["val_loss"],
+                self.fits.at(b)["best_standard"]["run"],
+                self.samples.get(("best_standard", b)),
+            )
+            for b in budgets
+        ]
         law, err = fit(pts, self.B, seed=4)
         self.objs["data_law"] = law
-        self.fits.data_law = {"sizes": {str(b): self.fits.at(b)["best_standard"]["size"]
-                                           for b in budgets}, **fit_dict(law, err)}
+        self.fits.data_law = {
+            "sizes": {str(b): self.fits.at(b)["best_standard"]["size"] for b in budgets},
+            **fit_dict(law, err),
+        }
         if law is None:
             return
         for b in budgets:
             row = self.fits.at(b)
             ref_loss = row["best_standard"]["val_loss"]
             effs = {}
-            for name, f in (("regularized", self.objs["by_budget"][b].get("regularized")),
-                            ("ensemble", self.objs["by_budget"][b].get("ensemble_best")),
-                            ("joint", getattr(self.objs["by_budget"][b].get("joint"), "over_n", None))):
+            for name, f in (
+                ("regularized", self.objs["by_budget"][b].get("regularized")),
+                ("ensemble", self.objs["by_budget"][b].get("ensemble_best")),
+                ("joint", getattr(self.objs["by_budget"][b].get("joint"), "over_n", None)),
+            ):
                 if f is None:
                     continue
-                eff = data_efficiency(law, f.E, b / 1e9, recipe_boot=self.samples.get((name, b)),
-                                      reference_loss=ref_loss, reference_boot=self.samples.get(("best_standard", b)))
+                eff = data_efficiency(
+                    law,
+                    f.E,
+                    b / 1e9,
+                    recipe_boot=self.samples.get((name, b)),
+                    reference_loss=ref_loss,
+                    reference_boot=self.samples.get(("best_standard", b)),
+                )
                 self.objs.setdefault("efficiency", {})[(name, b)] = eff
                 effs[name] = {k: v for k, v in eff.to_dict().items() if k != "baseline"}
             row["efficiency"] = effs
@@ -220,10 +266,12 @@ class Fits:
         """The recipes' asymptotes over D (the paper's Figs 7-8), where >= 3 budgets have them."""
         out = {}
         for name in ("regularized", "joint"):
-            budgets = [b for b in sorted(self.by_budget) if (name, b) in self.samples
-                       or self._e(name, b) is not None]
-            pts = [Point(b / 1e9, self._e(name, b), f"{name} E at D = {b}", self.samples.get((name, b)))
-                   for b in budgets if self._e(name, b) is not None]
+            budgets = [b for b in sorted(self.by_budget) if (name, b) in self.samples or self._e(name, b) is not None]
+            pts = [
+                Point(b / 1e9, self._e(name, b), f"{name} E at D = {b}", self.samples.get((name, b)))
+                for b in budgets
+                if self._e(name, b) is not None
+            ]
             if len(pts) < 3:
                 continue
             f, err = fit(pts, self.B, seed=60 if name == "regularized" else 61)
@@ -247,34 +295,77 @@ class Fits:
             ok = np.isfinite(a) & np.isfinite(b)
             p = float(np.mean(a[ok] < b[ok])) if ok.any() else None
         point = lo_value < hi_value
-        verdict = "did not hold" if not point else "held" if p is not None and p >= HELD_P else \
-            "held in the point estimate"
-        return {"claim": claim, "lhs": lo_value, "rhs": hi_value, "p": p, "verdict": verdict,
-                "resamples": None if a is None or b is None else int(np.sum(np.isfinite(a) & np.isfinite(b)))}
+        verdict = (
+            "did not hold" if not point else "held" if p is not None and p >= HELD_P else "held in the point estimate"
+        )
+        return {
+            "claim": claim,
+            "lhs": lo_value,
+            "rhs": hi_value,
+            "p": p,
+            "verdict": verdict,
+            "resamples": None if a is None or b is None else int(np.sum(np.isfinite(a) & np.isfinite(b))),
+        }
 
     def orderings(self) -> None:
         b = self.r.budget
         row = self.fits.at(b)
         ens = row.get("ensembles") or {}
-        E = {k: (f.get("E") if isinstance(f, dict) else None) for k, f in
-             (("regularized", row.get("regularized")), ("ensemble", ens.get("best_size_asymptote")),
-              ("joint", ens.get("joint")))}
+        E = {
+            k: (f.get("E") if isinstance(f, dict) else None)
+            for k, f in (
+                ("regularized", row.get("regularized")),
+                ("ensemble", ens.get("best_size_asymptote")),
+                ("joint", ens.get("joint")),
+            )
+        }
         best = (row.get("best_standard") or {}).get("val_loss")
-        out = [self.ordering("regularized asymptote < best standard run", ("regularized", b), ("best_standard", b),
-                             E["regularized"], best),
-               self.ordering("ensemble asymptote (best size, K -> inf) < regularized asymptote", ("ensemble", b),
-                             ("regularized", b), E["ensemble"], E["regularized"]),
-               self.ordering("joint asymptote (K -> inf, then N -> inf) < ensemble asymptote (best size)",
-                             ("joint", b), ("ensemble", b), E["joint"], E["ensemble"])]
+        out = [
+            self.ordering(
+                "regularized asymptote < best standard run",
+                ("regularized", b),
+                ("best_standard", b),
+                E["regularized"],
+                best,
+            ),
+            self.ordering(
+                "ensemble asymptote (best size, K -> inf) < regularized asymptote",
+                ("ensemble", b),
+                ("regularized", b),
+                E["ensemble"],
+                E["regularized"],
+            ),
+            self.ordering(
+                "joint asymptote (K -> inf, then N -> inf) < ensemble asymptote (best size)",
+                ("joint", b),
+                ("ensemble", b),
+                E["joint"],
+                E["ensemble"],
+            ),
+        ]
         d = self.fits.distill
         paper = d.get("paper_experiment")
         if paper:
-            out.append(self.ordering("distilled student < the same size alone", ("student",), ("single",),
-                                     paper["student_loss"], d["single_loss"]))
+            out.append(
+                self.ordering(
+                    "distilled student < the same size alone",
+                    ("student",),
+                    ("single",),
+                    paper["student_loss"],
+                    d["single_loss"],
+                )
+            )
         for r in d.get("sequence", []):
             if r["self"]:
-                out.append(self.ordering(f"self-distilled student (w {r['weight']:g}) < its own teacher",
-                                         ("seq", r["student"]), ("single",), r["student_loss"], d["single_loss"]))
+                out.append(
+                    self.ordering(
+                        f"self-distilled student (w {r['weight']:g}) < its own teacher",
+                        ("seq", r["student"]),
+                        ("single",),
+                        r["student_loss"],
+                        d["single_loss"],
+                    )
+                )
         self.fits.orderings = out
 
     # ---- distillation
@@ -291,29 +382,51 @@ class Fits:
             s = final_loss(r["student"])
             t_loss = final_loss(r["teacher_dir"])
             gap = single - t_loss
-            rows.append({"teacher": r["teacher"], "teacher_size": r["teacher_size"], "members": r["members"],
-                         "self": r["self"], "weight": r["weight"], "student": self.rel(r["student"]),
-                         "student_loss": s, "teacher_loss": t_loss,
-                         "retained": (single - s) / gap if gap > 0 and not r["self"] else None,
-                         "beats_single": s < single})
+            rows.append(
+                {
+                    "teacher": r["teacher"],
+                    "teacher_size": r["teacher_size"],
+                    "members": r["members"],
+                    "self": r["self"],
+                    "weight": r["weight"],
+                    "student": self.rel(r["student"]),
+                    "student_loss": s,
+                    "teacher_loss": t_loss,
+                    "retained": (single - s) / gap if gap > 0 and not r["self"] else None,
+                    "beats_single": s < single,
+                }
+            )
             self.samples[("seq", self.rel(r["student"]))] = self.noise.of(s, self.noise.run(r["student"]))
-        out = {"size": dist["size"], "single": self.rel(dist["single"]), "single_loss": single, "sequence": rows,
-               "hyper": dist.get("hyper"), "synthetic_tokens": dist.get("synthetic_tokens"),
-               "temperature": dist.get("temperature")}
+        out = {
+            "size": dist["size"],
+            "single": self.rel(dist["single"]),
+            "single_loss": single,
+            "sequence": rows,
+            "hyper": dist.get("hyper"),
+            "synthetic_tokens": dist.get("synthetic_tokens"),
+            "temperature": dist.get("temperature"),
+        }
         ens = [r for r in rows if r["members"] > 1]
-        if ens:   # the paper's 83%: the ensemble teacher at its largest synthetic share
+        if ens:  # the paper's 83%: the ensemble teacher at its largest synthetic share
             top = max(ens, key=lambda r: (r["members"], r["weight"]))
-            out["paper_experiment"] = {k: top[k] for k in ("teacher", "weight", "student", "student_loss",
-                                                           "teacher_loss", "retained")}
+            out["paper_experiment"] = {
+                k: top[k] for k in ("teacher", "weight", "student", "student_loss", "teacher_loss", "retained")
+            }
             self.samples[("student",)] = self.samples[("seq", top["student"])]
         kd = dist.get("logit_kd")
         if kd:
             taught = (_json(RunDir(kd["student"]).run_json).get("distill") or {}).get("members")
             s, t_loss = final_loss(kd["student"]), final_loss(kd["teacher_dir"], taught)
             gap = single - t_loss
-            out["logit_kd"] = {"teacher": kd["teacher"], "student": self.rel(kd["student"]), "student_loss": s,
-                               "teacher_loss": t_loss, "alpha": kd.get("alpha"),
-                               "retained": (single - s) / gap if gap > 0 else None, "beats_single": s < single}
+            out["logit_kd"] = {
+                "teacher": kd["teacher"],
+                "student": self.rel(kd["student"]),
+                "student_loss": s,
+                "teacher_loss": t_loss,
+                "alpha": kd.get("alpha"),
+                "retained": (single - s) / gap if gap > 0 else None,
+                "beats_single": s < single,
+            }
         self.fits.distill = out
 
     def compute(self) -> tuple[RecipeFits, dict]:
@@ -326,14 +439,26 @@ class Fits:
         self.data_scaling()
         self.distill()
         self.orderings()
-        self.fits.member_box = {k: {"chosen": v["chosen"], "points": [
-            {**{n: p[n] for n in ("lr", "weight_decay", "epochs", "k_asymptote", "val_loss_by_k")},
-             "dir": self.rel(p["dir"])} for p in v["points"]]} for k, v in self.plan.member_box.items()}
+        self.fits.member_box = {
+            k: {
+                "chosen": v["chosen"],
+                "points": [
+                    {
+                        **{n: p[n] for n in ("lr", "weight_decay", "epochs", "k_asymptote", "val_loss_by_k")},
+                        "dir": self.rel(p["dir"]),
+                    }
+                    for p in v["points"]
+                ],
+            }
+            for k, v in self.plan.member_box.items()
+        }
         self.fits.ensemble_hyper = dict(self.plan.ensemble_hyper)
         if self.plan.downstream:
             from megarecipe.analysis.downstream import read_results
-            self.fits.downstream = {label: {"dir": self.rel(p), "tasks": read_results(p)}
-                                    for label, p in self.plan.downstream.items()}
+
+            self.fits.downstream = {
+                label: {"dir": self.rel(p), "tasks": read_results(p)} for label, p in self.plan.downstream.items()
+            }
         return self.fits, self.objs
 
 

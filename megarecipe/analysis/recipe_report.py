@@ -4,6 +4,7 @@ Every number in REPORT.md is read from fits.json (the dict written first and rea
 disagree. N is in billions of parameters and D in billions of tokens in the fits; the text names sizes in K, M or
 B parameters.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,26 +70,43 @@ def plots(out: str, objs: dict, fits: RecipeFits) -> list[str]:
     if ref.get("regularized") is not None:
         std = fits.at(fits.budget_tokens).get("standard_runs") or {}
         best = fits.at(fits.budget_tokens).get("best_standard")
-        made.append(P.plot_params({"regularized": ref["regularized"]},
-                                  [(v["params"] / 1e9, v["val_loss"]) for v in std.values()],
-                                  best and best["val_loss"], os.path.join(out, "loss_vs_params.png"),
-                                  f"loss vs parameters at D = {_tokens(fits.budget_tokens)} tokens"))
+        made.append(
+            P.plot_params(
+                {"regularized": ref["regularized"]},
+                [(v["params"] / 1e9, v["val_loss"]) for v in std.values()],
+                best and best["val_loss"],
+                os.path.join(out, "loss_vs_params.png"),
+                f"loss vs parameters at D = {_tokens(fits.budget_tokens)} tokens",
+            )
+        )
     if ref.get("joint") is not None:
         made.append(P.plot_joint(ref["joint"], os.path.join(out, "joint.png")))
-    for size, e in ((fits.at(fits.budget_tokens).get("ensembles") or {})
-                    .get("by_size") or {}).items():
+    for size, e in ((fits.at(fits.budget_tokens).get("ensembles") or {}).get("by_size") or {}).items():
         losses = e["val_loss_by_k"]
         path = os.path.join(out, f"loss_vs_members_{size}.png")
         made.append(P.plot_members(losses, [None] * len(losses), path, title=f"ensemble of {size}: loss vs K"))
     if objs.get("data_law") is not None:
-        made.append(P.plot_curves({"standard, best size per D": objs["data_law"]}, os.path.join(out, "data_law.png"),
-                                  "unique training tokens D", "standard recipe: best loss over sizes vs data",
-                                  unit="tokens"))
+        made.append(
+            P.plot_curves(
+                {"standard, best size per D": objs["data_law"]},
+                os.path.join(out, "data_law.png"),
+                "unique training tokens D",
+                "standard recipe: best loss over sizes vs data",
+                unit="tokens",
+            )
+        )
     scaled = {k: f for k, f in (objs.get("data_scaling") or {}).items() if f is not None}
     if scaled:
-        made.append(P.plot_curves({f"{k} asymptote": f for k, f in scaled.items()},
-                                  os.path.join(out, "asymptotes_vs_data.png"), "unique training tokens D",
-                                  "asymptotes vs data", unit="tokens", ylabel="asymptote E"))
+        made.append(
+            P.plot_curves(
+                {f"{k} asymptote": f for k, f in scaled.items()},
+                os.path.join(out, "asymptotes_vs_data.png"),
+                "unique training tokens D",
+                "asymptotes vs data",
+                unit="tokens",
+                ylabel="asymptote E",
+            )
+        )
     fitted = {"regularized (over N)": ref.get("regularized"), "data law (over D)": objs.get("data_law")}
     fitted = {k: f for k, f in fitted.items() if f is not None}
     if fitted:
@@ -104,45 +122,80 @@ def plots(out: str, objs: dict, fits: RecipeFits) -> list[str]:
 def _what_ran(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
     ref = fits.at(recipe.budget)
     std = ref.get("standard_runs") or {}
-    L = ["## What ran", "",
-         f"- Data: `{recipe.data.dir}` (vocab {recipe.data.vocab_size}); reference budget D = {recipe.budget:,} unique "
-         f"tokens, and D = " + ", ".join(f"{b:,}" for b in fits.budgets if b != recipe.budget)
-         + f" for data scaling; held-out loss on {recipe.data.eval_tokens:,} tokens.",
-         "- Sizes: " + ", ".join(f"{s} ({params_text(v['params'])} params)" for s, v in std.items()),
-         "- Hyperparameters per (size, budget): " + (
-             "found by the search in this call (`--search`, certificates under search/)." if plan.hyper else
-             "the certified values carried in the recipe file (`--search` redoes the search)."),
-         "", "| recipe | D | size | LR | WD | epochs | val/loss | flags |",
-         "|---|---:|---|---:|---:|---:|---:|---|"]
+    L = [
+        "## What ran",
+        "",
+        f"- Data: `{recipe.data.dir}` (vocab {recipe.data.vocab_size}); reference budget D = {recipe.budget:,} unique "
+        f"tokens, and D = "
+        + ", ".join(f"{b:,}" for b in fits.budgets if b != recipe.budget)
+        + f" for data scaling; held-out loss on {recipe.data.eval_tokens:,} tokens.",
+        "- Sizes: " + ", ".join(f"{s} ({params_text(v['params'])} params)" for s, v in std.items()),
+        "- Hyperparameters per (size, budget): "
+        + (
+            "found by the search in this call (`--search`, certificates under search/)."
+            if plan.hyper
+            else "the certified values carried in the recipe file (`--search` redoes the search)."
+        ),
+        "",
+        "| recipe | D | size | LR | WD | epochs | val/loss | flags |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
     for b in fits.budgets:
         row = fits.at(b)
         for section in ("standard", "regularized"):
             for size, v in (row.get(f"{section}_runs") or {}).items():
                 flags = [*(v.get("edge") or []), *([] if v.get("tuned", True) else ["not tuned at this D"])]
-                L.append(f"| {section} | {_tokens(b)} | {size} | {_num(v['lr'], 'g')} | {_num(v['weight_decay'], 'g')} "
-                         f"| {v['epochs']} | {_num(v['val_loss'])} | {', '.join(flags)} |")
-    edged = sorted({s for b in fits.budgets for sec in ("standard", "regularized")
-                    for s, v in (fits.at(b).get(f"{sec}_runs") or {}).items() if v.get("edge")})
-    untuned = sorted({f"{sec} {s} at {_tokens(b)}" for b in fits.budgets for sec in ("standard", "regularized")
-                      for s, v in (fits.at(b).get(f"{sec}_runs") or {}).items()
-                      if not v.get("tuned", True)})
+                L.append(
+                    f"| {section} | {_tokens(b)} | {size} | {_num(v['lr'], 'g')} | {_num(v['weight_decay'], 'g')} "
+                    f"| {v['epochs']} | {_num(v['val_loss'])} | {', '.join(flags)} |"
+                )
+    edged = sorted(
+        {
+            s
+            for b in fits.budgets
+            for sec in ("standard", "regularized")
+            for s, v in (fits.at(b).get(f"{sec}_runs") or {}).items()
+            if v.get("edge")
+        }
+    )
+    untuned = sorted(
+        {
+            f"{sec} {s} at {_tokens(b)}"
+            for b in fits.budgets
+            for sec in ("standard", "regularized")
+            for s, v in (fits.at(b).get(f"{sec}_runs") or {}).items()
+            if not v.get("tuned", True)
+        }
+    )
     if untuned:
-        L += ["", f"Not tuned at their budget ({', '.join(untuned)}): the recipe file carries no certified values "
-              "there, so the reference budget's are used; `--search` tunes every (size, budget) pair."]
+        L += [
+            "",
+            f"Not tuned at their budget ({', '.join(untuned)}): the recipe file carries no certified values "
+            "there, so the reference budget's are used; `--search` tunes every (size, budget) pair.",
+        ]
     if edged:
-        L += ["", f"Values on their grid's edge ({', '.join(edged)}): the search tried no value beyond it, so the "
-              "optimum may lie outside the grid; widen the grid there and search again to certify it."]
+        L += [
+            "",
+            f"Values on their grid's edge ({', '.join(edged)}): the search tried no value beyond it, so the "
+            "optimum may lie outside the grid; widen the grid there and search again to certify it.",
+        ]
     e = recipe.ensemble
     if e.sizes:
-        how = ("members 1..K differ only by seed; member 1 is the regularized run" if not e.member_shift else
-               "members use the paper's shift from the regularized settings: 2x epochs (at most 128), 0.5x weight "
-               "decay (at least 0.1), same LR" + ("; the best of the 5-point box around the shift (epochs and WD "
-                                                  "one grid step either way), ranked by its K-asymptote"
-                                                  if e.member_box else ""))
+        how = (
+            "members 1..K differ only by seed; member 1 is the regularized run"
+            if not e.member_shift
+            else "members use the paper's shift from the regularized settings: 2x epochs (at most 128), 0.5x weight "
+            "decay (at least 0.1), same LR"
+            + (
+                "; the best of the 5-point box around the shift (epochs and WD "
+                "one grid step either way), ranked by its K-asymptote"
+                if e.member_box
+                else ""
+            )
+        )
         L += ["", f"- Ensembles: K = 1..{e.members} at " + ", ".join(e.sizes) + f" ({how})."]
         for key, hp in (fits.ensemble_hyper or {}).items():
-            L.append(f"  - {key}: LR {_num(hp['lr'], 'g')}, WD {_num(hp['weight_decay'], 'g')}, "
-                     f"epochs {hp['epochs']}")
+            L.append(f"  - {key}: LR {_num(hp['lr'], 'g')}, WD {_num(hp['weight_decay'], 'g')}, epochs {hp['epochs']}")
     return L
 
 
@@ -153,20 +206,34 @@ def _stage_table(stages: dict) -> list[str]:
         t = stages[name]
         tot_w, tot_c = tot_w + t["wall_s"], tot_c + t["cpu_s"]
         L.append(f"| {name} | {t['wall_s']:.0f} | {t['cpu_s']:.0f} | {t['runs_started']} |")
-    return L + [f"| total | {tot_w:.0f} | {tot_c:.0f} | |", "",
-                "Times add up the calls that did each stage's work (a stage killed and resumed counts both parts); "
-                "a call that only read results back adds nothing. CPU s counts this process and every trainer it "
-                "started.", ""]
+    return L + [
+        f"| total | {tot_w:.0f} | {tot_c:.0f} | |",
+        "",
+        "Times add up the calls that did each stage's work (a stage killed and resumed counts both parts); "
+        "a call that only read results back adds nothing. CPU s counts this process and every trainer it "
+        "started.",
+        "",
+    ]
 
 
 def _fits(recipe, fits: RecipeFits) -> list[str]:
     noise = fits.seed_sigma_dof > 0
-    L = ["## The standard recipe: best run per budget", "",
-         "The standard recipe overfits as N grows, so no asymptote is fitted to it (as in the paper): it is compared "
-         "by its best run over sizes." + (f" Seed-to-seed spread: standard deviation {_num(fits.seed_sigma)} "
-                                          f"(pooled over the ensemble members, {fits.seed_sigma_dof} degrees of "
-                                          f"freedom)." if noise else " No seed spread was measured (no ensemble)."),
-         "", "| D | best size | best val/loss | every size |", "|---:|---|---:|---|"]
+    L = [
+        "## The standard recipe: best run per budget",
+        "",
+        "The standard recipe overfits as N grows, so no asymptote is fitted to it (as in the paper): it is compared "
+        "by its best run over sizes."
+        + (
+            f" Seed-to-seed spread: standard deviation {_num(fits.seed_sigma)} "
+            f"(pooled over the ensemble members, {fits.seed_sigma_dof} degrees of "
+            f"freedom)."
+            if noise
+            else " No seed spread was measured (no ensemble)."
+        ),
+        "",
+        "| D | best size | best val/loss | every size |",
+        "|---:|---|---:|---|",
+    ]
     for b in fits.budgets:
         row = fits.at(b)
         best = row.get("best_standard")
@@ -174,18 +241,30 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
             every = ", ".join(f"{s} {_num(v['val_loss'])}" for s, v in row["standard_runs"].items())
             spread = f" ± {_num(best['seed_sd'])}" if best.get("seed_sd") else ""
             L.append(f"| {_tokens(b)} | {best['size']} | {_num(best['val_loss'])}{spread} | {every} |")
-    L += ["", "## Fitted asymptotes (L = A / x^alpha + E, 95% bootstrap intervals)", "",
-          (f"Intervals: {fits.bootstrap} bootstrap resamples, each adding to every run's loss a draw of the seed "
-           f"noise (standard deviation {_num(fits.seed_sigma)}), shared by every quantity the run enters, and "
-           f"refitting." if noise else
-           "Intervals: none: no seed-to-seed noise was measured (no ensemble with 2 or more members), so a fit "
-           "of 3 points has no meaningful interval."), "",
-          "| recipe | D | E | alpha | points | note |", "|---|---:|---|---|---:|---|"]
+    L += [
+        "",
+        "## Fitted asymptotes (L = A / x^alpha + E, 95% bootstrap intervals)",
+        "",
+        (
+            f"Intervals: {fits.bootstrap} bootstrap resamples, each adding to every run's loss a draw of the seed "
+            f"noise (standard deviation {_num(fits.seed_sigma)}), shared by every quantity the run enters, and "
+            f"refitting."
+            if noise
+            else "Intervals: none: no seed-to-seed noise was measured (no ensemble with 2 or more members), so a fit "
+            "of 3 points has no meaningful interval."
+        ),
+        "",
+        "| recipe | D | E | alpha | points | note |",
+        "|---|---:|---|---|---:|---|",
+    ]
 
     def add(name, b, f):
         if f:
-            L.append(f"| {name} | {_tokens(b)} | {_E(f)} | {_num(f.get('alpha'), '.3g')} | "
-                     f"{len(f.get('points', []))} | {_notes(f, noise)} |")
+            L.append(
+                f"| {name} | {_tokens(b)} | {_E(f)} | {_num(f.get('alpha'), '.3g')} | "
+                f"{len(f.get('points', []))} | {_notes(f, noise)} |"
+            )
+
     for b in fits.budgets:
         row = fits.at(b)
         ens = row.get("ensembles") or {}
@@ -201,26 +280,45 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
     ref = fits.at(recipe.budget).get("ensembles") or {}
     if ref.get("by_size"):
         n = max(len(e["val_loss_by_k"]) for e in ref["by_size"].values())
-        L += ["", f"Ensemble held-out loss by K at D = {_tokens(recipe.budget)}:", "",
-              "| size | " + " | ".join(f"K={k}" for k in range(1, n + 1)) + " |", "|---|" + "---:|" * n]
+        L += [
+            "",
+            f"Ensemble held-out loss by K at D = {_tokens(recipe.budget)}:",
+            "",
+            "| size | " + " | ".join(f"K={k}" for k in range(1, n + 1)) + " |",
+            "|---|" + "---:|" * n,
+        ]
         for size, e in ref["by_size"].items():
             L.append(f"| {size} | " + " | ".join(_num(v) for v in e["val_loss_by_k"]) + " |")
     for key, box in (fits.member_box or {}).items():
-        L += ["", f"Member box for {key} (the chosen point has the lowest K-asymptote):", "",
-              "| epochs | WD | K-asymptote | loss at largest K | chosen |", "|---:|---:|---:|---:|---|"]
+        L += [
+            "",
+            f"Member box for {key} (the chosen point has the lowest K-asymptote):",
+            "",
+            "| epochs | WD | K-asymptote | loss at largest K | chosen |",
+            "|---:|---:|---:|---:|---|",
+        ]
         for i, p in enumerate(box["points"]):
-            L.append(f"| {p['epochs']} | {_num(p['weight_decay'], 'g')} | {_num(p['k_asymptote'])} | "
-                     f"{_num(p['val_loss_by_k'][-1])} | {'yes' if i == box['chosen'] else ''} |")
+            L.append(
+                f"| {p['epochs']} | {_num(p['weight_decay'], 'g')} | {_num(p['k_asymptote'])} | "
+                f"{_num(p['val_loss_by_k'][-1])} | {'yes' if i == box['chosen'] else ''} |"
+            )
     effs = [(b, fits.at(b).get("efficiency") or {}) for b in fits.budgets]
     if any(e for _, e in effs):
-        L += ["", "## Data efficiency", "",
-              "Efficiency at D = D_base(the recipe's asymptote) / D_base(the best standard loss at D), D_base "
-              "inverting the standard data law fitted on the best standard loss over sizes at each budget.", "",
-              "| D | best standard | recipe | asymptote | efficiency [95%] |", "|---:|---:|---|---:|---|"]
+        L += [
+            "",
+            "## Data efficiency",
+            "",
+            "Efficiency at D = D_base(the recipe's asymptote) / D_base(the best standard loss at D), D_base "
+            "inverting the standard data law fitted on the best standard loss over sizes at each budget.",
+            "",
+            "| D | best standard | recipe | asymptote | efficiency [95%] |",
+            "|---:|---:|---|---:|---|",
+        ]
         for b, e in effs:
             for name, v in sorted(e.items(), key=lambda kv: ORDER.index(kv[0])):
-                L.append(f"| {_tokens(b)} | {_num(v['reference_loss'])} | {name} | {_num(v['recipe_loss'])} | "
-                         f"{_eff(v)} |")
+                L.append(
+                    f"| {_tokens(b)} | {_num(v['reference_loss'])} | {name} | {_num(v['recipe_loss'])} | {_eff(v)} |"
+                )
     return L
 
 
@@ -229,29 +327,41 @@ def _distill(fits: RecipeFits) -> list[str]:
     if not d:
         return []
     hp = d.get("hyper") or {}
-    L = ["", "## Distillation (sequence-level, the paper's)", "",
-         f"Each teacher samples {d.get('synthetic_tokens') or 0:,} tokens at T = {_num(d.get('temperature'), 'g')}; "
-         f"the {d['size']} student trains on real data mixed with them at the synthetic share w, LR "
-         f"{_num(hp.get('lr'), 'g')}, WD {_num(hp.get('weight_decay'), 'g')}, {hp.get('epochs')} epochs of the real "
-         f"data. The same student alone (`{d['single']}`): {_num(d['single_loss'])}.", "",
-         "| teacher | members | w | teacher loss | student loss | vs alone | retained |",
-         "|---|---:|---:|---:|---:|---|---:|"]
+    L = [
+        "",
+        "## Distillation (sequence-level, the paper's)",
+        "",
+        f"Each teacher samples {d.get('synthetic_tokens') or 0:,} tokens at T = {_num(d.get('temperature'), 'g')}; "
+        f"the {d['size']} student trains on real data mixed with them at the synthetic share w, LR "
+        f"{_num(hp.get('lr'), 'g')}, WD {_num(hp.get('weight_decay'), 'g')}, {hp.get('epochs')} epochs of the real "
+        f"data. The same student alone (`{d['single']}`): {_num(d['single_loss'])}.",
+        "",
+        "| teacher | members | w | teacher loss | student loss | vs alone | retained |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
     for r in d["sequence"]:
         name = f"{r['teacher']} ({r['teacher_size']}{', self-distillation' if r['self'] else ''})"
-        L.append(f"| {name} | {r['members']} | {r['weight']:g} | {_num(r['teacher_loss'])} | {_num(r['student_loss'])} "
-                 f"| {'beats it' if r['beats_single'] else 'does NOT beat it'} | "
-                 f"{_num(r['retained'], '.0%') if r['retained'] is not None else ''} |")
+        L.append(
+            f"| {name} | {r['members']} | {r['weight']:g} | {_num(r['teacher_loss'])} | {_num(r['student_loss'])} "
+            f"| {'beats it' if r['beats_single'] else 'does NOT beat it'} | "
+            f"{_num(r['retained'], '.0%') if r['retained'] is not None else ''} |"
+        )
     kd = d.get("logit_kd")
     if kd:
-        L.append(f"| extension: token-level logit KD from {kd['teacher']} (alpha {_num(kd.get('alpha'), 'g')}) | | | "
-                 f"{_num(kd['teacher_loss'])} | {_num(kd['student_loss'])} | "
-                 f"{'beats it' if kd['beats_single'] else 'does NOT beat it'} | "
-                 f"{_num(kd['retained'], '.0%') if kd['retained'] is not None else ''} |")
+        L.append(
+            f"| extension: token-level logit KD from {kd['teacher']} (alpha {_num(kd.get('alpha'), 'g')}) | | | "
+            f"{_num(kd['teacher_loss'])} | {_num(kd['student_loss'])} | "
+            f"{'beats it' if kd['beats_single'] else 'does NOT beat it'} | "
+            f"{_num(kd['retained'], '.0%') if kd['retained'] is not None else ''} |"
+        )
     pe = d.get("paper_experiment")
     if pe:
-        L += ["", f"On the paper's experiment (the ensemble teacher at w = {pe['weight']:g}; the paper: 83%), the "
-              f"student retains (alone - student) / (alone - teacher) = "
-              f"{_num(pe['retained'], '.3f') if pe['retained'] is not None else 'n/a'} of the teacher's gain."]
+        L += [
+            "",
+            f"On the paper's experiment (the ensemble teacher at w = {pe['weight']:g}; the paper: 83%), the "
+            f"student retains (alone - student) / (alone - teacher) = "
+            f"{_num(pe['retained'], '.3f') if pe['retained'] is not None else 'n/a'} of the teacher's gain.",
+        ]
     return L
 
 
@@ -259,20 +369,31 @@ def _downstream(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
     if not fits.downstream:
         return []
     tasks = sorted({t for m in fits.downstream.values() for t in m["tasks"]})
-    L = ["", "## Downstream (accuracy; lm-eval)", "", "| model | " + " | ".join(tasks) + " | mean |",
-         "|---|" + "---:|" * (len(tasks) + 1)]
+    L = [
+        "",
+        "## Downstream (accuracy; lm-eval)",
+        "",
+        "| model | " + " | ".join(tasks) + " | mean |",
+        "|---|" + "---:|" * (len(tasks) + 1),
+    ]
     for label, m in fits.downstream.items():
         accs = [m["tasks"].get(t, {}).get("acc") for t in tasks]
         have = [a for a in accs if a is not None]
-        L.append(f"| {label} (`{m['dir']}`) | " + " | ".join(_num(a, '.3f') for a in accs) +
-                 f" | {_num(sum(have) / len(have), '.3f') if have else 'n/a'} |")
+        L.append(
+            f"| {label} (`{m['dir']}`) | "
+            + " | ".join(_num(a, ".3f") for a in accs)
+            + f" | {_num(sum(have) / len(have), '.3f') if have else 'n/a'} |"
+        )
     lim = recipe.downstream.limit
     for label, tasks_skipped in (plan.downstream_skipped or {}).items():
         for task, why in tasks_skipped.items():
-            if task in recipe.downstream.tasks:   # a task since dropped from the recipe is not news
+            if task in recipe.downstream.tasks:  # a task since dropped from the recipe is not news
                 L += ["", f"{task} was not scored for {label}: {why['why']}."]
-    L += ["", f"{'First ' + str(lim) + ' examples per task' if lim else 'Every example'}; at this scale the "
-          f"models are near chance, so differences are mostly noise."]
+    L += [
+        "",
+        f"{'First ' + str(lim) + ' examples per task' if lim else 'Every example'}; at this scale the "
+        f"models are near chance, so differences are mostly noise.",
+    ]
     return L
 
 
@@ -283,30 +404,50 @@ def verdict(fits: RecipeFits) -> list[str]:
         if o["verdict"] == "not measured":
             lines.append(f"- {o['claim']}: **not measured** (no fit).")
             continue
-        p = f"P = {o['p']:.2f} over {o['resamples']} paired resamples" if o.get("p") is not None else \
-            "no seed noise measured, so no probability"
+        p = (
+            f"P = {o['p']:.2f} over {o['resamples']} paired resamples"
+            if o.get("p") is not None
+            else "no seed noise measured, so no probability"
+        )
         lines.append(f"- {o['claim']}: {_num(o['lhs'])} vs {_num(o['rhs'])}; {p}: **{o['verdict']}**.")
     for b in fits.budgets:
         effs = (fits.at(b).get("efficiency") or {}).items()
         for name, e in sorted(effs, key=lambda kv: ORDER.index(kv[0])):
             v, ci = e.get("efficiency"), e.get("ci")
-            sure = "" if not ci or ci[0] is None else \
-                (" (its interval is above 1)" if ci[0] > 1 else " (its interval reaches 1)")
-            lines.append(f"- Data efficiency of {name} at D = {_tokens(b)}: {_eff(e)}; "
-                         + ("above 1" if v is None or v > 1 else "NOT above 1") + f"{sure}.")
+            sure = (
+                ""
+                if not ci or ci[0] is None
+                else (" (its interval is above 1)" if ci[0] > 1 else " (its interval reaches 1)")
+            )
+            lines.append(
+                f"- Data efficiency of {name} at D = {_tokens(b)}: {_eff(e)}; "
+                + ("above 1" if v is None or v > 1 else "NOT above 1")
+                + f"{sure}."
+            )
     return lines
 
 
 def markdown(recipe, plan: RecipePlan, stages: dict, fits: RecipeFits, figures: list[str], out: str) -> str:
-    L = [f"# Recipe `{recipe.name}`: pre-training under infinite compute, at this scale", "",
-         f"Written {time.strftime('%Y-%m-%d %H:%M')}. Every number below is read from [{FITS_JSON}]({FITS_JSON}); "
-         f"each run's directory holds its config, run.json and TensorBoard events (`tensorboard --logdir {out}`).",
-         "", *_what_ran(recipe, plan, fits), *_stage_table(stages), *_fits(recipe, fits), *_distill(fits),
-         *_downstream(recipe, plan, fits),
-         "", "## Did the paper's orderings hold here?", "",
-         "Each is judged by a paired bootstrap over seed noise: \"held\" when it holds in at least "
-         "95% of the resamples, \"held in the point estimate\" when it holds in the measured values only.", "",
-         *verdict(fits), ""]
+    L = [
+        f"# Recipe `{recipe.name}`: pre-training under infinite compute, at this scale",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M')}. Every number below is read from [{FITS_JSON}]({FITS_JSON}); "
+        f"each run's directory holds its config, run.json and TensorBoard events (`tensorboard --logdir {out}`).",
+        "",
+        *_what_ran(recipe, plan, fits),
+        *_stage_table(stages),
+        *_fits(recipe, fits),
+        *_distill(fits),
+        *_downstream(recipe, plan, fits),
+        "",
+        "## Did the paper's orderings hold here?",
+        "",
+        'Each is judged by a paired bootstrap over seed noise: "held" when it holds in at least '
+        '95% of the resamples, "held in the point estimate" when it holds in the measured values only.',
+        "",
+        *verdict(fits),
+        "",
+    ]
     if figures:
         L += ["## Plots", "", *[f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures], ""]
     return "\n".join(L)
@@ -315,7 +456,7 @@ def markdown(recipe, plan: RecipePlan, stages: dict, fits: RecipeFits, figures: 
 def write(out: str, recipe, plan: RecipePlan, stages: dict) -> str:
     fits, objs = compute(out, recipe, plan)
     atomic.write_json(os.path.join(out, FITS_JSON), _plain(fits.to_dict()))
-    fits = RecipeFits.from_dict(_json(os.path.join(out, FITS_JSON)))   # the report reads back exactly what was written
+    fits = RecipeFits.from_dict(_json(os.path.join(out, FITS_JSON)))  # the report reads back exactly what was written
     figures = plots(out, objs, fits)
     path = os.path.join(out, REPORT_MD)
     atomic.write_text(path, markdown(recipe, plan, stages, fits, figures, out))

@@ -5,6 +5,7 @@ an ensemble's `ensemble/val_loss` with step = K members averaged - from the Tens
 directly in RUN), read with tensorboard's own EventAccumulator. Run dirs from before run.json existed are
 read from their events alone (facts as float32 `run/*` scalars at step 0).
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,9 +15,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from megarecipe import rundir
+from megarecipe import errors, rundir
 from megarecipe.rundir import RunDir, RunDirError
-from megarecipe import errors
 
 # facts as event scalars come back from float32: counts are rounded to int, values to 7 significant digits
 COUNTS = ("params", "params_non_embedding", "train_tokens", "seed", "global_batch_tokens", "total_steps")
@@ -125,7 +125,7 @@ def read_run(path: str) -> RunRecord:
         rec.final_val_loss = val[rec.final_step]
     final = info.get("final") or {}
     if final.get("val_loss") is not None and final.get("step") == rec.final_step:
-        rec.final_val_loss = final["val_loss"]   # the exact value; the event holds it as float32
+        rec.final_val_loss = final["val_loss"]  # the exact value; the event holds it as float32
     rec.ensemble_losses = dict(sorted(scalars.get(rundir.ENSEMBLE_VAL_LOSS, {}).items()))
     check(rec)
     return rec
@@ -158,8 +158,20 @@ def read_runs(paths) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     return records, problems
 
 
-COLUMNS = ("name", "params", "params_non_embedding", "train_tokens", "epochs", "lr", "weight_decay", "seed",
-           "final_val_loss", "final_step", "ensemble_losses", "path")
+COLUMNS = (
+    "name",
+    "params",
+    "params_non_embedding",
+    "train_tokens",
+    "epochs",
+    "lr",
+    "weight_decay",
+    "seed",
+    "final_val_loss",
+    "final_step",
+    "ensemble_losses",
+    "path",
+)
 
 
 def _cell(rec: RunRecord, col: str) -> str:
@@ -201,8 +213,11 @@ def check_same_heldout(records: list[RunRecord]) -> None:
     first = next((r for r in records if r.heldout), None)
     other = next((r for r in records if r.heldout and r.heldout != first.heldout), None)
     if other:
+
         def said(r):
             return f"{r.name} (data {str(r.heldout[0])[:12]}, {r.heldout[1]} val tokens)"
-        raise RunReadError(f"val/loss of {said(first)} and {said(other)} were measured on different held-out tokens; "
-                       f"fit runs trained and evaluated on one data dir with one data.val_tokens")
 
+        raise RunReadError(
+            f"val/loss of {said(first)} and {said(other)} were measured on different held-out tokens; "
+            f"fit runs trained and evaluated on one data dir with one data.val_tokens"
+        )

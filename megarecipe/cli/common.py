@@ -1,4 +1,5 @@
 """What every tool's command line shares."""
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ Writes RUN/checkpoints/TAG.universal/ beside the tag (the tag itself is only rea
 run.resume=true on another world size or TP size uses it (and converts by itself when it is not there yet).
 Converting again reuses a finished conversion; a killed one is started over.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run dir (with checkpoints/)")
     p.add_argument("--tag", required=True, help="the checkpoint tag to convert (stepNNNNNNNN)")
-    p.add_argument("--to-universal", action="store_true", required=True,
-                   help="write TAG.universal/ (the one conversion there is)")
+    p.add_argument(
+        "--to-universal", action="store_true", required=True, help="write TAG.universal/ (the one conversion there is)"
+    )
     args = p.parse_args(argv)
     from megarecipe.rundir import RunDir
     from megarecipe.train import checkpoint, universal
@@ -27,13 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = RunDir(args.run).checkpoints
     try:
         if not checkpoint.TAG.fullmatch(args.tag) or not os.path.isdir(os.path.join(ckpt, args.tag)):
-            raise checkpoint.CheckpointError(f"--tag {args.tag}: no such checkpoint in {ckpt} "
-                                             f"({checkpoint._present(ckpt)})")
+            raise checkpoint.CheckpointError(
+                f"--tag {args.tag}: no such checkpoint in {ckpt} ({checkpoint._present(ckpt)})"
+            )
         problem = checkpoint.incomplete(ckpt, args.tag)
         if problem:
             older = checkpoint.newest_complete(ckpt, before=args.tag)
-            raise checkpoint.CheckpointError(f"--tag {args.tag}: {problem}; " + (
-                f"convert the newest complete one, --tag {older}" if older else "the run has no complete checkpoint"))
+            raise checkpoint.CheckpointError(
+                f"--tag {args.tag}: {problem}; "
+                + (f"convert the newest complete one, --tag {older}" if older else "the run has no complete checkpoint")
+            )
         saved = checkpoint.saved_resume_key(ckpt, args.tag)
         why = universal.cannot_convert(saved, {**saved, "pp": 1})
         if why:

@@ -1,5 +1,6 @@
 """`make demo`: the whole recipe at tiny scale (configs/recipe/tiny.yaml) into runs/demo, then where its report is.
 Running it again resumes and trains nothing that finished. Extra arguments go to tools/recipe.py."""
+
 from __future__ import annotations
 
 import sys

@@ -21,6 +21,7 @@ single run that the student keeps: (L_single - L_student) / (L_single - L_teache
 with the teacher's tokenizer and no validation split; a killed run continues from its finished shards. Train on it
 mixed with real text through data.mix (the first dir is the real one: its tokens are the budget and val/loss).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,12 +71,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     from megarecipe.config import ConfigError, load_config, override
-    from megarecipe.preflight import check_run
     from megarecipe.data.errors import DataError
+    from megarecipe.preflight import check_run
 
-    owned = {"run.dir": ("--out", args.out), "distill.teacher": ("--teacher", args.teacher),
-             "distill.alpha": ("--alpha", args.alpha), "distill.temperature": ("--temperature", args.temperature)}
-    for item in args.overrides:   # the flag's value would silently win over another one
+    owned = {
+        "run.dir": ("--out", args.out),
+        "distill.teacher": ("--teacher", args.teacher),
+        "distill.alpha": ("--alpha", args.alpha),
+        "distill.temperature": ("--temperature", args.temperature),
+    }
+    for item in args.overrides:  # the flag's value would silently win over another one
         key, _, value = item.partition("=")
         flag, given = owned.get(key, (None, None))
         if given is not None and value != str(given) and os.path.normpath(value) != os.path.normpath(str(given)):
@@ -87,14 +92,14 @@ def _train(args) -> int:
     try:
         if args.processes < 1:
             raise ConfigError(f"--processes={args.processes} must be >= 1")
-        check_run(load_config(args.student, overrides), world_size=args.processes)   # errors before spawning
+        check_run(load_config(args.student, overrides), world_size=args.processes)  # errors before spawning
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from megarecipe.launch import direct
 
     trainer_args = [args.student, *overrides]
-    if args.dry_run:   # what a cold start runs; a warm one forks the same ranks from a preloaded server
+    if args.dry_run:  # what a cold start runs; a warm one forks the same ranks from a preloaded server
         print(shlex.join(direct.cold_command(trainer_args, args.processes)))
         return 0
     return direct.run(trainer_args, processes=args.processes)
@@ -103,9 +108,9 @@ def _train(args) -> int:
 def _cache(args) -> int:
     from megarecipe.config import ConfigError, load_config
     from megarecipe.data.errors import DataError
-    from megarecipe.system import check_device, has_cuda
-    from megarecipe.distill.teacher import TeacherError
     from megarecipe.distill.cache import build
+    from megarecipe.distill.teacher import TeacherError
+    from megarecipe.system import check_device, has_cuda
 
     try:
         cfg = load_config(args.student, args.overrides)
@@ -113,18 +118,30 @@ def _cache(args) -> int:
         if not t > 0 or args.batch_size < 1:
             raise ValueError(f"--temperature {t} must be > 0 and --batch-size {args.batch_size} >= 1")
         device = check_device(args.device) or ("cuda" if has_cuda() else "cpu")
-        info = build(args.teacher, cfg.data.dir, cfg.model.seq_len, cfg.data.train_tokens, args.k, t, args.out,
-                     device=device, batch_size=args.batch_size, bf16=device.startswith("cuda"))
+        info = build(
+            args.teacher,
+            cfg.data.dir,
+            cfg.model.seq_len,
+            cfg.data.train_tokens,
+            args.k,
+            t,
+            args.out,
+            device=device,
+            batch_size=args.batch_size,
+            bf16=device.startswith("cuda"),
+        )
     except (ConfigError, DataError, TeacherError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:   # a read-only --out, or a disk that filled from elsewhere meanwhile
+    except OSError as e:  # a read-only --out, or a disk that filled from elsewhere meanwhile
         from megarecipe.errors import os_error_line
 
         print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: top-{info['k']} of {info['vocab_size']} at {info['num_sequences']} x {info['seq_len']} "
-          f"positions, T = {info['temperature']}; train with --teacher {args.out}")
+    print(
+        f"wrote {args.out}: top-{info['k']} of {info['vocab_size']} at {info['num_sequences']} x {info['seq_len']} "
+        f"positions, T = {info['temperature']}; train with --teacher {args.out}"
+    )
     return 0
 
 
@@ -164,17 +181,30 @@ def _sample(args) -> int:
     from megarecipe.config.numbers import parse_count
     from megarecipe.data.errors import DataError
     from megarecipe.distill.sample import sample, stderr_log
-    from megarecipe.system import check_device, has_cuda
     from megarecipe.distill.teacher import TeacherError
+    from megarecipe.system import check_device, has_cuda
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
         device = check_device(args.device) or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if has_cuda() else "cpu")
         tokens = parse_count(args.tokens, "--tokens")
         barrier = _process_group(device) if world > 1 else None
-        meta = sample(args.teacher, args.out, tokens, args.temperature, args.top_p, args.seed, args.batch,
-                      args.shard_sequences, device=device, bf16=device.startswith("cuda"), log=stderr_log,
-                      rank=rank, world=world, barrier=barrier)
+        meta = sample(
+            args.teacher,
+            args.out,
+            tokens,
+            args.temperature,
+            args.top_p,
+            args.seed,
+            args.batch,
+            args.shard_sequences,
+            device=device,
+            bf16=device.startswith("cuda"),
+            log=stderr_log,
+            rank=rank,
+            world=world,
+            barrier=barrier,
+        )
     except (DataError, TeacherError, ValueError) as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
@@ -183,9 +213,11 @@ def _sample(args) -> int:
         _leave_process_group()
     if rank != 0:
         return 0
-    print(f"wrote {args.out}: {meta.train_tokens} tokens in {meta.train_documents} shard(s), "
-          f"T = {args.temperature}, top-p = {args.top_p}, seed {args.seed}; train with "
-          f"data.mix=[REAL_DATA_DIR:0.1,{args.out}:0.9]")
+    print(
+        f"wrote {args.out}: {meta.train_tokens} tokens in {meta.train_documents} shard(s), "
+        f"T = {args.temperature}, top-p = {args.top_p}, seed {args.seed}; train with "
+        f"data.mix=[REAL_DATA_DIR:0.1,{args.out}:0.9]"
+    )
     return 0
 
 

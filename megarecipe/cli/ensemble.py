@@ -19,6 +19,7 @@ the rest in turns over chunks of the data; --processes N runs N ranks (torchrun;
 members dealt out to ranks. Writes ENS/tb (ensemble/val_loss at step K), ENS/ensemble.json, ENS/run.json and
 ENS/loss_vs_members.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ from megarecipe import ensembledir, rundir
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ensemble.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ensemble.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train (or resume) the members")
     t.add_argument("config", help="YAML file or preset name")
@@ -90,28 +92,43 @@ def train(args) -> int:
 
     def done(result):
         how = f"val/loss {result.val_loss:.4f}" if result.val_loss is not None else (result.error or "")
-        print(f"{result.name}: {result.state}{' (already finished)' if result.reused else ''} {how}".rstrip(),
-              flush=True)
+        print(
+            f"{result.name}: {result.state}{' (already finished)' if result.reused else ''} {how}".rstrip(), flush=True
+        )
 
     try:
-        states = ensemble.train(args.config, args.overrides, args.out, args.members, parallel=args.parallel,
-                                backend=args.backend, processes=args.processes, member_shift=args.member_shift,
-                                retries=args.retries, on_done=done)
+        states = ensemble.train(
+            args.config,
+            args.overrides,
+            args.out,
+            args.members,
+            parallel=args.parallel,
+            backend=args.backend,
+            processes=args.processes,
+            member_shift=args.member_shift,
+            retries=args.retries,
+            on_done=done,
+        )
     except (ConfigError, ensemble.EnsembleSetupError) as e:
         return fail(str(e))
-    except (KeyboardInterrupt, SystemExit) as e:   # SIGTERM: the launcher has stopped the members
+    except (KeyboardInterrupt, SystemExit) as e:  # SIGTERM: the launcher has stopped the members
         print(f"stopped; the same command resumes the members (in {args.out})", file=sys.stderr)
         return getattr(e, "code", None) or 130
     print(ensemble.format_status(states))
     done = sum(s.state == rundir.FINISHED for s in states)
     if done < len(states):
-        print(f"{len(states) - done} of {len(states)} members are not finished; run the same command again to "
-              f"resume them", file=sys.stderr)
+        print(
+            f"{len(states) - done} of {len(states)} members are not finished; run the same command again to "
+            f"resume them",
+            file=sys.stderr,
+        )
         return 1
-    more = len(ensemble.status(args.out)) > args.members   # members of an earlier, larger call are there too
-    out = shlex.quote(os.path.join(".", args.out) if args.out.startswith("-") else args.out)   # a command to paste
-    print(f"all {done} members finished; next: python tools/ensemble.py eval {out}"
-          + (f" --members {args.members}" if more else ""))
+    more = len(ensemble.status(args.out)) > args.members  # members of an earlier, larger call are there too
+    out = shlex.quote(os.path.join(".", args.out) if args.out.startswith("-") else args.out)  # a command to paste
+    print(
+        f"all {done} members finished; next: python tools/ensemble.py eval {out}"
+        + (f" --members {args.members}" if more else "")
+    )
     return 0
 
 
@@ -129,8 +146,8 @@ def status(args) -> int:
 def evaluate(args, argv: list[str]) -> int:
     from megarecipe import atomic
     from megarecipe.analysis.heldout import EnsembleError, format_losses, read_members
-    from megarecipe.errors import os_error_line
     from megarecipe.analysis.runs import RunReadError
+    from megarecipe.errors import os_error_line
     from megarecipe.recipes.ensemble import EnsembleSetupError, member_dirs
     from megarecipe.rundir import RunDir, RunDirError
 
@@ -145,6 +162,7 @@ def evaluate(args, argv: list[str]) -> int:
     out = args.out_flag or args.out
     try:
         from megarecipe.system import check_device
+
         check_device(args.device)
     except ValueError as e:
         return fail(str(e))
@@ -152,17 +170,21 @@ def evaluate(args, argv: list[str]) -> int:
         run_dirs = list(args.runs) if args.runs else member_dirs(out, args.members)
         if args.members and args.runs:
             if len(run_dirs) < args.members:
-                raise EnsembleError(f"--members {args.members}: only {len(run_dirs)} runs given; pass more runs or "
-                                    f"--members {len(run_dirs)}")
-            run_dirs = run_dirs[:args.members]
+                raise EnsembleError(
+                    f"--members {args.members}: only {len(run_dirs)} runs given; pass more runs or "
+                    f"--members {len(run_dirs)}"
+                )
+            run_dirs = run_dirs[: args.members]
         twice = [d for i, d in enumerate(run_dirs) if os.path.realpath(d) in map(os.path.realpath, run_dirs[:i])]
         if twice:
-            raise EnsembleError(f"--runs: {twice[0]} is given twice; an ensemble of a run with itself is that run, "
-                                f"so list each member once")
+            raise EnsembleError(
+                f"--runs: {twice[0]} is given twice; an ensemble of a run with itself is that run, "
+                f"so list each member once"
+            )
         members = read_members(run_dirs)
         RunDir(out).check_kind("ensemble")
         if int(os.environ.get("RANK", "0")) == 0:
-            atomic.check_writable(out)   # before the scoring, not after it
+            atomic.check_writable(out)  # before the scoring, not after it
     except (EnsembleError, EnsembleSetupError, RunDirError) as e:
         return fail(str(e))
     except OSError as e:
@@ -174,8 +196,10 @@ def evaluate(args, argv: list[str]) -> int:
 
         gpus = torch.cuda.device_count() if args.device != "cpu" else 0
         if 0 < gpus < args.processes:
-            return fail(f"--processes={args.processes}: only {gpus} GPUs here (one rank a GPU); pass --processes "
-                        f"{gpus} and --resident to fit, or --device cpu")
+            return fail(
+                f"--processes={args.processes}: only {gpus} GPUs here (one rank a GPU); pass --processes "
+                f"{gpus} and --resident to fit, or --device cpu"
+            )
         return _spawn(args.processes, argv)
     rank = int(os.environ.get("RANK", "0"))
     try:
@@ -184,14 +208,16 @@ def evaluate(args, argv: list[str]) -> int:
             from megarecipe.analysis.heldout import write_result
 
             write_result(out, members, losses)
-    except (EnsembleError, RunReadError, ValueError) as e:   # RunDirError is a ValueError
+    except (EnsembleError, RunReadError, ValueError) as e:  # RunDirError is a ValueError
         return fail(str(e)) if rank == 0 else 2
-    except OSError as e:   # the disk filled while the results were written
+    except OSError as e:  # the disk filled while the results were written
         return fail(os_error_line(e, out)) if rank == 0 else 2
     if rank == 0:
         print(format_losses(losses, ensembledir.read(out)["member_val_loss"]))
-        print(f"wrote {os.path.join(out, rundir.TB)}, {ensembledir.ENSEMBLE_JSON}, {rundir.RUN_JSON} and "
-              f"{ensembledir.PLOT} in {out}")
+        print(
+            f"wrote {os.path.join(out, rundir.TB)}, {ensembledir.ENSEMBLE_JSON}, {rundir.RUN_JSON} and "
+            f"{ensembledir.PLOT} in {out}"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@
 Results: RUN/eval/<task>.json (lm-eval's), RUN/eval/results.md, eval/<task>/acc and acc_norm in RUN/tb.
 Tasks with offline data: arc_easy, arc_challenge, piqa, sciq, hellaswag, winogrande, openbookqa, boolq.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.write_tasks:
             from megarecipe.analysis.tasks import write_task_dir
+
             print(f"wrote {write_task_dir(args.write_tasks, tasks if args.tasks else None)}")
             return 0
         if not args.paths:
@@ -59,30 +61,39 @@ def _evaluate(args, tasks: list[str]) -> int:
         if value < 1:
             return _fail(f"{flag} {value}: must be at least 1")
     from megarecipe.system import check_device
+
     try:
         check_device(args.device)
     except ValueError as e:
         return _fail(str(e))
     from megarecipe import atomic
     from megarecipe.errors import os_error_line
+
     try:
         check_tasks(tasks)
         for path in args.paths:
             check_members(member_exports(path))
-            atomic.check_writable(os.path.join(path, EVAL_DIR))   # before the scoring, not after it
+            atomic.check_writable(os.path.join(path, EVAL_DIR))  # before the scoring, not after it
     except ModelSourceError as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(os_error_line(e, os.path.join(path, EVAL_DIR)))
     for path in args.paths:
         try:
-            output = evaluate(path, tasks, limit=args.limit, batch_size=args.batch_size, device=args.device,
-                              max_resident=args.max_resident, log_samples=args.log_samples)
+            output = evaluate(
+                path,
+                tasks,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                device=args.device,
+                max_resident=args.max_resident,
+                log_samples=args.log_samples,
+            )
         except ModelSourceError as e:
             return _fail(str(e))
         try:
             stored = write_results(path, output, limit=args.limit)
-        except OSError as e:   # the disk filled while the results were written
+        except OSError as e:  # the disk filled while the results were written
             return _fail(os_error_line(e, os.path.join(path, EVAL_DIR)))
         print(results_table(stored, title=os.path.basename(os.path.normpath(path))))
         print(f"wrote {os.path.join(path, EVAL_DIR, TABLE_FILE)}")

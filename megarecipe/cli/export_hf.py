@@ -9,6 +9,7 @@ Reads RUN/export (written when training finishes, whatever its TP/PP/ZeRO layout
 With --tag: any complete checkpoint of a stopped or running run, consolidated by as many processes as the run
 had (its layout rebuilt, on this machine's devices); the run itself is not written to.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,17 @@ def main(argv: list[str] | None = None) -> int:
                 export = _export_checkpoint(args.run, args.tag, os.path.join(tmp, rundir.EXPORT))
                 out = export_hf(export, args.out, origin={"run": os.path.abspath(args.run), "tag": args.tag})
         else:
-            export = args.run if os.path.isfile(os.path.join(args.run, rundir.MODEL_JSON)) \
-                else RunDir(args.run).export
+            export = args.run if os.path.isfile(os.path.join(args.run, rundir.MODEL_JSON)) else RunDir(args.run).export
             if not os.path.isfile(os.path.join(export, rundir.MODEL_JSON)):
-                raise ValueError(f"{args.run}: no export (export/model.json); a finished training run writes "
-                                 f"RUN/export, and --tag stepN exports a checkpoint of a stopped or running one")
+                raise ValueError(
+                    f"{args.run}: no export (export/model.json); a finished training run writes "
+                    f"RUN/export, and --tag stepN exports a checkpoint of a stopped or running one"
+                )
             out = export_hf(export, args.out)
     except (ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:   # a full disk or a read-only --out: the build beside it is removed
+    except OSError as e:  # a full disk or a read-only --out: the build beside it is removed
         from megarecipe.errors import os_error_line
 
         print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
@@ -80,25 +82,52 @@ def _export_checkpoint(run: str, tag: str, dst: str) -> str:
     problem = checkpoint.incomplete(ckpt, tag)
     if problem:
         older = checkpoint.newest_complete(ckpt, before=tag)
-        raise ValueError(f"--tag {tag}: {problem}; " + (f"export the newest complete one, --tag {older}" if older
-                                                        else "the run has no complete checkpoint before it"))
+        raise ValueError(
+            f"--tag {tag}: {problem}; "
+            + (
+                f"export the newest complete one, --tag {older}"
+                if older
+                else "the run has no complete checkpoint before it"
+            )
+        )
     world = checkpoint.saved_resume_key(ckpt, tag)["world_size"]
     program = "megarecipe.train.export_checkpoint"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_port",
-           str(free_port()), "-m", program, run, tag, dst]
-    if warm.cold_reason(visible_gpus()) is None:   # its ranks forked from one import of the stack, not one each
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(world),
+        "--master_port",
+        str(free_port()),
+        "-m",
+        program,
+        run,
+        tag,
+        dst,
+    ]
+    if warm.cold_reason(visible_gpus()) is None:  # its ranks forked from one import of the stack, not one each
         with tempfile.TemporaryDirectory() as logs:
             err = os.path.join(logs, "stderr")
-            code = warm.start([run, tag, dst], dict(os.environ), os.getcwd(), os.path.join(logs, "stdout"), err,
-                              processes=world, module=program).wait()
+            code = warm.start(
+                [run, tag, dst],
+                dict(os.environ),
+                os.getcwd(),
+                os.path.join(logs, "stdout"),
+                err,
+                processes=world,
+                module=program,
+            ).wait()
             with open(err, errors="replace") as f:
                 done = subprocess.CompletedProcess(cmd, code, "", f.read())
     else:
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not os.path.isfile(os.path.join(dst, rundir.MODEL_JSON)):
         last = [line for line in done.stderr.splitlines() if line.strip() and "Traceback" not in line][-1:] or ["?"]
-        raise ValueError(f"--tag {tag}: consolidating the checkpoint with {world} process(es) failed "
-                         f"({last[0].strip()[:200]}); run `{' '.join(cmd)}` to see why")
+        raise ValueError(
+            f"--tag {tag}: consolidating the checkpoint with {world} process(es) failed "
+            f"({last[0].strip()[:200]}); run `{' '.join(cmd)}` to see why"
+        )
     return dst
 
 

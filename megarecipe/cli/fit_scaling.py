@@ -8,6 +8,7 @@
 
 Where several runs share x (a sweep) the best one is used. Writes OUT/report.md, fits.json, runs.csv, *.png.
 """
+
 import argparse
 import csv
 import io
@@ -15,10 +16,10 @@ import os
 import shlex
 import sys
 
+from megarecipe import errors
 from megarecipe.analysis.fit import FitError, Point
 from megarecipe.analysis.runs import RunReadError
 from megarecipe.cli.common import Parser
-from megarecipe import errors
 
 OVER = {  # --over name -> (RunRecord field, divisor, axis text)
     "params": ("params", 1e9, "parameters N (billions)"),
@@ -44,17 +45,25 @@ def parse(argv):
     ap.add_argument("--baseline", nargs="+", default=[], metavar="RUN", help="baseline runs over token budgets")
     ap.add_argument("--recipe", nargs="+", default=[], metavar="RUN", help="the recipe's runs")
     ap.add_argument("--recipe-loss", type=float, help="the recipe's loss (asymptote), instead of --recipe")
-    ap.add_argument("--reference-tokens", type=float,
-                    help="budget the recipe was run at (tokens); default: the recipe runs' train_tokens")
-    ap.add_argument("--group-by", choices=["none", "prefix"], default="none",
-                    help="prefix: one curve per run-name prefix (text before the first '-')")
+    ap.add_argument(
+        "--reference-tokens",
+        type=float,
+        help="budget the recipe was run at (tokens); default: the recipe runs' train_tokens",
+    )
+    ap.add_argument(
+        "--group-by",
+        choices=["none", "prefix"],
+        default="none",
+        help="prefix: one curve per run-name prefix (text before the first '-')",
+    )
     ap.add_argument("--loss", choices=["lsq", "huber"], default="lsq", help="fit objective (default: lsq)")
     ap.add_argument("--huber-delta", type=float, default=0.01, help="residual where Huber turns linear")
     ap.add_argument("--bootstrap", type=int, default=200, help="resamples for intervals (0: none)")
     ap.add_argument("--level", type=float, default=0.95, help="interval level")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    ap.add_argument("--no-progress", action="store_true",
-                    help="no progress bars (shown for bootstraps taking over 0.5 s)")
+    ap.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (shown for bootstraps taking over 0.5 s)"
+    )
     args = ap.parse_args(argv)
     if not (args.over or args.joint or args.data_efficiency or args.points):
         ap.error("say what to fit: --over params|tokens|members, --joint, --data-efficiency or --points CSV")
@@ -79,8 +88,14 @@ def parse(argv):
 
 
 def fit_kw(args):
-    return dict(loss=args.loss, huber_delta=args.huber_delta, n_boot=args.bootstrap, level=args.level,
-                seed=args.seed, progress=not args.no_progress)
+    return dict(
+        loss=args.loss,
+        huber_delta=args.huber_delta,
+        n_boot=args.bootstrap,
+        level=args.level,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
 
 
 def read(paths, problems):
@@ -114,7 +129,7 @@ def group_label(records, by):
     common = names[0]
     if len(set(names)) > 1:  # cut the shared prefix back to a whole name part: reg-150m-lr1e-3, reg-300m.. -> reg
         common = os.path.commonprefix(names)
-        common = common[:max(common.rfind("-"), common.rfind("_"), 0)]
+        common = common[: max(common.rfind("-"), common.rfind("_"), 0)]
     return lambda r: common or "runs"
 
 
@@ -125,11 +140,11 @@ def run_points(records, over, problems, by="none"):
     sizes = {}
     for r in records:
         sizes.setdefault(r.params, []).append(r)
-    if over == "members" and len(sizes) > 1:   # one L(K) per model size: merged, the best per K would be fitted
+    if over == "members" and len(sizes) > 1:  # one L(K) per model size: merged, the best per K would be fitted
         names = {id(r): group_label(same, by)(r) for same in sizes.values() for r in same}
         if len(set(names.values())) < len(sizes):
             names = {id(r): f"{names[id(r)]} N={r.params or 0:,}" for r in records}
-        label = lambda r: names[id(r)]   # noqa: E731
+        label = lambda r: names[id(r)]  # noqa: E731
     groups = {}
     for r in records:
         if over == "members":
@@ -161,7 +176,8 @@ def ensemble_curves(records, problems):
             skip(problems, r.path, "no run/params scalar")
         else:
             curves.setdefault(r.params / 1e9, []).extend(
-                Point(float(k), v, f"{r.name} K={k}") for k, v in r.ensemble_losses.items())
+                Point(float(k), v, f"{r.name} K={k}") for k, v in r.ensemble_losses.items()
+            )
     return curves
 
 
@@ -175,7 +191,7 @@ def read_table(path):
             raise UnicodeError("it holds NUL bytes")
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
-    except UnicodeError as e:   # a binary file
+    except UnicodeError as e:  # a binary file
         raise UsageError(f"{path} is not a text table ({e}); give a CSV of x,loss[,group] rows") from None
     rows = list(csv.reader(io.StringIO(text)))
     for i, row in enumerate(rows, 1):
@@ -215,8 +231,9 @@ def curves_report(args, fits, x_text, records, problems, command, title):
     png = "fit.png"
     plots.plot_curves(fits, os.path.join(args.out, png), x_text)
     sections = [report.fit_markdown(label, fit, x_text) for label, fit in fits.items()]
-    return report.write(args.out, title, command, records, problems, sections, [png],
-                        {"mode": title, "x": x_text, "fits": fits})
+    return report.write(
+        args.out, title, command, records, problems, sections, [png], {"mode": title, "x": x_text, "fits": fits}
+    )
 
 
 def recipe_loss(args, problems):
@@ -256,8 +273,9 @@ def reference_budget(args, recipe_records, baseline):
         return args.reference_tokens / 1e9, "given with --reference-tokens"
     budgets = {r.train_tokens for r in recipe_records if r.train_tokens}
     if len(budgets) > 1:
-        raise UsageError(f"the recipe runs differ in train_tokens ({', '.join(map(str, sorted(budgets)))}); "
-                         f"pass --reference-tokens")
+        raise UsageError(
+            f"the recipe runs differ in train_tokens ({', '.join(map(str, sorted(budgets)))}); pass --reference-tokens"
+        )
     if budgets:
         return budgets.pop() / 1e9, "the recipe runs' train_tokens"
     return float(baseline.x.min()), "the baseline's smallest budget (none given)"
@@ -279,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.over:
             records = read(args.runs, problems)
             fits = fit_groups(run_points(records, args.over, problems, args.group_by), args)
-            paths = curves_report(args, fits, OVER[args.over][2], records, problems, command,
-                                  f"Loss over {args.over}")
+            paths = curves_report(args, fits, OVER[args.over][2], records, problems, command, f"Loss over {args.over}")
         elif args.joint:
             paths = joint(args, command, problems)
         else:
@@ -291,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: {e.filename or args.out}: {e.strerror}", file=sys.stderr)
         return 2
-    print("wrote " + ", ".join(paths + sorted(os.path.join(args.out, f) for f in os.listdir(args.out)
-                                              if f.endswith(".png"))))
+    print(
+        "wrote "
+        + ", ".join(paths + sorted(os.path.join(args.out, f) for f in os.listdir(args.out) if f.endswith(".png")))
+    )
     return 0
 
 
@@ -310,8 +329,16 @@ def joint(args, command, problems):
     plots.plot_joint(j, os.path.join(args.out, "joint.png"))
     stage1 = [{"N_billions": n, **f.to_dict()} for n, f in j.per_n.items()]
     data = {"mode": "joint", "E": j.E, "stage1": stage1, "stage2": j.over_n}
-    return report.write(args.out, "Joint asymptote (ensembles, then model size)", command, records, problems,
-                        [report.joint_markdown(j)], ["joint.png"], data)
+    return report.write(
+        args.out,
+        "Joint asymptote (ensembles, then model size)",
+        command,
+        records,
+        problems,
+        [report.joint_markdown(j)],
+        ["joint.png"],
+        data,
+    )
 
 
 def efficiency(args, command, problems):
@@ -328,11 +355,21 @@ def efficiency(args, command, problems):
     ci = f" [{eff.ci[0]:.2f}, {eff.ci[1]:.2f}]" if eff.ci else ""
     print(f"recipe loss {loss:.4f} ({how}); reference {ref:.4g}B tokens -> data efficiency {eff.value:.2f}x{ci}")
     plots.plot_efficiency(eff, os.path.join(args.out, "efficiency.png"))
-    sections = [report.efficiency_markdown(eff, how) + f"\nReference budget: {ref_how}.\n",
-                report.fit_markdown("Baseline data law", base, OVER["tokens"][2])]
+    sections = [
+        report.efficiency_markdown(eff, how) + f"\nReference budget: {ref_how}.\n",
+        report.fit_markdown("Baseline data law", base, OVER["tokens"][2]),
+    ]
     data = {"mode": "data-efficiency", "recipe_loss_from": how, "reference_from": ref_how, "efficiency": eff}
-    return report.write(args.out, "Data efficiency", command, base_records + recipe_records, problems,
-                        sections, ["efficiency.png"], data)
+    return report.write(
+        args.out,
+        "Data efficiency",
+        command,
+        base_records + recipe_records,
+        problems,
+        sections,
+        ["efficiency.png"],
+        data,
+    )
 
 
 if __name__ == "__main__":

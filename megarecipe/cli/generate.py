@@ -8,6 +8,7 @@ Each prompt starts a new document (after the EOS that separates documents in tra
 or --max-new-tokens, within the model's model.seq_len. Decoding keeps a KV cache; the same seed gives the same
 text.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,10 @@ def exports_of(path: str) -> list[str]:
     if os.path.isfile(os.path.join(path, rundir.MODEL_JSON)):
         return [path]
     if not (os.path.exists(RunDir(path).export) or ensembledir.is_ensemble(path)):
-        raise ValueError(f"{path}: no export/ (a finished run), model.json (an export) or ensemble.json (an "
-                         f"ensemble); give one of those, or export a stopped run first (tools/export_hf.py --tag)")
+        raise ValueError(
+            f"{path}: no export/ (a finished run), model.json (an export) or ensemble.json (an "
+            f"ensemble); give one of those, or export a stopped run first (tools/export_hf.py --tag)"
+        )
     return [m.export for m in members(path)]
 
 
@@ -58,23 +61,31 @@ def generate_texts(args) -> list[str]:
     from megarecipe.model.generate import generate
     from megarecipe.system import check_device, has_cuda
 
-    for name, ok in (("--max-new-tokens", args.max_new_tokens >= 1), ("--temperature", args.temperature >= 0),
-                     ("--top-k", args.top_k is None or args.top_k >= 1),
-                     ("--top-p", args.top_p is None or 0 < args.top_p <= 1), ("--seed", args.seed >= 0)):
+    for name, ok in (
+        ("--max-new-tokens", args.max_new_tokens >= 1),
+        ("--temperature", args.temperature >= 0),
+        ("--top-k", args.top_k is None or args.top_k >= 1),
+        ("--top-p", args.top_p is None or 0 < args.top_p <= 1),
+        ("--seed", args.seed >= 0),
+    ):
         if not ok:
-            raise ValueError(f"{name} is out of range (max-new-tokens >= 1, temperature >= 0, top-k >= 1, "
-                             f"0 < top-p <= 1, seed >= 0); fix the option")
+            raise ValueError(
+                f"{name} is out of range (max-new-tokens >= 1, temperature >= 0, top-k >= 1, "
+                f"0 < top-p <= 1, seed >= 0); fix the option"
+            )
     exports = exports_of(args.model)
     tokenizers = {find_tokenizer(e) for e in exports}
     if None in tokenizers:
-        raise ValueError(f"{args.model}: an export has no tokenizer.model or tokenizer.json; re-export the run from "
-                         f"its data dir")
+        raise ValueError(
+            f"{args.model}: an export has no tokenizer.model or tokenizer.json; re-export the run from its data dir"
+        )
     loaded = [load_export(e) for e in exports]
     if len({info["tokenizer_sha256"] for _, _, info in loaded}) != 1:
-        raise ValueError(f"{args.model}: its members were trained with different tokenizers; generate from "
-                         f"members of one data dir")
+        raise ValueError(
+            f"{args.model}: its members were trained with different tokenizers; generate from members of one data dir"
+        )
     seq_len = min(cfg.model.seq_len for _, cfg, _ in loaded)
-    sp = load_tokenizer(os.path.dirname(sorted(tokenizers)[0]))   # the folder: a tokenizer.json's EOS is beside it
+    sp = load_tokenizer(os.path.dirname(sorted(tokenizers)[0]))  # the folder: a tokenizer.json's EOS is beside it
     device = torch.device(check_device(args.device) or ("cuda" if has_cuda() else "cpu"))
     models = [model.to(device) for model, _, _ in loaded]
     generator = torch.Generator().manual_seed(args.seed)
@@ -83,14 +94,23 @@ def generate_texts(args) -> list[str]:
         ids = [sp.eos_id, *sp.encode(prompt)]
         steps = min(args.max_new_tokens, seq_len - len(ids))
         if steps < 1:
-            raise ValueError(f"--prompt {prompt[:40]!r}: {len(ids)} tokens leave no room in model.seq_len="
-                             f"{seq_len}; shorten it")
-        out = generate(models, torch.tensor([ids], device=device), steps, sp.vocab_size,
-                       temperature=args.temperature or 1.0, top_p=args.top_p, top_k=args.top_k,
-                       generator=generator, greedy=args.temperature == 0)
-        new = out[0, len(ids):].tolist()
+            raise ValueError(
+                f"--prompt {prompt[:40]!r}: {len(ids)} tokens leave no room in model.seq_len={seq_len}; shorten it"
+            )
+        out = generate(
+            models,
+            torch.tensor([ids], device=device),
+            steps,
+            sp.vocab_size,
+            temperature=args.temperature or 1.0,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            generator=generator,
+            greedy=args.temperature == 0,
+        )
+        new = out[0, len(ids) :].tolist()
         if sp.eos_id in new:
-            new = new[:new.index(sp.eos_id)]
+            new = new[: new.index(sp.eos_id)]
         texts.append(_join(prompt, ids[1:], new, sp))
     return texts
 
@@ -101,4 +121,4 @@ def _join(prompt: str, prompt_ids: list[int], new: list[int], sp) -> str:
     if not new:
         return prompt
     whole, base = sp.decode(prompt_ids + new), sp.decode(prompt_ids)
-    return prompt + (whole[len(base):] if whole.startswith(base) else sp.decode(new))
+    return prompt + (whole[len(base) :] if whole.startswith(base) else sp.decode(new))

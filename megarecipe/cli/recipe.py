@@ -10,6 +10,7 @@ PNG plots). Running it again
 resumes: finished runs are read back, killed ones continue from their checkpoints, nothing finished is
 retrained. key=value arguments override recipe fields (e.g. launch.parallel=4 downstream.limit=100).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,19 @@ def parse(argv):
     ap.add_argument("recipe", help="a recipe file, or a shipped recipe's name (tiny, paper)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="recipe fields to override")
     ap.add_argument("--out", required=True, help="the pipeline's directory (runs, fits.json, REPORT.md)")
-    ap.add_argument("--search", action="store_true",
-                    help="find each size's hyperparameters by the locally-optimal search instead of using the "
-                         "certified values in the recipe file")
+    ap.add_argument(
+        "--search",
+        action="store_true",
+        help="find each size's hyperparameters by the locally-optimal search instead of using the "
+        "certified values in the recipe file",
+    )
     ap.add_argument("--backend", choices=("local", "slurm"), help="overrides launch.backend")
     ap.add_argument("--parallel", type=int, help="runs at once (overrides launch.parallel)")
-    ap.add_argument("--stop-after", metavar="STAGE", help="stop after this stage (data, standard, regularized, "
-                                                          "ensembles, distill, downstream)")
+    ap.add_argument(
+        "--stop-after",
+        metavar="STAGE",
+        help="stop after this stage (data, standard, regularized, ensembles, distill, downstream)",
+    )
     return ap.parse_intermixed_args(argv)
 
 
@@ -37,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from megarecipe.system import quiet_progress_bars
 
-    quiet_progress_bars()   # lm-eval's, datasets' and transformers' bars would bury the recipe's own lines
+    quiet_progress_bars()  # lm-eval's, datasets' and transformers' bars would bury the recipe's own lines
     from megarecipe.config import ConfigError
     from megarecipe.data.errors import DataError
     from megarecipe.launch import LaunchError
@@ -52,14 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = recipe_file.load(args.recipe, overrides)
         if args.stop_after and args.stop_after not in Pipeline.STAGES:
-            raise recipe_file.RecipeError(f"--stop-after {args.stop_after}: not a stage; use one of "
-                                          f"{', '.join(Pipeline.STAGES)}")
-        report = Pipeline(recipe, args.out, search=args.search, stop_after=args.stop_after,
-                          log=lambda m: print(m, flush=True)).run()
+            raise recipe_file.RecipeError(
+                f"--stop-after {args.stop_after}: not a stage; use one of {', '.join(Pipeline.STAGES)}"
+            )
+        report = Pipeline(
+            recipe, args.out, search=args.search, stop_after=args.stop_after, log=lambda m: print(m, flush=True)
+        ).run()
     except (recipe_file.RecipeError, ConfigError, DataError, LaunchError, PipelineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, SystemExit) as e:   # Ctrl-C, or SIGTERM while runs are live (they are stopped)
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM while runs are live (they are stopped)
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return getattr(e, "code", None) or 130
     if not args.stop_after:

@@ -6,15 +6,16 @@
 
 CONFIG is a YAML file or a preset's name (tiny, 150m, 300m, 600m, 1.4b).
 """
+
 from __future__ import annotations
 
 import os
 import sys
 
 from megarecipe.config import ConfigError, load_config
-from megarecipe.preflight import check_run
 from megarecipe.data.errors import DataError
 from megarecipe.errors import RunError, os_error_line
+from megarecipe.preflight import check_run
 from megarecipe.rank_errors import error_line
 from megarecipe.rundir import RunDirError
 from megarecipe.system import stop_with_launcher, watch_stop_signals
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report(e, before_group=not dist.is_initialized())
         return 3
-    except OSError as e:   # the disk filled (or went read-only) under the events or the export
+    except OSError as e:  # the disk filled (or went read-only) under the events or the export
         import torch.distributed as dist
 
         report(RunError(os_error_line(e, cfg.run.dir)), before_group=not dist.is_initialized())
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         # the rank that failed printed its own error; the others only lost contact with it, and rank 0 says so
         if os.environ.get("RANK", "0") == "0":
             first_line = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            print(f"error: stopped: another rank is gone (its own error, if it had one, is above) [{first_line}]",
-                  file=sys.stderr, flush=True)
+            print(
+                f"error: stopped: another rank is gone (its own error, if it had one, is above) [{first_line}]",
+                file=sys.stderr,
+                flush=True,
+            )
         return 3
     return 0
 

@@ -11,6 +11,7 @@ at once, moves to the best, and stops when the centre beats every neighbour; the
 the next seed. Writes OUT/certificate.json and certificate.md (a ladder: one sweep per size and budget, then
 OUT/report.md with the scaling fits). Killed and started again with the same command, it trains nothing twice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,15 @@ import shlex
 import signal
 import sys
 
-from megarecipe.launch import LaunchError
 from megarecipe.cli.common import Parser
+from megarecipe.launch import LaunchError
 
 BACKENDS = ("local", "slurm")
 
 
 def numbers(kind, least: float = 0.0, above: bool = False):
     """A grid: finite numbers >= least (> least when `above`), e.g. epochs >= 1, LR > 0, weight decay >= 0."""
+
     def parse(text: str) -> list:
         try:
             values = sorted({kind(v) for v in text.split(",") if v.strip()})
@@ -37,15 +39,19 @@ def numbers(kind, least: float = 0.0, above: bool = False):
             raise argparse.ArgumentTypeError("the list is empty")
         bad = [v for v in values if not math.isfinite(v) or v < least or (above and v == least)]
         if bad:
-            raise argparse.ArgumentTypeError(f"{bad[0]} is out of range (each must be {'>' if above else '>='} "
-                                             f"{least:g})")
+            raise argparse.ArgumentTypeError(
+                f"{bad[0]} is out of range (each must be {'>' if above else '>='} {least:g})"
+            )
         from megarecipe.launch import number
 
-        for a, b in zip(values, values[1:], strict=False):   # names spell 6 digits: one run dir for both
+        for a, b in zip(values, values[1:], strict=False):  # names spell 6 digits: one run dir for both
             if number(a) == number(b):
-                raise argparse.ArgumentTypeError(f"{a!r} and {b!r} both read {number(a)} in run names, so they "
-                                                 f"would share a run dir; give values that differ in 6 digits")
+                raise argparse.ArgumentTypeError(
+                    f"{a!r} and {b!r} both read {number(a)} in run names, so they "
+                    f"would share a run dir; give values that differ in 6 digits"
+                )
         return values
+
     return parse
 
 
@@ -60,14 +66,20 @@ def parse(argv):
     ap.add_argument("--epochs", type=numbers(int, 1), help="epochs grid (default 1,2,4,...,64)")
     ap.add_argument("--lr", type=numbers(float, 0, above=True), help="learning-rate grid (default 1e-4,3e-4,...,3e-2)")
     ap.add_argument("--wd", type=numbers(float), help="weight-decay grid (default 0,0.1,0.2,...,12.8)")
-    ap.add_argument("--seed-early", action="store_true",
-                    help="re-run each round's centre with the next seed alongside its neighbours: one run more per "
-                         "move, one wave of runs less at the end")
+    ap.add_argument(
+        "--seed-early",
+        action="store_true",
+        help="re-run each round's centre with the next seed alongside its neighbours: one run more per "
+        "move, one wave of runs less at the end",
+    )
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
     ap.add_argument("--processes", type=int, default=1, help="ranks per run (default 1)")
     ap.add_argument("--retries", type=int, default=1, help="retries of a failed run, resuming (default 1)")
-    ap.add_argument("--retry-failed", action="store_true",
-                    help="try runs an earlier call marked failed again (default: read back as failed)")
+    ap.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try runs an earlier call marked failed again (default: read back as failed)",
+    )
     ap.add_argument("--backend", choices=BACKENDS, default="local", help="local pool or Slurm job arrays")
     ap.add_argument("--bootstrap", type=int, default=100, help="resamples for the fits' intervals (0: none)")
     ap.add_argument("--gpus-per-node", type=int, default=8, help="Slurm: GPUs per node (default 8)")
@@ -109,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.status:
         from megarecipe.recipes.status import StatusError, report
+
         try:
             print(report(args.status), end="")
         except StatusError as e:
@@ -121,15 +134,31 @@ def main(argv: list[str] | None = None) -> int:
     from megarecipe.recipes.sweep import Launching, Sweep, paper_grid
 
     command = "python tools/tune.py " + shlex.join(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)   # unwinds the pool: its runs checkpoint and stop
+    previous = signal.signal(signal.SIGTERM, _terminate)  # unwinds the pool: its runs checkpoint and stop
     try:
         grid = paper_grid(args.standard, args.epochs, args.lr, args.wd)
-        how = Launching(args.backend, args.parallel, args.retries, args.processes, shlex.split(args.slurm_args),
-                        args.retry_failed, args.gpus_per_node)
+        how = Launching(
+            args.backend,
+            args.parallel,
+            args.retries,
+            args.processes,
+            shlex.split(args.slurm_args),
+            args.retry_failed,
+            args.gpus_per_node,
+        )
         budgets = [ladder.parse_tokens(t) for t in args.tokens.split(",")] if args.tokens else [None]
         if args.ladder or args.tokens:
-            certs = ladder.run(args.configs, budgets, args.out, args.overrides, grid, how, command=command,
-                               n_boot=args.bootstrap, seed_early=args.seed_early)
+            certs = ladder.run(
+                args.configs,
+                budgets,
+                args.out,
+                args.overrides,
+                grid,
+                how,
+                command=command,
+                n_boot=args.bootstrap,
+                seed_early=args.seed_early,
+            )
             print(f"report: {os.path.join(args.out, 'report.md')}")
             return 0 if all(certs.values()) else 1
         Sweep(args.configs[0], args.out, args.overrides, grid, how, seed_early=args.seed_early).run()

@@ -11,6 +11,7 @@ reason and never proposed. --measure trains each fitting candidate for --steps s
 launchers/local.sh and records tokens/s, step time and peak memory. --write saves the winner's ds_config
 (ZeRO settings only) and prints the overrides that select it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,9 @@ import sys
 import tempfile
 
 from megarecipe import atomic
+from megarecipe.cli.common import Parser
 from megarecipe.config import ConfigError, load_config, resolve_layout
 from megarecipe.preflight import check_run
-from megarecipe.cli.common import Parser
 
 MAX_LAYERS = 512
 GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
@@ -93,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
 def _check_numbers(args) -> None:
     """Counts >= 1, rates and sizes > 0, margin >= 0, efficiency in (0, 1]: a zero divides, a negative one ranks
     backwards or makes every layout fit."""
-    checks = [("--nodes", args.nodes, args.nodes >= 1), ("--top", args.top, args.top >= 1),
-              ("--steps", args.steps, args.steps >= 1), ("--max-measure", args.max_measure, args.max_measure >= 1),
-              ("--margin", args.margin, args.margin >= 0), ("--efficiency", args.efficiency, 0 < args.efficiency <= 1)]
+    checks = [
+        ("--nodes", args.nodes, args.nodes >= 1),
+        ("--top", args.top, args.top >= 1),
+        ("--steps", args.steps, args.steps >= 1),
+        ("--max-measure", args.max_measure, args.max_measure >= 1),
+        ("--margin", args.margin, args.margin >= 0),
+        ("--efficiency", args.efficiency, 0 < args.efficiency <= 1),
+    ]
     for name in ("gpus_per_node", "processes", "peak_tflops", "intra_gbs", "inter_gbs", "gpu_memory", "memory"):
         value = getattr(args, name)
         if value is not None:
@@ -105,8 +111,9 @@ def _check_numbers(args) -> None:
             checks.append((f"--{name.replace('_', '-')}", value, value >= 1))
     for flag, value, ok in checks:
         if not ok:
-            raise ConfigError(f"{flag} {value:g}: out of range (counts >= 1, sizes and rates > 0, margin >= 0, "
-                              f"0 < efficiency <= 1)")
+            raise ConfigError(
+                f"{flag} {value:g}: out of range (counts >= 1, sizes and rates > 0, margin >= 0, 0 < efficiency <= 1)"
+            )
 
 
 def _target(args):
@@ -121,8 +128,10 @@ def _target(args):
     if args.processes:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return args.processes, args.processes, args.memory or ram / args.processes, False
-    raise ConfigError("--gpus-per-node or --processes: say what to plan for, e.g. --gpus-per-node 8 "
-                      "--gpu-memory 80GB, or --processes 2")
+    raise ConfigError(
+        "--gpus-per-node or --processes: say what to plan for, e.g. --gpus-per-node 8 "
+        "--gpu-memory 80GB, or --processes 2"
+    )
 
 
 def _vocab(cfg) -> int:
@@ -131,19 +140,22 @@ def _vocab(cfg) -> int:
         return cfg.model.vocab_size
     from megarecipe.data.errors import DataError
     from megarecipe.data.meta import load_meta
+
     try:
         return load_meta(cfg.data.dir).vocab_size
     except DataError:
-        raise ConfigError(f"model.vocab_size: not set and data.dir={cfg.data.dir!r} holds no prepared data; pass "
-                          f"model.vocab_size=N (e.g. 128256 for Llama-3's tokenizer) or point data.dir at "
-                          f"prepared data") from None
+        raise ConfigError(
+            f"model.vocab_size: not set and data.dir={cfg.data.dir!r} holds no prepared data; pass "
+            f"model.vocab_size=N (e.g. 128256 for Llama-3's tokenizer) or point data.dir at "
+            f"prepared data"
+        ) from None
 
 
 def _run(args) -> int:
     from megarecipe.plan.candidates import RECOMPUTE, ZERO_VARIANTS, enumerate_candidates
     from megarecipe.plan.comm import Machine
-    from megarecipe.plan.rank import assess, rank
     from megarecipe.plan.memory import fused_attention
+    from megarecipe.plan.rank import assess, rank
     from megarecipe.plan.report import refused_summary, table
 
     world, per_node, budget, gpu = _target(args)
@@ -160,36 +172,54 @@ def _run(args) -> int:
     if args.measure and gpu and args.nodes > 1:
         raise ConfigError("--measure: runs on this machine only; use --nodes 1")
     cfg = load_config(args.config, args.overrides)
-    if cfg.model.num_layers > MAX_LAYERS:   # each layer's tensors are listed per candidate: minutes, then hours
-        raise ConfigError(f"model.num_layers={cfg.model.num_layers}: the planner handles at most {MAX_LAYERS} layers "
-                          f"(the largest Llamas have 126); give a real model's depth")
-    base = copy.deepcopy(cfg)   # the settings no candidate changes must be sound (and the data there, to measure)
+    if cfg.model.num_layers > MAX_LAYERS:  # each layer's tensors are listed per candidate: minutes, then hours
+        raise ConfigError(
+            f"model.num_layers={cfg.model.num_layers}: the planner handles at most {MAX_LAYERS} layers "
+            f"(the largest Llamas have 126); give a real model's depth"
+        )
+    base = copy.deepcopy(cfg)  # the settings no candidate changes must be sound (and the data there, to measure)
     base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
     base.train.precision = "fp32"
-    (check_run if args.measure else resolve_layout)(base, world_size=world, cuda=gpu or None)   # for the target
+    (check_run if args.measure else resolve_layout)(base, world_size=world, cuda=gpu or None)  # for the target
     vocab = _vocab(cfg)
     if cfg.train.precision == "auto":
         cfg.train.precision = "bf16" if gpu else "fp32"
     bf16 = cfg.train.precision == "bf16"
 
-    peak = args.peak_tflops * 1e12 if args.peak_tflops else (GPU_TARGET_DEFAULTS["peak_tflops"] * 1e12 if gpu
-                                                                else _cpu_peak())
+    peak = (
+        args.peak_tflops * 1e12
+        if args.peak_tflops
+        else (GPU_TARGET_DEFAULTS["peak_tflops"] * 1e12 if gpu else _cpu_peak())
+    )
 
     def bw(flag, key, cpu):
         return (flag or (GPU_TARGET_DEFAULTS[key] if gpu else cpu)) * 1e9
-    hw = Machine(peak, args.efficiency, bw(args.intra_gbs, "intra_gbs", 2.0), bw(args.inter_gbs, "inter_gbs", 2.0),
-                 bw(None, "pcie_gbs", 10.0), per_node)
+
+    hw = Machine(
+        peak,
+        args.efficiency,
+        bw(args.intra_gbs, "intra_gbs", 2.0),
+        bw(args.inter_gbs, "inter_gbs", 2.0),
+        bw(None, "pcie_gbs", 10.0),
+        per_node,
+    )
     with tempfile.TemporaryDirectory() as ds_dir:
-        candidates = enumerate_candidates(cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp,
-                                          args.micro_batch, recomputes, cuda=gpu or None)
+        candidates = enumerate_candidates(
+            cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp, args.micro_batch, recomputes, cuda=gpu or None
+        )
         assess(candidates, cfg, world, budget, args.margin, hw, bf16, gpu)
     ranked = rank(candidates)
-    target = (f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each" if gpu else
-              f"{world} CPU process(es), {budget / 2**30:.1f} GiB each")
+    target = (
+        f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each"
+        if gpu
+        else f"{world} CPU process(es), {budget / 2**30:.1f} GiB each"
+    )
     attention = "fused" if fused_attention(cfg.model, gpu) else "unfused"
-    print(f"{args.config}: {len(candidates)} candidates for {target}, {cfg.train.precision}, vocab {vocab}, "
-          f"{attention} attention (model.kernels={cfg.model.kernels}), margin {args.margin:.0%}; "
-          f"{sum(1 for c in ranked if c.fits)} fit")
+    print(
+        f"{args.config}: {len(candidates)} candidates for {target}, {cfg.train.precision}, vocab {vocab}, "
+        f"{attention} attention (model.kernels={cfg.model.kernels}), margin {args.margin:.0%}; "
+        f"{sum(1 for c in ranked if c.fits)} fit"
+    )
 
     if args.measure:
         _measure(args, cfg, ranked, world, bf16)
@@ -220,7 +250,7 @@ def _measure(args, cfg, ranked, world, bf16) -> None:
     from megarecipe.plan.measure import run_candidate
     from megarecipe.plan.memory import ZeroSetting, rank_model_states
 
-    fitting = [c for c in ranked if c.fits][:args.max_measure]
+    fitting = [c for c in ranked if c.fits][: args.max_measure]
     for i, c in enumerate(fitting, 1):
         print(f"measuring {i}/{len(fitting)}: {c.name} ({args.steps} steps)", flush=True)
         c.measured = run_candidate(c, args.config, args.overrides, world, args.out, args.steps)
@@ -230,8 +260,8 @@ def _measure(args, cfg, ranked, world, bf16) -> None:
             planned = [rank_model_states(cfg.model, c.vocab, z, c.tp, c.pp, c.dp, bf16, r) for r in range(len(ranks))]
             c.measured["planned_ranks"] = planned
             c.measured["model_states_match"] = all(
-                all(p[k] == r[k] for k in ("params", "grads", "optimizer"))
-                for p, r in zip(planned, ranks, strict=True))
+                all(p[k] == r[k] for k in ("params", "grads", "optimizer")) for p, r in zip(planned, ranks, strict=True)
+            )
 
 
 def _write_json(path: str, candidates, args) -> None:

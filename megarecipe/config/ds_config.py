@@ -1,5 +1,6 @@
 """The DeepSpeed JSON: a file in ds_configs/ (or a path) for ZeRO and communication settings. Its batch,
 optimizer, schedule, precision and clipping fields come from the run's config and may not be in it."""
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,7 @@ def zero_stage(ds) -> int:
     zero = ds.get("zero_optimization", {}) if isinstance(ds, dict) else None
     stage = zero.get("stage", 0) if isinstance(zero, dict) else None
     if not isinstance(stage, int) or isinstance(stage, bool):
-        raise ConfigError("parallel.ds_config: the JSON needs an object 'zero_optimization' with an integer "
-                          "'stage' (0-3)")
+        raise ConfigError(
+            "parallel.ds_config: the JSON needs an object 'zero_optimization' with an integer 'stage' (0-3)"
+        )
     return stage
-

@@ -1,4 +1,5 @@
 """YAML files plus `key=value` overrides into typed dataclasses: the one loader for run configs and recipe files."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from megarecipe import atomic
-from megarecipe.config.numbers import written_count, counts_to_ints, is_int_field, parse_count
+from megarecipe.config.numbers import counts_to_ints, is_int_field, parse_count, written_count
 from megarecipe.config.schema import Config, ConfigError
 from megarecipe.config.sources import mix_sources
 
@@ -36,7 +37,7 @@ def layered(schema: type, path: Optional[str], overrides: Optional[list[str]], e
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value; write e.g. {example}")
         key, _, value = item.partition("=")
-        if is_int_field(schema, key) and written_count(value):   # the text as typed: 1e400 is not inf
+        if is_int_field(schema, key) and written_count(value):  # the text as typed: 1e400 is not inf
             item = f"{key}={parse_count(value, key)}"
         layers.append(OmegaConf.from_dotlist([item]))
     return OmegaConf.to_object(OmegaConf.merge(*layers))
@@ -54,13 +55,16 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     except OmegaConfBaseException as e:
         raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
     except (TypeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
-                          f"(run, data, model, optim, parallel, train, distill, logging)") from None
+        raise ConfigError(
+            f"{path or 'config'}: {str(e).splitlines()[0]}; the file must be a mapping of sections "
+            f"(run, data, model, optim, parallel, train, distill, logging)"
+        ) from None
+
 
 def _with_counts(layer, schema: type):
     """Integer fields may be written as counts: data.train_tokens=200M, 1.5B, 1e9."""
     if not isinstance(layer, DictConfig):
-        return layer   # not a mapping: the merge names the problem
+        return layer  # not a mapping: the merge names the problem
     return OmegaConf.create(counts_to_ints(OmegaConf.to_container(layer, resolve=False), schema))
 
 

@@ -1,4 +1,5 @@
 """Counts written the way people write them: 200M, 1.5B, 1e9, 65536."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,10 @@ def parse_count(text, name: str) -> int:
         raise ConfigError(f"{name}={s!r} is not a count; {fix}") from None
     if not value.is_finite():
         raise ConfigError(f"{name}={s} is not finite; {fix}")
-    if value > LARGEST:   # before scaling: the product of a huge exponent need not be representable
+    if value > LARGEST:  # before scaling: the product of a huge exponent need not be representable
         raise ConfigError(f"{name}={s} is larger than {LARGEST:.0e}; {fix}")
     with localcontext() as ctx:
-        ctx.prec = 100   # exact for every value the length check lets through
+        ctx.prec = 100  # exact for every value the length check lets through
         value *= scale
     if value != value.to_integral_value():
         raise ConfigError(f"{name}={s} is not a whole number; {fix}")

@@ -1,4 +1,5 @@
 """Which settings define a run's result (settings_sha256), and which only how it is operated."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +10,11 @@ from omegaconf import OmegaConf
 from megarecipe.config.schema import Config
 
 # Settings that change how a run is operated, not what it computes.
-_OPERATIONAL = {"run": ("dir", "resume", "resume_from"), "model": ("recompute", "kernels"),
-                "train": ("stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints")}
+_OPERATIONAL = {
+    "run": ("dir", "resume", "resume_from"),
+    "model": ("recompute", "kernels"),
+    "train": ("stop_after", "progress", "log_every", "checkpoint_every", "keep_checkpoints"),
+}
 
 
 def run_settings(cfg: Config) -> dict:
@@ -19,19 +23,19 @@ def run_settings(cfg: Config) -> dict:
     for section, names in _OPERATIONAL.items():
         for name in names:
             plain[section].pop(name)
-    plain.pop("logging")   # where the curves also go
-    if plain["model"]["init_from"] is None:   # a run from random weights: its settings as before init_from existed
+    plain.pop("logging")  # where the curves also go
+    if plain["model"]["init_from"] is None:  # a run from random weights: its settings as before init_from existed
         plain["model"].pop("init_from")
-    if not plain["distill"]["teacher"]:   # alpha and temperature mean nothing without a teacher
+    if not plain["distill"]["teacher"]:  # alpha and temperature mean nothing without a teacher
         plain.pop("distill")
-    optim = plain["optim"]   # the schedule's settings at their defaults: a run's settings are what they were before
-    if optim["schedule"] != "wsd":   # they existed (decay_frac means nothing to cosine)
+    optim = plain["optim"]  # the schedule's settings at their defaults: a run's settings are what they were before
+    if optim["schedule"] != "wsd":  # they existed (decay_frac means nothing to cosine)
         optim.pop("decay_frac")
     if optim["schedule"] == "cosine":
         optim.pop("schedule")
     if optim["min_lr_ratio"] == 0:
         optim.pop("min_lr_ratio")
-    if not plain["data"]["mix"]:   # a single-dir run's settings are what they were before data.mix existed
+    if not plain["data"]["mix"]:  # a single-dir run's settings are what they were before data.mix existed
         plain["data"].pop("mix")
     return plain
 

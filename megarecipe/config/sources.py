@@ -1,4 +1,5 @@
 """data.mix parsed: the data dirs a run trains on and their ratios."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -18,8 +19,10 @@ def mix_sources(d: DataConfig) -> list[tuple[str, Fraction]]:
         except (ValueError, ZeroDivisionError):
             weight = None
         if not where or weight is None or weight <= 0:
-            raise ConfigError(f"data.mix entry {item!r} is not DIR:RATIO with a ratio > 0; write e.g. "
-                              f"data.mix=[data/real:0.1,data/synth:0.9]")
+            raise ConfigError(
+                f"data.mix entry {item!r} is not DIR:RATIO with a ratio > 0; write e.g. "
+                f"data.mix=[data/real:0.1,data/synth:0.9]"
+            )
         out.append((where, weight))
     if len({w for w, _ in out}) != len(out):
         raise ConfigError(f"data.mix names a data dir twice ({d.mix}); give each dir once")

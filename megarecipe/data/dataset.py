@@ -2,19 +2,23 @@
 
 Sequence i is the window tokens[i*seq_len : i*seq_len + seq_len + 1] (input plus shifted target): inputs of
 consecutive sequences don't overlap and every budget token is a target at most once per epoch."""
+
 import numpy as np
 import torch
 
 from megarecipe.data.errors import DataError
 from megarecipe.data.meta import load_meta
 
-IGNORE_INDEX = -100   # target of the padding rows in the last validation batch (torch's cross_entropy default)
+IGNORE_INDEX = -100  # target of the padding rows in the last validation batch (torch's cross_entropy default)
 
 
 def _windows(tokens, seq_len, ids) -> tuple:
     starts = np.asarray(ids, dtype=np.int64) * seq_len
-    rows = np.stack([tokens[s:s + seq_len + 1] for s in starts]) if len(starts) else \
-        np.empty((0, seq_len + 1), dtype=np.int64)
+    rows = (
+        np.stack([tokens[s : s + seq_len + 1] for s in starts])
+        if len(starts)
+        else np.empty((0, seq_len + 1), dtype=np.int64)
+    )
     rows = torch.from_numpy(rows.astype(np.int64))
     return rows[:, :-1], rows[:, 1:]
 
@@ -30,8 +34,10 @@ class TokenDataset:
         if seq_len < 1:
             raise DataError(f"seq_len={seq_len} must be >= 1")
         if budget > available:
-            raise DataError(f"budget of {budget} tokens is more than the {available} training tokens in "
-                            f"{data_dir}; lower data.train_tokens or prepare more text")
+            raise DataError(
+                f"budget of {budget} tokens is more than the {available} training tokens in "
+                f"{data_dir}; lower data.train_tokens or prepare more text"
+            )
         if budget < seq_len + 1:
             raise DataError(f"budget of {budget} tokens is less than one sequence of seq_len+1={seq_len + 1}")
         if seed < 0:
@@ -40,13 +46,13 @@ class TokenDataset:
         self.tokens = self.meta.tokens("train")[:budget]
         self.num_sequences = (budget - 1) // seq_len
         self.tokens_per_epoch = self.num_sequences * seq_len
-        self._orders = {}   # the permutations of the last two epochs used (a batch may straddle two)
+        self._orders = {}  # the permutations of the last two epochs used (a batch may straddle two)
 
     def order(self, epoch) -> np.ndarray:
         if epoch not in self._orders:
             if len(self._orders) >= 2:
                 self._orders.pop(min(self._orders))
-            rng = np.random.default_rng([self.seed, epoch])   # never seed + epoch: that collides across seeds
+            rng = np.random.default_rng([self.seed, epoch])  # never seed + epoch: that collides across seeds
             self._orders[epoch] = rng.permutation(self.num_sequences)
         return self._orders[epoch]
 
@@ -91,8 +97,10 @@ def validation_batches(data_dir, seq_len, batch_size, max_tokens=None, dp_rank=0
         tokens = tokens[:max_tokens]
     n = (len(tokens) - 1) // seq_len
     if n < 1:
-        raise DataError(f"the validation split of {data_dir} has {len(tokens)} tokens (max_tokens={max_tokens}), "
-                        f"less than one sequence of {seq_len + 1}; prepare with a larger --val-tokens")
+        raise DataError(
+            f"the validation split of {data_dir} has {len(tokens)} tokens (max_tokens={max_tokens}), "
+            f"less than one sequence of {seq_len + 1}; prepare with a larger --val-tokens"
+        )
     return _validation_iter(tokens, seq_len, n, batch_size, dp_rank, dp_size, meta.eos_id)
 
 

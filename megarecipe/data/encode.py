@@ -6,6 +6,7 @@ any set of parts.
 Chunks are tokenized by `workers` spawned processes, at most 2 chunks per worker in flight, and consumed in the
 order they were cut: the spool is the same bytes for any number of workers, and memory is bounded by workers x a
 chunk plus about 60 bytes per document for the table."""
+
 from __future__ import annotations
 
 import collections
@@ -28,11 +29,11 @@ from megarecipe.data.tokenizer import file_sha256, load_tokenizer
 
 SPOOL, PART_JSON, TABLE = "tokens.bin", "part.json", ("hashes", "sources", "records", "offsets", "lengths")
 SHOW_BAD = 10
-_worker = {}   # a worker's tokenizer and settings
+_worker = {}  # a worker's tokenizer and settings
 
 
 def _init(tokenizer_path, eos, dtype, text_key):
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # one thread per worker: the pool is the parallelism
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker: the pool is the parallelism
     _worker.update(tok=load_tokenizer(tokenizer_path, eos), dtype=dtype, text_key=text_key)
 
 
@@ -51,13 +52,21 @@ def encode_chunk(chunk) -> dict:
     flat = np.empty(int(lengths.sum()), dtype=dtype)
     at = 0
     for row in ids:
-        flat[at:at + len(row)] = row
+        flat[at : at + len(row)] = row
         at += len(row) + 1
         flat[at - 1] = tok.eos_id
     hashes = b"".join(hashlib.sha256(t.encode()).digest() for _, t in keep)
-    return {"source": chunk.source, "records": np.asarray([n for n, _ in keep], dtype=np.int64),
-            "hashes": np.frombuffer(hashes, dtype=np.uint8).reshape(-1, 32), "lengths": lengths, "tokens": flat,
-            "bad": bad, "empty": empty, "chars": sum(len(t) for _, t in keep), "pos": chunk.pos}
+    return {
+        "source": chunk.source,
+        "records": np.asarray([n for n, _ in keep], dtype=np.int64),
+        "hashes": np.frombuffer(hashes, dtype=np.uint8).reshape(-1, 32),
+        "lengths": lengths,
+        "tokens": flat,
+        "bad": bad,
+        "empty": empty,
+        "chars": sum(len(t) for _, t in keep),
+        "pos": chunk.pos,
+    }
 
 
 def _results(jobs, workers, init_args):
@@ -70,8 +79,9 @@ def _results(jobs, workers, init_args):
     # spawn, not fork: the caller may hold threads (pyarrow's, a trainer's) whose locks a forked child would
     # inherit taken. Not forkserver either: a process has one forkserver, and the warm-start launcher's
     # (megarecipe.launch.warm) must keep its own preload. A spawned worker costs ~0.3 CPU-s to import this module.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                               initargs=init_args)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init, initargs=init_args
+    )
     try:
         pending = collections.deque()
         for job in jobs:
@@ -81,9 +91,11 @@ def _results(jobs, workers, init_args):
         while pending:
             yield pending.popleft().result()
     except BrokenProcessPool:
-        raise DataError(f"a tokenizing worker died (killed, or out of memory; or it could not start: a script that "
-                        f"calls prepare() needs `if __name__ == \"__main__\":`); run again with fewer --workers "
-                        f"than {workers}") from None
+        raise DataError(
+            f"a tokenizing worker died (killed, or out of memory; or it could not start: a script that "
+            f'calls prepare() needs `if __name__ == "__main__":`); run again with fewer --workers '
+            f"than {workers}"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -105,9 +117,12 @@ class Progress:
         rate = self.tokens / max(now - self.start, 1e-9)
         frac = min(done_bytes / self.total, 1.0)
         eta = (now - self.start) * (1 - frac) / frac if frac > 0 else float("nan")
-        print(f"{self.what}: {done_bytes / 1e6:,.1f}/{self.total / 1e6:,.1f} MB ({100 * frac:.0f}%), "
-              f"{self.tokens / 1e6:,.2f}M tokens, {rate / 1e6:.2f}M tokens/s, ETA {_duration(eta)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{self.what}: {done_bytes / 1e6:,.1f}/{self.total / 1e6:,.1f} MB ({100 * frac:.0f}%), "
+            f"{self.tokens / 1e6:,.2f}M tokens, {rate / 1e6:.2f}M tokens/s, ETA {_duration(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _duration(s) -> str:
@@ -127,8 +142,12 @@ def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity,
     progress = Progress(sum(s.bytes for s in sources), show)
     done_before = {s.index: sum(x.bytes for x in sources[:k]) for k, s in enumerate(sources)}
     dealt = dealt or {}
-    jobs = (c for s in sources for k, c in enumerate(chunks(s, text_key))
-            if s.index not in dealt or k % dealt[s.index][1] == dealt[s.index][0])
+    jobs = (
+        c
+        for s in sources
+        for k, c in enumerate(chunks(s, text_key))
+        if s.index not in dealt or k % dealt[s.index][1] == dealt[s.index][0]
+    )
     by_index = {s.index: s for s in sources}
     with open(os.path.join(part_dir, SPOOL), "wb") as spool:
         for r in _results(jobs, workers, (tokenizer.path, tokenizer.eos_token, dtype, text_key)):
@@ -144,7 +163,7 @@ def encode_part(sources, part_dir, tokenizer, text_key, workers, show, identity,
             s["bad"] += len(r["bad"])
             s["empty"] += r["empty"]
             s["tokens"] += int(r["lengths"].sum())
-            for rec, why in r["bad"][:max(0, SHOW_BAD - len(bad_named))]:
+            for rec, why in r["bad"][: max(0, SHOW_BAD - len(bad_named))]:
                 bad_named.append([r["source"], rec, f"{record_name(by_index[r['source']], rec)}: {why}"])
             progress.update(done_before[r["source"]] + r["pos"], int(r["lengths"].sum()))
         spool.flush()
@@ -160,13 +179,22 @@ def megatron_part(prefix, part_dir, tokenizer, show, identity, source_index=0) -
     bin_path = prefix + ".bin"
     need = int(idx.pointers[-1]) + int(idx.lengths[-1]) * np.dtype(idx.dtype).itemsize if idx.sequence_count else 0
     if not os.path.isfile(bin_path) or os.path.getsize(bin_path) < need:
-        raise DataError(f"--megatron {prefix}: {bin_path} is missing or shorter than its .idx says ({need} bytes); "
-                        f"give a complete .bin/.idx pair")
+        raise DataError(
+            f"--megatron {prefix}: {bin_path} is missing or shorter than its .idx says ({need} bytes); "
+            f"give a complete .bin/.idx pair"
+        )
     tokens = np.memmap(bin_path, dtype=idx.dtype, mode="r") if need else np.empty(0, dtype=idx.dtype)
     dtype, eos = identity["dtype"], tokenizer.eos_id
-    summary = {"path": os.path.abspath(prefix), "format": "megatron", "bytes": os.path.getsize(bin_path),
-               "sha256": file_sha256(prefix + ".idx"), "records": idx.documents,
-               "bad": 0, "empty": 0, "tokens": 0}
+    summary = {
+        "path": os.path.abspath(prefix),
+        "format": "megatron",
+        "bytes": os.path.getsize(bin_path),
+        "sha256": file_sha256(prefix + ".idx"),
+        "records": idx.documents,
+        "bad": 0,
+        "empty": 0,
+        "tokens": 0,
+    }
     table = {k: [] for k in TABLE}
     progress, offset = Progress(summary["bytes"], show, what="reading"), 0
     with open(os.path.join(part_dir, SPOOL), "wb") as spool:
@@ -175,14 +203,16 @@ def megatron_part(prefix, part_dir, tokenizer, show, identity, source_index=0) -
             hashes, lengths, records = [], [], []
             for i in range(start, stop):
                 a, n = idx.document_span(i)
-                doc = np.asarray(tokens[a:a + n])
+                doc = np.asarray(tokens[a : a + n])
                 if n == 0:
                     summary["empty"] += 1
                     continue
                 if int(doc.max()) >= tokenizer.vocab_size or int(doc.min()) < 0:
-                    raise DataError(f"--megatron {prefix}: document {i} holds token id {int(doc.max())}, outside "
-                                    f"the {tokenizer.vocab_size} ids of --tokenizer {tokenizer.path}; give the "
-                                    f"tokenizer it was made with")
+                    raise DataError(
+                        f"--megatron {prefix}: document {i} holds token id {int(doc.max())}, outside "
+                        f"the {tokenizer.vocab_size} ids of --tokenizer {tokenizer.path}; give the "
+                        f"tokenizer it was made with"
+                    )
                 doc = doc.astype(dtype)
                 if doc[-1] != eos:
                     doc = np.append(doc, np.asarray([eos], dtype=dtype))
@@ -205,9 +235,18 @@ def megatron_part(prefix, part_dir, tokenizer, show, identity, source_index=0) -
 
 
 def _summary(s) -> dict:
-    return {"path": os.path.abspath(s.path), **({"split": s.split} if s.split else {}), "format": s.format,
-            **({"compression": s.compression} if s.compression else {}), "bytes": s.bytes,
-            "sha256": source_sha256(s), "records": 0, "bad": 0, "empty": 0, "tokens": 0}
+    return {
+        "path": os.path.abspath(s.path),
+        **({"split": s.split} if s.split else {}),
+        "format": s.format,
+        **({"compression": s.compression} if s.compression else {}),
+        "bytes": s.bytes,
+        "sha256": source_sha256(s),
+        "records": 0,
+        "bad": 0,
+        "empty": 0,
+        "tokens": 0,
+    }
 
 
 def _finish(part_dir, table, summaries, bad_named, identity) -> dict:

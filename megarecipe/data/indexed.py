@@ -5,6 +5,7 @@ The layout of the .idx, little-endian: the 9-byte magic, version u64 (1), dtype 
 document count u64 (documents + 1), then int32 sequence lengths, int64 byte pointers into the .bin, and int64
 document indices (the sequence index at which each document starts, and the count at the end). Written and read
 here with numpy, so preparing and opening data never imports megatron (which takes seconds)."""
+
 import os
 import struct
 
@@ -43,7 +44,7 @@ class Index:
                 head = f.read(_HEADER)
         except OSError as e:
             raise DataError(f"{self.path}: cannot read ({e.strerror}); {fix}") from None
-        if len(head) < _HEADER or head[:len(MAGIC)] != MAGIC:
+        if len(head) < _HEADER or head[: len(MAGIC)] != MAGIC:
             raise DataError(f"{self.path} is not a Megatron index (no MMIDIDX header); {fix}")
         version, code = struct.unpack("<Q", head[9:17])[0], head[17]
         if version != 1 or code not in CODES:
@@ -56,9 +57,9 @@ class Index:
             raise DataError(f"{self.path} is {size} bytes, its header says at least {need}: truncated; {fix}")
         buf = np.memmap(self.path, dtype=np.uint8, mode="r")
         n = self.sequence_count
-        self.lengths = buf[_HEADER:_HEADER + 4 * n].view(np.int32)
-        self.pointers = buf[_HEADER + 4 * n:_HEADER + 12 * n].view(np.int64)
-        self.document_indices = buf[_HEADER + 12 * n:_HEADER + 12 * n + 8 * doc_count].view(np.int64)
+        self.lengths = buf[_HEADER : _HEADER + 4 * n].view(np.int32)
+        self.pointers = buf[_HEADER + 4 * n : _HEADER + 12 * n].view(np.int64)
+        self.document_indices = buf[_HEADER + 12 * n : _HEADER + 12 * n + 8 * doc_count].view(np.int64)
         if doc_count < 1 or self.document_indices[-1] != n or self.document_indices[0] != 0:
             raise DataError(f"{self.path}: document indices do not span its {n} sequences; {fix}")
 

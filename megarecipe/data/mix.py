@@ -9,6 +9,7 @@ through its own epochs, and batch `step` is a pure function of (seed, step).
 
 Ids are rows (source, sequence id in that source), int64 [n, 2].
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -31,7 +32,7 @@ def interleave(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
     sources = np.concatenate([np.full(c, k, dtype=np.int64) for k, c in enumerate(counts)])
     occurrence = np.concatenate([np.arange(c, dtype=np.int64) for c in counts])
     counts_of = np.asarray(counts, dtype=np.float64)[sources]
-    order = np.lexsort((sources, (occurrence + 0.5) / counts_of))   # by place in the epoch, ties by source
+    order = np.lexsort((sources, (occurrence + 0.5) / counts_of))  # by place in the epoch, ties by source
     return sources[order], occurrence[order]
 
 
@@ -44,11 +45,13 @@ class MixDataset:
         self.parts += [TokenDataset(d, seq_len, None, seed) for d, _ in sources[1:]]
         self.counts = mix_counts(self.parts[0].num_sequences, [w for _, w in sources])
         if min(self.counts) < 1:
-            raise DataError(f"data.mix ratios {[str(w) for _, w in sources]} give a source no sequence per epoch of "
-                            f"{self.counts[0]}; raise its ratio")
+            raise DataError(
+                f"data.mix ratios {[str(w) for _, w in sources]} give a source no sequence per epoch of "
+                f"{self.counts[0]}; raise its ratio"
+            )
         self.seq_len, self.seed = seq_len, seed
         self.meta = self.parts[0].meta
-        self.num_sequences = sum(self.counts)   # per epoch
+        self.num_sequences = sum(self.counts)  # per epoch
         self.pattern, self.occurrence = interleave(self.counts)
 
     def sample_ids(self, start, count) -> np.ndarray:
@@ -61,7 +64,7 @@ class MixDataset:
         for k, part in enumerate(self.parts):
             mask = src == k
             if mask.any():
-                stream = epochs[mask] * self.counts[k] + occ[mask]   # this source's own global samples
+                stream = epochs[mask] * self.counts[k] + occ[mask]  # this source's own global samples
                 own_epochs, own_positions = np.divmod(stream, part.num_sequences)
                 picked = np.empty(len(stream), dtype=np.int64)
                 for e in np.unique(own_epochs):

@@ -6,6 +6,7 @@ by the sha256 of their text (of their tokens, for Megatron input); repeats are d
 `val_tokens` is reached, form the validation split and the rest the training split. So the split depends on
 neither input order, nor sharding, nor the number of workers, nor any seed; the two splits never share a
 document; and any prefix of the training split mixes all sources. Each document ends with EOS."""
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,24 @@ import numpy as np
 from megarecipe.data.encode import SHOW_BAD, SPOOL, encode_part, megatron_part, read_part
 from megarecipe.data.errors import DataError
 from megarecipe.data.indexed import write_index
-from megarecipe.data.meta import (DATA_FILES, TRAIN, TRAIN_IDX, VAL, VAL_IDX, DataMeta, contents_sha256, dtype_for,
-                                  load_meta, write_meta)
+from megarecipe.data.meta import (
+    DATA_FILES,
+    TRAIN,
+    TRAIN_IDX,
+    VAL,
+    VAL_IDX,
+    DataMeta,
+    contents_sha256,
+    dtype_for,
+    load_meta,
+    write_meta,
+)
 from megarecipe.data.readers import chunks, expand_inputs, record_name, records
 from megarecipe.data.tokenizer import file_sha256, load_tokenizer, train_tokenizer
 
 SHOW_PROGRESS_BYTES = 8 << 20
-IN_PROCESS_BYTES = 4 << 20     # below this, starting worker processes costs more than it saves
-DEAL_BYTES = 64 << 20          # a file this big is shared out among the shards by chunks, not given to one
+IN_PROCESS_BYTES = 4 << 20  # below this, starting worker processes costs more than it saves
+DEAL_BYTES = 64 << 20  # a file this big is shared out among the shards by chunks, not given to one
 
 
 class BadRecords(DataError):
@@ -35,8 +46,21 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None, progress=None, workers=None,
-            fmt=None, text_key="text", skip_bad=False, eos=None, megatron=None, shard=None):
+def prepare(
+    inputs,
+    out_dir,
+    vocab_size=8000,
+    val_tokens=200_000,
+    tokenizer=None,
+    progress=None,
+    workers=None,
+    fmt=None,
+    text_key="text",
+    skip_bad=False,
+    eos=None,
+    megatron=None,
+    shard=None,
+):
     """Tokenize `inputs` (files, folders, globs) or a Megatron prefix into `out_dir`; return the checked DataMeta.
 
     Everything is built in a sibling folder that replaces out_dir only once it is complete, so a failed or
@@ -47,7 +71,7 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
     progress: lines on stderr; None = only for inputs over 8 MB."""
     if val_tokens < 0:
         raise DataError(f"--val-tokens {val_tokens} must be >= 0")
-    small = workers is None   # by default, small inputs are tokenized in this process
+    small = workers is None  # by default, small inputs are tokenized in this process
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise DataError(f"--workers {workers} must be >= 1")
@@ -56,8 +80,10 @@ def prepare(inputs, out_dir, vocab_size=8000, val_tokens=200_000, tokenizer=None
         _check_replaceable(out_dir, final)
     if megatron is not None:
         if tokenizer is None:
-            raise DataError("--megatron needs --tokenizer: the tokenizer the .bin was made with (for its vocabulary, "
-                            "EOS and the export)")
+            raise DataError(
+                "--megatron needs --tokenizer: the tokenizer the .bin was made with (for its vocabulary, "
+                "EOS and the export)"
+            )
         sources = []
     else:
         sources = expand_inputs(inputs, fmt)
@@ -99,8 +125,10 @@ def _prepare_shard(sources, final, shard, tokenizer, eos, text_key, workers, sho
     if not 0 <= i < n:
         raise DataError(f"--shard {i}/{n}: give I/N with 0 <= I < N")
     if tokenizer is None:
-        raise DataError("--shard needs --tokenizer: every shard must use the same one (train it first, e.g. a "
-                        "prepare of a sample of the corpus, and pass its DIR/tokenizer.model)")
+        raise DataError(
+            "--shard needs --tokenizer: every shard must use the same one (train it first, e.g. a "
+            "prepare of a sample of the corpus, and pass its DIR/tokenizer.model)"
+        )
     tok = load_tokenizer(tokenizer, eos)
     identity = _identity(sources, tok, text_key, (i, n))
     mine, dealt = deal(sources, i, n)
@@ -137,16 +165,20 @@ def join_parts(parts_folder, out_dir, val_tokens=200_000, skip_bad=False) -> Dat
     n = int(names[0].split("-of-")[1])
     missing = sorted(set(range(n)) - {int(x.split("-of-")[0]) for x in names if x.endswith(f"-of-{n}")})
     if missing or len(names) != n:
-        raise DataError(f"--join {parts_folder}: shards {missing or names} missing or of another N; run every "
-                        f"--shard I/{n} (I = 0..{n - 1}) and nothing else into this folder")
+        raise DataError(
+            f"--join {parts_folder}: shards {missing or names} missing or of another N; run every "
+            f"--shard I/{n} (I = 0..{n - 1}) and nothing else into this folder"
+        )
     parts = [os.path.join(parts_folder, f"{i}-of-{n}") for i in range(n)]
     first = read_part(parts[0])[0]
     for p in parts[1:]:
         rec = read_part(p)[0]
         differ = [k for k in ("inputs", "tokenizer_sha256", "eos_id", "text_key", "dtype") if rec[k] != first[k]]
         if differ:
-            raise DataError(f"--join: {p} was made with another {', '.join(differ)} than {parts[0]}; run every "
-                            f"shard with the same --input, --tokenizer, --eos and --text-key")
+            raise DataError(
+                f"--join: {p} was made with another {', '.join(differ)} than {parts[0]}; run every "
+                f"shard with the same --input, --tokenizer, --eos and --text-key"
+            )
     final = os.path.realpath(out_dir)
     _check_replaceable(out_dir, final)
     build = f"{final}.tmp{os.getpid()}"
@@ -164,8 +196,14 @@ def join_parts(parts_folder, out_dir, val_tokens=200_000, skip_bad=False) -> Dat
 
 def _identity(sources, tok, text_key, shard) -> dict:
     """What every shard of one prepare must share."""
-    return {"inputs": [[s.name, s.format, s.bytes] for s in sources], "tokenizer_sha256": file_sha256(tok.path),
-            "eos_id": tok.eos_id, "text_key": text_key, "dtype": dtype_for(tok.vocab_size), "shard": list(shard)}
+    return {
+        "inputs": [[s.name, s.format, s.bytes] for s in sources],
+        "tokenizer_sha256": file_sha256(tok.path),
+        "eos_id": tok.eos_id,
+        "text_key": text_key,
+        "dtype": dtype_for(tok.vocab_size),
+        "shard": list(shard),
+    }
 
 
 def _check_replaceable(out_dir, final):
@@ -174,8 +212,10 @@ def _check_replaceable(out_dir, final):
         raise DataError(f"--out {out_dir} is a file; give a new folder or a data dir")
     foreign = sorted(set(os.listdir(final)) - DATA_FILES) if os.path.isdir(final) else []
     if foreign:
-        raise DataError(f"--out {out_dir} holds {len(foreign)} file(s) that are not a data dir's (e.g. {foreign[0]}) "
-                        f"and would be replaced; give a new folder or an existing data dir")
+        raise DataError(
+            f"--out {out_dir} holds {len(foreign)} file(s) that are not a data dir's (e.g. {foreign[0]}) "
+            f"and would be replaced; give a new folder or an existing data dir"
+        )
 
 
 def _replace_dir(build, final):
@@ -205,15 +245,22 @@ def _tokenizer(sources, out_dir, vocab_size, tokenizer, eos, text_key, show):
                         bad.append(f"{record_name(s, n)}: {problem}")
                     elif text:
                         yield text
+
     try:
         path = train_tokenizer([], os.path.join(out_dir, "tokenizer"), vocab_size, threads=2, texts=texts())
     except DataError as e:
         if not str(e).startswith("no text"):
             raise
         if bad:
-            raise BadRecords("\n".join([f"{len(bad)} bad record(s) and no good one to train the tokenizer on; fix "
-                                        f"them. The first {min(len(bad), SHOW_BAD)}:"] +
-                                       [f"  {line}" for line in bad[:SHOW_BAD]])) from None
+            raise BadRecords(
+                "\n".join(
+                    [
+                        f"{len(bad)} bad record(s) and no good one to train the tokenizer on; fix "
+                        f"them. The first {min(len(bad), SHOW_BAD)}:"
+                    ]
+                    + [f"  {line}" for line in bad[:SHOW_BAD]]
+                )
+            ) from None
         raise DataError(f"the {len(sources)} input source(s) hold no text; give non-empty inputs") from None
     return load_tokenizer(path, eos)
 
@@ -246,8 +293,9 @@ def _join(parts, out_dir, tok, val_tokens, skip_bad):
             with open(os.path.join(out_dir, name), "wb", buffering=1 << 22) as out:
                 for r in rows:
                     f = spools[part_of[r]]
-                    out.write(os.pread(f.fileno(), int(cols["lengths"][r]) * itemsize,
-                                       int(cols["offsets"][r]) * itemsize))
+                    out.write(
+                        os.pread(f.fileno(), int(cols["lengths"][r]) * itemsize, int(cols["offsets"][r]) * itemsize)
+                    )
                 out.flush()
                 os.fsync(out.fileno())
             write_index(os.path.join(out_dir, idx), cols["lengths"][rows], dtype)
@@ -257,18 +305,32 @@ def _join(parts, out_dir, tok, val_tokens, skip_bad):
     counts = {"train": int(lengths[~is_val].sum()), "val": int(lengths[is_val].sum())}
     if counts["train"] == 0:
         if not len(kept):
-            raise DataError(f"the {sum(len(r['sources']) for r in records_)} input source(s) hold no text; give "
-                            f"non-empty inputs")
-        raise DataError(f"all {counts['val']} tokens went to the validation split (--val-tokens {val_tokens}); "
-                        f"lower --val-tokens or add text")
+            raise DataError(
+                f"the {sum(len(r['sources']) for r in records_)} input source(s) hold no text; give non-empty inputs"
+            )
+        raise DataError(
+            f"all {counts['val']} tokens went to the validation split (--val-tokens {val_tokens}); "
+            f"lower --val-tokens or add text"
+        )
     sources = _source_summaries(records_, cols, kept, dropped, is_val)
     tok_sha = file_sha256(tok.path)
     meta = DataMeta(
-        dir=str(out_dir), vocab_size=tok.vocab_size, dtype=dtype, tokenizer=os.path.basename(tok.path),
-        tokenizer_sha256=tok_sha, train_tokens=counts["train"], val_tokens=counts["val"], eos_id=tok.eos_id,
-        bos_id=tok.bos_id, train_documents=int((~is_val).sum()), val_documents=int(is_val.sum()),
-        val_tokens_requested=val_tokens, sources=sources, skipped_bad=sum(s.get("bad", 0) for s in sources),
-        contents_sha256=contents_sha256(out_dir, tok_sha))
+        dir=str(out_dir),
+        vocab_size=tok.vocab_size,
+        dtype=dtype,
+        tokenizer=os.path.basename(tok.path),
+        tokenizer_sha256=tok_sha,
+        train_tokens=counts["train"],
+        val_tokens=counts["val"],
+        eos_id=tok.eos_id,
+        bos_id=tok.bos_id,
+        train_documents=int((~is_val).sum()),
+        val_documents=int(is_val.sum()),
+        val_tokens_requested=val_tokens,
+        sources=sources,
+        skipped_bad=sum(s.get("bad", 0) for s in sources),
+        contents_sha256=contents_sha256(out_dir, tok_sha),
+    )
     write_meta(meta)
     load_meta(out_dir)
 
@@ -278,15 +340,21 @@ def _check_bad(part_records, skip_bad):
     if bad and not skip_bad:
         named = [line for _, _, line in sorted(b for r in part_records for b in r["bad_named"])][:SHOW_BAD]
         files = len({k for r in part_records for k, s in r["sources"].items() if s["bad"]})
-        raise BadRecords("\n".join([f"{bad} bad record(s) in {files} input(s); fix them, or pass --skip-bad to "
-                                    f"leave them out (counted in meta.json). The first {len(named)}:"] +
-                                   [f"  {line}" for line in named]))
+        raise BadRecords(
+            "\n".join(
+                [
+                    f"{bad} bad record(s) in {files} input(s); fix them, or pass --skip-bad to "
+                    f"leave them out (counted in meta.json). The first {len(named)}:"
+                ]
+                + [f"  {line}" for line in named]
+            )
+        )
 
 
 def _source_summaries(part_records, cols, kept, dropped, is_val) -> list:
     """One summary per input: its records, documents kept, repeats dropped, bad and empty ones, tokens per split."""
     summaries = {}
-    for r in part_records:   # a file shared out among shards has a summary in each: their counts add up
+    for r in part_records:  # a file shared out among shards has a summary in each: their counts add up
         for k, v in r["sources"].items():
             if int(k) in summaries:
                 for field in ("records", "bad", "empty", "tokens"):
@@ -305,7 +373,8 @@ def _source_summaries(part_records, cols, kept, dropped, is_val) -> list:
     for k in sorted(summaries):
         s = summaries[k]
         s.pop("tokens", None)
-        s.update(documents=int(docs[k]), repeats=int(reps[k]), train_tokens=int(train_tok[k]),
-                 val_tokens=int(val_tok[k]))
+        s.update(
+            documents=int(docs[k]), repeats=int(reps[k]), train_tokens=int(train_tok[k]), val_tokens=int(val_tok[k])
+        )
         out.append(s)
     return out

@@ -4,6 +4,7 @@ or .zst), Parquet, Arrow files, and folders written by `datasets`' save_to_disk;
 The main process cuts every source into chunks of about CHUNK_BYTES (raw lines for JSON, column values for
 tables, normalised blocks for text); `records(chunk, text_key)` turns one into (record, text, problem) triples
 wherever it runs (a tokenizing worker, or the tokenizer trainer). Nothing holds a whole file."""
+
 from __future__ import annotations
 
 import glob
@@ -22,12 +23,14 @@ JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".arrow": "arrow"}
 COMPRESSED = {".gz": "gz", ".zst": "zst", ".zstd": "zst"}
 REFUSED = (".bz2", ".xz", ".zip", ".tar", ".7z", ".lz4")
-BLOCK_CHARS = 256 * 1024   # a text file over this many characters becomes several documents
+BLOCK_CHARS = 256 * 1024  # a text file over this many characters becomes several documents
 CHUNK_BYTES = 1 << 20
-CSV_BLOCK_BYTES = 16 << 20   # pyarrow parses CSV a block at a time; one record must fit in a block
+CSV_BLOCK_BYTES = 16 << 20  # pyarrow parses CSV a block at a time; one record must fit in a block
 TABLE_ROWS = 256
-KNOWN = ("*.txt, *.md, *.rst, *.jsonl, *.json, *.csv, *.tsv, *.parquet, *.arrow (JSON and CSV also .gz/.zst), or a "
-         "datasets folder")
+KNOWN = (
+    "*.txt, *.md, *.rst, *.jsonl, *.json, *.csv, *.tsv, *.parquet, *.arrow (JSON and CSV also .gz/.zst), or a "
+    "datasets folder"
+)
 
 
 @dataclass
@@ -35,8 +38,8 @@ class Source:
     path: str
     format: str
     compression: str | None = None
-    split: str | None = None      # the split of a DatasetDict folder
-    index: int = 0                # place in the whole input list (so shards agree on it)
+    split: str | None = None  # the split of a DatasetDict folder
+    index: int = 0  # place in the whole input list (so shards agree on it)
     bytes: int = 0
 
     @property
@@ -47,10 +50,10 @@ class Source:
 @dataclass
 class Chunk:
     source: int
-    kind: str      # "lines" (raw JSON lines), "objects" (of a JSON array), "cells" (of a table's column),
-    items: list    # "texts" (normalised text blocks); (record number, payload) pairs
-    pos: int       # bytes of the source consumed when the chunk was cut (for progress)
-    rest: str = ""   # for cells: the rest of a dotted --text-key, looked up in each cell
+    kind: str  # "lines" (raw JSON lines), "objects" (of a JSON array), "cells" (of a table's column),
+    items: list  # "texts" (normalised text blocks); (record number, payload) pairs
+    pos: int  # bytes of the source consumed when the chunk was cut (for progress)
+    rest: str = ""  # for cells: the rest of a dotted --text-key, looked up in each cell
 
 
 def _split_suffix(path: str) -> tuple[str, str | None]:
@@ -63,18 +66,21 @@ def _split_suffix(path: str) -> tuple[str, str | None]:
 def detect(path: str, fmt: str | None) -> Source:
     if os.path.isdir(path):
         if fmt not in (None, "datasets") or not is_datasets_dir(path):
-            raise DataError(f"--input {path}: a folder here must be a `datasets` save_to_disk folder "
-                            f"(state.json or dataset_dict.json); give its files instead")
+            raise DataError(
+                f"--input {path}: a folder here must be a `datasets` save_to_disk folder "
+                f"(state.json or dataset_dict.json); give its files instead"
+            )
         return Source(path, "datasets")
     ext, compression = _split_suffix(path)
     if path.lower().endswith(REFUSED):
-        raise DataError(f"--input {path}: {os.path.splitext(path)[1]} archives are not read; decompress it, or "
-                        f"recompress as .gz or .zst")
+        raise DataError(
+            f"--input {path}: {os.path.splitext(path)[1]} archives are not read; decompress it, or "
+            f"recompress as .gz or .zst"
+        )
     if fmt is None:
         fmt = "jsonl" if ext in JSON_SUFFIXES else TABLE_SUFFIXES.get(ext, "text")
     if compression and fmt in ("parquet", "arrow"):
-        raise DataError(f"--input {path}: a compressed {fmt} file is not read; {fmt} compresses itself, "
-                        f"decompress it")
+        raise DataError(f"--input {path}: a compressed {fmt} file is not read; {fmt} compresses itself, decompress it")
     if fmt == "datasets":
         raise DataError(f"--input {path}: --format datasets takes a save_to_disk folder, not a file")
     return Source(path, fmt, compression, bytes=os.path.getsize(path))
@@ -154,8 +160,10 @@ def _refuse_json_text(path, compression):
     except ValueError:
         looks = False
     if looks:
-        raise DataError(f"--input {path}: its first lines are JSON objects; pass --format jsonl (and --text-key KEY "
-                        f"if the text is not under \"text\"), or --format text to read it as plain text")
+        raise DataError(
+            f"--input {path}: its first lines are JSON objects; pass --format jsonl (and --text-key KEY "
+            f'if the text is not under "text"), or --format text to read it as plain text'
+        )
 
 
 def _dataset_splits(s: Source) -> list[Source]:
@@ -203,6 +211,7 @@ def open_binary(path, compression):
         return io.BufferedReader(gzip.GzipFile(fileobj=raw), 1 << 20), raw
     if compression == "zst":
         import zstandard
+
         stream = zstandard.ZstdDecompressor().stream_reader(raw, read_size=1 << 20, closefd=True)
         return io.BufferedReader(stream, 1 << 20), raw
     return io.BufferedReader(raw, 1 << 20), raw
@@ -219,16 +228,20 @@ def chunks(s: Source, text_key: str):
             yield from _csv_chunks(s, text_key)
         else:
             yield from _table_chunks(s, text_key)
-    except (OSError, EOFError) as e:   # a truncated .gz / .zst, an unreadable file
-        raise DataError(f"{s.name}: cannot be read to the end ({type(e).__name__}: {str(e)[:120]}); "
-                        f"check or replace the file") from None
+    except (OSError, EOFError) as e:  # a truncated .gz / .zst, an unreadable file
+        raise DataError(
+            f"{s.name}: cannot be read to the end ({type(e).__name__}: {str(e)[:120]}); check or replace the file"
+        ) from None
     except Exception as e:
-        if "straddl" in str(e):   # pyarrow.csv: a row longer than a block
-            raise DataError(f"{s.name}: a row is over {CSV_BLOCK_BYTES >> 20} MB, or a quote is left open; close "
-                            f"the quote, or give such long texts as JSON Lines") from None
+        if "straddl" in str(e):  # pyarrow.csv: a row longer than a block
+            raise DataError(
+                f"{s.name}: a row is over {CSV_BLOCK_BYTES >> 20} MB, or a quote is left open; close "
+                f"the quote, or give such long texts as JSON Lines"
+            ) from None
         if type(e).__module__.startswith(("zstandard", "pyarrow")):
-            raise DataError(f"{s.name}: cannot be read ({type(e).__name__}: {str(e)[:120]}); check or replace "
-                            f"the file") from None
+            raise DataError(
+                f"{s.name}: cannot be read ({type(e).__name__}: {str(e)[:120]}); check or replace the file"
+            ) from None
         raise
 
 
@@ -236,13 +249,13 @@ def _json_chunks(s: Source):
     f, raw = open_binary(s.path, s.compression)
     with f:
         head = f.peek(64)[:64].lstrip()
-        if head[:1] == b"[":    # a JSON array, not lines: read whole (it cannot be streamed line by line)
+        if head[:1] == b"[":  # a JSON array, not lines: read whole (it cannot be streamed line by line)
             try:
                 objects = json.load(f)
             except ValueError as e:
                 raise DataError(f"{s.name}: not valid JSON ({e}); fix it or give JSON Lines") from None
             for start in range(0, len(objects), TABLE_ROWS):
-                yield Chunk(s.index, "objects", list(enumerate(objects[start:start + TABLE_ROWS], start)), raw.n)
+                yield Chunk(s.index, "objects", list(enumerate(objects[start : start + TABLE_ROWS], start)), raw.n)
             return
         items, size = [], 0
         for n, line in enumerate(f, 1):
@@ -273,30 +286,41 @@ def _csv_chunks(s: Source, text_key: str):
         invalid = []
 
         def on_invalid(row):
-            invalid.append(InvalidRow(f"a row of {row.actual_columns} fields where the header has "
-                                      f"{row.expected_columns}: {row.text[:60]!r}"))
+            invalid.append(
+                InvalidRow(
+                    f"a row of {row.actual_columns} fields where the header has "
+                    f"{row.expected_columns}: {row.text[:60]!r}"
+                )
+            )
             return "skip"
-        options = dict(read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                       parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
-                                                       invalid_row_handler=on_invalid))
+
+        options = dict(
+            read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            parse_options=pcsv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+            ),
+        )
         if columns:
-            options["convert_options"] = pcsv.ConvertOptions(include_columns=columns,
-                                                             column_types={c: pa.binary() for c in columns})
+            options["convert_options"] = pcsv.ConvertOptions(
+                include_columns=columns, column_types={c: pa.binary() for c in columns}
+            )
         return pcsv.open_csv(f, **options), f, raw, invalid
 
     head, f, _, _ = reader()
     columns = head.schema.names
     f.close()
     if text_key not in columns:
-        raise DataError(f"{s.name} has no column {text_key!r} (columns: {', '.join(columns[:12])}); pass "
-                        f"--text-key COLUMN, or leave this file out of --input")
+        raise DataError(
+            f"{s.name} has no column {text_key!r} (columns: {', '.join(columns[:12])}); pass "
+            f"--text-key COLUMN, or leave this file out of --input"
+        )
     batches, f, raw, invalid = reader([text_key])
     done = 0
     with f:
         for batch in batches:
             values = batch.column(0).to_pylist()
             for start in range(0, len(values), TABLE_ROWS):
-                part = values[start:start + TABLE_ROWS]
+                part = values[start : start + TABLE_ROWS]
                 yield Chunk(s.index, "cells", list(enumerate(part, done)), raw.n)
                 done += len(part)
             if invalid:
@@ -316,7 +340,7 @@ def _text_chunks(s: Source):
             if size >= CHUNK_BYTES:
                 yield Chunk(s.index, "texts", items, raw.n)
                 items, size = [], 0
-    if items or k < 0:   # an empty file is one empty record
+    if items or k < 0:  # an empty file is one empty record
         yield Chunk(s.index, "texts", items or [(0, ("", None))], raw.n)
 
 
@@ -374,18 +398,22 @@ def _table_chunks(s: Source, text_key: str):
     columns = _columns(s)
     top, rest = (text_key, "") if text_key in columns else (text_key.split(".")[0], text_key.partition(".")[2])
     if top not in columns:
-        raise DataError(f"{s.name} has no column {top!r} (columns: {', '.join(columns[:12])}); pass --text-key "
-                        f"COLUMN (a dotted key reaches into a struct column)")
+        raise DataError(
+            f"{s.name} has no column {top!r} (columns: {', '.join(columns[:12])}); pass --text-key "
+            f"COLUMN (a dotted key reaches into a struct column)"
+        )
     rows, done = _row_count(s), 0
     for batch in _batches(s, top):
         values = batch.to_pylist()
-        yield Chunk(s.index, "cells", list(enumerate(values, done)), s.bytes * (done + len(values)) // max(rows, 1),
-                    rest)
+        yield Chunk(
+            s.index, "cells", list(enumerate(values, done)), s.bytes * (done + len(values)) // max(rows, 1), rest
+        )
         done += len(values)
 
 
 def _columns(s: Source) -> list:
     import pyarrow.parquet as pq
+
     if s.format == "parquet":
         return pq.ParquetFile(s.path).schema_arrow.names
     return list(_arrow_table(s).column_names)
@@ -393,12 +421,14 @@ def _columns(s: Source) -> list:
 
 def _row_count(s: Source) -> int:
     import pyarrow.parquet as pq
+
     return pq.ParquetFile(s.path).metadata.num_rows if s.format == "parquet" else _arrow_table(s).num_rows
 
 
 def _arrow_table(s: Source):
     """A memory-mapped table: an .arrow file (stream or file format), or a datasets folder's data."""
     import pyarrow as pa
+
     if s.format == "arrow":
         source = pa.memory_map(s.path)
         try:
@@ -408,11 +438,13 @@ def _arrow_table(s: Source):
     try:
         import datasets
     except ImportError:
-        raise DataError(f"{s.name}: reading a `datasets` folder needs the datasets package; pip install "
-                        f"'datasets>=3.6' (or make setup)") from None
+        raise DataError(
+            f"{s.name}: reading a `datasets` folder needs the datasets package; pip install "
+            f"'datasets>=3.6' (or make setup)"
+        ) from None
     datasets.disable_progress_bars()
     ds = datasets.load_from_disk(os.path.join(s.path, s.split) if s.split else s.path)
-    if ds._indices is not None:   # a selection saved without flattening
+    if ds._indices is not None:  # a selection saved without flattening
         ds = ds.flatten_indices()
     return ds.data.table
 
@@ -420,6 +452,7 @@ def _arrow_table(s: Source):
 def _batches(s: Source, column):
     if s.format == "parquet":
         import pyarrow.parquet as pq
+
         for batch in pq.ParquetFile(s.path).iter_batches(batch_size=TABLE_ROWS, columns=[column]):
             yield batch.column(0)
     else:
@@ -462,13 +495,13 @@ def records(chunk: Chunk, text_key: str):
         if isinstance(payload, InvalidRow):
             yield n, None, str(payload)
             continue
-        if isinstance(payload, bytes):   # a CSV cell
+        if isinstance(payload, bytes):  # a CSV cell
             try:
                 payload = payload.decode("utf-8")
             except UnicodeDecodeError as e:
                 yield n, None, f"not UTF-8 ({e.reason} at byte {e.start}); convert it, e.g. iconv -t utf-8"
                 continue
-        if chunk.kind == "cells":   # the column's value; a dotted key goes on into it
+        if chunk.kind == "cells":  # the column's value; a dotted key goes on into it
             value, problem = _lookup(payload, chunk.rest) if chunk.rest else (payload, None)
         elif not isinstance(payload, dict):
             value, problem = None, f"a JSON {type(payload).__name__}, not an object"
@@ -493,12 +526,14 @@ def source_sha256(s: Source) -> str:
     import hashlib
 
     from megarecipe.data.tokenizer import file_sha256
+
     if s.format != "datasets":
         return file_sha256(s.path)
     folder = os.path.join(s.path, s.split) if s.split else s.path
     h = hashlib.sha256()
     for root, _, files in sorted(os.walk(folder)):
         for f in sorted(files):
-            h.update(f"{os.path.relpath(os.path.join(root, f), folder)} {file_sha256(os.path.join(root, f))}\n"
-                     .encode())
+            h.update(
+                f"{os.path.relpath(os.path.join(root, f), folder)} {file_sha256(os.path.join(root, f))}\n".encode()
+            )
     return h.hexdigest()

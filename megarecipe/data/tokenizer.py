@@ -4,6 +4,7 @@ tokenizer.json, or a local Hugging Face tokenizer folder); one small interface o
 A data dir and an export hold their tokenizer as `tokenizer.model` (sentencepiece) or as `tokenizer.json` plus a
 `tokenizer_config.json` naming its EOS (and BOS) token: so either folder is itself a Hugging Face tokenizer folder.
 Documents are encoded without special tokens; the EOS id is appended after each one explicitly."""
+
 import hashlib
 import io
 import json
@@ -49,8 +50,9 @@ def read_text(path) -> str:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
-                        f"convert it, e.g. iconv -t utf-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it, e.g. iconv -t utf-8"
+        ) from None
     return normalise(text)
 
 
@@ -61,30 +63,45 @@ def paragraphs(text: str):
 def train_tokenizer(files, out_prefix, vocab_size, threads=2, texts=None) -> str:
     """Train a BPE model on the paragraphs of `files` (or of `texts`, an iterable of normalised documents);
     write `out_prefix.model` atomically; return its path."""
+
     def sentences():
         for text in texts if texts is not None else (read_text(f) for f in files):
             yield from paragraphs(text)
 
     model = io.BytesIO()
     import sentencepiece as spm
+
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences(), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-            byte_fallback=True, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
-            user_defined_symbols=["\n"],          # a newline is one token and never merged into words
-            max_sentence_length=1 << 20,          # the default (4192 bytes) silently drops long paragraphs
-            input_sentence_size=5_000_000, shuffle_input_sentence=True,
-            num_threads=threads, minloglevel=2)
+            sentence_iterator=sentences(),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type="bpe",
+            byte_fallback=True,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_id=-1,
+            user_defined_symbols=["\n"],  # a newline is one token and never merged into words
+            max_sentence_length=1 << 20,  # the default (4192 bytes) silently drops long paragraphs
+            input_sentence_size=5_000_000,
+            shuffle_input_sentence=True,
+            num_threads=threads,
+            minloglevel=2,
+        )
     except RuntimeError as e:
         msg = str(e)
         if "Vocabulary size too high" in msg:
             limit = msg.rsplit("<=", 1)[-1].strip(" .")
-            raise DataError(f"--vocab-size {vocab_size} is too large for this little text (at most {limit}); "
-                            f"lower it or add text") from None
+            raise DataError(
+                f"--vocab-size {vocab_size} is too large for this little text (at most {limit}); lower it or add text"
+            ) from None
         if "sentences_.empty()" in msg:
             raise DataError("no text to train the tokenizer on; give non-empty input files") from None
-        raise DataError(f"sentencepiece could not train a {vocab_size}-piece tokenizer "
-                        f"({msg.strip().splitlines()[-1]}); change --vocab-size") from None
+        raise DataError(
+            f"sentencepiece could not train a {vocab_size}-piece tokenizer "
+            f"({msg.strip().splitlines()[-1]}); change --vocab-size"
+        ) from None
     path = str(out_prefix) + ".model"
     atomic.write_bytes(path, model.getvalue())
     return path
@@ -94,7 +111,7 @@ class Tokenizer:
     """encode_batch / decode / vocab_size / eos_id / bos_id over sentencepiece or Hugging Face `tokenizers`."""
 
     def __init__(self, path, kind, backend, eos_id, bos_id, eos_token, bos_token):
-        self.path, self.kind, self._b = str(path), kind, backend   # kind: "sentencepiece" or "hf"
+        self.path, self.kind, self._b = str(path), kind, backend  # kind: "sentencepiece" or "hf"
         self.eos_id, self.bos_id, self.eos_token, self.bos_token = eos_id, bos_id, eos_token, bos_token
         self.vocab_size = backend.get_piece_size() if kind == "sentencepiece" else backend.get_vocab_size()
 
@@ -126,8 +143,13 @@ class Tokenizer:
         with open(self.path, "rb") as f:
             atomic.write_bytes(out, f.read())
         if self.kind == "hf":
-            config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": self.eos_token,
-                      "bos_token": self.bos_token, "add_bos_token": False, "add_eos_token": False}
+            config = {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": self.eos_token,
+                "bos_token": self.bos_token,
+                "add_bos_token": False,
+                "add_eos_token": False,
+            }
             atomic.write_text(os.path.join(folder, HF_CONFIG), json.dumps(config, indent=1) + "\n")
         return out
 
@@ -169,6 +191,7 @@ def _open(path, eos, bos, fix) -> Tokenizer:
     if head[:1] == b"{":
         return _open_hf(path, eos, bos)
     import sentencepiece as spm
+
     sp = spm.SentencePieceProcessor()
     try:
         sp.load(path)
@@ -176,28 +199,42 @@ def _open(path, eos, bos, fix) -> Tokenizer:
         raise DataError(f"tokenizer {path} is neither a sentencepiece model nor a tokenizer.json; {fix}") from None
     eos_id = sp.eos_id() if eos is None else sp.piece_to_id(eos)
     if eos is not None and sp.id_to_piece(eos_id) != eos:
-        raise DataError(f"--eos {eos!r} is no piece of tokenizer {path}; give one of its pieces, e.g. "
-                        f"{sp.id_to_piece(sp.eos_id()) if sp.eos_id() >= 0 else '</s>'}")
+        raise DataError(
+            f"--eos {eos!r} is no piece of tokenizer {path}; give one of its pieces, e.g. "
+            f"{sp.id_to_piece(sp.eos_id()) if sp.eos_id() >= 0 else '</s>'}"
+        )
     if eos_id < 0:
         raise DataError(f"tokenizer {path} defines no EOS id; train it with eos_id set or pass --eos TOKEN")
     bos_id = sp.bos_id()
-    return Tokenizer(path, "sentencepiece", sp, eos_id, bos_id, sp.id_to_piece(eos_id),
-                     sp.id_to_piece(bos_id) if bos_id >= 0 else None)
+    return Tokenizer(
+        path,
+        "sentencepiece",
+        sp,
+        eos_id,
+        bos_id,
+        sp.id_to_piece(eos_id),
+        sp.id_to_piece(bos_id) if bos_id >= 0 else None,
+    )
 
 
 def _open_hf(path, eos, bos) -> Tokenizer:
     from tokenizers import Tokenizer as HFTokenizer
+
     try:
         tok = HFTokenizer.from_file(path)
-    except Exception as e:   # tokenizers raises a bare Exception on a malformed file
-        raise DataError(f"tokenizer {path} is not a valid tokenizer.json ({str(e).splitlines()[0][:120]}); "
-                        f"give one that `tokenizers.Tokenizer.from_file` reads") from None
+    except Exception as e:  # tokenizers raises a bare Exception on a malformed file
+        raise DataError(
+            f"tokenizer {path} is not a valid tokenizer.json ({str(e).splitlines()[0][:120]}); "
+            f"give one that `tokenizers.Tokenizer.from_file` reads"
+        ) from None
     if eos is None:
         eos = next((t for t in KNOWN_EOS if tok.token_to_id(t) is not None), None)
         if eos is None:
             special = [t.content for t in tok.get_added_tokens_decoder().values() if t.special][:8]
-            raise DataError(f"tokenizer {path} names no EOS token; pass --eos TOKEN (its special tokens: "
-                            f"{', '.join(special) or 'none'})")
+            raise DataError(
+                f"tokenizer {path} names no EOS token; pass --eos TOKEN (its special tokens: "
+                f"{', '.join(special) or 'none'})"
+            )
     eos_id = tok.token_to_id(eos)
     if eos_id is None:
         raise DataError(f"--eos {eos!r} is not in the vocabulary of {path}; give one of its special tokens")

@@ -11,6 +11,7 @@ as an uninterrupted one. Under torchrun the shards are dealt out to the ranks (s
 bytes do not depend on the number of ranks. meta.json is written last (rank 0, after all ranks), then the
 shards go.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,49 +24,94 @@ import numpy as np
 
 from megarecipe import atomic
 from megarecipe.data.errors import DataError
-from megarecipe.data.tokenizer import load_tokenizer
 from megarecipe.data.indexed import write_index
-from megarecipe.data.meta import (DATA_FILES, META, TRAIN, TRAIN_IDX, VAL, VAL_IDX, DataMeta, contents_sha256,
-                                  dtype_for, load_meta, write_meta)
+from megarecipe.data.meta import (
+    DATA_FILES,
+    META,
+    TRAIN,
+    TRAIN_IDX,
+    VAL,
+    VAL_IDX,
+    DataMeta,
+    contents_sha256,
+    dtype_for,
+    load_meta,
+    write_meta,
+)
+from megarecipe.data.tokenizer import load_tokenizer
 
 SHARDS, PLAN = "shards", "plan.json"
 
 
-def plan_for(teacher: str, tokens: int, temperature: float, top_p: float | None, seed: int, batch: int,
-             shard_sequences: int) -> dict:
+def plan_for(
+    teacher: str, tokens: int, temperature: float, top_p: float | None, seed: int, batch: int, shard_sequences: int
+) -> dict:
     """What the run will draw; a resume must find the same plan."""
-    from megarecipe.distill import teacher as teachers
     from megarecipe.data.tokenizer import find_tokenizer
+    from megarecipe.distill import teacher as teachers
 
     ms = teachers.members(teacher)
     if len({m.tokenizer_sha256 for m in ms}) != 1 or ms[0].tokenizer_sha256 is None:
-        raise DataError(f"--teacher {teacher}: its members were not all trained with one known tokenizer; sample "
-                        f"from members of one data dir")
+        raise DataError(
+            f"--teacher {teacher}: its members were not all trained with one known tokenizer; sample "
+            f"from members of one data dir"
+        )
     if len({m.seq_len for m in ms}) != 1:
         raise DataError(f"--teacher {teacher}: its members have different model.seq_len; use members of one shape")
     tok = find_tokenizer(ms[0].export)
     if tok is None:
-        raise DataError(f"--teacher {teacher}: {ms[0].export} holds no tokenizer; re-export the member with its "
-                        f"tokenizer")
-    for name, ok in (("--tokens", tokens >= ms[0].seq_len), ("--temperature", 0 < temperature < math.inf),
-                     ("--top-p", top_p is None or 0 < top_p <= 1), ("--seed", seed >= 0), ("--batch", batch >= 1),
-                     ("--shard-sequences", shard_sequences >= 1)):
+        raise DataError(
+            f"--teacher {teacher}: {ms[0].export} holds no tokenizer; re-export the member with its tokenizer"
+        )
+    for name, ok in (
+        ("--tokens", tokens >= ms[0].seq_len),
+        ("--temperature", 0 < temperature < math.inf),
+        ("--top-p", top_p is None or 0 < top_p <= 1),
+        ("--seed", seed >= 0),
+        ("--batch", batch >= 1),
+        ("--shard-sequences", shard_sequences >= 1),
+    ):
         if not ok:
-            raise DataError(f"{name} is out of range (tokens >= seq_len {ms[0].seq_len}, 0 < temperature < inf, "
-                            f"0 < top-p <= 1, seed >= 0, batch and shard size >= 1); fix the option")
+            raise DataError(
+                f"{name} is out of range (tokens >= seq_len {ms[0].seq_len}, 0 < temperature < inf, "
+                f"0 < top-p <= 1, seed >= 0, batch and shard size >= 1); fix the option"
+            )
     sp = load_tokenizer(ms[0].export)
     who = teachers.identity(teacher)
-    return {"teacher": {"dir": who["dir"], "members": who["members"], "sha256": who["sha256"]},
-            "temperature": temperature, "top_p": top_p, "seed": seed, "batch": batch,
-            "shard_sequences": shard_sequences, "seq_len": ms[0].seq_len, "sequences": tokens // ms[0].seq_len,
-            "tokenizer_sha256": ms[0].tokenizer_sha256, "vocab_size": sp.vocab_size, "eos_id": sp.eos_id,
-            "bos_id": sp.bos_id, "tokenizer": tok}
+    return {
+        "teacher": {"dir": who["dir"], "members": who["members"], "sha256": who["sha256"]},
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "batch": batch,
+        "shard_sequences": shard_sequences,
+        "seq_len": ms[0].seq_len,
+        "sequences": tokens // ms[0].seq_len,
+        "tokenizer_sha256": ms[0].tokenizer_sha256,
+        "vocab_size": sp.vocab_size,
+        "eos_id": sp.eos_id,
+        "bos_id": sp.bos_id,
+        "tokenizer": tok,
+    }
 
 
-def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p: float | None = None, seed: int = 0,
-           batch: int = 8, shard_sequences: int = 256, device: str = "cpu", bf16: bool = False,
-           stop_after_shards: int | None = None, log=None, rank: int = 0, world: int = 1,
-           barrier=None) -> DataMeta | None:
+def sample(
+    teacher: str,
+    out: str,
+    tokens: int,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    seed: int = 0,
+    batch: int = 8,
+    shard_sequences: int = 256,
+    device: str = "cpu",
+    bf16: bool = False,
+    stop_after_shards: int | None = None,
+    log=None,
+    rank: int = 0,
+    world: int = 1,
+    barrier=None,
+) -> DataMeta | None:
     """Sample into data dir `out`; returns its DataMeta (on rank 0), or None when stopped after
     `stop_after_shards` new shards. With world > 1, `barrier()` waits for every rank's shards."""
     plan = plan_for(teacher, tokens, temperature, top_p, seed, batch, shard_sequences)
@@ -82,8 +128,8 @@ def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p:
 
     import torch
 
-    from megarecipe.model.generate import generate
     from megarecipe.distill.teacher import Teacher
+    from megarecipe.model.generate import generate
 
     models = None
     n, per = plan["sequences"], plan["shard_sequences"]
@@ -103,8 +149,9 @@ def sample(teacher: str, out: str, tokens: int, temperature: float = 1.0, top_p:
         for start in range(0, rows, batch):
             b = min(batch, rows - start)
             prompt = torch.full((b, 1), plan["eos_id"], dtype=torch.long, device=device)
-            parts.append(generate(models, prompt, plan["seq_len"] - 1, plan["vocab_size"], temperature, top_p,
-                                  gen).cpu().numpy())
+            parts.append(
+                generate(models, prompt, plan["seq_len"] - 1, plan["vocab_size"], temperature, top_p, gen).cpu().numpy()
+            )
         atomic.write_bytes(path, np.concatenate(parts).astype(dtype_for(plan["vocab_size"])).tobytes())
         written += 1
         if log:
@@ -132,8 +179,10 @@ def _check_plan(shard_dir: str, plan: dict, out: str) -> None:
         saved = json.load(f)
     changed = sorted(k for k in set(saved) | set(plan) if saved.get(k) != plan.get(k))
     if changed:
-        raise DataError(f"--out {out} holds shards of a sample run with other {', '.join(changed)}; continue it with "
-                        f"the same options or give a new folder")
+        raise DataError(
+            f"--out {out} holds shards of a sample run with other {', '.join(changed)}; continue it with "
+            f"the same options or give a new folder"
+        )
 
 
 def _assemble(out: str, shard_dir: str, plan: dict, count: int) -> DataMeta:
@@ -154,14 +203,24 @@ def _assemble(out: str, shard_dir: str, plan: dict, count: int) -> DataMeta:
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(out, TRAIN))
     atomic.write_bytes(os.path.join(out, VAL), b"")
-    write_index(os.path.join(out, TRAIN_IDX), lengths, dtype)   # one document per shard
+    write_index(os.path.join(out, TRAIN_IDX), lengths, dtype)  # one document per shard
     write_index(os.path.join(out, VAL_IDX), [], dtype)
     tok = load_tokenizer(os.path.dirname(plan["tokenizer"]))
     tok.save(out)
-    meta = DataMeta(dir=out, vocab_size=plan["vocab_size"], tokenizer_sha256=plan["tokenizer_sha256"], dtype=dtype,
-                    tokenizer=os.path.basename(plan["tokenizer"]), train_tokens=offset, val_tokens=0,
-                    eos_id=plan["eos_id"], bos_id=plan["bos_id"], train_documents=len(lengths), source=_source(plan),
-                    contents_sha256=contents_sha256(out, plan["tokenizer_sha256"]))
+    meta = DataMeta(
+        dir=out,
+        vocab_size=plan["vocab_size"],
+        tokenizer_sha256=plan["tokenizer_sha256"],
+        dtype=dtype,
+        tokenizer=os.path.basename(plan["tokenizer"]),
+        train_tokens=offset,
+        val_tokens=0,
+        eos_id=plan["eos_id"],
+        bos_id=plan["bos_id"],
+        train_documents=len(lengths),
+        source=_source(plan),
+        contents_sha256=contents_sha256(out, plan["tokenizer_sha256"]),
+    )
     write_meta(meta)
     shutil.rmtree(shard_dir)
     return load_meta(out)

@@ -1,5 +1,6 @@
 """What a distill.teacher path holds: a top-k cache (CACHE/cache.json), told apart here without importing torch;
 otherwise a finished run or an ensemble dir (megarecipe/distill/teacher.py)."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ The teacher is frozen: plain-PyTorch Llamas from the exports (no megatron, no De
 gradients, never in an optimizer or a checkpoint; its identity (each member's weight hash) goes into the run's
 run.json and the checkpoint's resume key instead.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,10 +16,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from megarecipe import ensembledir, rundir
+from megarecipe import ensembledir, errors, rundir
 from megarecipe.ensembledir import ENSEMBLE_JSON
 from megarecipe.rundir import RunDir
-from megarecipe import errors
 
 
 class TeacherError(errors.UserError):
@@ -27,9 +27,9 @@ class TeacherError(errors.UserError):
 
 @dataclass(frozen=True)
 class Member:
-    run: str             # the member's run directory (absolute)
-    export: str          # its RUN/export
-    vocab_size: int      # padded, from model.json
+    run: str  # the member's run directory (absolute)
+    export: str  # its RUN/export
+    vocab_size: int  # padded, from model.json
     tokenizer_sha256: str | None
     seq_len: int
 
@@ -42,8 +42,9 @@ def member_dirs(teacher: str) -> list[str]:
     if is_cache(teacher):
         return read_info(teacher)["teacher"]["members"]
     if not os.path.isdir(teacher):
-        raise TeacherError(f"{where} is not a directory; give a finished run (with export/) or an ensemble dir "
-                           f"(with {ENSEMBLE_JSON})")
+        raise TeacherError(
+            f"{where} is not a directory; give a finished run (with export/) or an ensemble dir (with {ENSEMBLE_JSON})"
+        )
     listing = ensembledir.listing(teacher)
     if os.path.isfile(listing):
         try:
@@ -72,8 +73,10 @@ def members(teacher: str) -> tuple[Member, ...]:
                 seq_len = int(yaml.safe_load(f)["model"]["seq_len"])
             vocab = int(info["vocab_size"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise TeacherError(f"distill.teacher: member {run} has no readable export ({type(e).__name__}: {e}); "
-                               f"use finished runs whose RUN/export is complete") from None
+            raise TeacherError(
+                f"distill.teacher: member {run} has no readable export ({type(e).__name__}: {e}); "
+                f"use finished runs whose RUN/export is complete"
+            ) from None
         if not os.path.isfile(os.path.join(export, rundir.WEIGHTS)):
             raise TeacherError(f"distill.teacher: member {run} has no export/model.safetensors; use finished runs")
         out.append(Member(run, export, vocab, info.get("tokenizer_sha256"), seq_len))
@@ -84,30 +87,38 @@ def check(teacher: str, tokenizer_sha256: str, tokenizer_vocab: int, seq_len: in
     """Every member must speak the student's tokenizer, cover its vocabulary and read its sequence length."""
     for m in members(teacher):
         if m.tokenizer_sha256 != tokenizer_sha256:
-            raise TeacherError(f"distill.teacher: member {m.run} was trained with another tokenizer than data.dir's "
-                               f"(sha256 {str(m.tokenizer_sha256)[:12]} vs {tokenizer_sha256[:12]}); distil on a "
-                               f"data dir made with the teacher's tokenizer")
+            raise TeacherError(
+                f"distill.teacher: member {m.run} was trained with another tokenizer than data.dir's "
+                f"(sha256 {str(m.tokenizer_sha256)[:12]} vs {tokenizer_sha256[:12]}); distil on a "
+                f"data dir made with the teacher's tokenizer"
+            )
         if m.vocab_size < tokenizer_vocab:
-            raise TeacherError(f"distill.teacher: member {m.run} has vocab size {m.vocab_size}, smaller than the "
-                               f"student's tokenizer's {tokenizer_vocab}; use a teacher trained on this tokenizer")
+            raise TeacherError(
+                f"distill.teacher: member {m.run} has vocab size {m.vocab_size}, smaller than the "
+                f"student's tokenizer's {tokenizer_vocab}; use a teacher trained on this tokenizer"
+            )
         if m.seq_len != seq_len:
-            raise TeacherError(f"distill.teacher: member {m.run} has model.seq_len={m.seq_len}, the student "
-                               f"{seq_len}; set model.seq_len={m.seq_len}")
+            raise TeacherError(
+                f"distill.teacher: member {m.run} has model.seq_len={m.seq_len}, the student "
+                f"{seq_len}; set model.seq_len={m.seq_len}"
+            )
 
 
 @functools.lru_cache(maxsize=None)
 def identity(teacher: str) -> dict:
     """What the teacher is, exactly: its members and the sha256 of each member's weights."""
     from megarecipe.data.tokenizer import file_sha256
-
     from megarecipe.distill.sources import is_cache, read_info
 
-    if is_cache(teacher):   # the cache states its teacher; the members need not exist any more
+    if is_cache(teacher):  # the cache states its teacher; the members need not exist any more
         info = read_info(teacher)
         return {**info["teacher"], "cache": os.path.abspath(teacher), "cache_k": info["k"]}
     ms = members(teacher)
-    return {"dir": os.path.abspath(teacher), "members": [m.run for m in ms],
-            "sha256": [file_sha256(os.path.join(m.export, rundir.WEIGHTS)) for m in ms]}
+    return {
+        "dir": os.path.abspath(teacher),
+        "members": [m.run for m in ms],
+        "sha256": [file_sha256(os.path.join(m.export, rundir.WEIGHTS)) for m in ms],
+    }
 
 
 class Teacher:
@@ -136,6 +147,6 @@ class Teacher:
         with torch.no_grad():
             total = None
             for model in self.models:
-                logits = model(tokens)[..., :self.vocab_size].float()
+                logits = model(tokens)[..., : self.vocab_size].float()
                 total = logits if total is None else total + logits
             return total / len(self.models)

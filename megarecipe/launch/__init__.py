@@ -19,6 +19,7 @@
 
 This layer reads and starts run directories; it never imports the training stack.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,16 @@ def state(run_dir: str) -> str:
     return RunDir(run_dir).state()
 
 
-def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retries: int = 1, on_done=None,
-           slurm_args: list[str] | None = None, gpus_per_node: int = 8,
-           retry_failed: bool = False) -> dict[str, RunResult]:
+def launch(
+    specs: list[RunSpec],
+    backend: str = "local",
+    parallel: int = 1,
+    retries: int = 1,
+    on_done=None,
+    slurm_args: list[str] | None = None,
+    gpus_per_node: int = 8,
+    retry_failed: bool = False,
+) -> dict[str, RunResult]:
     """Run every spec to its end; returns run_dir -> RunResult. on_done(result) is called as each run ends
     (runs read back included). A run marked failed by an earlier call is read back as failed unless
     retry_failed. Raises LaunchError, before starting anything, on bad settings."""
@@ -54,7 +62,7 @@ def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retr
         raise LaunchError(f"two runs share a run_dir ({twice}); give each run its own directory")
     results, todo = {}, []
     for spec in specs:
-        sha, _ = settings_of(spec, cuda=True if backend == "slurm" else None)   # Slurm: GPU nodes, not this one
+        sha, _ = settings_of(spec, cuda=True if backend == "slurm" else None)  # Slurm: GPU nodes, not this one
         done = check_reuse(spec, sha, retry_failed)
         if done is None:
             todo.append(spec)
@@ -67,9 +75,11 @@ def launch(specs: list[RunSpec], backend: str = "local", parallel: int = 1, retr
     with _terminate_unwinds():
         if backend == "local":
             from megarecipe.launch.pool import LocalPool
+
             results.update(LocalPool(parallel, retries, on_done).run(todo))
         else:
             from megarecipe.launch import slurm
+
             work = os.path.join(os.path.dirname(os.path.abspath(todo[0].run_dir)), ".slurm")
             results.update(slurm.run(todo, parallel, retries, on_done, work, gpus_per_node, slurm_args))
     return results

@@ -7,6 +7,7 @@ forkserver's socket, so it shares them as an exec'd child would (a pipe, a file 
 TERM, INT (passed on as TERM: the trainer checkpoints on TERM) and USR1 sent to the tool reach every rank; the
 status is the job's, or 128+N after the job stopped on signal N, or was killed by it.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,22 +23,39 @@ from megarecipe.system import free_port
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
-def cold_command(args: list[str], processes: int = 1, module: str = warm.TRAINER,
-                 port: str | None = None) -> list[str]:
+def cold_command(args: list[str], processes: int = 1, module: str = warm.TRAINER, port: str | None = None) -> list[str]:
     """What a cold start runs: `python -m MODULE`, or a launcher of `processes` ranks."""
     if processes == 1:
         return [sys.executable, "-m", module, *args]
-    port = port or os.environ.get("MASTER_PORT") or str(free_port())   # not a launcher's default: runs would collide
+    port = port or os.environ.get("MASTER_PORT") or str(free_port())  # not a launcher's default: runs would collide
     if module != warm.TRAINER:
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                "--master_addr", "127.0.0.1", "--master_port", port, "-m", module, *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            port,
+            "-m",
+            module,
+            *args,
+        ]
     deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
     deepspeed = deepspeed if os.path.exists(deepspeed) else shutil.which("deepspeed") or "deepspeed"
     return [deepspeed, "--num_gpus", str(processes), "--master_port", port, "--module", module, *args]
 
 
-def run(args: list[str], processes: int = 1, module: str = warm.TRAINER, env: dict | None = None,
-        cwd: str | None = None, quiet_stop: bool = False) -> int:
+def run(
+    args: list[str],
+    processes: int = 1,
+    module: str = warm.TRAINER,
+    env: dict | None = None,
+    cwd: str | None = None,
+    quiet_stop: bool = False,
+) -> int:
     """Run the job to its end and return its exit status (see the module's doc)."""
     env = dict(os.environ if env is None else env)
     cwd = cwd or os.getcwd()
@@ -47,8 +65,9 @@ def run(args: list[str], processes: int = 1, module: str = warm.TRAINER, env: di
     return _wait_forwarding(job, quiet_stop)
 
 
-def captured(args: list[str], processes: int, env: dict, cwd: str, timeout: float,
-             module: str = warm.TRAINER) -> subprocess.CompletedProcess:
+def captured(
+    args: list[str], processes: int, env: dict, cwd: str, timeout: float, module: str = warm.TRAINER
+) -> subprocess.CompletedProcess:
     """The job run to its end with its output captured (a tool that reports a job's result, not its log):
     warm when it may, else the cold command. Raises subprocess.TimeoutExpired, the job killed, after `timeout`."""
     import tempfile
@@ -56,8 +75,14 @@ def captured(args: list[str], processes: int, env: dict, cwd: str, timeout: floa
     cold = warm.cold_reason(visible_gpus()) is not None
     env = _job_env(env, processes, cold)
     if cold:
-        return subprocess.run(cold_command(args, processes, module, env.get("MASTER_PORT")), cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            cold_command(args, processes, module, env.get("MASTER_PORT")),
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         job = warm.start(args, env, cwd, out, err, processes=processes, module=module)
@@ -73,7 +98,7 @@ def captured(args: list[str], processes: int, env: dict, cwd: str, timeout: floa
 
 def _start_warm(args, processes, module, env, cwd) -> warm.WarmRun | None:
     if not (_usable(1) and _usable(2)):
-        return None   # a closed stdout or stderr: a cold child would inherit it as it is
+        return None  # a closed stdout or stderr: a cold child would inherit it as it is
     sys.stdout.flush()
     sys.stderr.flush()
     return warm.start(args, _job_env(env, processes, cold=False), cwd, 1, 2, processes=processes, module=module)
@@ -135,9 +160,12 @@ def _wait_forwarding(job, quiet_stop: bool) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if stops and code in (0, 128 + signal.SIGTERM, -signal.SIGTERM):   # it stopped with a checkpoint, as asked
+    if stops and code in (0, 128 + signal.SIGTERM, -signal.SIGTERM):  # it stopped with a checkpoint, as asked
         if not quiet_stop:
-            print(f"stopped by {signal.Signals(stops[0]).name}; the same command with run.resume=true continues "
-                  f"from its checkpoint", file=sys.stderr)
+            print(
+                f"stopped by {signal.Signals(stops[0]).name}; the same command with run.resume=true continues "
+                f"from its checkpoint",
+                file=sys.stderr,
+            )
         return 128 + stops[0]
-    return 128 - code if code < 0 else code   # killed by signal N: the shell's 128 + N
+    return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N

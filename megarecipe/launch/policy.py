@@ -1,12 +1,13 @@
 """What to do when a run's process ends: the same rule for every backend, read from the run directory."""
+
 from __future__ import annotations
 
 from megarecipe import rundir
 from megarecipe.rundir import RunDir
 
 DONE, RESUME, RETRY, GIVE_UP = "done", "resume", "retry", "give up"
-STOPPED = rundir.STOPPED   # train.stop_after reached: the run stays stopped
-MAX_RESUMES = 50   # preemptions of one run in one call, a guard against a loop
+STOPPED = rundir.STOPPED  # train.stop_after reached: the run stays stopped
+MAX_RESUMES = 50  # preemptions of one run in one call, a guard against a loop
 
 
 def next_action(run_dir: str, step_before: int, failures: int, retries: int, resumes: int) -> str:

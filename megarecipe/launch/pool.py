@@ -10,6 +10,7 @@ devices of its own (CUDA_VISIBLE_DEVICES); on CPU, cpu_count // (parallel * proc
 The trainer command can be replaced for tests with MEGARECIPE_TRAINER (a command line that takes the trainer's
 arguments).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,14 @@ def command(spec: RunSpec) -> list[str]:
     local = REPO / "launchers" / "local.sh"
     if local.is_file():
         return ["bash", str(local), str(spec.processes), *spec.trainer_args()]
-    return ["deepspeed", "--num_gpus", str(spec.processes), "--module", "megarecipe.cli.train",   # an installed copy
-            *spec.trainer_args()]
+    return [
+        "deepspeed",
+        "--num_gpus",
+        str(spec.processes),
+        "--module",
+        "megarecipe.cli.train",  # an installed copy
+        *spec.trainer_args(),
+    ]
 
 
 @dataclass
@@ -78,7 +85,7 @@ class LocalPool:
 
     def _env(self, spec: RunSpec, gpus: list[str]) -> dict:
         env = dict(os.environ, MASTER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
-        if (REPO / "pyproject.toml").is_file():   # a checkout: its runs import this copy of the package
+        if (REPO / "pyproject.toml").is_file():  # a checkout: its runs import this copy of the package
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         if self.gpu_mode:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
@@ -90,25 +97,34 @@ class LocalPool:
     def _start(self, spec: RunSpec, attempt: int) -> _Live:
         gpus = []
         if self.gpu_mode:
-            gpus, self.free_gpus = self.free_gpus[:spec.processes], self.free_gpus[spec.processes:]
+            gpus, self.free_gpus = self.free_gpus[: spec.processes], self.free_gpus[spec.processes :]
         os.makedirs(spec.run_dir, exist_ok=True)
         log_path = os.path.join(spec.run_dir, LOG)
         cold = warm.cold_reason(gpus=self.free_gpus + gpus)
         cmd = command(spec) if cold else ["megarecipe.cli.train", *spec.trainer_args()]
         how = f"cold ({cold})" if cold else f"warm, {spec.processes} rank(s)"
         with open(log_path, "ab") as log:
-            log.write(f"== launch attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}, {how}: "
-                      f"{shlex.join(cmd)}\n".encode())
+            log.write(
+                f"== launch attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}, {how}: "
+                f"{shlex.join(cmd)}\n".encode()
+            )
             log.flush()
             if not cold:
-                proc = warm.start(spec.trainer_args(), self._env(spec, gpus), os.getcwd(), log_path,
-                                  processes=spec.processes)
+                proc = warm.start(
+                    spec.trainer_args(), self._env(spec, gpus), os.getcwd(), log_path, processes=spec.processes
+                )
                 return _Live(spec, proc, gpus, progress_step(spec.run_dir), time.monotonic())
             # SIGINT ignored: a terminal's Ctrl-C, which reaches the whole process group, would end the trainer at
             # once and lose its steps since the last checkpoint; the tool sends it SIGTERM instead (it checkpoints)
-            with _sigint_ignored():   # inherited through fork and exec (a preexec_fn is unsafe with threads)
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=self._env(spec, gpus), cwd=os.getcwd())
+            with _sigint_ignored():  # inherited through fork and exec (a preexec_fn is unsafe with threads)
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self._env(spec, gpus),
+                    cwd=os.getcwd(),
+                )
         return _Live(spec, proc, gpus, progress_step(spec.run_dir), time.monotonic())
 
     def _next(self, queue: list[RunSpec]) -> RunSpec | None:
@@ -126,6 +142,7 @@ class LocalPool:
         turned into one by the caller) the live runs get SIGTERM - they checkpoint and stop - and are waited for."""
         if self.gpu_mode and any(s.processes > len(visible_gpus()) for s in specs):
             from megarecipe.launch.spec import LaunchError
+
             raise LaunchError(f"a run asks for more processes than the {len(visible_gpus())} GPUs here")
         queue = list(specs)
         counts = {s.run_dir: {"attempts": 0, "failures": 0, "resumes": 0, "seconds": 0.0} for s in specs}
@@ -138,7 +155,7 @@ class LocalPool:
                     if spec is None:
                         break
                     c = counts[spec.run_dir]
-                    if RunDir(spec.run_dir).state() == FINISHED:   # finished by the process we waited for
+                    if RunDir(spec.run_dir).state() == FINISHED:  # finished by the process we waited for
                         results[spec.run_dir] = result_of(spec, c["attempts"], c["seconds"], reused=True)
                         if self.on_done:
                             self.on_done(results[spec.run_dir])
@@ -151,8 +168,9 @@ class LocalPool:
                     self.free_gpus += item.gpus
                     spec, c = item.spec, counts[item.spec.run_dir]
                     c["seconds"] += time.monotonic() - item.started
-                    action = policy.next_action(spec.run_dir, item.step_before, c["failures"] + 1, self.retries,
-                                                c["resumes"])
+                    action = policy.next_action(
+                        spec.run_dir, item.step_before, c["failures"] + 1, self.retries, c["resumes"]
+                    )
                     if action == policy.RESUME:
                         c["resumes"] += 1
                         queue.insert(0, spec)

@@ -4,6 +4,7 @@ No thread may run and no device may be touched in that server, since every run i
 start its thread pool when numpy loads, so it is held to one thread there (each run's own environment sets
 torch's threads); DeepSpeed picks its accelerator once, on import, and warm starts are CPU-only.
 """
+
 import os
 
 os.environ["OPENBLAS_NUM_THREADS"] = "1"

@@ -18,6 +18,7 @@ come from their directories, not from Slurm. Interrupted (Ctrl-C, SIGTERM), it c
 tasks and sends the running ones SIGUSR1 (`scancel --signal=USR1 --full JOB`): they checkpoint and end.
 Started again, it first waits for the arrays an earlier call left in the queue (their ids are in WORKDIR/jobs).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ from megarecipe.launch.spec import LaunchError, RunResult, RunSpec, mark_failed,
 SCRIPT = REPO / "launchers" / "slurm_array.sbatch"
 
 
-def sbatch_command(specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_node: int = 8,
-                   extra: list[str] | None = None) -> list[str]:
+def sbatch_command(
+    specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_node: int = 8, extra: list[str] | None = None
+) -> list[str]:
     processes = {s.processes for s in specs}
     if len(processes) != 1:
         raise LaunchError(f"one job array holds runs of one size; got processes {sorted(processes)}")
@@ -40,10 +42,21 @@ def sbatch_command(specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_
     per_node = n if n <= gpus_per_node else gpus_per_node
     if n % per_node:
         raise LaunchError(f"processes={n} is not a multiple of gpus_per_node={gpus_per_node}; use whole nodes")
-    return ["sbatch", "--parsable", f"--array=0-{len(specs) - 1}%{parallel}", "--job-name=megarecipe-launch",
-            f"--nodes={n // per_node}", f"--gpus-per-node={per_node}", "--requeue", "--signal=USR1@120",
-            f"--output={task_dir}/%a.out", f"--export=ALL,GPUS_PER_NODE={per_node}", *(extra or []), str(SCRIPT),
-            task_dir]
+    return [
+        "sbatch",
+        "--parsable",
+        f"--array=0-{len(specs) - 1}%{parallel}",
+        "--job-name=megarecipe-launch",
+        f"--nodes={n // per_node}",
+        f"--gpus-per-node={per_node}",
+        "--requeue",
+        "--signal=USR1@120",
+        f"--output={task_dir}/%a.out",
+        f"--export=ALL,GPUS_PER_NODE={per_node}",
+        *(extra or []),
+        str(SCRIPT),
+        task_dir,
+    ]
 
 
 def write_tasks(specs: list[RunSpec], task_dir: str) -> None:
@@ -69,15 +82,25 @@ def submit(specs: list[RunSpec], task_dir: str, parallel: int, gpus_per_node: in
     except FileNotFoundError:
         raise LaunchError("sbatch not found; run on a Slurm login node or use --backend local") from None
     except subprocess.CalledProcessError as e:
-        raise LaunchError(f"sbatch refused the array ({(e.stderr or '').strip()[:300]}); check the sbatch "
-                          f"arguments") from None
+        raise LaunchError(
+            f"sbatch refused the array ({(e.stderr or '').strip()[:300]}); check the sbatch arguments"
+        ) from None
     return out.strip().split(";")[0]
 
 
 # The states a job array's task leaves no more (squeue -t all lists them until MinJobAge). Any other is live:
 # PENDING (also after a requeue, with reason BeginTime), REQUEUED, REQUEUE_HOLD, COMPLETING, RUNNING, ...
-ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
-         "OUT_OF_MEMORY"}
+ENDED = {
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+}
 
 
 def job_states(job: str) -> list[str] | str:
@@ -101,8 +124,10 @@ def wait(job: str, patience_s: float = 900) -> None:
         if isinstance(states, str):
             failing_since = failing_since or time.monotonic()
             if time.monotonic() - failing_since > patience_s:
-                raise LaunchError(f"squeue cannot tell how job {job} stands ({states[:200]}); check the Slurm "
-                                  f"controller (sinfo), then start the launcher again: it waits for the job")
+                raise LaunchError(
+                    f"squeue cannot tell how job {job} stands ({states[:200]}); check the Slurm "
+                    f"controller (sinfo), then start the launcher again: it waits for the job"
+                )
         else:
             failing_since = None
             if all(s in ENDED for s in states):
@@ -117,10 +142,17 @@ def cancel(job: str) -> None:
     subprocess.run(["scancel", "--signal=USR1", "--full", job], capture_output=True)
 
 
-def run(specs: list[RunSpec], parallel: int, retries: int, on_done, work_dir: str, gpus_per_node: int = 8,
-        extra: list[str] | None = None) -> dict[str, RunResult]:
+def run(
+    specs: list[RunSpec],
+    parallel: int,
+    retries: int,
+    on_done,
+    work_dir: str,
+    gpus_per_node: int = 8,
+    extra: list[str] | None = None,
+) -> dict[str, RunResult]:
     jobs_file = os.path.join(work_dir, "jobs")
-    if os.path.exists(jobs_file):   # arrays of an earlier call that was killed: let them end first
+    if os.path.exists(jobs_file):  # arrays of an earlier call that was killed: let them end first
         for job in open(jobs_file).read().split():
             wait(job)
     counts = {s.run_dir: {"attempts": 0, "failures": 0, "resumes": 0, "seconds": 0.0} for s in specs}
@@ -133,8 +165,13 @@ def run(specs: list[RunSpec], parallel: int, retries: int, on_done, work_dir: st
         for s in todo:
             groups.setdefault(s.processes, []).append(s)
         for n, group in groups.items():
-            job = submit(group, os.path.join(work_dir, f"array-{time.strftime('%Y%m%d-%H%M%S')}-{round_no}-{n}"),
-                         parallel, gpus_per_node, extra)
+            job = submit(
+                group,
+                os.path.join(work_dir, f"array-{time.strftime('%Y%m%d-%H%M%S')}-{round_no}-{n}"),
+                parallel,
+                gpus_per_node,
+                extra,
+            )
             with open(jobs_file, "a") as f:
                 f.write(job + "\n")
             t0 = time.monotonic()

@@ -1,4 +1,5 @@
 """What one run is (RunSpec), how it ended (RunResult), and the checks both backends make before starting it."""
+
 from __future__ import annotations
 
 import math
@@ -6,11 +7,10 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from megarecipe import rundir
+from megarecipe import errors, rundir
 from megarecipe.rundir import RunDir
-from megarecipe import errors
 
-LOG = "train.log"        # RUN/train.log: every attempt's stdout and stderr, appended
+LOG = "train.log"  # RUN/train.log: every attempt's stdout and stderr, appended
 TAIL_LINES = 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -21,10 +21,10 @@ class LaunchError(errors.UserError):
 
 @dataclass
 class RunSpec:
-    config: str                                          # YAML path or preset name
-    overrides: list[str] = field(default_factory=list)   # key=value; the launcher adds run.dir and run.resume=true
+    config: str  # YAML path or preset name
+    overrides: list[str] = field(default_factory=list)  # key=value; the launcher adds run.dir and run.resume=true
     run_dir: str = ""
-    processes: int = 1                                   # ranks of this run
+    processes: int = 1  # ranks of this run
 
     @property
     def name(self) -> str:
@@ -41,12 +41,12 @@ class RunSpec:
 class RunResult:
     name: str
     run_dir: str
-    state: str                       # rundir's states: finished, failed, stopped, ...
-    val_loss: float | None = None    # final val/loss, exact, from run.json
-    seconds: float = 0.0             # wall time of this call's attempts (0 when read back finished)
-    attempts: int = 0                # trainer starts made by this call
-    reused: bool = False             # finished before this call: read, not trained
-    log_tail: str = ""               # the last lines of RUN/train.log when it did not finish
+    state: str  # rundir's states: finished, failed, stopped, ...
+    val_loss: float | None = None  # final val/loss, exact, from run.json
+    seconds: float = 0.0  # wall time of this call's attempts (0 when read back finished)
+    attempts: int = 0  # trainer starts made by this call
+    reused: bool = False  # finished before this call: read, not trained
+    log_tail: str = ""  # the last lines of RUN/train.log when it did not finish
     error: str | None = None
 
 
@@ -80,8 +80,12 @@ def settings_of(spec: RunSpec, cuda: bool | None = None) -> tuple[str, dict]:
         check_run(cfg, world_size=spec.processes, cuda=cuda)
     except ConfigError as e:
         raise LaunchError(f"{spec.name}: {e}") from None
-    return settings_sha256(cfg), {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
-                                  "epochs": cfg.train.epochs, "seed": cfg.run.seed}
+    return settings_sha256(cfg), {
+        "lr": cfg.optim.lr,
+        "weight_decay": cfg.optim.weight_decay,
+        "epochs": cfg.train.epochs,
+        "seed": cfg.run.seed,
+    }
 
 
 def check_reuse(spec: RunSpec, sha: str, retry_failed: bool = False) -> RunResult | None:
@@ -91,8 +95,10 @@ def check_reuse(spec: RunSpec, sha: str, retry_failed: bool = False) -> RunResul
     info = run.info() or {}
     have = info.get("settings_sha256")
     if have and have != sha:
-        raise LaunchError(f"{spec.run_dir} holds a run with other settings (settings_sha256 {have[:12]} != "
-                          f"{sha[:12]}); move it aside or write the sweep to another directory")
+        raise LaunchError(
+            f"{spec.run_dir} holds a run with other settings (settings_sha256 {have[:12]} != "
+            f"{sha[:12]}); move it aside or write the sweep to another directory"
+        )
     st = run.state()
     if st == rundir.FINISHED or (st == rundir.FAILED and not retry_failed):
         return result_of(spec, attempts=0, seconds=0.0, reused=True)
@@ -107,9 +113,17 @@ def result_of(spec: RunSpec, attempts: int, seconds: float, reused: bool = False
     if loss is not None and not math.isfinite(loss):
         loss = None
     done = st == rundir.FINISHED
-    return RunResult(name=spec.name, run_dir=spec.run_dir, state=st, val_loss=loss if done else None,
-                     seconds=seconds, attempts=attempts, reused=reused,
-                     log_tail="" if done else log_tail(spec.run_dir), error=None if done else info.get("error"))
+    return RunResult(
+        name=spec.name,
+        run_dir=spec.run_dir,
+        state=st,
+        val_loss=loss if done else None,
+        seconds=seconds,
+        attempts=attempts,
+        reused=reused,
+        log_tail="" if done else log_tail(spec.run_dir),
+        error=None if done else info.get("error"),
+    )
 
 
 def log_tail(run_dir: str, lines: int = TAIL_LINES) -> str:

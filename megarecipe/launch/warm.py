@@ -13,6 +13,7 @@ with MEGARECIPE_WARM=0, or when MEGARECIPE_TRAINER replaces the trainer.
 A warm run stops with its launcher: each child asks the kernel for SIGTERM when its parent (the forkserver)
 exits, and the forkserver exits when the process that started it is gone, even on kill -9.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -27,19 +28,39 @@ from contextlib import contextmanager
 
 from megarecipe.system import die_with_parent, free_port
 
-TRAINER = "megarecipe.cli.train"   # as `python -m megarecipe.cli.train`: named, not imported, by this layer
+TRAINER = "megarecipe.cli.train"  # as `python -m megarecipe.cli.train`: named, not imported, by this layer
 # What the server imports once. Names, not import statements: this process never loads the training stack.
 # Beyond the top-level packages, what a run imports on its way to the first step (measured: sys.modules of a
 # forked run after it ended, against the server's), so that no run pays for it again.
-PRELOAD = ["megarecipe.launch.server_env", "torch", "deepspeed", "megatron.core.models.gpt",
-           "megatron.core.models.gpt.gpt_layer_specs", "megatron.core.transformer.attention",
-           "deepspeed.runtime.zero.muon", "deepspeed.module_inject.auto_ep_layer", "deepspeed.moe.ep_experts",
-           "torch.utils.tensorboard", "tensorboard.plugins.hparams.api_pb2", "tensorboard.plugins.hparams.metadata",
-           "numpy.ma", "megarecipe.parallel.cpu_compat", "megarecipe.parallel.memory", "megarecipe.train.metrics",
-           "megarecipe.model.llama", "megarecipe.parallel.engine", "megarecipe.parallel.distributed",
-           "megarecipe.distill.teacher", "megarecipe.train.step", "megarecipe.train.validation",
-           "megarecipe.train.console", "megarecipe.train.loop", "megarecipe.train.checkpoint", TRAINER]
-PEER_GRACE_S = 30.0   # as DeepSpeed's launcher: when a rank fails, the others get SIGTERM, then SIGKILL
+PRELOAD = [
+    "megarecipe.launch.server_env",
+    "torch",
+    "deepspeed",
+    "megatron.core.models.gpt",
+    "megatron.core.models.gpt.gpt_layer_specs",
+    "megatron.core.transformer.attention",
+    "deepspeed.runtime.zero.muon",
+    "deepspeed.module_inject.auto_ep_layer",
+    "deepspeed.moe.ep_experts",
+    "torch.utils.tensorboard",
+    "tensorboard.plugins.hparams.api_pb2",
+    "tensorboard.plugins.hparams.metadata",
+    "numpy.ma",
+    "megarecipe.parallel.cpu_compat",
+    "megarecipe.parallel.memory",
+    "megarecipe.train.metrics",
+    "megarecipe.model.llama",
+    "megarecipe.parallel.engine",
+    "megarecipe.parallel.distributed",
+    "megarecipe.distill.teacher",
+    "megarecipe.train.step",
+    "megarecipe.train.validation",
+    "megarecipe.train.console",
+    "megarecipe.train.loop",
+    "megarecipe.train.checkpoint",
+    TRAINER,
+]
+PEER_GRACE_S = 30.0  # as DeepSpeed's launcher: when a rank fails, the others get SIGTERM, then SIGKILL
 
 
 def cold_reason(gpus: list[str]) -> str | None:
@@ -72,7 +93,7 @@ def _stop_server() -> None:
     accounting (time, /usr/bin/time, a Slurm job's) instead of an orphan's."""
     from multiprocessing import forkserver
 
-    stop = getattr(forkserver._forkserver, "_stop", None)   # CPython's own (used by its tests)
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's own (used by its tests)
     if stop is not None:
         try:
             stop()
@@ -85,7 +106,7 @@ class WarmRun:
 
     def __init__(self, processes: list):
         self._procs = processes
-        self.pids = [p.pid for p in processes]   # kept: the process objects are closed once they are reaped
+        self.pids = [p.pid for p in processes]  # kept: the process objects are closed once they are reaped
         self.pid = self.pids[0]
         self._failed_at: float | None = None
         self.returncode: int | None = None
@@ -95,7 +116,7 @@ class WarmRun:
             return self.returncode
         codes = [p.exitcode for p in self._procs]
         failed = [c for c in codes if c not in (None, 0)]
-        if failed and None in codes:   # a rank failed: the others are stopped, as DeepSpeed's launcher does
+        if failed and None in codes:  # a rank failed: the others are stopped, as DeepSpeed's launcher does
             if self._failed_at is None:
                 self._failed_at = time.monotonic()
                 self.send_signal(signal.SIGTERM)
@@ -135,8 +156,15 @@ class WarmRun:
         self.send_signal(signal.SIGKILL)
 
 
-def start(args: list[str], env: dict, cwd: str, stdout: str | int, stderr: str | int | None = None,
-          processes: int = 1, module: str = TRAINER) -> WarmRun:
+def start(
+    args: list[str],
+    env: dict,
+    cwd: str,
+    stdout: str | int,
+    stderr: str | int | None = None,
+    processes: int = 1,
+    module: str = TRAINER,
+) -> WarmRun:
     """Fork `processes` ranks of `python -m MODULE ARGS` (the trainer, or another program of the training stack
     whose main(argv) returns the exit status); their output is appended to stdout (and stderr, or stdout when
     None): a path, or a descriptor of this process that the ranks then share, as exec'd children would.
@@ -149,12 +177,21 @@ def start(args: list[str], env: dict, cwd: str, stdout: str | int, stderr: str |
     for rank in range(processes):
         rank_env = dict(env)
         if processes > 1 or "WORLD_SIZE" not in env:
-            rank_env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes),
-                            LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR=env.get("MASTER_ADDR", "127.0.0.1"),
-                            MASTER_PORT=port)
+            rank_env.update(
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(processes),
+                LOCAL_WORLD_SIZE=str(processes),
+                MASTER_ADDR=env.get("MASTER_ADDR", "127.0.0.1"),
+                MASTER_PORT=port,
+            )
         outputs = [_Fd(o) if isinstance(o, int) else o for o in (stdout, stdout if stderr is None else stderr)]
-        proc = ctx.Process(target=_rank, args=(module, list(args), rank_env, cwd, *outputs),
-                           name=f"megarecipe-train-{rank}", daemon=False)
+        proc = ctx.Process(
+            target=_rank,
+            args=(module, list(args), rank_env, cwd, *outputs),
+            name=f"megarecipe-train-{rank}",
+            daemon=False,
+        )
         with _main_hidden():
             proc.start()
         procs.append(proc)
@@ -218,7 +255,7 @@ def _redirect(path: str | _Fd, fd: int) -> None:
 
 def _rank(module: str, args: list[str], env: dict, cwd: str, stdout: str | _Fd, stderr: str | _Fd) -> None:
     """One rank, in the forked child: become `python -m MODULE ARGS` and exit as it would."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # as the pool's cold runs: the tool turns Ctrl-C into SIGTERM
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the pool's cold runs: the tool turns Ctrl-C into SIGTERM
     _die_with_parent()
     os.chdir(cwd)
     os.environ.clear()
@@ -238,5 +275,5 @@ def _rank(module: str, args: list[str], env: dict, cwd: str, stdout: str | _Fd, 
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
-    atexit._run_exitfuncs()   # what the interpreter would run on exit: logging's flush, writers' close
+    atexit._run_exitfuncs()  # what the interpreter would run on exit: logging's flush, writers' close
     sys.exit(code)

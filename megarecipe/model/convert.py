@@ -6,6 +6,7 @@ Column-parallel weights (QKV, MLP input, embedding, output head) are split along
 it is not a plain concatenation. The QKV rows are grouped per kv head, and a rank holds whole groups, so
 a plain concatenation is right for it.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,8 +50,10 @@ def split_tensor_parallel(name: str, full: torch.Tensor, tp: int) -> list[torch.
     parts = full.chunk(2, dim=0) if name.endswith("linear_fc1.weight") else [full]
     for part in parts:
         if part.shape[dim] % tp:
-            raise ValueError(f"{name}: size {part.shape[dim]} along dim {dim} is not divisible by tp={tp}; "
-                             f"choose a TP size that divides it")
+            raise ValueError(
+                f"{name}: size {part.shape[dim]} along dim {dim} is not divisible by tp={tp}; "
+                f"choose a TP size that divides it"
+            )
     if len(parts) == 2:
         pairs = zip(parts[0].chunk(tp, dim=0), parts[1].chunk(tp, dim=0), strict=True)
         return [torch.cat([g, u], dim=0) for g, u in pairs]
@@ -64,15 +67,17 @@ def global_layer_name(name: str, layer_offset: int) -> str:
 
 # Transformer Engine fuses each pre-norm into the linear after it, so its norm weights are named after that
 # linear; the canonical names are the local spec's (megatron-core keeps this same map for its checkpoints).
-_TE_NORMS = {".self_attention.linear_qkv.layer_norm_weight": ".input_layernorm.weight",
-             ".mlp.linear_fc1.layer_norm_weight": ".pre_mlp_layernorm.weight"}
+_TE_NORMS = {
+    ".self_attention.linear_qkv.layer_norm_weight": ".input_layernorm.weight",
+    ".mlp.linear_fc1.layer_norm_weight": ".pre_mlp_layernorm.weight",
+}
 
 
 def canonical_name(name: str) -> str:
     """The local-spec name of a parameter of either layer implementation."""
     for te, local in _TE_NORMS.items():
         if name.endswith(te):
-            return name[:-len(te)] + local
+            return name[: -len(te)] + local
     return name
 
 
@@ -80,5 +85,5 @@ def te_name(name: str) -> str:
     """The Transformer Engine spec's name for a canonical parameter name; the inverse of canonical_name."""
     for te, local in _TE_NORMS.items():
         if name.endswith(local):
-            return name[:-len(local)] + te
+            return name[: -len(local)] + te
     return name

@@ -6,6 +6,7 @@ EXPORT/model.json          format, vocab size, parameter counts, tokenizer hash
 EXPORT/tokenizer.model     the sentencepiece model the run was trained with (when known), or
 EXPORT/tokenizer.json      its Hugging Face tokenizer, with tokenizer_config.json naming its EOS
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from megarecipe import atomic, rundir
 from megarecipe.config import Config, ConfigError, ModelConfig, load_config, save_config
-from megarecipe.model.size import count_params
 from megarecipe.model.reference import Llama
+from megarecipe.model.size import count_params
 
 FORMAT = 1
 
@@ -34,19 +35,26 @@ def check_weights(shapes: dict[str, tuple[int, ...]], m: ModelConfig, vocab_size
     expected = expected_shapes(m, vocab_size)
     for key, shape in shapes.items():
         if key not in expected:
-            raise ValueError(f"{where}: unexpected weight {key}; weights must use canonical megatron names "
-                             f"(TP=1, PP=1, e.g. decoder.layers.0.mlp.linear_fc1.weight)")
+            raise ValueError(
+                f"{where}: unexpected weight {key}; weights must use canonical megatron names "
+                f"(TP=1, PP=1, e.g. decoder.layers.0.mlp.linear_fc1.weight)"
+            )
         if tuple(shape) != expected[key]:
-            raise ValueError(f"{where}: {key} has shape {tuple(shape)} but the config (vocab {vocab_size}) implies "
-                             f"{expected[key]}; the model config and the weights come from different runs")
+            raise ValueError(
+                f"{where}: {key} has shape {tuple(shape)} but the config (vocab {vocab_size}) implies "
+                f"{expected[key]}; the model config and the weights come from different runs"
+            )
     missing = sorted(set(expected) - set(shapes))
     if missing:
-        raise ValueError(f"{where}: {len(missing)} weight(s) missing, e.g. {missing[0]}; pass the full, merged "
-                         f"state dict of every pipeline stage")
+        raise ValueError(
+            f"{where}: {len(missing)} weight(s) missing, e.g. {missing[0]}; pass the full, merged "
+            f"state dict of every pipeline stage"
+        )
 
 
-def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
-                 tokenizer_path: str | None = None) -> str:
+def write_export(
+    out_dir: str, state_dict: dict, cfg: Config, vocab_size: int, tokenizer_path: str | None = None
+) -> str:
     """Write into OUT.tmp, then move it into place: a crash never leaves a half export under the real name."""
     from megarecipe.data.tokenizer import HF_CONFIG, HF_FILE, SP_FILE, file_sha256
 
@@ -58,11 +66,16 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
     try:
         weights = os.path.join(tmp, rundir.WEIGHTS)
         save_safetensors({k: v.detach().float().contiguous().cpu() for k, v in state_dict.items()}, weights)
-        os.chmod(weights, atomic.file_mode())   # safetensors writes through a private temporary file (mode 0600)
+        os.chmod(weights, atomic.file_mode())  # safetensors writes through a private temporary file (mode 0600)
         save_config(cfg, os.path.join(tmp, rundir.CONFIG))
         total, non_embedding = count_params(cfg.model, vocab_size)
-        info = {"format": FORMAT, "vocab_size": vocab_size, "params": total, "params_non_embedding": non_embedding,
-                "tokenizer_sha256": None}
+        info = {
+            "format": FORMAT,
+            "vocab_size": vocab_size,
+            "params": total,
+            "params_non_embedding": non_embedding,
+            "tokenizer_sha256": None,
+        }
         if tokenizer_path:
             hf = str(tokenizer_path).endswith(".json")
             shutil.copyfile(tokenizer_path, os.path.join(tmp, HF_FILE if hf else SP_FILE))
@@ -72,7 +85,7 @@ def write_export(out_dir: str, state_dict: dict, cfg: Config, vocab_size: int,
             info["tokenizer_sha256"] = file_sha256(tokenizer_path)
         with open(os.path.join(tmp, rundir.MODEL_JSON), "w") as f:
             json.dump(info, f, indent=1)
-    except BaseException:   # a full disk: the half-written build would keep it full
+    except BaseException:  # a full disk: the half-written build would keep it full
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic.replace_dir(tmp, out_dir)
@@ -101,8 +114,10 @@ def read_info(export_dir: str) -> dict:
         with open(path) as f:
             info = json.load(f)
     except FileNotFoundError:
-        raise ValueError(f"{export_dir}: model.json is missing; the export is incomplete, re-export the run "
-                         f"(a finished training run writes RUN/export)") from None
+        raise ValueError(
+            f"{export_dir}: model.json is missing; the export is incomplete, re-export the run "
+            f"(a finished training run writes RUN/export)"
+        ) from None
     except (OSError, ValueError) as e:
         raise _damaged(path, str(e)) from None
     if not isinstance(info, dict):
@@ -110,8 +125,10 @@ def read_info(export_dir: str) -> dict:
     if "format" not in info:
         raise _damaged(path, "no format")
     if info["format"] != FORMAT:
-        raise ValueError(f"{export_dir}: model.json has format {info.get('format')}, this code reads format {FORMAT}; "
-                         f"re-export the run with this version")
+        raise ValueError(
+            f"{export_dir}: model.json has format {info.get('format')}, this code reads format {FORMAT}; "
+            f"re-export the run with this version"
+        )
     if not isinstance(info.get("vocab_size"), int) or info["vocab_size"] < 1:
         raise _damaged(path, f"vocab_size is {info.get('vocab_size')!r}")
     return info
@@ -134,7 +151,7 @@ def load_weights(export_dir: str) -> dict:
         return load_file(path)
     except FileNotFoundError:
         raise
-    except Exception as e:   # safetensors' own error type: a truncated or overwritten file
+    except Exception as e:  # safetensors' own error type: a truncated or overwritten file
         raise _damaged(path, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
@@ -144,8 +161,10 @@ def load_export(export_dir: str, device="cpu") -> tuple[Llama, Config, dict]:
         raise ValueError(f"{export_dir}: no such export directory; give RUN/export of a finished run")
     for name in (rundir.WEIGHTS, rundir.CONFIG, rundir.MODEL_JSON):
         if not os.path.isfile(os.path.join(export_dir, name)):
-            raise ValueError(f"{export_dir}: {name} is missing; the export is incomplete, re-export the run "
-                             f"(a finished training run writes RUN/export)")
+            raise ValueError(
+                f"{export_dir}: {name} is missing; the export is incomplete, re-export the run "
+                f"(a finished training run writes RUN/export)"
+            )
     info = read_info(export_dir)
     cfg = read_config(export_dir)
     state = load_weights(export_dir)

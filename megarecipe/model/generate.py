@@ -5,6 +5,7 @@ teacher average them) over the tokenizer's columns only, divided by the temperat
 nucleus. Draws come from one torch.Generator, one per step for the whole batch, so a batch is a pure function of
 (prompts, weights, generator seed); the KV cache changes the arithmetic's order only, not the draws.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,9 @@ import torch
 from megarecipe.model.reference import KVCache
 
 
-def next_distribution(logits: torch.Tensor, temperature: float, top_p: float | None,
-                      top_k: int | None = None) -> torch.Tensor:
+def next_distribution(
+    logits: torch.Tensor, temperature: float, top_p: float | None, top_k: int | None = None
+) -> torch.Tensor:
     """logits [b, V] -> probabilities [b, V] (fp32) at `temperature`, zero outside the k most likely tokens and
     then outside the top-p nucleus."""
     logits = logits.float()
@@ -24,16 +26,25 @@ def next_distribution(logits: torch.Tensor, temperature: float, top_p: float | N
     if top_p is None or top_p >= 1:
         return probs
     sorted_probs, order = probs.sort(dim=-1, descending=True)
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs   # mass of the more likely tokens
-    sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)   # the most likely token always stays
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the more likely tokens
+    sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the most likely token always stays
     kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
 @torch.no_grad()
-def generate(models: list, prompt: torch.Tensor, steps: int, vocab: int, temperature: float = 1.0,
-             top_p: float | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
-             greedy: bool = False, top_k: int | None = None) -> torch.Tensor:
+def generate(
+    models: list,
+    prompt: torch.Tensor,
+    steps: int,
+    vocab: int,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    greedy: bool = False,
+    top_k: int | None = None,
+) -> torch.Tensor:
     """prompt [b, p] -> [b, p + steps]: the prompt followed by `steps` drawn tokens, each in [0, vocab)."""
     tokens = prompt
     caches = [KVCache(len(m.decoder.layers)) if use_cache else None for m in models]

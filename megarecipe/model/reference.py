@@ -6,6 +6,7 @@ uses it as the plain reference. Layouts follow megatron-core 0.16 (checked by te
 the fused QKV rows are grouped per kv head as [queries of the group; key; value], the fused MLP input rows
 are [gate; up], RoPE rotates halves (not interleaved pairs), norms are torch RMSNorm with weights at 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,7 +48,7 @@ class Attention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
-            if past:   # the new queries see every cached position and the new ones causally
+            if past:  # the new queries see every cached position and the new ones causally
                 causal = False
                 mask = torch.ones(s, past + s, dtype=torch.bool, device=x.device).tril(past) if s > 1 else None
         # enable_gqa pairs query head i with kv head i // per_group: the grouping of the fused rows above
@@ -137,8 +138,9 @@ class Llama(nn.Module):
         cached ones, and their keys and values are added to it."""
         m = self.config
         past = cache.length if cache is not None else 0
-        cos, sin = rope_tables(past + tokens.shape[1], m.hidden_size // m.num_attention_heads, m.rope_theta,
-                               tokens.device)
+        cos, sin = rope_tables(
+            past + tokens.shape[1], m.hidden_size // m.num_attention_heads, m.rope_theta, tokens.device
+        )
         cos, sin = cos[past:], sin[past:]
         x = self.embedding.word_embeddings(tokens)
         for i, layer in enumerate(self.decoder.layers):

@@ -1,4 +1,5 @@
 """Parameter and FLOP counts of the Llama shape, without building it (no megatron import)."""
+
 from megarecipe.config import ModelConfig
 
 

@@ -8,14 +8,20 @@ checkpoints (`UNIVERSAL_CHECKPOINT_INFO`): the same facts convert.py uses to mer
 
 build_engine attaches it to the module; DeepSpeed saves it in every model-state file, and its converter reads it there.
 """
+
 from __future__ import annotations
 
 import re
 
 from deepspeed.checkpoint import constants as uc
 
-_REPLICATED = (r".*input_layernorm\.weight$", r".*pre_mlp_layernorm\.weight$", r".*final_layernorm\.weight$",
-               r".*linear_qkv\.layer_norm_weight$", r".*linear_fc1\.layer_norm_weight$")
+_REPLICATED = (
+    r".*input_layernorm\.weight$",
+    r".*pre_mlp_layernorm\.weight$",
+    r".*final_layernorm\.weight$",
+    r".*linear_qkv\.layer_norm_weight$",
+    r".*linear_fc1\.layer_norm_weight$",
+)
 _ROW_PARALLEL = (r".*linear_proj\.weight$", r".*linear_fc2\.weight$")
 _GATE_UP = (r".*linear_fc1\.weight$",)
 
@@ -28,10 +34,12 @@ def universal_checkpoint_info(names) -> dict:
     def present(patterns):
         return [p for p in patterns if any(re.match(p, n) for n in names)]
 
-    return {uc.UNIVERSAL_CHECKPOINT_VERSION_KEY: uc.UNIVERSAL_CHECKPOINT_VERSION_VALUE,
-            uc.TP_REPLICATED_PARAMETER_PATTERNS: present(_REPLICATED),
-            uc.PARAMETER_WITH_ROW_PARALLELISM_PATTERNS: present(_ROW_PARALLEL),
-            uc.PARAMETER_WITH_2_SUB_PARAMS_CAT_DIM_0: present(_GATE_UP)}
+    return {
+        uc.UNIVERSAL_CHECKPOINT_VERSION_KEY: uc.UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+        uc.TP_REPLICATED_PARAMETER_PATTERNS: present(_REPLICATED),
+        uc.PARAMETER_WITH_ROW_PARALLELISM_PATTERNS: present(_ROW_PARALLEL),
+        uc.PARAMETER_WITH_2_SUB_PARAMS_CAT_DIM_0: present(_GATE_UP),
+    }
 
 
 def attach(model) -> None:

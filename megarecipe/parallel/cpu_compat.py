@@ -6,6 +6,7 @@ CUDA RNG tracker for tensor-parallel seeds. On a machine without CUDA those call
 pointed at the CPU. DeepSpeed JIT-compiles a shared-memory comm op on CPU (~30 s); plain gloo is used
 instead. `apply()` does nothing when CUDA is present, so none of this ever runs on a GPU.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,6 +33,7 @@ def _on_cpu(factory):
         if "device" in kwargs:
             kwargs["device"] = _cpu_device(kwargs["device"])
         return factory(*args, **kwargs)
+
     return wrapper
 
 
@@ -48,9 +50,11 @@ def apply() -> bool:
     # now, from the real factories, or it would hold the wrappers and the context would stop reaching them
     # (transformers then misses its meta-device init and leaves non-persistent buffers such as inv_freq unset).
     import torch.utils._device as device_ctx
+
     if not hasattr(device_ctx, "_device_constructors"):
-        raise RuntimeError("torch changed: torch.utils._device._device_constructors is gone; "
-                           "pin torch to a release that has it")
+        raise RuntimeError(
+            "torch changed: torch.utils._device._device_constructors is gone; pin torch to a release that has it"
+        )
     device_ctx._device_constructors()
     for name in _FACTORIES:
         setattr(torch, name, _on_cpu(getattr(torch, name)))
@@ -62,10 +66,13 @@ def apply() -> bool:
 
     # The tensor-parallel RNG tracker swaps CUDA generator states; use the CPU generator's instead.
     import megatron.core.tensor_parallel.random as mp_random
+
     for private in ("_get_cuda_rng_state", "_set_cuda_rng_state"):
         if not hasattr(mp_random, private):
-            raise RuntimeError(f"megatron-core changed: tensor_parallel.random.{private} is gone; "
-                               f"pin megatron-core to the tested 0.16.x")
+            raise RuntimeError(
+                f"megatron-core changed: tensor_parallel.random.{private} is gone; "
+                f"pin megatron-core to the tested 0.16.x"
+            )
     mp_random._get_cuda_rng_state = lambda device="cuda", clone=False, graph_safe=False: torch.get_rng_state()
     mp_random._set_cuda_rng_state = lambda new_state, device=-1, graph_safe=False: torch.set_rng_state(new_state)
 

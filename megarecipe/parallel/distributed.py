@@ -1,5 +1,6 @@
 """Process groups: the device and backend chosen at run time (NCCL on GPUs, gloo on CPU), megatron's
 tensor/pipeline groups, and decisions every rank must take together."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ def _single_process_env() -> None:
     """`python -m megarecipe.cli.train` with no launcher: a world of one."""
     if "WORLD_SIZE" in os.environ:
         return
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    os.environ.update(
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+    )
 
 
 def init(tp: int, pp: int, seed: int) -> torch.device:
@@ -39,7 +46,8 @@ def init(tp: int, pp: int, seed: int) -> torch.device:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
         torch.set_num_threads(int(os.environ.get("MEGARECIPE_THREADS") or (os.cpu_count() or 1) // local_world or 1))
     import deepspeed
-    from megatron.core import parallel_state as ps, tensor_parallel
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
 
     deepspeed.init_distributed(dist_backend=backend)
     ps.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
@@ -78,7 +86,7 @@ class StopRequest:
 
     def __init__(self, device: torch.device):
         self.device = device
-        watch_stop_signals()   # already watched since the trainer started, when it came through cli.train
+        watch_stop_signals()  # already watched since the trainer started, when it came through cli.train
 
     @property
     def requested(self) -> bool:

@@ -4,6 +4,7 @@ Microbatches are driven by megatron's schedule (so pipeline and non-pipeline run
 `engine.step()` is the single gradient-reduction point: DeepSpeed runs with gradient_accumulation_steps=1
 and managed_gradient_accumulation=false.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,20 +20,22 @@ from megarecipe.parallel.mpu import MegatronMPU
 
 def ds_config(cfg: Config, layout: Layout, bf16: bool, load_universal: bool = False) -> dict:
     ds = read_ds_config(cfg.parallel.ds_config)
-    if load_universal:   # a checkpoint of another layout, converted (megarecipe/train/universal.py)
+    if load_universal:  # a checkpoint of another layout, converted (megarecipe/train/universal.py)
         ds["checkpoint"] = {**ds.get("checkpoint", {}), "load_universal": True}
-    ds.update({
-        "train_micro_batch_size_per_gpu": layout.micro_batch_size,
-        "gradient_accumulation_steps": 1,
-        "train_batch_size": layout.micro_batch_size * layout.dp,
-        "managed_gradient_accumulation": False,
-        "gradient_clipping": cfg.optim.grad_clip,
-        "bf16": {"enabled": bf16},
-        "fp16": {"enabled": False},
-    })
+    ds.update(
+        {
+            "train_micro_batch_size_per_gpu": layout.micro_batch_size,
+            "gradient_accumulation_steps": 1,
+            "train_batch_size": layout.micro_batch_size * layout.dp,
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": cfg.optim.grad_clip,
+            "bf16": {"enabled": bf16},
+            "fp16": {"enabled": False},
+        }
+    )
     ds.setdefault("steps_per_print", 10**9)
     if ds.get("zero_optimization", {}).get("offload_optimizer"):
-        ds["zero_force_ds_cpu_optimizer"] = False   # keep torch's AdamW: no compiled cpu_adam needed
+        ds["zero_force_ds_cpu_optimizer"] = False  # keep torch's AdamW: no compiled cpu_adam needed
     return ds
 
 
@@ -43,12 +46,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if not p.requires_grad:
             continue
         (decay if p.ndim >= 2 and "word_embeddings" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0,
-              decay_frac: float = 0.2) -> float:
+def lr_factor(
+    step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0, decay_frac: float = 0.2
+) -> float:
     """The LR multiplier of step `step` (from 0): linear warm-up over `warmup` steps, then
     cosine: half a cosine from 1 down to min_ratio at `total` (the paper's schedule), or
     wsd (warmup-stable-decay): 1 until the last decay_frac of the steps after warm-up, then linear to min_ratio."""
@@ -70,15 +76,19 @@ def lr_schedule(cfg: Config, layout: Layout):
 
 def build_engine(model: torch.nn.Module, cfg: Config, layout: Layout, bf16: bool, load_universal: bool = False):
     o = cfg.optim
-    optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2),
-                                  eps=o.eps)
+    optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
 
     def schedule(opt):
         return torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, layout))
 
-    universal.attach(model)   # how its TP shards merge, saved in every checkpoint (for a resume on another layout)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=ds_config(cfg, layout, bf16, load_universal), mpu=MegatronMPU())
+    universal.attach(model)  # how its TP shards merge, saved in every checkpoint (for a resume on another layout)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=ds_config(cfg, layout, bf16, load_universal),
+        mpu=MegatronMPU(),
+    )
     if hooks_backward(engine):
         # ZeRO resets its per-backward hook bookkeeping only in engine.forward(). A pipeline schedule runs
         # several backwards between forwards, and the later ones would then never reduce their gradients;

@@ -3,6 +3,7 @@
 ZeRO-3 partitions are gathered first; tensor-parallel shards are merged within each TP group; pipeline
 stages send their layers, renumbered to global indices, to the first stage of data-parallel replica 0.
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -56,8 +57,12 @@ def full_state_dict(model, zero_stage: int, device: torch.device) -> dict | None
     if ps.get_pipeline_model_parallel_world_size() > 1:
         stages = [None] * ps.get_pipeline_model_parallel_world_size()
         first = ps.get_pipeline_model_parallel_first_rank()
-        dist.gather_object(merged, stages if dist.get_rank() == first else None, dst=first,
-                           group=ps.get_pipeline_model_parallel_group())
+        dist.gather_object(
+            merged,
+            stages if dist.get_rank() == first else None,
+            dst=first,
+            group=ps.get_pipeline_model_parallel_group(),
+        )
         if dist.get_rank() != first:
             return None
         merged = {k: v for stage in stages for k, v in stage.items()}

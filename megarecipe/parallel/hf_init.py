@@ -1,5 +1,6 @@
 """model.init_from: this rank's shard of the model set from a Hugging Face Llama's weights, before the engine
 is built (so ZeRO partitions and master copies start from them), at any TP/PP."""
+
 from __future__ import annotations
 
 import torch
@@ -19,12 +20,16 @@ def load_hf_weights(model, path: str, m: ModelConfig) -> None:
     for name, p in model.named_parameters():
         canonical = canonical_name(global_layer_name(name, offset))
         if canonical not in full:
-            raise ValueError(f"model.init_from={path!r}: no weight for {canonical}; the directory's config.json and "
-                             f"its weights disagree")
+            raise ValueError(
+                f"model.init_from={path!r}: no weight for {canonical}; the directory's config.json and "
+                f"its weights disagree"
+            )
         tensor = full[canonical]
         if tp > 1 and getattr(p, "tensor_model_parallel", False):
             tensor = split_tensor_parallel(canonical, tensor, tp)[tp_rank]
         if tuple(tensor.shape) != tuple(p.shape):
-            raise ValueError(f"model.init_from={path!r}: {canonical} has shape {tuple(tensor.shape)} where the "
-                             f"model needs {tuple(p.shape)}")
+            raise ValueError(
+                f"model.init_from={path!r}: {canonical} has shape {tuple(tensor.shape)} where the "
+                f"model needs {tuple(p.shape)}"
+            )
         p.copy_(tensor.to(p.dtype))

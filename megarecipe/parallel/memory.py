@@ -2,6 +2,7 @@
 optimizer states (master copies and moments), each storage counted once. Scalars (step counters, norms) and
 meta tensors are left out. Used by the trainer to write RUN/memory.json, which tools/zero_plan.py compares
 with its plan."""
+
 from __future__ import annotations
 
 import torch
@@ -78,7 +79,7 @@ class MemoryProbe:
             self.grads = held_bytes(self.engine)
 
     def write(self, path: str, first: bool) -> None:
-        held = gather_held(self.engine, self.grads)   # a collective: every rank calls it
+        held = gather_held(self.engine, self.grads)  # a collective: every rank calls it
         if first:
             write_memory(path, held)
 

@@ -4,6 +4,7 @@ DeepSpeed asks for a "model parallel" group (to reduce gradient norms across the
 parts of one model) and data-parallel groups (to reduce gradients). megatron's model-parallel group spans
 tensor and pipeline ranks, which is what DeepSpeed's norm reduction needs.
 """
+
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 

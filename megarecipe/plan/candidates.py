@@ -1,5 +1,6 @@
 """Layouts to consider: ZeRO variant x TP x PP x micro-batch x recomputation, each checked by the trainer's
 own resolve_layout(); what it refuses is kept with its reason and never proposed."""
+
 from __future__ import annotations
 
 import copy
@@ -30,13 +31,16 @@ RECOMPUTE = ("none", "selective", "full")
 
 def ds_json(variant: str) -> dict:
     """A ds_config like those in ds_configs/: ZeRO settings only, no batch fields."""
-    return {"zero_optimization": copy.deepcopy(ZERO_VARIANTS[variant]), "steps_per_print": 1_000_000_000,
-            "wall_clock_breakdown": False}
+    return {
+        "zero_optimization": copy.deepcopy(ZERO_VARIANTS[variant]),
+        "steps_per_print": 1_000_000_000,
+        "wall_clock_breakdown": False,
+    }
 
 
 def write_ds_json(variant: str, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic.write_text(path, json.dumps(ds_json(variant), indent=2) + "\n")   # several ranks may write it
+    atomic.write_text(path, json.dumps(ds_json(variant), indent=2) + "\n")  # several ranks may write it
     return path
 
 
@@ -48,7 +52,7 @@ class Candidate:
     dp: int
     micro_batch: int
     recompute: str
-    vocab: int = 0                 # the model's, padded for this TP size as the trainer pads it
+    vocab: int = 0  # the model's, padded for this TP size as the trainer pads it
     microbatches: int = 0
     refused: Optional[str] = None
     memory: Optional[Memory] = None
@@ -64,26 +68,54 @@ class Candidate:
         return f"{self.zero}-tp{self.tp}-pp{self.pp}-mbs{self.micro_batch}-rc{self.recompute}"
 
     def overrides(self, ds_config: str) -> list[str]:
-        return [f"parallel.tp={self.tp}", f"parallel.pp={self.pp}", f"train.micro_batch_size={self.micro_batch}",
-                f"model.recompute={self.recompute}", f"parallel.ds_config={ds_config}"]
+        return [
+            f"parallel.tp={self.tp}",
+            f"parallel.pp={self.pp}",
+            f"train.micro_batch_size={self.micro_batch}",
+            f"model.recompute={self.recompute}",
+            f"parallel.ds_config={ds_config}",
+        ]
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "zero": self.zero, "ds_config": ds_json(self.zero), "tp": self.tp, "pp": self.pp,
-                "dp": self.dp, "micro_batch_size": self.micro_batch, "microbatches": self.microbatches,
-                "recompute": self.recompute, "vocab_size": self.vocab, "refused": self.refused, "fits": self.fits,
-                "rank": self.rank, "needed_bytes": self.extra.get("needed_bytes"),
-                "memory": self.memory.as_dict() if self.memory else None,
-                "comm": self.comm.as_dict() if self.comm else None, "step_seconds": self.step_seconds,
-                "measured": self.measured}
+        return {
+            "name": self.name,
+            "zero": self.zero,
+            "ds_config": ds_json(self.zero),
+            "tp": self.tp,
+            "pp": self.pp,
+            "dp": self.dp,
+            "micro_batch_size": self.micro_batch,
+            "microbatches": self.microbatches,
+            "recompute": self.recompute,
+            "vocab_size": self.vocab,
+            "refused": self.refused,
+            "fits": self.fits,
+            "rank": self.rank,
+            "needed_bytes": self.extra.get("needed_bytes"),
+            "memory": self.memory.as_dict() if self.memory else None,
+            "comm": self.comm.as_dict() if self.comm else None,
+            "step_seconds": self.step_seconds,
+            "measured": self.measured,
+        }
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def enumerate_candidates(cfg: Config, tokenizer_vocab: int, world: int, per_node: int, ds_dir: str, zeros=None,
-                         tps=None, pps=None, micro_batches=None, recomputes=None,
-                         cuda: bool | None = None) -> list[Candidate]:
+def enumerate_candidates(
+    cfg: Config,
+    tokenizer_vocab: int,
+    world: int,
+    per_node: int,
+    ds_dir: str,
+    zeros=None,
+    tps=None,
+    pps=None,
+    micro_batches=None,
+    recomputes=None,
+    cuda: bool | None = None,
+) -> list[Candidate]:
     """Every layout of the filters (None = all), validated (for machines with CUDA or not; None: this one);
     `ds_dir` receives one JSON per ZeRO variant. `tokenizer_vocab` stands in for the data dir's tokenizer when
     model.vocab_size is null."""
@@ -108,8 +140,10 @@ def enumerate_candidates(cfg: Config, tokenizer_vocab: int, world: int, per_node
                     except ConfigError as e:
                         refused = str(e)
                     if refused is None and cfg.model.ffn_hidden_size % tp:
-                        refused = (f"model.ffn_hidden_size={cfg.model.ffn_hidden_size} is not divisible by "
-                                   f"parallel.tp={tp} (megatron splits the MLP evenly); use a TP size that divides it")
+                        refused = (
+                            f"model.ffn_hidden_size={cfg.model.ffn_hidden_size} is not divisible by "
+                            f"parallel.tp={tp} (megatron splits the MLP evenly); use a TP size that divides it"
+                        )
                     for rc in recomputes or RECOMPUTE:
                         out.append(Candidate(zero, tp, pp, dp, mbs, rc, vocab, microbatches, refused))
     return out

@@ -1,5 +1,6 @@
 """Fill in each candidate's memory, communication and estimated step time, then rank: layouts that fit
 first, fastest first; ties go to the smaller memory."""
+
 from __future__ import annotations
 
 from megarecipe.config import Config
@@ -9,16 +10,26 @@ from megarecipe.plan.memory import ZeroSetting, plan_memory
 from megarecipe.plan.shapes import stage_tensors
 
 
-def assess(candidates: list[Candidate], cfg: Config, world: int, memory_budget: float, margin: float,
-           hw: Machine, bf16: bool, gpu: bool, with_deepspeed: bool = True) -> None:
+def assess(
+    candidates: list[Candidate],
+    cfg: Config,
+    world: int,
+    memory_budget: float,
+    margin: float,
+    hw: Machine,
+    bf16: bool,
+    gpu: bool,
+    with_deepspeed: bool = True,
+) -> None:
     settings = {z: ZeroSetting.from_json(ds_json(z)) for z in ZERO_VARIANTS}
     m, gb = cfg.model, cfg.train.global_batch_size
     for c in candidates:
         if c.refused:
             continue
         z, vocab = settings[c.zero], c.vocab
-        c.memory = plan_memory(m, vocab, z, c.tp, c.pp, c.dp, c.micro_batch, c.microbatches, c.recompute, bf16,
-                               gpu, with_deepspeed)
+        c.memory = plan_memory(
+            m, vocab, z, c.tp, c.pp, c.dp, c.micro_batch, c.microbatches, c.recompute, bf16, gpu, with_deepspeed
+        )
         local = max(sum(t.numel for t in stage_tensors(m, vocab, c.tp, c.pp, s)) for s in {0, c.pp - 1})
         c.comm = comm_volume(m, z, local, c.tp, c.pp, c.dp, c.micro_batch, c.microbatches, c.recompute, bf16)
         c.step_seconds = step_seconds(m, vocab, c.comm, hw, world, c.tp, c.pp, gb, c.microbatches, c.recompute)

@@ -1,4 +1,5 @@
 """The parameter tensors one rank holds under a TP/PP layout, in the order and groups the engine sees them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from megarecipe.config import ModelConfig
 class Tensor:
     name: str
     numel: int
-    decay: bool      # the AdamW group: matrices decay, embeddings and norms do not (parallel/engine.py)
+    decay: bool  # the AdamW group: matrices decay, embeddings and norms do not (parallel/engine.py)
 
 
 def stage_tensors(m: ModelConfig, vocab: int, tp: int, pp: int, stage: int) -> list[Tensor]:
@@ -24,15 +25,19 @@ def stage_tensors(m: ModelConfig, vocab: int, tp: int, pp: int, stage: int) -> l
         out.append(Tensor("embedding.word_embeddings.weight", vocab // tp * h, False))
     for i in range(layers):
         prefix = f"decoder.layers.{i}."
-        out += [Tensor(prefix + "input_layernorm.weight", h, False),
-                Tensor(prefix + "self_attention.linear_proj.weight", h * (h // tp), True),
-                Tensor(prefix + "self_attention.linear_qkv.weight", qkv_rows * h, True),
-                Tensor(prefix + "pre_mlp_layernorm.weight", h, False),
-                Tensor(prefix + "mlp.linear_fc1.weight", 2 * f // tp * h, True),
-                Tensor(prefix + "mlp.linear_fc2.weight", h * (f // tp), True)]
+        out += [
+            Tensor(prefix + "input_layernorm.weight", h, False),
+            Tensor(prefix + "self_attention.linear_proj.weight", h * (h // tp), True),
+            Tensor(prefix + "self_attention.linear_qkv.weight", qkv_rows * h, True),
+            Tensor(prefix + "pre_mlp_layernorm.weight", h, False),
+            Tensor(prefix + "mlp.linear_fc1.weight", 2 * f // tp * h, True),
+            Tensor(prefix + "mlp.linear_fc2.weight", h * (f // tp), True),
+        ]
     if stage == pp - 1:
-        out += [Tensor("decoder.final_layernorm.weight", h, False),
-                Tensor("output_layer.weight", vocab // tp * h, True)]
+        out += [
+            Tensor("decoder.final_layernorm.weight", h, False),
+            Tensor("output_layer.weight", vocab // tp * h, True),
+        ]
     return out
 
 

@@ -13,6 +13,7 @@ OUT/distill/synthetic/<name>/      its samples (a data dir with no validation sp
 OUT/distill/<name>_w<weight>/      a student of sequence-level distillation
 OUT/distill/logit_kd/              the logit-KD student
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ def teacher(p, t) -> str:
     runs, specs = p.member_runs(t.size, budget, hp, p.plan.ensembles[t.size], count=t.members)
     p.run_all(specs)
     out = os.path.abspath(os.path.join(p.out, "distill", "teachers", t.name))
-    p._score(runs[:t.members], out)
+    p._score(runs[: t.members], out)
     return out
 
 
@@ -49,8 +50,24 @@ def synthetic(p, t, teacher_dir: str) -> str:
         return out
     p.worked = True
     p.log(f"  distill/synthetic/{t.name}: sampling {tokens:,} tokens at T = {dc.temperature:g}")
-    cmd = [sys.executable, "-m", "megarecipe.cli.distill", "sample", "--teacher", teacher_dir, "--out", out,
-           "--tokens", str(tokens), "--temperature", repr(dc.temperature), "--seed", "0", "--batch", "64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "megarecipe.cli.distill",
+        "sample",
+        "--teacher",
+        teacher_dir,
+        "--out",
+        out,
+        "--tokens",
+        str(tokens),
+        "--temperature",
+        repr(dc.temperature),
+        "--seed",
+        "0",
+        "--batch",
+        "64",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -74,29 +91,53 @@ def run(p) -> None:
             run_dir = os.path.abspath(os.path.join(p.out, "distill", f"{t.name}_w{_share(w)}"))
             mix = override("data.mix", f"[{real}:{_share(1 - w)},{synth}:{_share(w)}]")
             specs.append(p.spec(student, hp, run_dir, extra=[mix]))
-            rows.append({"teacher": t.name, "teacher_dir": teachers[t.name], "teacher_size": t.size,
-                         "members": t.members, "self": t.size == student and t.members == 1, "weight": w,
-                         "student": run_dir})
+            rows.append(
+                {
+                    "teacher": t.name,
+                    "teacher_dir": teachers[t.name],
+                    "teacher_size": t.size,
+                    "members": t.members,
+                    "self": t.size == student and t.members == 1,
+                    "weight": w,
+                    "student": run_dir,
+                }
+            )
     kd = None
     ens = [t for t in dc.teachers if t.members > 1]
     if dc.logit_kd and ens:
         kd_dir = os.path.abspath(os.path.join(p.out, "distill", "logit_kd"))
-        extra = [override("distill.teacher", teachers[ens[0].name]), f"distill.alpha={dc.alpha!r}",
-                 "distill.temperature=1.0"]
+        extra = [
+            override("distill.teacher", teachers[ens[0].name]),
+            f"distill.alpha={dc.alpha!r}",
+            "distill.temperature=1.0",
+        ]
         specs.append(p.spec(student, p.hyper("regularized", student), kd_dir, extra=extra))
-        kd = {"teacher": ens[0].name, "teacher_dir": teachers[ens[0].name], "student": kd_dir,
-              "alpha": dc.alpha, "hyper": {"lr": p.hyper("regularized", student).lr}}
+        kd = {
+            "teacher": ens[0].name,
+            "teacher_dir": teachers[ens[0].name],
+            "student": kd_dir,
+            "alpha": dc.alpha,
+            "hyper": {"lr": p.hyper("regularized", student).lr},
+        }
     p.run_all(specs)
     if kd:
         from megarecipe.rundir import RunDir
 
         taught = ((RunDir(kd["student"]).info() or {}).get("distill") or {}).get("members")
         now = ensembledir.read(kd["teacher_dir"]).get("members")
-        if taught != now:   # the run's settings name the teacher's dir, not its members: a finished one is read back
-            raise p.error(f"{kd['student']} was distilled from {len(taught or [])} member(s) of {kd['teacher_dir']}, "
-                          f"which now has {len(now or [])}; move {kd['student']} aside to distil from it as it is")
-    p.plan.distill = {"size": student, "single": p.plan.regularized[student], "sequence": rows,
-                         "logit_kd": kd, "hyper": {"lr": dc.lr, "weight_decay": dc.weight_decay, "epochs": dc.epochs},
-                         "synthetic_tokens": dc.synthetic_tokens or 4 * p.r.budget, "temperature": dc.temperature,
-                         "lr_text": number(dc.lr)}
+        if taught != now:  # the run's settings name the teacher's dir, not its members: a finished one is read back
+            raise p.error(
+                f"{kd['student']} was distilled from {len(taught or [])} member(s) of {kd['teacher_dir']}, "
+                f"which now has {len(now or [])}; move {kd['student']} aside to distil from it as it is"
+            )
+    p.plan.distill = {
+        "size": student,
+        "single": p.plan.regularized[student],
+        "sequence": rows,
+        "logit_kd": kd,
+        "hyper": {"lr": dc.lr, "weight_decay": dc.weight_decay, "epochs": dc.epochs},
+        "synthetic_tokens": dc.synthetic_tokens or 4 * p.r.budget,
+        "temperature": dc.temperature,
+        "lr_text": number(dc.lr),
+    }
     p._save()

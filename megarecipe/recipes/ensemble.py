@@ -4,6 +4,7 @@ started through the run launcher; where they stand is read from their run direct
 The directory's files are named by megarecipe/ensembledir.py; its run.json (kind "ensemble") holds the plan
 (config, overrides, members) and status running while `train` runs.
 """
+
 from __future__ import annotations
 
 import glob
@@ -11,11 +12,11 @@ import os
 import re
 from dataclasses import dataclass
 
-from megarecipe import rundir
+from megarecipe import errors, rundir
 from megarecipe.config import load_config
 from megarecipe.ensembledir import MEMBERS, member_dir
 from megarecipe.rundir import RunDir, RunDirError
-from megarecipe import errors
+
 
 class EnsembleSetupError(errors.UserError):
     """An ensemble directory or request that cannot be used as it is; one line with the fix."""
@@ -25,8 +26,8 @@ class EnsembleSetupError(errors.UserError):
 class MemberState:
     seed: int
     run_dir: str
-    state: str           # rundir's: not started / running / interrupted / stopped / finished / failed
-    detail: str = ""     # step reached, or why it failed
+    state: str  # rundir's: not started / running / interrupted / stopped / finished / failed
+    detail: str = ""  # step reached, or why it failed
 
 
 def shifted(config: str, overrides: list[str]) -> list[str]:
@@ -38,33 +39,54 @@ def shifted(config: str, overrides: list[str]) -> list[str]:
 def member_overrides(config: str, overrides: list[str], member_shift: bool = False) -> list[str]:
     for item in overrides:
         if item.split("=", 1)[0] in ("run.seed", "run.dir", "run.resume_from"):
-            raise EnsembleSetupError(f"{item}: the ensemble sets {item.split('=', 1)[0]} for each member; leave "
-                                     f"it out (members are OUT/members/seed<i> with run.seed=i)")
-    load_config(config, overrides)   # a bad setting is one line now, not n failed members later
+            raise EnsembleSetupError(
+                f"{item}: the ensemble sets {item.split('=', 1)[0]} for each member; leave "
+                f"it out (members are OUT/members/seed<i> with run.seed=i)"
+            )
+    load_config(config, overrides)  # a bad setting is one line now, not n failed members later
     return [*overrides, *(shifted(config, overrides) if member_shift else [])]
 
 
-def specs(config: str, overrides: list[str], out: str, members: int, processes: int = 1,
-          member_shift: bool = False) -> list:
+def specs(
+    config: str, overrides: list[str], out: str, members: int, processes: int = 1, member_shift: bool = False
+) -> list:
     """One RunSpec per member; the launcher adds run.dir and run.resume=true."""
     from megarecipe.launch import RunSpec
 
     common = member_overrides(config, overrides, member_shift)
-    return [RunSpec(config=config, overrides=[*common, f"run.seed={seed}"], run_dir=member_dir(out, seed),
-                    processes=processes) for seed in range(1, members + 1)]
+    return [
+        RunSpec(
+            config=config, overrides=[*common, f"run.seed={seed}"], run_dir=member_dir(out, seed), processes=processes
+        )
+        for seed in range(1, members + 1)
+    ]
 
 
-def train(config: str, overrides: list[str], out: str, members: int, parallel: int = 1, backend: str = "local",
-          processes: int = 1, member_shift: bool = False, retries: int = 1, on_done=None) -> list[MemberState]:
+def train(
+    config: str,
+    overrides: list[str],
+    out: str,
+    members: int,
+    parallel: int = 1,
+    backend: str = "local",
+    processes: int = 1,
+    member_shift: bool = False,
+    retries: int = 1,
+    on_done=None,
+) -> list[MemberState]:
     """Train (or resume) members 1..n, `parallel` at once. Finished members are read back, not retrained;
     killed and failed ones continue from their last checkpoint."""
     from megarecipe.launch import LaunchError, launch
 
     todo = specs(config, overrides, out, members, processes, member_shift)
     ens = RunDir(out)
-    plan = {"config": os.path.abspath(config) if os.path.isfile(config) else config, "overrides": list(overrides),
-            "member_shift": member_shift, "processes": processes,
-            "members": [os.path.abspath(s.run_dir) for s in todo]}
+    plan = {
+        "config": os.path.abspath(config) if os.path.isfile(config) else config,
+        "overrides": list(overrides),
+        "member_shift": member_shift,
+        "processes": processes,
+        "members": [os.path.abspath(s.run_dir) for s in todo],
+    }
     try:
         ens.check_kind("ensemble")
         with ens.hold():
@@ -72,9 +94,10 @@ def train(config: str, overrides: list[str], out: str, members: int, parallel: i
             pending = [s for s in todo if RunDir(s.run_dir).state() != rundir.FINISHED]
             ens.update(kind="ensemble", status=rundir.RUNNING, plan=plan)
             try:
-                if pending:   # a member that failed in an earlier call gets another go from its checkpoint
-                    launch(pending, backend=backend, parallel=parallel, retries=retries, on_done=on_done,
-                           retry_failed=True)
+                if pending:  # a member that failed in an earlier call gets another go from its checkpoint
+                    launch(
+                        pending, backend=backend, parallel=parallel, retries=retries, on_done=on_done, retry_failed=True
+                    )
             finally:
                 # finished = evaluated (the evaluation says so); training alone leaves the ensemble stopped.
                 # Members past the requested count (an earlier, larger call's) are not this call's to finish.
@@ -93,19 +116,22 @@ def _seed_of(path: str) -> int | None:
 def status(out: str, members: int | None = None) -> list[MemberState]:
     """Each member's state from its run directory alone (run.json, its lock, its checkpoints)."""
     if not os.path.isdir(out):
-        raise EnsembleSetupError(f"{out}: no such ensemble directory; create it with `ensemble.py train CONFIG "
-                                 f"--members N --out {out}`")
+        raise EnsembleSetupError(
+            f"{out}: no such ensemble directory; create it with `ensemble.py train CONFIG --members N --out {out}`"
+        )
     try:
         plan = (RunDir(out).info() or {}).get("plan")
     except RunDirError as e:
         raise EnsembleSetupError(str(e)) from None
-    planned = plan.get("members") if isinstance(plan, dict) else None   # members not started yet are listed here
+    planned = plan.get("members") if isinstance(plan, dict) else None  # members not started yet are listed here
     planned = [p for p in planned if isinstance(p, str)] if isinstance(planned, list) else []
     found = sorted(glob.glob(os.path.join(out, MEMBERS, "seed*")), key=lambda p: _seed_of(p) or 0)
     seeds = sorted({s for s in map(_seed_of, [*planned, *found]) if s is not None} | set(range(1, (members or 0) + 1)))
     if not seeds:
-        raise EnsembleSetupError(f"{out}: holds no members ({MEMBERS}/seed<i>); train them with `ensemble.py train "
-                                 f"CONFIG --members N --out {out}`")
+        raise EnsembleSetupError(
+            f"{out}: holds no members ({MEMBERS}/seed<i>); train them with `ensemble.py train "
+            f"CONFIG --members N --out {out}`"
+        )
     return [_member_state(seed, member_dir(out, seed)) for seed in seeds]
 
 
@@ -116,14 +142,18 @@ def _member_state(seed: int, path: str) -> MemberState:
     except RunDirError as e:
         return MemberState(seed, path, rundir.FAILED, str(e))
     total = (info.get("facts") or {}).get("total_steps")
-    saved = _checkpoint_step(run.checkpoints)   # run.json's step is written at the start and at the end only
+    saved = _checkpoint_step(run.checkpoints)  # run.json's step is written at the start and at the end only
     steps = [s for s in (info.get("step"), saved) if isinstance(s, int)]
     step = max(steps) if steps else None
     detail = f"step {step}/{total}" if step is not None and total else ""
     signal = _killed_by(info.get("error"))
-    if state == rundir.FAILED and signal and saved:   # the launcher gave up on a killed process: it resumes
-        return MemberState(seed, path, rundir.INTERRUPTED, f"{detail}, killed by signal {signal} with a checkpoint "
-                                                           f"at step {saved}; the next `train` resumes it")
+    if state == rundir.FAILED and signal and saved:  # the launcher gave up on a killed process: it resumes
+        return MemberState(
+            seed,
+            path,
+            rundir.INTERRUPTED,
+            f"{detail}, killed by signal {signal} with a checkpoint at step {saved}; the next `train` resumes it",
+        )
     if state == rundir.FAILED:
         detail = f"{detail}: {info.get('error') or 'see its log'}" if detail else info.get("error") or ""
     elif state == rundir.INTERRUPTED:
@@ -156,17 +186,22 @@ def member_dirs(out: str, members: int | None = None) -> list[str]:
     which are not and what to do."""
     states = status(out)
     if members is not None and len(states) < members:
-        raise EnsembleSetupError(f"{out}: --members {members} but the ensemble has {len(states)}; train more with "
-                                 f"`ensemble.py train CONFIG --members {members} --out {out}` or pass --members "
-                                 f"{len(states)}")
+        raise EnsembleSetupError(
+            f"{out}: --members {members} but the ensemble has {len(states)}; train more with "
+            f"`ensemble.py train CONFIG --members {members} --out {out}` or pass --members "
+            f"{len(states)}"
+        )
     chosen = states[:members] if members else states
     unfinished = [s for s in chosen if s.state != rundir.FINISHED]
     if unfinished:
         done = len(chosen) - len(unfinished)
         which = ", ".join(f"seed{s.seed}: {s.state}" for s in unfinished[:4])
-        raise EnsembleSetupError(f"{out}: {done} of {len(chosen)} members are finished ({which}); run "
-                                 f"`ensemble.py train` again to finish them, or pass --members {done}"
-                                 if done else f"{out}: no member is finished ({which}); run `ensemble.py train`")
+        raise EnsembleSetupError(
+            f"{out}: {done} of {len(chosen)} members are finished ({which}); run "
+            f"`ensemble.py train` again to finish them, or pass --members {done}"
+            if done
+            else f"{out}: no member is finished ({which}); run `ensemble.py train`"
+        )
     return [s.run_dir for s in chosen]
 
 

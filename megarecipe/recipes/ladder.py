@@ -6,6 +6,7 @@ OUT/<size>_D<budget>/   one sweep each (sweep.py)
 OUT/ladder.json         the plan, in order
 OUT/report.md, fits.json, runs.csv, *.png
 """
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ from megarecipe.config.numbers import parse_count
 from megarecipe.recipes.search import SearchError
 from megarecipe.recipes.status import LADDER_JSON
 from megarecipe.recipes.sweep import Sweep
+
 
 def parse_tokens(text: str) -> int:
     """100M -> 100000000, 1.5B, 200k, 1e9, 209715200."""
@@ -37,24 +39,42 @@ def sweep_name(config: str, budget: int | None) -> str:
     return size_label(config) + (f"_D{tokens_text(budget)}" if budget else "")
 
 
-def run(configs: list[str], budgets: list[int | None], out: str, overrides: list[str], grid, how, log=print,
-        command: str = "", n_boot: int = 100, seed_early: bool = False) -> dict:
+def run(
+    configs: list[str],
+    budgets: list[int | None],
+    out: str,
+    overrides: list[str],
+    grid,
+    how,
+    log=print,
+    command: str = "",
+    n_boot: int = 100,
+    seed_early: bool = False,
+) -> dict:
     """Every (budget, size) search in order; returns sweep name -> certificate (None where it failed)."""
     plan = [(c, d) for d in budgets for c in configs]
     if len({sweep_name(c, d) for c, d in plan}) != len(plan):
         raise ValueError("--ladder: two configs share a file name; give each size its own file name")
     os.makedirs(out, exist_ok=True)
-    atomic.write_json(os.path.join(out, LADDER_JSON), {"planned": [sweep_name(c, d) for c, d in plan],
-                                                       "configs": configs, "budgets": budgets,
-                                                       "overrides": overrides, "command": command})
+    atomic.write_json(
+        os.path.join(out, LADDER_JSON),
+        {
+            "planned": [sweep_name(c, d) for c, d in plan],
+            "configs": configs,
+            "budgets": budgets,
+            "overrides": overrides,
+            "command": command,
+        },
+    )
     certs = {}
     for budget in budgets:
         start = None
         for config in configs:
             name = sweep_name(config, budget)
             extra = [f"data.train_tokens={budget}"] if budget else []
-            sweep = Sweep(config, os.path.join(out, name), [*overrides, *extra], grid, how, log, title=name,
-                          seed_early=seed_early)
+            sweep = Sweep(
+                config, os.path.join(out, name), [*overrides, *extra], grid, how, log, title=name, seed_early=seed_early
+            )
             try:
                 certs[name] = sweep.run(start)
                 start = certs[name]["centre"]
@@ -94,9 +114,10 @@ def write_report(out: str, plan, certs: dict, command: str, n_boot: int = 100) -
             by_budget.setdefault(tokens_text(tokens or budget or 0), []).append(Point(params / 1e9, cert["loss"], name))
         if tokens:
             by_size.setdefault(size_label(config), []).append(Point(tokens / 1e9, cert["loss"], name))
-    for title, groups, x_text, png in (("over parameters", by_budget, "parameters N (billions)", "fit_params.png"),
-                                       ("over tokens", by_size, "unique training tokens D (billions)",
-                                        "fit_tokens.png")):
+    for title, groups, x_text, png in (
+        ("over parameters", by_budget, "parameters N (billions)", "fit_params.png"),
+        ("over tokens", by_size, "unique training tokens D (billions)", "fit_tokens.png"),
+    ):
         done = {}
         for label, pts in groups.items():
             try:

@@ -5,6 +5,7 @@ epochs capped at 128 and weight decay floored at 0.1. The box: the shifted point
 grid step either way in epochs and in weight decay (a neighbour past a grid's end is the point itself, so the box
 shrinks there), each trained as a K-member ensemble; the point whose L(K) fit has the lowest asymptote is kept.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,12 @@ def box(hp: Hyper, epochs: list, weight_decay: list) -> list[Hyper]:
     ep, wd = grids(epochs, weight_decay)
     c = shift(hp)
     out = [c]
-    for e, w in ((_step(ep, c.epochs, -1), c.weight_decay), (_step(ep, c.epochs, 1), c.weight_decay),
-                 (c.epochs, _step(wd, c.weight_decay, -1)), (c.epochs, _step(wd, c.weight_decay, 1))):
+    for e, w in (
+        (_step(ep, c.epochs, -1), c.weight_decay),
+        (_step(ep, c.epochs, 1), c.weight_decay),
+        (c.epochs, _step(wd, c.weight_decay, -1)),
+        (c.epochs, _step(wd, c.weight_decay, 1)),
+    ):
         cand = Hyper(hp.lr, float(w), int(e))
         if cand not in out:
             out.append(cand)

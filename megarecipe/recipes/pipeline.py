@@ -13,16 +13,16 @@ run.resume=true, so a finished run is read back and a killed one continues from 
 pipeline again trains nothing that finished. Each stage records its wall and CPU seconds the first time it does
 work.
 """
+
 from __future__ import annotations
 
 import os
 import resource
 import time
 from contextlib import ExitStack
-
 from dataclasses import asdict
 
-from megarecipe import atomic, ensembledir, rundir
+from megarecipe import atomic, ensembledir, errors, rundir
 from megarecipe.analysis import recipe_plan as stages
 from megarecipe.analysis.recipe_plan import PLAN_JSON, REPORT_MD, STAGES, STAGES_JSON, RecipePlan
 from megarecipe.config import override
@@ -31,8 +31,6 @@ from megarecipe.recipes import members
 from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError, section_budgets
 from megarecipe.recipes.recipe_file import hyper as certified
 from megarecipe.rundir import RunDir, RunDirError
-from megarecipe import errors
-
 
 
 class PipelineError(errors.RunError):
@@ -49,9 +47,9 @@ class Pipeline:
         self.r, self.out, self.search, self.log, self.stop_after = recipe, out, search, log, stop_after
         self.sizes = {s.name: s for s in recipe.sizes}
         self.plan = RecipePlan.from_dict(self._read(PLAN_JSON))
-        if not search:   # an earlier --search call's values: this call uses the recipe's certified ones
+        if not search:  # an earlier --search call's values: this call uses the recipe's certified ones
             self.plan.hyper = {}
-        self.plan.untuned = {}   # flagged again by this call's hyper() as it finds them
+        self.plan.untuned = {}  # flagged again by this call's hyper() as it finds them
         self.stages = self._read(STAGES_JSON)
         self.started_runs = 0
         self.worked = False
@@ -80,9 +78,13 @@ class Pipeline:
         self.log(f"== {name} ==")
         try:
             fn()
-        finally:   # however the call ends: finished, a failed run, or stopped by SIGTERM or Ctrl-C
-            took = {"wall_s": round(time.time() - t0, 1), "cpu_s": round(_cpu() - c0, 1),
-                    "runs_started": self.started_runs - runs0, "did_work": self.worked}
+        finally:  # however the call ends: finished, a failed run, or stopped by SIGTERM or Ctrl-C
+            took = {
+                "wall_s": round(time.time() - t0, 1),
+                "cpu_s": round(_cpu() - c0, 1),
+                "runs_started": self.started_runs - runs0,
+                "did_work": self.worked,
+            }
             # the calls that did work add up (a stage killed and resumed counts both parts); reading back adds
             # nothing
             old = self.stages.get(name)
@@ -100,18 +102,34 @@ class Pipeline:
 
     def overrides(self, size: str, hp: Hyper | None, budget: int | None = None, seed: int | None = None) -> list:
         d = self.r.data
-        ov = [*self.r.overrides, override("data.dir", d.dir), f"data.val_tokens={d.eval_tokens}",
-              f"data.train_tokens={budget or self.r.budget}", *self.sizes[size].overrides]
+        ov = [
+            *self.r.overrides,
+            override("data.dir", d.dir),
+            f"data.val_tokens={d.eval_tokens}",
+            f"data.train_tokens={budget or self.r.budget}",
+            *self.sizes[size].overrides,
+        ]
         if hp is not None:
             ov += [f"optim.lr={hp.lr!r}", f"optim.weight_decay={hp.weight_decay!r}", f"train.epochs={hp.epochs}"]
         if seed is not None:
             ov.append(f"run.seed={seed}")
         return ov
 
-    def spec(self, size: str, hp: Hyper, run_dir: str, budget: int | None = None, seed: int | None = None,
-             extra: list | None = None) -> RunSpec:
-        return RunSpec(self.config_of(size), [*self.overrides(size, hp, budget, seed), *(extra or [])], run_dir,
-                       self.r.launch.processes)
+    def spec(
+        self,
+        size: str,
+        hp: Hyper,
+        run_dir: str,
+        budget: int | None = None,
+        seed: int | None = None,
+        extra: list | None = None,
+    ) -> RunSpec:
+        return RunSpec(
+            self.config_of(size),
+            [*self.overrides(size, hp, budget, seed), *(extra or [])],
+            run_dir,
+            self.r.launch.processes,
+        )
 
     def run_all(self, specs: list[RunSpec]) -> dict:
         from megarecipe.launch import state
@@ -119,15 +137,23 @@ class Pipeline:
         todo = [s for s in specs if state(s.run_dir) != rundir.FINISHED]
         self.log(f"{len(specs)} runs: {len(specs) - len(todo)} finished before, {len(todo)} to train")
         la = self.r.launch
-        self.worked |= bool(todo)   # so a call stopped mid-launch still counts its time
-        results = launch(specs, backend=la.backend, parallel=la.parallel, slurm_args=list(la.slurm_args),
-                         on_done=self._done, retry_failed=True)
+        self.worked |= bool(todo)  # so a call stopped mid-launch still counts its time
+        results = launch(
+            specs,
+            backend=la.backend,
+            parallel=la.parallel,
+            slurm_args=list(la.slurm_args),
+            on_done=self._done,
+            retry_failed=True,
+        )
         self.started_runs += sum(r.attempts > 0 for r in results.values())
         self.worked |= any(r.attempts > 0 for r in results.values())
         bad = [r for r in results.values() if r.state != rundir.FINISHED]
         if bad:
-            raise PipelineError(f"{bad[0].run_dir} ended {bad[0].state}: {bad[0].error or 'see its train.log'}; "
-                                f"run the recipe again to resume it")
+            raise PipelineError(
+                f"{bad[0].run_dir} ended {bad[0].state}: {bad[0].error or 'see its train.log'}; "
+                f"run the recipe again to resume it"
+            )
         return results
 
     def error(self, message: str) -> PipelineError:
@@ -154,11 +180,12 @@ class Pipeline:
         hp = certified(self.r, section, size, budget)
         if hp is None and budget != self.r.budget and getattr(self.r, section).untuned_from_reference:
             hp = certified(self.r, section, size)
-            if hp is not None:   # the report flags it: these values were not searched at this budget
+            if hp is not None:  # the report flags it: these values were not searched at this budget
                 self.plan.untuned.setdefault(section, {})[self.key(size, budget)] = True
         if hp is None:
-            where = f"{section}.certified.{size}" if budget == self.r.budget else \
-                f"{section}.certified_at.{budget}.{size}"
+            where = (
+                f"{section}.certified.{size}" if budget == self.r.budget else f"{section}.certified_at.{budget}.{size}"
+            )
             raise RecipeError(f"{where}: missing; add certified values or pass --search")
         return hp
 
@@ -167,7 +194,7 @@ class Pipeline:
         stage would stop the pipeline hours in. The data dir is read later, once it is prepared."""
         from megarecipe.config import ConfigError, load_config, resolve_layout
 
-        cuda = True if self.r.launch.backend == "slurm" else None   # Slurm: judged for the GPU nodes
+        cuda = True if self.r.launch.backend == "slurm" else None  # Slurm: judged for the GPU nodes
         for size in self.sizes:
             for section in ("standard", "regularized"):
                 hp = None if self.search else self.hyper(section, size)
@@ -182,8 +209,9 @@ class Pipeline:
 
         sec = getattr(self.r, section)
         wds = [self.r.standard_weight_decay] if section == "standard" else sorted(set(sec.weight_decay))
-        return Grid(("epochs", "lr", "weight_decay"),
-                    (tuple(sorted(set(sec.epochs))), tuple(sorted(set(sec.lr))), tuple(wds)))
+        return Grid(
+            ("epochs", "lr", "weight_decay"), (tuple(sorted(set(sec.epochs))), tuple(sorted(set(sec.lr))), tuple(wds))
+        )
 
     def _edge(self, section: str, size: str, budget: int, hp: Hyper) -> None:
         """Where a (size, budget)'s values sit on its grid's edge: the report flags them."""
@@ -198,18 +226,23 @@ class Pipeline:
         d = self.r.data
         if os.path.isfile(os.path.join(d.dir, "meta.json")):
             from megarecipe.data.meta import load_meta
+
             have = load_meta(d.dir).vocab_size
-            if not d.tokenizer and have != d.vocab_size:   # REPORT.md states the recipe's vocabulary
-                raise PipelineError(f"data.dir {d.dir} was prepared with a vocabulary of {have}, the recipe asks for "
-                                    f"{d.vocab_size}; set data.vocab_size={have}, or give another data.dir to prepare")
+            if not d.tokenizer and have != d.vocab_size:  # REPORT.md states the recipe's vocabulary
+                raise PipelineError(
+                    f"data.dir {d.dir} was prepared with a vocabulary of {have}, the recipe asks for "
+                    f"{d.vocab_size}; set data.vocab_size={have}, or give another data.dir to prepare"
+                )
             self.log(f"{d.dir} is prepared")
             return
         from megarecipe.data.corpus import default_files
         from megarecipe.data.prepare import prepare
+
         inputs = list(d.inputs) or default_files()
         self.worked = True
-        meta = prepare(inputs, d.dir, vocab_size=d.vocab_size, val_tokens=d.val_tokens, tokenizer=d.tokenizer,
-                       progress=False)
+        meta = prepare(
+            inputs, d.dir, vocab_size=d.vocab_size, val_tokens=d.val_tokens, tokenizer=d.tokenizer, progress=False
+        )
         self.log(f"{d.dir}: {meta.train_tokens:,} train + {meta.val_tokens:,} val tokens, vocab {meta.vocab_size}")
 
     def _search(self, section: str) -> None:
@@ -220,26 +253,43 @@ class Pipeline:
 
         la = self.r.launch
         grid = self.grid(section)
-        how = Launching(backend=la.backend, parallel=la.parallel, processes=la.processes,
-                        slurm_args=list(la.slurm_args), retry_failed=True)
+        how = Launching(
+            backend=la.backend,
+            parallel=la.parallel,
+            processes=la.processes,
+            slurm_args=list(la.slurm_args),
+            retry_failed=True,
+        )
         for budget in self.budgets(section):
             start = None
             for size in self.sizes:
                 key = self.key(size, budget)
                 cert_hp = certified(self.r, section, size, budget) or certified(self.r, section, size)
                 first = start or (asdict(cert_hp) if cert_hp else None)
-                sweep = Sweep(self.config_of(size), os.path.join(self.out, "search", section, key),
-                              self.overrides(size, None, budget), grid, how, self.log, title=f"{section}/{key}")
+                sweep = Sweep(
+                    self.config_of(size),
+                    os.path.join(self.out, "search", section, key),
+                    self.overrides(size, None, budget),
+                    grid,
+                    how,
+                    self.log,
+                    title=f"{section}/{key}",
+                )
                 cert = sweep.run(first)
                 if not cert["certified"]:
-                    bad = cert.get(certificate.FAILED) or [n["run"] for n in cert["neighbours"] if n["loss"] is not None
-                                                 and n["margin"] < 0]
-                    raise PipelineError(f"search/{section}/{key}: the centre is not certified ({', '.join(bad)} "
-                                        f"failed or beat it); see its certificate.md and run the recipe again")
+                    bad = cert.get(certificate.FAILED) or [
+                        n["run"] for n in cert["neighbours"] if n["loss"] is not None and n["margin"] < 0
+                    ]
+                    raise PipelineError(
+                        f"search/{section}/{key}: the centre is not certified ({', '.join(bad)} "
+                        f"failed or beat it); see its certificate.md and run the recipe again"
+                    )
                 start = cert["centre"]
                 self.plan.hyper.setdefault(section, {})[key] = {
-                    "lr": float(start["lr"]), "weight_decay": float(start["weight_decay"]),
-                    "epochs": int(start["epochs"])}
+                    "lr": float(start["lr"]),
+                    "weight_decay": float(start["weight_decay"]),
+                    "epochs": int(start["epochs"]),
+                }
                 self.plan.searched.setdefault(section, {})[key] = os.path.abspath(cert["run_dir"])
                 self._save()
 
@@ -284,10 +334,11 @@ class Pipeline:
             self._search("regularized")
 
         def same_as_standard(size, budget, hp):
-            if hp == self.hyper("standard", size, budget):   # the same settings and seed: that run, not a copy
+            if hp == self.hyper("standard", size, budget):  # the same settings and seed: that run, not a copy
                 self.log(f"  regularized/{self.key(size, budget)}: the same settings as its standard run; reused")
                 return self.plan.by_budget[str(budget)]["standard"][size]
             return None
+
         self._runs("regularized", same_as_standard)
 
     def member_candidates(self, size: str, budget: int) -> list[Hyper]:
@@ -330,8 +381,9 @@ class Pipeline:
             return have["val_loss_by_k"]
         self.worked = True
         losses = evaluate_ensemble(runs, ens_dir)
-        self.log(f"  {os.path.relpath(ens_dir, self.out)}: K = 1..{len(losses)}: "
-                 + " ".join(f"{v:.4f}" for v in losses))
+        self.log(
+            f"  {os.path.relpath(ens_dir, self.out)}: K = 1..{len(losses)}: " + " ".join(f"{v:.4f}" for v in losses)
+        )
         return losses
 
     def stage_ensembles(self) -> None:
@@ -359,14 +411,19 @@ class Pipeline:
             self.plan.ensemble_hyper[self.key(size, budget)] = asdict(points[i][0])
             if len(points) > 1:
                 self.plan.member_box[self.key(size, budget)] = {
-                    "points": [{**asdict(hp), "dir": d, "val_loss_by_k": v, "k_asymptote": members.k_asymptote(v)}
-                               for hp, d, v in points], "chosen": i}
+                    "points": [
+                        {**asdict(hp), "dir": d, "val_loss_by_k": v, "k_asymptote": members.k_asymptote(v)}
+                        for hp, d, v in points
+                    ],
+                    "chosen": i,
+                }
         self.plan.ensembles = self.plan.by_budget[str(self.r.budget)]["ensembles"]
         self._save()
 
     def best_ensemble(self) -> str:
         def last(d):
             return ensembledir.read(d)["val_loss_by_k"][-1]
+
         return min(self.plan.ensembles.values(), key=last)
 
     def stage_distill(self) -> None:
@@ -381,7 +438,7 @@ class Pipeline:
         if self.plan.ensembles:
             models["ensemble"] = self.best_ensemble()
         rows = self.plan.distill.get("sequence") or []
-        if rows:   # the paper's student: the best of sequence-level distillation
+        if rows:  # the paper's student: the best of sequence-level distillation
             models["student"] = min((r["student"] for r in rows), key=lambda d: RunDir(d).info()["final"]["val_loss"])
         return models
 
@@ -393,14 +450,17 @@ class Pipeline:
         skipped = self.plan.downstream_skipped
         for label, path in models.items():
             have, model = downstream.read_results(path), downstream.model_identity(path)
-            todo = [t for t in ds.tasks if (t not in have or have[t].get("limit") != ds.limit
-                                            or have[t].get("model") != model)
-                    and skipped.get(label, {}).get(t, {}).get("limit", -1) != ds.limit]
+            todo = [
+                t
+                for t in ds.tasks
+                if (t not in have or have[t].get("limit") != ds.limit or have[t].get("model") != model)
+                and skipped.get(label, {}).get(t, {}).get("limit", -1) != ds.limit
+            ]
             if not todo:
                 self.log(f"  {label}: evaluated before")
                 continue
             self.worked = True
-            for task in todo:   # one at a time: a task the model cannot score is reported, not fatal
+            for task in todo:  # one at a time: a task the model cannot score is reported, not fatal
                 try:
                     output = downstream.evaluate(path, [task], limit=ds.limit, batch_size=ds.batch_size)
                 except ValueError as e:
@@ -408,13 +468,16 @@ class Pipeline:
                     self.log(f"  {label}: {task} not scored: {e}")
                     continue
                 stored = downstream.write_results(path, output, limit=ds.limit)
-                self.log(f"  {label} ({os.path.relpath(path, self.out)}): {task} acc "
-                         f"{stored[task].get('acc', float('nan')):.3f}")
+                self.log(
+                    f"  {label} ({os.path.relpath(path, self.out)}): {task} acc "
+                    f"{stored[task].get('acc', float('nan')):.3f}"
+                )
         self.plan.downstream = models
         self._save()
 
     def stage_report(self) -> None:
         from megarecipe.analysis import recipe_report
+
         self.worked = True
         path = recipe_report.write(self.out, self.r, self.plan, self.stages)
         self.log(f"report: {path}")
@@ -422,8 +485,21 @@ class Pipeline:
     STAGES = STAGES
 
     def run(self) -> str:
-        fns = dict(zip(STAGES, (self.stage_data, self.stage_standard, self.stage_regularized, self.stage_ensembles,
-                                self.stage_distill, self.stage_downstream, self.stage_report), strict=True))
+        fns = dict(
+            zip(
+                STAGES,
+                (
+                    self.stage_data,
+                    self.stage_standard,
+                    self.stage_regularized,
+                    self.stage_ensembles,
+                    self.stage_distill,
+                    self.stage_downstream,
+                    self.stage_report,
+                ),
+                strict=True,
+            )
+        )
         skip = set()
         if not self.r.ensemble.sizes:
             skip.add(stages.ENSEMBLES)

@@ -9,10 +9,12 @@ evaluated twice. A point whose evaluation fails (loss None or not finite) is nev
 The objective is a callback over a batch of points, `evaluate([{name: value}, ...]) -> [loss or None, ...]`,
 so the same search drives real training runs (megarecipe/recipes/sweep.py) and tests' synthetic functions.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
 from megarecipe import errors
 
 # The paper's grids.
@@ -29,7 +31,7 @@ class SearchError(errors.UserError):
 @dataclass(frozen=True)
 class Grid:
     names: tuple[str, ...]
-    values: tuple[tuple[float, ...], ...]   # each sorted ascending, no repeats
+    values: tuple[tuple[float, ...], ...]  # each sorted ascending, no repeats
 
     def __post_init__(self):
         for name, vals in zip(self.names, self.values, strict=True):
@@ -53,7 +55,7 @@ class Grid:
             for step in (-1, 1):
                 i = point[k] + step
                 if 0 <= i < len(self.values[k]):
-                    out.append((point[:k] + (i,) + point[k + 1:], name, step))
+                    out.append((point[:k] + (i,) + point[k + 1 :], name, step))
         return out
 
 
@@ -64,13 +66,14 @@ def nearest(values, v: float) -> int:
         if g <= 0 or v <= 0:
             return math.inf if max(g, v) > 0.05 else abs(g - v)
         return abs(math.log(g / v))
+
     return min(range(len(values)), key=lambda i: (distance(values[i]), i))
 
 
 @dataclass
 class Round:
     centre: tuple[int, ...]
-    losses: dict            # point -> loss (None: failed), the centre and its neighbours
+    losses: dict  # point -> loss (None: failed), the centre and its neighbours
     best: tuple[int, ...]
 
 
@@ -79,9 +82,9 @@ class SearchResult:
     grid: Grid
     centre: tuple[int, ...]
     loss: float
-    neighbours: list        # (point, coordinate, step, loss or None)
+    neighbours: list  # (point, coordinate, step, loss or None)
     rounds: list[Round] = field(default_factory=list)
-    evaluated: dict = field(default_factory=dict)   # every point evaluated -> loss (None: failed)
+    evaluated: dict = field(default_factory=dict)  # every point evaluated -> loss (None: failed)
 
     @property
     def values(self) -> dict:
@@ -92,8 +95,9 @@ def ok(loss) -> bool:
     return loss is not None and math.isfinite(loss)
 
 
-def coordinate_descent(grid: Grid, start: tuple[int, ...], evaluate, on_round=None,
-                       max_rounds: int = 1000) -> SearchResult:
+def coordinate_descent(
+    grid: Grid, start: tuple[int, ...], evaluate, on_round=None, max_rounds: int = 1000
+) -> SearchResult:
     """Search from `start` (grid indices). evaluate(list of value dicts) -> list of losses (None: failed)."""
     cache: dict = {}
     centre, rounds = tuple(start), []
@@ -109,12 +113,13 @@ def coordinate_descent(grid: Grid, start: tuple[int, ...], evaluate, on_round=No
         good = [p for p in batch if ok(cache[p])]
         if not good:
             raise SearchError(f"every run around {grid.at(centre)} failed; see their train.log files")
-        best = min(good, key=lambda p: (cache[p], p != centre))   # ties keep the centre, then batch order
+        best = min(good, key=lambda p: (cache[p], p != centre))  # ties keep the centre, then batch order
         rounds.append(Round(centre, {p: cache[p] for p in batch}, best))
         if on_round:
             on_round(rounds[-1])
         if best == centre:
-            return SearchResult(grid, centre, cache[centre], [(p, n, s, cache[p]) for p, n, s in near], rounds,
-                                dict(cache))
+            return SearchResult(
+                grid, centre, cache[centre], [(p, n, s, cache[p]) for p, n, s in near], rounds, dict(cache)
+            )
         centre = best
     raise SearchError(f"no certified point after {max_rounds} rounds")

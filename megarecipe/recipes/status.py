@@ -1,4 +1,5 @@
 """`tune --status SWEEP`: what ran, what is running, what is left - from the directories alone."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ def sweeps(out: str) -> list[str]:
     if os.path.isfile(os.path.join(out, "sweep.json")):
         return [out]
     order = atomic.read_json(os.path.join(out, LADDER_JSON)).get("planned", [])
-    found = sorted(d for d in os.listdir(out) if os.path.isfile(os.path.join(out, d, "sweep.json"))) \
-        if os.path.isdir(out) else []
+    found = (
+        sorted(d for d in os.listdir(out) if os.path.isfile(os.path.join(out, d, "sweep.json")))
+        if os.path.isdir(out)
+        else []
+    )
     return [os.path.join(out, d) for d in [d for d in order if d in found] + [d for d in found if d not in order]]
 
 
@@ -31,8 +35,9 @@ def run_rows(sweep: str) -> list[list[str]]:
     rows = []
     for name in sorted(os.listdir(sweep)):
         path = os.path.join(sweep, name)
-        if not os.path.isdir(path) or not (os.path.exists(os.path.join(path, rundir.RUN_JSON))
-                                           or os.path.exists(os.path.join(path, LOG))):
+        if not os.path.isdir(path) or not (
+            os.path.exists(os.path.join(path, rundir.RUN_JSON)) or os.path.exists(os.path.join(path, LOG))
+        ):
             continue
         run = RunDir(path)
         try:
@@ -49,8 +54,15 @@ def run_rows(sweep: str) -> list[list[str]]:
             secs = time.time() - started
         total = (info.get("facts") or {}).get("total_steps")
         step = f"{info.get('step', 0)}/{total}" if total else str(info.get("step", ""))
-        rows.append([name, st, step, "" if loss is None else f"{loss:.4f}",
-                     "" if secs is None else f"{secs:.1f} s" if secs < 10 else f"{secs:.0f} s"])
+        rows.append(
+            [
+                name,
+                st,
+                step,
+                "" if loss is None else f"{loss:.4f}",
+                "" if secs is None else f"{secs:.1f} s" if secs < 10 else f"{secs:.0f} s",
+            ]
+        )
     return rows
 
 
@@ -61,8 +73,10 @@ def _sweep_json(sweep: str) -> dict:
         with open(path) as f:
             s = json.load(f)
     except (OSError, ValueError) as e:
-        raise StatusError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:80]}); the runs beside it are "
-                          f"intact, and the same tune command replays them and writes it again") from None
+        raise StatusError(
+            f"{path} is unreadable ({type(e).__name__}: {str(e)[:80]}); the runs beside it are "
+            f"intact, and the same tune command replays them and writes it again"
+        ) from None
     if not isinstance(s, dict):
         raise StatusError(f"{path} holds no JSON object; the same tune command replays the runs and writes it again")
     kinds = {"state": str, "rounds": list, "pending": list, "optimum": dict}
@@ -73,8 +87,7 @@ def _sweep_json(sweep: str) -> dict:
 
 def table(rows: list[list[str]], head: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [head, *rows])
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows])
 
 
 def report(out: str) -> str:
@@ -96,9 +109,14 @@ def report(out: str) -> str:
         done = {r[0] for r in rows if r[1] == rundir.FINISHED}
         left = [p for p in s.get("pending", []) if p not in done]
         if s.get("state") in ("searching", "certifying"):
-            lines.append(f"left in this round: {', '.join(left) or 'none'}"
-                         + ("; later rounds follow until the centre beats its neighbours"
-                            if s.get("state") == "searching" else "; then the certificate"))
+            lines.append(
+                f"left in this round: {', '.join(left) or 'none'}"
+                + (
+                    "; later rounds follow until the centre beats its neighbours"
+                    if s.get("state") == "searching"
+                    else "; then the certificate"
+                )
+            )
         lines.append("")
     ladder = atomic.read_json(os.path.join(out, LADDER_JSON))
     todo = [d for d in ladder.get("planned", []) if not os.path.isfile(os.path.join(out, d, "sweep.json"))]

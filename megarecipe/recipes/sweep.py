@@ -9,6 +9,7 @@ Runs are started with run.resume=true and finished ones are read back (the launc
 settings_sha256), so a search killed and started again replays its rounds from the finished runs, resumes the
 unfinished ones from their checkpoints, and trains nothing twice.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,30 +29,38 @@ SEARCHING, CERTIFYING, CERTIFIED, FAILED = "searching", "certifying", "certified
 @dataclass
 class Launching:
     """How runs are started: the launcher's arguments."""
+
     backend: str = "local"
     parallel: int = 1
     retries: int = 1
     processes: int = 1
     slurm_args: list = field(default_factory=list)
-    retry_failed: bool = False       # runs an earlier call marked failed are tried again (else read back)
-    gpus_per_node: int = 8           # Slurm: a run of more processes takes whole nodes of this many
+    retry_failed: bool = False  # runs an earlier call marked failed are tried again (else read back)
+    gpus_per_node: int = 8  # Slurm: a run of more processes takes whole nodes of this many
 
 
 def paper_grid(standard: bool = False, epochs=None, lr=None, weight_decay=None) -> Grid:
     """The paper's grids, each replaceable; the standard recipe fixes weight decay at 0.1."""
     wd = (STANDARD_WEIGHT_DECAY,) if standard else tuple(weight_decay or WEIGHT_DECAY)
-    return Grid(("epochs", "lr", "weight_decay"),
-                (tuple(int(e) for e in (epochs or EPOCHS)), tuple(lr or LR), wd))
+    return Grid(("epochs", "lr", "weight_decay"), (tuple(int(e) for e in (epochs or EPOCHS)), tuple(lr or LR), wd))
 
 
 def run_name(values: dict, seed: int) -> str:
-    return safe_name(f"lr{number(values['lr'])}_wd{number(values['weight_decay'])}_ep{int(values['epochs'])}"
-                     f"_s{seed}")
+    return safe_name(f"lr{number(values['lr'])}_wd{number(values['weight_decay'])}_ep{int(values['epochs'])}_s{seed}")
 
 
 class Sweep:
-    def __init__(self, config: str, out: str, overrides: list[str], grid: Grid, how: Launching | None = None,
-                 log=print, title: str = "", seed_early: bool = False):
+    def __init__(
+        self,
+        config: str,
+        out: str,
+        overrides: list[str],
+        grid: Grid,
+        how: Launching | None = None,
+        log=print,
+        title: str = "",
+        seed_early: bool = False,
+    ):
         from megarecipe.config import load_config
         from megarecipe.preflight import check_run
 
@@ -62,7 +71,7 @@ class Sweep:
         check_run(self.cfg, world_size=self.how.processes, cuda=True if self.how.backend == "slurm" else None)
         self.seed = self.cfg.run.seed
         self.rounds: list[dict] = []
-        self.seed_early = seed_early   # re-run each round's centre with the next seed alongside its neighbours
+        self.seed_early = seed_early  # re-run each round's centre with the next seed alongside its neighbours
         self.centre: dict = {}
 
     def config_values(self) -> dict:
@@ -71,13 +80,25 @@ class Sweep:
 
     def spec(self, values: dict, seed: int) -> RunSpec:
         hp = [f"{KEYS[n]}={int(v) if n == 'epochs' else repr(float(v))}" for n, v in values.items()]
-        return RunSpec(self.config, [*self.overrides, *hp, f"run.seed={seed}"],
-                       os.path.join(self.out, run_name(values, seed)), self.how.processes)
+        return RunSpec(
+            self.config,
+            [*self.overrides, *hp, f"run.seed={seed}"],
+            os.path.join(self.out, run_name(values, seed)),
+            self.how.processes,
+        )
 
     def launch(self, specs: list[RunSpec]) -> dict:
         h = self.how
-        return launch(specs, backend=h.backend, parallel=h.parallel, retries=h.retries, on_done=self.progress,
-                      slurm_args=h.slurm_args, retry_failed=h.retry_failed, gpus_per_node=h.gpus_per_node)
+        return launch(
+            specs,
+            backend=h.backend,
+            parallel=h.parallel,
+            retries=h.retries,
+            on_done=self.progress,
+            slurm_args=h.slurm_args,
+            retry_failed=h.retry_failed,
+            gpus_per_node=h.gpus_per_node,
+        )
 
     def progress(self, r) -> None:
         loss = "" if r.val_loss is None else f"  val/loss {r.val_loss:.4f}"
@@ -95,16 +116,31 @@ class Sweep:
 
     def on_round(self, r) -> None:
         self.centre = self.grid.at(r.best)
-        self.rounds.append({"centre": self.grid.at(r.centre), "best": self.grid.at(r.best),
-                            "runs": [run_name(self.grid.at(p), self.seed) for p in r.losses]})
+        self.rounds.append(
+            {
+                "centre": self.grid.at(r.centre),
+                "best": self.grid.at(r.best),
+                "runs": [run_name(self.grid.at(p), self.seed) for p in r.losses],
+            }
+        )
         self.save(SEARCHING)
 
     def save(self, state: str, pending=(), **extra) -> None:
         os.makedirs(self.out, exist_ok=True)
-        atomic.write_json(os.path.join(self.out, SWEEP_JSON), {
-            "config": self.config, "overrides": self.overrides, "seed": self.seed, "state": state,
-            "grid": {n: list(v) for n, v in zip(self.grid.names, self.grid.values, strict=True)},
-            "rounds": self.rounds, "pending": list(pending), "updated": time.time(), **extra})
+        atomic.write_json(
+            os.path.join(self.out, SWEEP_JSON),
+            {
+                "config": self.config,
+                "overrides": self.overrides,
+                "seed": self.seed,
+                "state": state,
+                "grid": {n: list(v) for n, v in zip(self.grid.names, self.grid.values, strict=True)},
+                "rounds": self.rounds,
+                "pending": list(pending),
+                "updated": time.time(),
+                **extra,
+            },
+        )
 
     def run(self, start: dict | None = None) -> dict:
         """Search from `start` (values; default: the config's, snapped to the grid); returns the certificate."""
@@ -127,6 +163,8 @@ class Sweep:
         cert.update(config=self.config, overrides=self.overrides, run_dir=os.path.join(self.out, cert["run"]))
         certificate.write(self.out, cert, self.title)
         self.save(CERTIFIED, optimum=cert["centre"], loss=cert["loss"], run_dir=cert["run_dir"])
-        self.log(f"[{self.title}] certified {cert['centre']} val/loss {cert['loss']:.4f} "
-                 f"({cert['runs']} runs; {os.path.join(self.out, certificate.CERTIFICATE_MD)})")
+        self.log(
+            f"[{self.title}] certified {cert['centre']} val/loss {cert['loss']:.4f} "
+            f"({cert['runs']} runs; {os.path.join(self.out, certificate.CERTIFICATE_MD)})"
+        )
         return cert

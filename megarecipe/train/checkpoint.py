@@ -13,6 +13,7 @@ empty or names a missing tag, a missing file, a truncated or corrupt one: each i
 file and the older complete checkpoint to resume from (`run.resume_from=TAG`) - never a silent restart.
 DeepSpeed's own files are pickles: a checkpoint is trusted input (exports are safetensors, safe to share).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,15 +27,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megarecipe import atomic
+from megarecipe import atomic, errors
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import POINTER, TAG, tag_for  # noqa: F401  (the run dir names tags; re-exported)
-from megarecipe import errors
 
 MANIFEST = "manifest.json"
-ABANDONED = "abandoned"   # not a tag: scans (tags, newest_complete, pruning) never see what is in it
+ABANDONED = "abandoned"  # not a tag: scans (tags, newest_complete, pruning) never see what is in it
 UNIVERSAL = ".universal"  # TAG.universal/: the tag converted for another layout (universal.py); goes with its tag
-_WRITE_FAILED = ("inline_container", "iostream error", "file write failed", "PytorchStreamWriter")   # torch.save's
+_WRITE_FAILED = ("inline_container", "iostream error", "file write failed", "PytorchStreamWriter")  # torch.save's
 
 
 class CheckpointError(errors.RunError):
@@ -58,8 +58,9 @@ def resume_tag(ckpt_dir: str, resume_from: str | None = None) -> str | None:
     no checkpoint at all."""
     if resume_from:
         if not os.path.isdir(os.path.join(ckpt_dir, resume_from)):
-            raise CheckpointError(f"run.resume_from={resume_from!r}: no such checkpoint in {ckpt_dir} "
-                                  f"({_present(ckpt_dir)})")
+            raise CheckpointError(
+                f"run.resume_from={resume_from!r}: no such checkpoint in {ckpt_dir} ({_present(ckpt_dir)})"
+            )
         return resume_from
     if not exists(ckpt_dir):
         return None
@@ -71,7 +72,7 @@ def resume_tag(ckpt_dir: str, resume_from: str | None = None) -> str | None:
         what = "is not a file" if os.path.exists(path) else "is missing"
     elif not tag:
         what = "is empty"
-    elif not TAG.fullmatch(tag):   # only a tag of this run: a path would resume another run's checkpoint
+    elif not TAG.fullmatch(tag):  # only a tag of this run: a path would resume another run's checkpoint
         what = f"names {tag[:80]!r}, which is not a checkpoint tag (stepNNNNNNNN)"
     else:
         what = f"names {tag!r}, which is not there"
@@ -138,6 +139,7 @@ def set_aside_newer(ckpt_dir: str, tag: str) -> tuple[str, list[str]] | None:
 # ----------------------------------------------------------------------------------------------------------
 # Checking a tag before loading it
 
+
 def incomplete(ckpt_dir: str, tag: str) -> str | None:
     """Why the tag is not a complete checkpoint (never finished, a file missing or cut short); None if it is."""
     return _manifest_problem(ckpt_dir, tag)
@@ -178,8 +180,9 @@ def check(ckpt_dir: str, tag: str, world_size: int) -> None:
     rank, size = dist.get_rank(), dist.get_world_size()
     problem = _manifest_problem(ckpt_dir, tag) if rank == 0 else None
     if problem is None and rank == 0:
-        missing = [r for r in range(world_size)
-                   if not os.path.isfile(os.path.join(ckpt_dir, tag, f"trainer_rank{r}.pt"))]
+        missing = [
+            r for r in range(world_size) if not os.path.isfile(os.path.join(ckpt_dir, tag, f"trainer_rank{r}.pt"))
+        ]
         if missing:
             problem = f"{tag}/trainer_rank{missing[0]}.pt is missing (every rank's file is required)"
     if problem is None:
@@ -192,19 +195,28 @@ def check(ckpt_dir: str, tag: str, world_size: int) -> None:
     dist.all_gather_object(found, problem)
     first = next((p for p in found if p), None)
     if first:
-        raise agreed(CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: {first}"
-                                     f"{_advice(ckpt_dir, tag)}"))
+        raise agreed(
+            CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: {first}{_advice(ckpt_dir, tag)}")
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The trainer's own state per rank: plain types and tensors only
 
+
 def _rng_state() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -226,29 +238,36 @@ def _trainer_file(ckpt_dir: str, tag: str, rank: int) -> str:
 def _load_trainer_file(ckpt_dir: str, tag: str, rank: int) -> dict:
     path = _trainer_file(ckpt_dir, tag, rank)
     if not os.path.isfile(path):
-        raise CheckpointError(f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is missing "
-                              f"(every rank's file is required){_advice(ckpt_dir, tag)}")
+        raise CheckpointError(
+            f"cannot resume from {os.path.join(ckpt_dir, tag)}: trainer_rank{rank}.pt is missing "
+            f"(every rank's file is required){_advice(ckpt_dir, tag)}"
+        )
     where = os.path.join(ckpt_dir, tag)
-    older = CheckpointError(f"cannot resume from {where}: an older megarecipe wrote it (no {MANIFEST}, "
-                            f"trainer_rank{rank}.pt holds pickled numpy state), and this version resumes only "
-                            f"checkpoints it wrote; finish the run with the version that started it, or start a new "
-                            f"run.dir")
+    older = CheckpointError(
+        f"cannot resume from {where}: an older megarecipe wrote it (no {MANIFEST}, "
+        f"trainer_rank{rank}.pt holds pickled numpy state), and this version resumes only "
+        f"checkpoints it wrote; finish the run with the version that started it, or start a new "
+        f"run.dir"
+    )
     try:
         state = torch.load(path, weights_only=True)
     except Exception as e:  # a damaged zip, or a file from an older version that pickled numpy objects
         if not os.path.isfile(os.path.join(where, MANIFEST)) and "Weights only load failed" in str(e):
             raise older from None
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise CheckpointError(f"cannot resume from {where}: trainer_rank{rank}.pt is unreadable ({first})"
-                              f"{_advice(ckpt_dir, tag)}") from None
+        raise CheckpointError(
+            f"cannot resume from {where}: trainer_rank{rank}.pt is unreadable ({first}){_advice(ckpt_dir, tag)}"
+        ) from None
     # importing megatron.core allows numpy arrays under weights_only, so an older file may load: its numpy RNG
     # state is then numpy's tuple, not our dict
     if isinstance(state, dict) and not isinstance((state.get("rng") or {}).get("numpy", {}), dict):
         raise older
     rng = state.get("rng") if isinstance(state, dict) else None
     if not (isinstance(rng, dict) and {"torch", "numpy", "python"} <= set(rng) and "resume_key" in state):
-        raise CheckpointError(f"cannot resume from {where}: trainer_rank{rank}.pt loads but lacks the RNG state or "
-                              f"the resume key this version writes{_advice(ckpt_dir, tag)}")
+        raise CheckpointError(
+            f"cannot resume from {where}: trainer_rank{rank}.pt loads but lacks the RNG state or "
+            f"the resume key this version writes{_advice(ckpt_dir, tag)}"
+        )
     return state
 
 
@@ -258,6 +277,7 @@ def saved_resume_key(ckpt_dir: str, tag: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
+
 
 class Checkpointer:
     """Saves at its cadence (every `every` steps, the last step, and when the run is asked to stop) and
@@ -274,15 +294,16 @@ class Checkpointer:
         tag = tag_for(step)
         rank = dist.get_rank()
         stale = os.path.join(self.dir, tag, MANIFEST)
-        if rank == 0 and os.path.exists(stale):   # a step dir written again (after run.resume_from an older
-            os.remove(stale)                       # tag) reads as incomplete until its new manifest is there
-        if rank == 0:   # and a conversion of what it held before is not this one's
+        if rank == 0 and os.path.exists(stale):  # a step dir written again (after run.resume_from an older
+            os.remove(stale)  # tag) reads as incomplete until its new manifest is there
+        if rank == 0:  # and a conversion of what it held before is not this one's
             shutil.rmtree(os.path.join(self.dir, tag + UNIVERSAL), ignore_errors=True)
         dist.barrier()
         try:
             self.engine.save_checkpoint(self.dir, tag=tag, client_state={"step": step}, save_latest=False)
-            torch.save({"step": step, "rng": _rng_state(), "resume_key": self.resume_key},
-                       _trainer_file(self.dir, tag, rank))
+            torch.save(
+                {"step": step, "rng": _rng_state(), "resume_key": self.resume_key}, _trainer_file(self.dir, tag, rank)
+            )
         except (OSError, RuntimeError) as e:
             if not isinstance(e, OSError) and not any(w in str(e) for w in _WRITE_FAILED):
                 raise
@@ -306,12 +327,14 @@ class Checkpointer:
             shutil.rmtree(os.path.join(self.dir, tag), ignore_errors=True)
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:100]
         kept = f"the last complete one, {before}, is intact" if before else "there is no earlier one"
-        return CheckpointError(f"checkpoint {tag} could not be written to {self.dir} ({why}; {free:.1f} MiB were "
-                               f"free), and its partial files are removed; {kept}: free space and run again with "
-                               f"run.resume=true")
+        return CheckpointError(
+            f"checkpoint {tag} could not be written to {self.dir} ({why}; {free:.1f} MiB were "
+            f"free), and its partial files are removed; {kept}: free space and run again with "
+            f"run.resume=true"
+        )
 
     def _prune(self, newest: str) -> None:
-        for old in [t for t in tags(self.dir) if t <= newest][:-self.keep]:
+        for old in [t for t in tags(self.dir) if t <= newest][: -self.keep]:
             shutil.rmtree(os.path.join(self.dir, old + UNIVERSAL), ignore_errors=True)
             shutil.rmtree(os.path.join(self.dir, old), ignore_errors=True)
 
@@ -324,16 +347,21 @@ class Checkpointer:
         own = _load_trainer_file(self.dir, tag, rank if rank < world_size else 0)
         try:
             _, client = self.engine.load_checkpoint(self.dir, tag=tag + UNIVERSAL if universal else tag)
-        except OSError as e:   # a file the manifest does not list (it was edited) is missing
+        except OSError as e:  # a file the manifest does not list (it was edited) is missing
             name = os.path.relpath(e.filename, self.dir) if e.filename else "a file"
-            raise CheckpointError(f"cannot resume from {os.path.join(self.dir, tag)}: {name} cannot be read "
-                                  f"({e.strerror}){_advice(self.dir, tag)}") from None
+            raise CheckpointError(
+                f"cannot resume from {os.path.join(self.dir, tag)}: {name} cannot be read "
+                f"({e.strerror}){_advice(self.dir, tag)}"
+            ) from None
         if rank < world_size:
             _set_rng_state(own["rng"])
         if rank == 0:
             moved = set_aside_newer(self.dir, tag)
             if moved:
-                print(f"resumed from {tag}: the newer checkpoints {', '.join(moved[1])} were moved aside to "
-                      f"{moved[0]} (nothing deleted)", flush=True)
-        dist.barrier()   # no rank saves before the newer step dirs are out of the way
+                print(
+                    f"resumed from {tag}: the newer checkpoints {', '.join(moved[1])} were moved aside to "
+                    f"{moved[0]} (nothing deleted)",
+                    flush=True,
+                )
+        dist.barrier()  # no rank saves before the newer step dirs are out of the way
         return int(client["step"])

@@ -5,6 +5,7 @@
 The line goes to stdout as it is (no carriage return), so a batch job's log holds one line per report; the bar
 (tqdm, on stderr) is drawn only when stderr is a terminal and train.progress is on.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -23,7 +24,7 @@ def memory_bytes(device: torch.device) -> int:
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):   # no /proc: the peak resident set, in KiB on Linux
+    except (OSError, ValueError, IndexError):  # no /proc: the peak resident set, in KiB on Linux
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -38,12 +39,31 @@ def _rate(tokens_per_sec: float) -> str:
     return f"{tokens_per_sec:.0f}"
 
 
-def log_line(step: int, total: int, loss: float, lr: float, grad_norm: float | None, tokens_per_sec: float,
-             mfu: float, memory: int, elapsed: float, eta: float, val_loss: float | None = None) -> str:
-    parts = [f"step {step}/{total}", f"loss {loss:.4f}", *([f"val {val_loss:.4f}"] if val_loss is not None else []),
-             f"lr {lr:.2e}", f"grad {grad_norm:.3f}" if grad_norm is not None else "grad -",
-             f"{_rate(tokens_per_sec)} tok/s", f"MFU {100 * mfu:.1f}%", f"mem {memory / 2**30:.2f} GiB",
-             _clock(elapsed), f"ETA {_clock(eta)}"]
+def log_line(
+    step: int,
+    total: int,
+    loss: float,
+    lr: float,
+    grad_norm: float | None,
+    tokens_per_sec: float,
+    mfu: float,
+    memory: int,
+    elapsed: float,
+    eta: float,
+    val_loss: float | None = None,
+) -> str:
+    parts = [
+        f"step {step}/{total}",
+        f"loss {loss:.4f}",
+        *([f"val {val_loss:.4f}"] if val_loss is not None else []),
+        f"lr {lr:.2e}",
+        f"grad {grad_norm:.3f}" if grad_norm is not None else "grad -",
+        f"{_rate(tokens_per_sec)} tok/s",
+        f"MFU {100 * mfu:.1f}%",
+        f"mem {memory / 2**30:.2f} GiB",
+        _clock(elapsed),
+        f"ETA {_clock(eta)}",
+    ]
     return " | ".join(parts)
 
 

@@ -6,6 +6,7 @@ Run with the run's own world size (tools/export_hf.py --tag does this): each ran
 under DeepSpeed as training did, loads the tag's weights (fp32 master copies too) and the ranks assemble the
 full fp32 state dict as a finished run's export does. Nothing in RUN is written.
 """
+
 from __future__ import annotations
 
 import sys

@@ -3,6 +3,7 @@
 The command is megarecipe/cli/train.py (`python -m megarecipe.cli.train CONFIG key=value ...`); the launchers
 in launchers/ run it on every rank.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,13 +11,12 @@ import os
 import time
 from contextlib import nullcontext
 
-from megarecipe import rundir
-from megarecipe.train import checkpoint, universal
+from megarecipe import errors, rundir
 from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
 from megarecipe.system import since_start
-from megarecipe import errors
+from megarecipe.train import checkpoint, universal
 
 
 class TrainingError(errors.RunError):
@@ -29,22 +29,30 @@ def resume_key(cfg: Config, layout: Layout) -> dict:
     from megarecipe.data.meta import load_meta
 
     meta = load_meta(cfg.data.dir)
-    key = {"world_size": layout.world_size, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
-           "seed": cfg.run.seed, "global_batch_size": layout.global_batch_size, "seq_len": layout.seq_len,
-           "num_sequences": layout.num_sequences, "total_steps": layout.total_steps,
-           "tokenizer_sha256": meta.tokenizer_sha256,
-           # the tokens themselves (another data dir with the same tokenizer would train on other text), and the
-           # held-out tokens val/loss is measured on
-           "data.dir (contents sha256)": meta.content_sha256(),
-           "data.val_tokens": min(meta.val_tokens, cfg.data.val_tokens or meta.val_tokens)}
+    key = {
+        "world_size": layout.world_size,
+        "tp": layout.tp,
+        "pp": layout.pp,
+        "zero_stage": layout.zero_stage,
+        "seed": cfg.run.seed,
+        "global_batch_size": layout.global_batch_size,
+        "seq_len": layout.seq_len,
+        "num_sequences": layout.num_sequences,
+        "total_steps": layout.total_steps,
+        "tokenizer_sha256": meta.tokenizer_sha256,
+        # the tokens themselves (another data dir with the same tokenizer would train on other text), and the
+        # held-out tokens val/loss is measured on
+        "data.dir (contents sha256)": meta.content_sha256(),
+        "data.val_tokens": min(meta.val_tokens, cfg.data.val_tokens or meta.val_tokens),
+    }
     settings = run_settings(cfg)
     for section in ("model", "optim"):
         key.update({f"{section}.{k}": v for k, v in settings[section].items()})
     key.update({f"train.{k}": settings["train"][k] for k in ("epochs", "micro_batch_size", "precision")})
     key.update(distill_key(cfg))
-    if cfg.model.kernels == "te":   # Transformer Engine names the norm weights differently from the other kernels
+    if cfg.model.kernels == "te":  # Transformer Engine names the norm weights differently from the other kernels
         key["model.kernels (parameter names)"] = "te"
-    if cfg.data.mix:   # what else is mixed in, by content; a single-dir run's key is as it always was
+    if cfg.data.mix:  # what else is mixed in, by content; a single-dir run's key is as it always was
         key["data.mix (contents sha256, ratio)"] = [[m["contents_sha256"], m["ratio"]] for m in mix_facts(cfg)[1:]]
     return key
 
@@ -65,8 +73,15 @@ def mix_facts(cfg: Config) -> list[dict] | None:
     out = []
     for where, ratio in mix_sources(cfg.data):
         meta = load_meta(where)
-        out.append({"dir": os.path.abspath(where), "ratio": str(ratio), "contents_sha256": meta.content_sha256(),
-                    "train_tokens": meta.train_tokens, "source": meta.source})
+        out.append(
+            {
+                "dir": os.path.abspath(where),
+                "ratio": str(ratio),
+                "contents_sha256": meta.content_sha256(),
+                "train_tokens": meta.train_tokens,
+                "source": meta.source,
+            }
+        )
     return out
 
 
@@ -78,8 +93,12 @@ def distill_key(cfg: Config) -> dict:
     if not k.teacher:
         return {"distill.teacher_sha256": None}
     who = teacher.identity(k.teacher)
-    return {"distill.teacher_sha256": who["sha256"], "distill.alpha": k.alpha, "distill.temperature": k.temperature,
-            **({"distill.cache_k": who["cache_k"]} if "cache_k" in who else {})}
+    return {
+        "distill.teacher_sha256": who["sha256"],
+        "distill.alpha": k.alpha,
+        "distill.temperature": k.temperature,
+        **({"distill.cache_k": who["cache_k"]} if "cache_k" in who else {}),
+    }
 
 
 def distill_facts(cfg: Config) -> dict | None:
@@ -96,20 +115,30 @@ def run_facts(cfg: Config, layout: Layout) -> dict:
     from megarecipe.model.size import count_params
 
     params, params_non_embedding = count_params(cfg.model, layout.vocab_size)
-    return {"params": params, "params_non_embedding": params_non_embedding, "train_tokens": layout.train_tokens,
-            "epochs": cfg.train.epochs, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
-            "seed": cfg.run.seed, "global_batch_tokens": layout.global_batch_size * layout.seq_len,
-            "total_steps": layout.total_steps, "world_size": layout.world_size}
+    return {
+        "params": params,
+        "params_non_embedding": params_non_embedding,
+        "train_tokens": layout.train_tokens,
+        "epochs": cfg.train.epochs,
+        "lr": cfg.optim.lr,
+        "weight_decay": cfg.optim.weight_decay,
+        "seed": cfg.run.seed,
+        "global_batch_tokens": layout.global_batch_size * layout.seq_len,
+        "total_steps": layout.total_steps,
+        "world_size": layout.world_size,
+    }
 
 
 def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
     """Before any process group: is this a new run, or a resume of a checkpoint that matches? Returns the tag
     to resume from (None: start at step 0)."""
-    run.info()   # a damaged run.json is refused now, not after the model is built
+    run.info()  # a damaged run.json is refused now, not after the model is built
     has_checkpoint = checkpoint.exists(run.checkpoints)
     if has_checkpoint and not cfg.run.resume:
-        raise TrainingError(f"run.dir={cfg.run.dir!r} already holds a checkpoint; set run.resume=true to continue "
-                            f"it or choose another run.dir")
+        raise TrainingError(
+            f"run.dir={cfg.run.dir!r} already holds a checkpoint; set run.resume=true to continue "
+            f"it or choose another run.dir"
+        )
     tag = checkpoint.resume_tag(run.checkpoints, cfg.run.resume_from) if cfg.run.resume else None
     if tag:
         saved = checkpoint.saved_resume_key(run.checkpoints, tag)
@@ -119,17 +148,20 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
         _compare_vocab_rows(cfg, saved, key, changed)
         if set(changed) - set(moved):
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            keep = ("the number of processes or the TP size may change, the rest not: keep" if moved
-                    else "resume with")
-            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume: {what}; {keep} the settings it was "
-                                f"checkpointed with (same processes, layout, seed, batch, data, budget, model, "
-                                f"optimizer and teacher) or start a new run.dir")
+            keep = "the number of processes or the TP size may change, the rest not: keep" if moved else "resume with"
+            raise TrainingError(
+                f"run.dir={cfg.run.dir!r} cannot resume: {what}; {keep} the settings it was "
+                f"checkpointed with (same processes, layout, seed, batch, data, budget, model, "
+                f"optimizer and teacher) or start a new run.dir"
+            )
         why = universal.cannot_convert(saved, key) if moved else None
         if why:
-            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume {tag} on another layout "
-                                f"({universal.describe(universal.layout(saved))} -> "
-                                f"{universal.describe(universal.layout(key))}): {why}; resume on "
-                                f"{universal.describe(universal.layout(saved))} or start a new run.dir")
+            raise TrainingError(
+                f"run.dir={cfg.run.dir!r} cannot resume {tag} on another layout "
+                f"({universal.describe(universal.layout(saved))} -> "
+                f"{universal.describe(universal.layout(key))}): {why}; resume on "
+                f"{universal.describe(universal.layout(saved))} or start a new run.dir"
+            )
     return tag
 
 
@@ -147,9 +179,11 @@ def _compare_vocab_rows(cfg: Config, saved: dict, key: dict, changed: dict, voca
     if rows[0] != rows[1]:
         changed["model.vocab_size (padded rows)"] = tuple(rows)
         if key.get("model.vocab_size") is None:
-            raise TrainingError(f"run.dir={cfg.run.dir!r} cannot resume on tp={key.get('tp')}: the vocabulary pads "
-                                f"to {rows[1]} rows there, the checkpoint has {rows[0]}; add model.vocab_size="
-                                f"{rows[0]} to keep its rows")
+            raise TrainingError(
+                f"run.dir={cfg.run.dir!r} cannot resume on tp={key.get('tp')}: the vocabulary pads "
+                f"to {rows[1]} rows there, the checkpoint has {rows[0]}; add model.vocab_size="
+                f"{rows[0]} to keep its rows"
+            )
 
 
 def train(cfg: Config, layout: Layout) -> None:
@@ -161,11 +195,12 @@ def train(cfg: Config, layout: Layout) -> None:
     with run.hold() if first else nullcontext():
         tag = check_run_dir(cfg, run, key)
         if tag == checkpoint.tag_for(layout.total_steps) and (run.info() or {}).get("status") == rundir.FINISHED:
-            if first:   # a requeued or repeated launch: the result, its export and run.json stay as they are
-                print(f"run.dir={cfg.run.dir!r} already finished at step {layout.total_steps}; nothing to do",
-                      flush=True)
+            if first:  # a requeued or repeated launch: the result, its export and run.json stay as they are
+                print(
+                    f"run.dir={cfg.run.dir!r} already finished at step {layout.total_steps}; nothing to do", flush=True
+                )
             return
-        if first and not tag:   # a resumed run keeps the config it started with
+        if first and not tag:  # a resumed run keeps the config it started with
             os.makedirs(run.path, exist_ok=True)
             save_config(cfg, run.config)
         device = distributed.init(layout.tp, layout.pp, cfg.run.seed)
@@ -177,7 +212,7 @@ def train(cfg: Config, layout: Layout) -> None:
                 what = "another rank stopped" if distributed.lost_peer(e) else type(e).__name__
                 try:
                     run.update(status=rundir.FAILED, error=f"{what}: {first_line}")
-                except OSError:   # a full disk: the error itself is what the user needs to see
+                except OSError:  # a full disk: the error itself is what the user needs to see
                     pass
             raise
         distributed.shutdown()
@@ -188,12 +223,12 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     from megatron.core import parallel_state as ps
 
     from megarecipe.data.dataset import TokenDataset
-    from megarecipe.train.metrics import Writer
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
     from megarecipe.parallel.memory import MemoryProbe
     from megarecipe.train.console import Console
+    from megarecipe.train.metrics import Writer
     from megarecipe.train.step import Stepper
     from megarecipe.train.validation import Validator
 
@@ -201,39 +236,55 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     kernels = resolve_kernels(cfg.model.kernels, device.type == "cuda")
     model = build_model(cfg.model, layout.vocab_size, bf16=bf16, kernels=kernels)
-    if cfg.model.init_from and not tag:   # a resumed run has its own weights
+    if cfg.model.init_from and not tag:  # a resumed run has its own weights
         from megarecipe.parallel.hf_init import load_hf_weights
 
         try:
             load_hf_weights(model, cfg.model.init_from, cfg.model)
-        except ValueError as e:   # the directory's config.json and weights disagree
+        except ValueError as e:  # the directory's config.json and weights disagree
             raise TrainingError(str(e)) from None
     saved = checkpoint.saved_resume_key(run.checkpoints, tag) if tag else {}
     relayout = bool(tag and universal.changes(saved, key))
     if relayout:
         _convert(run, tag, saved, key)
     engine = build_engine(model, cfg, layout, bf16, load_universal=relayout)
-    stepper = Stepper(engine, model, layout.seq_len, layout.micro_batch_size, device,
-                      objective=_objective(cfg, layout, device, bf16))
+    stepper = Stepper(
+        engine, model, layout.seq_len, layout.micro_batch_size, device, objective=_objective(cfg, layout, device, bf16)
+    )
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     if cfg.data.mix:
         from megarecipe.config import mix_sources
         from megarecipe.data.mix import MixDataset
+
         data = MixDataset(mix_sources(cfg.data), layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
     else:
         data = TokenDataset(cfg.data.dir, layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
-    validator = Validator(stepper, cfg.data.dir, layout.seq_len, cfg.train.eval_batch_size, cfg.data.val_tokens,
-                          cfg.train.eval_every, layout.total_steps, dp_rank, dp_size)
-    checkpointer = checkpoint.Checkpointer(engine, run.checkpoints, cfg.train.checkpoint_every,
-                                           cfg.train.keep_checkpoints, key)
+    validator = Validator(
+        stepper,
+        cfg.data.dir,
+        layout.seq_len,
+        cfg.train.eval_batch_size,
+        cfg.data.val_tokens,
+        cfg.train.eval_every,
+        layout.total_steps,
+        dp_rank,
+        dp_size,
+    )
+    checkpointer = checkpoint.Checkpointer(
+        engine, run.checkpoints, cfg.train.checkpoint_every, cfg.train.keep_checkpoints, key
+    )
 
     start = checkpointer.restore(tag, saved["world_size"], universal=relayout) if tag else 0
-    if relayout and first:   # run.json keeps every layout the run has had
-        change = {"step": start, "from": universal.layout(saved), "to": universal.layout(key),
-                  "universal": universal.path(run.checkpoints, tag)}
+    if relayout and first:  # run.json keeps every layout the run has had
+        change = {
+            "step": start,
+            "from": universal.layout(saved),
+            "to": universal.layout(key),
+            "universal": universal.path(run.checkpoints, tag),
+        }
         run.update(layout_changes=[*((run.info() or {}).get("layout_changes") or []), change])
     if start == 0 and first:
-        _remove_old_events(run.tb)   # an earlier attempt that never checkpointed
+        _remove_old_events(run.tb)  # an earlier attempt that never checkpointed
     also = None
     if first and cfg.logging.wandb:
         from megarecipe.train.wandb_writer import WandbWriter
@@ -242,11 +293,19 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     writer = Writer(run.tb, enabled=first, start_step=start + 1 if start else 0, also=also)
     facts = run_facts(cfg, layout)
     if first:
-        run.update(status=rundir.RUNNING, kind="train", facts=facts, distill=distill_facts(cfg),
-                   **({"data_mix": mix_facts(cfg)} if cfg.data.mix else {}),
-                   settings_sha256=settings_sha256(cfg), kernels=kernels, heldout=heldout_set(key), step=start,
-                   started=time.time(),
-                   error=None)
+        run.update(
+            status=rundir.RUNNING,
+            kind="train",
+            facts=facts,
+            distill=distill_facts(cfg),
+            **({"data_mix": mix_facts(cfg)} if cfg.data.mix else {}),
+            settings_sha256=settings_sha256(cfg),
+            kernels=kernels,
+            heldout=heldout_set(key),
+            step=start,
+            started=time.time(),
+            error=None,
+        )
     if start == 0:
         writer.run_facts(facts, to_yaml(cfg))
     meter, perf = _meter(cfg, layout, device, bf16)
@@ -264,7 +323,7 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         tokens, targets = data.windows(ids)
         metrics = stepper.train_step(tokens, targets, ids)
         memory.after_backward(step)
-        if step == start + 1 and first:   # what this process cost to reach its first step (warm or cold start)
+        if step == start + 1 and first:  # what this process cost to reach its first step (warm or cold start)
             run.update(first_step=since_start())
         loss = metrics["loss"]
         logged = None
@@ -277,8 +336,12 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         elif cfg.train.on_nonfinite == "stop":
             console.close()
             # every rank holds the same loss (reduced over data parallel, sent down the pipeline): all stop here
-            raise agreed(TrainingError(f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or "
-                                       f"set train.on_nonfinite=skip to drop such batches"))
+            raise agreed(
+                TrainingError(
+                    f"non-finite training loss ({loss}) at step {step}; lower optim.lr, or "
+                    f"set train.on_nonfinite=skip to drop such batches"
+                )
+            )
         else:
             skip_update(engine)
             writer.scalars(step, {rundir.SKIPPED: 1})
@@ -301,19 +364,32 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     memory.write(run.join(rundir.MEMORY), first)
 
     finished = end == total
-    if finished and validator.last is None:   # resumed from the last step's checkpoint: the run was killed after it
-        validator.run()                        # (its val/loss event is written already; run.json needs the value)
+    if finished and validator.last is None:  # resumed from the last step's checkpoint: the run was killed after it
+        validator.run()  # (its val/loss event is written already; run.json needs the value)
     if finished:
         _export(cfg, layout, model, run, device)
     if first:
         status = rundir.FINISHED if finished else rundir.STOPPED
         final = {"val_loss": validator.last, "step": end} if finished else None
-        run.update(status=status, step=max(end, start), final=final, export=rundir.EXPORT if finished else None,
-                   ended=time.time())
-        how = rundir.FINISHED if finished else f"{rundir.STOPPED} on a signal (resume with run.resume=true)" \
-            if stopping else rundir.STOPPED
-        print(f"{how} at step {max(end, start)}/{total}; TensorBoard logs: {run.tb}"
-              + (f"; final val/loss {validator.last:.4f}" if validator.last is not None else ""), flush=True)
+        run.update(
+            status=status,
+            step=max(end, start),
+            final=final,
+            export=rundir.EXPORT if finished else None,
+            ended=time.time(),
+        )
+        how = (
+            rundir.FINISHED
+            if finished
+            else f"{rundir.STOPPED} on a signal (resume with run.resume=true)"
+            if stopping
+            else rundir.STOPPED
+        )
+        print(
+            f"{how} at step {max(end, start)}/{total}; TensorBoard logs: {run.tb}"
+            + (f"; final val/loss {validator.last:.4f}" if validator.last is not None else ""),
+            flush=True,
+        )
     dist.barrier()
 
 
@@ -327,12 +403,15 @@ def _convert(run: RunDir, tag: str, saved: dict, key: dict) -> None:
         began = time.time()
         try:
             where = universal.convert(run.checkpoints, tag, saved)
-            print(f"resuming {tag} on another layout ({universal.describe(universal.layout(saved))} -> "
-                  f"{universal.describe(universal.layout(key))}) from its universal checkpoint {where} "
-                  f"({time.time() - began:.1f}s)", flush=True)
+            print(
+                f"resuming {tag} on another layout ({universal.describe(universal.layout(saved))} -> "
+                f"{universal.describe(universal.layout(key))}) from its universal checkpoint {where} "
+                f"({time.time() - began:.1f}s)",
+                flush=True,
+            )
         except checkpoint.CheckpointError as e:
             problem = str(e)
-        except Exception as e:   # told to every rank, so none waits for rank 0 until the timeout
+        except Exception as e:  # told to every rank, so none waits for rank 0 until the timeout
             problem = f"converting {tag} for the new layout failed ({type(e).__name__}: {str(e)[:200]})"
     found = [problem]
     dist.broadcast_object_list(found, src=0)
@@ -346,17 +425,23 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
         return None
     from megatron.core import parallel_state as ps
 
-    from megarecipe.train.objectives import Distill
-    from megarecipe.distill.teacher import Teacher
     from megarecipe.distill.cache import CachedTeacher, is_cache
+    from megarecipe.distill.teacher import Teacher
+    from megarecipe.train.objectives import Distill
 
     source = cfg.distill.teacher
     teacher = None
     if ps.is_pipeline_last_stage():
         teacher = CachedTeacher(source) if is_cache(source) else Teacher(source, device, bf16)
     group = ps.get_tensor_model_parallel_group() if layout.tp > 1 else None
-    return Distill(teacher, cfg.distill.alpha, cfg.distill.temperature, layout.tokenizer_vocab, group=group,
-                   shard=ps.get_tensor_model_parallel_rank())
+    return Distill(
+        teacher,
+        cfg.distill.alpha,
+        cfg.distill.temperature,
+        layout.tokenizer_vocab,
+        group=group,
+        shard=ps.get_tensor_model_parallel_rank(),
+    )
 
 
 def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout, device) -> dict:
@@ -364,10 +449,16 @@ def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: L
 
     tokens_per_sec, mfu = meter.stop()
     epoch = step * layout.global_batch_size / (layout.epoch_sequences or layout.num_sequences)
-    values = {rundir.TRAIN_LOSS: metrics["loss"], rundir.LR: lr, rundir.TOKENS_PER_SEC: tokens_per_sec,
-              rundir.EPOCH: epoch, rundir.MFU: mfu, rundir.STEP_TIME: meter.seconds,
-              rundir.TOKENS: step * layout.global_batch_size * layout.seq_len,
-              rundir.MEMORY_GIB: memory_bytes(device) / 2**30}
+    values = {
+        rundir.TRAIN_LOSS: metrics["loss"],
+        rundir.LR: lr,
+        rundir.TOKENS_PER_SEC: tokens_per_sec,
+        rundir.EPOCH: epoch,
+        rundir.MFU: mfu,
+        rundir.STEP_TIME: meter.seconds,
+        rundir.TOKENS: step * layout.global_batch_size * layout.seq_len,
+        rundir.MEMORY_GIB: memory_bytes(device) / 2**30,
+    }
     values.update({k: v for k, v in metrics.items() if k != "loss"})
     grad_norm = engine.get_global_grad_norm()
     if grad_norm is not None:
@@ -379,9 +470,19 @@ def _log_line(step: int, total: int, values: dict, val_loss: float | None, conso
     from megarecipe.train.console import log_line
 
     elapsed, eta = console.eta(step)
-    return log_line(step, total, values[rundir.TRAIN_LOSS], values[rundir.LR], values.get(rundir.GRAD_NORM),
-                    values[rundir.TOKENS_PER_SEC], values[rundir.MFU], round(values[rundir.MEMORY_GIB] * 2**30),
-                    elapsed, eta, val_loss)
+    return log_line(
+        step,
+        total,
+        values[rundir.TRAIN_LOSS],
+        values[rundir.LR],
+        values.get(rundir.GRAD_NORM),
+        values[rundir.TOKENS_PER_SEC],
+        values[rundir.MFU],
+        round(values[rundir.MEMORY_GIB] * 2**30),
+        elapsed,
+        eta,
+        val_loss,
+    )
 
 
 def _meter(cfg: Config, layout: Layout, device, bf16: bool):
@@ -391,11 +492,18 @@ def _meter(cfg: Config, layout: Layout, device, bf16: bool):
     from megarecipe.train.metrics import Meter, device_peak_flops, peak_precision
 
     precision = peak_precision(device, bf16)
-    perf = {"flops_per_token": flops_per_token(cfg.model, layout.vocab_size), "peak_precision": precision,
-            "peak_flops_per_device": all_max(device_peak_flops(device, precision), device),
-            "world_size": layout.world_size}
-    meter = Meter(layout.global_batch_size * layout.seq_len, perf["flops_per_token"], layout.world_size,
-                  perf["peak_flops_per_device"])
+    perf = {
+        "flops_per_token": flops_per_token(cfg.model, layout.vocab_size),
+        "peak_precision": precision,
+        "peak_flops_per_device": all_max(device_peak_flops(device, precision), device),
+        "world_size": layout.world_size,
+    }
+    meter = Meter(
+        layout.global_batch_size * layout.seq_len,
+        perf["flops_per_token"],
+        layout.world_size,
+        perf["peak_flops_per_device"],
+    )
     return meter, perf
 
 

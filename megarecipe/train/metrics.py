@@ -8,6 +8,7 @@ throughput whatever the activation checkpointing.
 The run's facts go into the event files as `run/*` scalars at step 0 (and the config as text and in the
 HPARAMS view) for people browsing TensorBoard; tools read the exact facts from run.json (megarecipe/rundir.py).
 """
+
 from __future__ import annotations
 
 import time
@@ -120,8 +121,7 @@ def device_peak_flops(device: torch.device, precision: str = "bf16") -> float:
     return measured_matmul_flops(device, precision)
 
 
-def measured_matmul_flops(device: torch.device, precision: str = "bf16", n: int = 1024,
-                          seconds: float = 0.3) -> float:
+def measured_matmul_flops(device: torch.device, precision: str = "bf16", n: int = 1024, seconds: float = 0.3) -> float:
     dtype = torch.bfloat16 if device.type == "cuda" and precision == "bf16" else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

@@ -6,6 +6,7 @@ the microbatch. `loss` is what backward sees (the schedule divides it by the mic
 detached tensors the step averages over microbatches and data-parallel ranks (training) or sums (evaluation).
 An objective with `needs_logits = True` is given the model's logits [b, s, v / tp] instead of the per-token loss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ import torch
 
 @dataclass
 class Microbatch:
-    tokens: torch.Tensor              # [b, s]
-    targets: torch.Tensor             # [b, s], next tokens
+    tokens: torch.Tensor  # [b, s]
+    targets: torch.Tensor  # [b, s], next tokens
     weights: torch.Tensor | None = None  # [b, s] per-token weights for evaluation; 0 marks padding
-    ids: torch.Tensor | None = None      # [b] training sequence ids (for a teacher cache)
+    ids: torch.Tensor | None = None  # [b] training sequence ids (for a teacher cache)
 
 
 class CrossEntropy:
@@ -64,11 +65,12 @@ class Distill:
     The KL runs over the tokenizer's `vocab` columns only (padding columns are no tokens); the CE term is the
     next-token cross-entropy over every column, as megatron's and `val/loss` compute it.
     """
+
     needs_logits = True
 
     def __init__(self, teacher, alpha: float, temperature: float, vocab: int, group=None, shard: int = 0):
         self.teacher, self.alpha, self.temperature, self.vocab = teacher, alpha, temperature, vocab
-        self.group, self.shard = group, shard   # the TP group and this rank's index in it
+        self.group, self.shard = group, shard  # the TP group and this rank's index in it
 
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
         return _SumOverGroup.apply(x, self.group) if self.group is not None else x
@@ -101,9 +103,9 @@ class Distill:
         student = z[..., :real] / t
         with torch.no_grad():
             taught = self.teacher(batch)
-        if isinstance(taught, torch.Tensor):   # a live teacher's logits [b, s, V]
+        if isinstance(taught, torch.Tensor):  # a live teacher's logits [b, s, V]
             # KL over the tokenizer's columns: sum_v p_v (log p_v - z_v / T) + logsumexp(z / T)
-            teacher_logp = torch.log_softmax(taught.to(z.device)[..., :self.vocab] / t, dim=-1)[..., lo:lo + real]
+            teacher_logp = torch.log_softmax(taught.to(z.device)[..., : self.vocab] / t, dim=-1)[..., lo : lo + real]
             p = teacher_logp.exp()
             kl = self._sum((p * (teacher_logp - student)).sum(dim=-1)) + self._logsumexp(student)
         else:
@@ -111,8 +113,11 @@ class Distill:
 
         kl_mean, ce_mean = kl.mean(), ce.mean()
         loss = self.alpha * t * t * kl_mean + (1 - self.alpha) * ce_mean
-        return loss, {"loss": loss.detach().clone(), "distill/kl": kl_mean.detach().clone(),
-                      "distill/ce": ce_mean.detach().clone()}
+        return loss, {
+            "loss": loss.detach().clone(),
+            "distill/kl": kl_mean.detach().clone(),
+            "distill/ce": ce_mean.detach().clone(),
+        }
 
     def _top_k_kl(self, student: torch.Tensor, taught, lo: int) -> torch.Tensor:
         """KL from a cached top-k teacher: its k tokens one by one, every other token as one outcome (the tail)."""

@@ -5,6 +5,7 @@ loop otherwise); its forward step calls the DeepSpeed engine and hands the outpu
 (megarecipe/train/objectives.py). `engine.step()` - called by the loop, not here - reduces and updates once per
 global batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,13 +13,12 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from megarecipe.train.objectives import CrossEntropy, HeldOutSum, Microbatch
 from megarecipe.parallel.engine import hooks_backward
+from megarecipe.train.objectives import CrossEntropy, HeldOutSum, Microbatch
 
 
 class Stepper:
-    def __init__(self, engine, model, seq_len: int, micro_batch_size: int, device: torch.device,
-                 objective=None):
+    def __init__(self, engine, model, seq_len: int, micro_batch_size: int, device: torch.device, objective=None):
         self.engine, self.model, self.device = engine, model, device
         self.forward_module = engine if hooks_backward(engine) else engine.module
         self.seq_len, self.micro_batch_size = seq_len, micro_batch_size
@@ -36,29 +36,38 @@ class Stepper:
             labels = None if getattr(objective, "needs_logits", False) else targets
             output = self.forward_module(tokens, positions, None, labels=labels)
             return output, lambda per_token: objective(per_token, batch)
+
         return forward_step
 
     def _run(self, microbatches: list[Microbatch], objective, forward_only: bool) -> list[dict]:
         return self.forward_backward(
-            forward_step_func=self._forward_step(objective), data_iterator=iter(microbatches), model=[self.model],
-            num_microbatches=len(microbatches), seq_length=self.seq_len,
-            micro_batch_size=microbatches[0].tokens.shape[0], decoder_seq_length=self.seq_len,
-            forward_only=forward_only)
+            forward_step_func=self._forward_step(objective),
+            data_iterator=iter(microbatches),
+            model=[self.model],
+            num_microbatches=len(microbatches),
+            seq_length=self.seq_len,
+            micro_batch_size=microbatches[0].tokens.shape[0],
+            decoder_seq_length=self.seq_len,
+            forward_only=forward_only,
+        )
 
     def train_step(self, tokens: torch.Tensor, targets: torch.Tensor, ids=None) -> dict[str, float]:
         """Forward and backward over this rank's share of the global batch. Returns the objective's metrics
         averaged over the global batch, on every rank; the caller decides whether to apply the update."""
         n = tokens.shape[0] // self.micro_batch_size
         microbatches = [Microbatch(t, y) for t, y in zip(tokens.chunk(n), targets.chunk(n), strict=True)]
-        if ids is not None:   # the training sequences' ids, for a teacher cache
+        if ids is not None:  # the training sequences' ids, for a teacher cache
             for mb, i in zip(microbatches, torch.as_tensor(ids).chunk(n), strict=True):
                 mb.ids = i
         results = self._run(microbatches, self.objective, forward_only=False)
-        if self.metric_names is None:   # fixed by the objective; the stages agree on them once
+        if self.metric_names is None:  # fixed by the objective; the stages agree on them once
             self.metric_names = _names_from_last_stage(sorted(results[0]) if results else [])
         names = self.metric_names
-        local = torch.stack([torch.stack([r[k].float() for r in results]).mean() for k in names]) if results \
+        local = (
+            torch.stack([torch.stack([r[k].float() for r in results]).mean() for k in names])
+            if results
             else torch.zeros(len(names))
+        )
         values = _from_last_stage(local.to(self.device), mean_over_dp=True)
         return dict(zip(names, values, strict=True))
 
@@ -85,8 +94,9 @@ def _names_from_last_stage(names: list[str]) -> list[str]:
         return names
     box = [names if ps.is_pipeline_last_stage() else None]
     group = ps.get_pipeline_model_parallel_group()
-    dist.broadcast_object_list(box, src=dist.get_global_rank(group, ps.get_pipeline_model_parallel_world_size() - 1),
-                               group=group)
+    dist.broadcast_object_list(
+        box, src=dist.get_global_rank(group, ps.get_pipeline_model_parallel_world_size() - 1), group=group
+    )
     return box[0]
 
 

@@ -15,6 +15,7 @@ RUN/checkpoints/step00000120.universal.tmp<pid>/  a conversion under way; a kill
 
 The converter itself decides what it can do; where it cannot (below), the resume is refused in one line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ from megarecipe import atomic, rundir
 from megarecipe.train.checkpoint import UNIVERSAL, CheckpointError
 
 INFO = "universal.json"
-LAYOUT = ("world_size", "tp", "pp")   # what a resume may change, given the converter can carry it over
+LAYOUT = ("world_size", "tp", "pp")  # what a resume may change, given the converter can carry it over
 
 
 def path(ckpt_dir: str, tag: str) -> str:
@@ -57,16 +58,20 @@ def cannot_convert(saved: dict, key: dict) -> str | None:
     """Why DeepSpeed's converter cannot carry this checkpoint to the new layout; None when it can."""
     stage = saved.get("zero_stage")
     if stage == 0:
-        return ("its ZeRO stage 0 keeps the optimizer inside the model file, which DeepSpeed's converter "
-                "(ds_to_universal) does not read")
+        return (
+            "its ZeRO stage 0 keeps the optimizer inside the model file, which DeepSpeed's converter "
+            "(ds_to_universal) does not read"
+        )
     if stage == 3:
         return "DeepSpeed's converter does not carry ZeRO-3 checkpoints of this model to another layout on this path"
     if stage not in (1, 2):
         return f"its ZeRO stage {stage!r} is not one DeepSpeed's converter reads"
     pp = (saved.get("pp"), key.get("pp"))
     if pp != (1, 1):
-        return (f"pipeline parallelism (pp {pp[0]} -> {pp[1]}): megatron-core numbers each stage's layers from 0, "
-                f"so DeepSpeed's converter would file different layers under one name")
+        return (
+            f"pipeline parallelism (pp {pp[0]} -> {pp[1]}): megatron-core numbers each stage's layers from 0, "
+            f"so DeepSpeed's converter would file different layers under one name"
+        )
     return None
 
 
@@ -88,25 +93,37 @@ def convert(ckpt_dir: str, tag: str, saved: dict) -> str:
         return out
     src = os.path.join(ckpt_dir, tag)
     if (saved.get("tp") or 1) > 1 and not _source_info(src):
-        raise CheckpointError(f"cannot convert {src}: it was written before megarecipe recorded how its "
-                              f"tensor-parallel shards merge; resume it on its own layout ({describe(layout(saved))})")
-    staging = atomic.build_dir(out)   # out.tmp<pid>; those of killed conversions are removed
+        raise CheckpointError(
+            f"cannot convert {src}: it was written before megarecipe recorded how its "
+            f"tensor-parallel shards merge; resume it on its own layout ({describe(layout(saved))})"
+        )
+    staging = atomic.build_dir(out)  # out.tmp<pid>; those of killed conversions are removed
     # the converter writes `latest_universal` beside its output folder: keep that inside the staging folder
     target = os.path.join(staging, "converted")
-    args = argparse.Namespace(input_folder=_readable_view(src, os.path.join(staging, "source")),
-                              output_folder=target, num_extract_workers=1, num_merge_workers=1,
-                              keep_temp_folder=False, strict=True, inject_missing_state=True)
+    args = argparse.Namespace(
+        input_folder=_readable_view(src, os.path.join(staging, "source")),
+        output_folder=target,
+        num_extract_workers=1,
+        num_merge_workers=1,
+        keep_temp_folder=False,
+        strict=True,
+        inject_missing_state=True,
+    )
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             ds_to_universal.main(args)
-    except Exception as e:   # the converter reports with asserts and RuntimeErrors
+    except Exception as e:  # the converter reports with asserts and RuntimeErrors
         shutil.rmtree(staging, ignore_errors=True)
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"DeepSpeed's converter cannot turn {src} into a universal checkpoint ({first}); "
-                              f"resume it on its own layout ({describe(layout(saved))})") from None
-    atomic.write_json(os.path.join(target, INFO), {"tag": tag, "step": _step(tag), "layout": layout(saved),
-                                                   "zero_stage": saved.get("zero_stage")})
+        raise CheckpointError(
+            f"DeepSpeed's converter cannot turn {src} into a universal checkpoint ({first}); "
+            f"resume it on its own layout ({describe(layout(saved))})"
+        ) from None
+    atomic.write_json(
+        os.path.join(target, INFO),
+        {"tag": tag, "step": _step(tag), "layout": layout(saved), "zero_stage": saved.get("zero_stage")},
+    )
     atomic.replace_dir(target, out)
     shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -4,6 +4,7 @@ config and facts, from rank 0. Off by default; wandb is an optional dependency (
 The W&B run is named after run.dir and its id is kept in run.json, so a resumed run continues the same W&B
 run. WANDB_MODE=offline (or no network) writes it under RUN/wandb/ for `wandb sync` later.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,14 @@ class WandbWriter:
         run_id = info.get("wandb_id") if resumed else None
         run_id = run_id or secrets.token_hex(4)
         run.update(wandb_id=run_id)
-        self.run = wandb.init(project=cfg.logging.wandb_project, entity=cfg.logging.wandb_entity,
-                              name=os.path.basename(os.path.abspath(run.path)), id=run_id, resume="allow",
-                              dir=run.path)
+        self.run = wandb.init(
+            project=cfg.logging.wandb_project,
+            entity=cfg.logging.wandb_entity,
+            name=os.path.basename(os.path.abspath(run.path)),
+            id=run_id,
+            resume="allow",
+            dir=run.path,
+        )
 
     def scalars(self, step: int, values: dict) -> None:
         self.run.log({k: float(v) for k, v in values.items()}, step=step)

@@ -2,6 +2,7 @@
 
 The members are untrained Llamas with large random weights (distinct logits per seed), exported the way the
 trainer exports, so these tests need no training; tests/distributed/test_train.py scores trained members."""
+
 import os
 
 import pytest
@@ -14,12 +15,19 @@ from megarecipe.config import load_config
 from megarecipe.model.export import write_export
 from megarecipe.model.reference import Llama
 from megarecipe.rundir import RunDir
-
 from tests.helpers import write_run
 
-SHAPE = ["model.num_layers=1", "model.hidden_size=32", "model.ffn_hidden_size=64", "model.num_attention_heads=2",
-         "model.num_query_groups=1", "model.seq_len=32", "model.init_std=0.3", "data.val_tokens=1600",
-         "train.eval_batch_size=4"]
+SHAPE = [
+    "model.num_layers=1",
+    "model.hidden_size=32",
+    "model.ffn_hidden_size=64",
+    "model.num_attention_heads=2",
+    "model.num_query_groups=1",
+    "model.seq_len=32",
+    "model.init_std=0.3",
+    "data.val_tokens=1600",
+    "train.eval_batch_size=4",
+]
 VOCAB = 2048
 
 
@@ -51,8 +59,9 @@ def test_identical_members_score_as_the_single_member(members, tiny_data, tmp_pa
     assert losses == pytest.approx([losses[0]] * 3, abs=1e-6)
     # and the one-member loss is the model's own held-out loss, computed independently here
     cfg = read_members([members[0]])[0].cfg
-    from megarecipe.model.export import load_export
     from megarecipe.data.dataset import validation_batches
+    from megarecipe.model.export import load_export
+
     model = load_export(RunDir(members[0]).export)[0]
     total = count = 0
     with torch.no_grad():
@@ -65,11 +74,11 @@ def test_identical_members_score_as_the_single_member(members, tiny_data, tmp_pa
 def test_turns_equal_all_resident_and_averaging_helps(members):
     ms = read_members(members)
     resident = score_members(ms, "cpu")
-    turns = score_members(ms, "cpu", resident=1, chunk_batches=3)   # 3 turns over 4 chunks (the last one short)
+    turns = score_members(ms, "cpu", resident=1, chunk_batches=3)  # 3 turns over 4 chunks (the last one short)
     assert turns == pytest.approx(resident, abs=1e-6)
     assert len(set(resident)) == 3
     singles = [score_members([m], "cpu")[0] for m in ms]
-    assert resident[1] < (singles[0] + singles[1]) / 2   # the logit mean beats its members' mean on these
+    assert resident[1] < (singles[0] + singles[1]) / 2  # the logit mean beats its members' mean on these
     assert resident[0] == pytest.approx(singles[0], abs=1e-6)
 
 
@@ -90,8 +99,24 @@ def test_two_ranks_equal_one_process(members, tmp_path, capfd):
 
     expected = score_members(read_members(members), "cpu")
     out = tmp_path / "ens"
-    code = main(["eval", "--runs", *members, "--out", str(out), "--processes", "2", "--resident", "1",
-                 "--chunk-batches", "5", "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "--runs",
+            *members,
+            "--out",
+            str(out),
+            "--processes",
+            "2",
+            "--resident",
+            "1",
+            "--chunk-batches",
+            "5",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capfd.readouterr().err[-3000:]
     got = RunDir(str(out)).info()
     assert got["status"] == "finished" and got["kind"] == "ensemble"
@@ -111,14 +136,17 @@ def test_mismatched_members_are_named(members, tiny_data, tmp_path):
         read_members([members[0], str(tmp_path / "unfinished")])
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--runs", "nope", "--out", "x"], "nope: no such run directory"),
-    (["--runs", "nope"], "--out: missing"),
-    (["ens_missing"], "ens_missing: no such ensemble directory"),
-    (["--runs", "a", "--out", "x", "--resident", "0"], "--resident=0 must be >= 1"),
-    (["--runs", "a", "b", "./a", "--out", "x"], "--runs: ./a is given twice"),
-    (["--runs", "a", "--out", "x", "--device", "bogus"], "--device 'bogus' is not a device"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--runs", "nope", "--out", "x"], "nope: no such run directory"),
+        (["--runs", "nope"], "--out: missing"),
+        (["ens_missing"], "ens_missing: no such ensemble directory"),
+        (["--runs", "a", "--out", "x", "--resident", "0"], "--resident=0 must be >= 1"),
+        (["--runs", "a", "b", "./a", "--out", "x"], "--runs: ./a is given twice"),
+        (["--runs", "a", "--out", "x", "--device", "bogus"], "--device 'bogus' is not a device"),
+    ],
+)
 def test_eval_errors_are_one_line(args, fragment, tmp_path, capsys, monkeypatch):
     from megarecipe.cli.ensemble import main
 
@@ -139,8 +167,10 @@ def test_an_ensemble_is_never_written_over_a_training_run(members, tiny_data, tm
     shutil.copytree(members[0], run)
     RunDir(run).update(kind="train", status="finished", final={"val_loss": 7.1, "step": 1})
     before = sorted(os.listdir(os.path.join(run, "tb"))), RunDir(run).info()
-    for args in (["eval", "--runs", run, members[1], "--out", run, "--no-progress"],
-                 ["train", "tiny", "--members", "2", "--out", run, f"data.dir={tiny_data}"]):
+    for args in (
+        ["eval", "--runs", run, members[1], "--out", run, "--no-progress"],
+        ["train", "tiny", "--members", "2", "--out", run, f"data.dir={tiny_data}"],
+    ):
         capsys.readouterr()
         assert main(args) == 2
         err = capsys.readouterr().err
@@ -160,9 +190,10 @@ def test_an_interrupted_write_never_reads_as_a_finished_result(members, tmp_path
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(plots, "plot_members", killed)
     with pytest.raises(KeyboardInterrupt):
         heldout.write_result(out, read_members(members), [5.0, 4.8, 4.7])
     assert RunDir(out).info()["status"] == "running"
     assert read_scalars(os.path.join(out, "tb"))["ensemble/val_loss"] == pytest.approx({1: 5.0, 2: 4.8, 3: 4.7})
-    assert [n for n in os.listdir(tmp_path) if n != "ens"] == []   # no build dir left beside it
+    assert [n for n in os.listdir(tmp_path) if n != "ens"] == []  # no build dir left beside it

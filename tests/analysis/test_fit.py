@@ -5,10 +5,19 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit, nnls
 
-from megarecipe.analysis.fit import (FitError, Point, PowerLaw, best_per_x, bootstrap, data_efficiency, fit_points,
-                                    fit_power_law, interval, joint_asymptote)
+from megarecipe.analysis.fit import (
+    FitError,
+    Point,
+    PowerLaw,
+    best_per_x,
+    bootstrap,
+    data_efficiency,
+    fit_points,
+    fit_power_law,
+    interval,
+    joint_asymptote,
+)
 from megarecipe.analysis.report import to_jsonable
-
 from tests.helpers import PAPER_K_ASYMPTOTES, PAPER_SIZES
 
 
@@ -23,17 +32,20 @@ def brute_force_rss(x, y, alphas=ALPHAS):
     """Least squares by exhaustion over alpha, with scipy's NNLS for (A, E) >= 0 at each alpha."""
     best = math.inf
     for a in alphas:
-        M = np.stack([x ** -a, np.ones_like(x)], axis=1)
+        M = np.stack([x**-a, np.ones_like(x)], axis=1)
         _, r = nnls(M, y)
         best = min(best, r * r)
     return best
 
 
-@pytest.mark.parametrize("A, alpha, E, noise, seed", [
-    (0.05, 1.02, 3.43, 0.002, 0),    # the paper's regularized L(N) at 200M
-    (0.30, 0.45, 2.90, 0.004, 1),
-    (1.20, 0.23, 2.60, 0.003, 2),    # a data law's shape, alpha ~ 0.23
-])
+@pytest.mark.parametrize(
+    "A, alpha, E, noise, seed",
+    [
+        (0.05, 1.02, 3.43, 0.002, 0),  # the paper's regularized L(N) at 200M
+        (0.30, 0.45, 2.90, 0.004, 1),
+        (1.20, 0.23, 2.60, 0.003, 2),  # a data law's shape, alpha ~ 0.23
+    ],
+)
 def test_recovers_known_law_from_noisy_points(A, alpha, E, noise, seed):
     rng = np.random.default_rng(seed)
     x = np.geomspace(0.1, 3.2, 10)
@@ -60,7 +72,7 @@ def test_fit_is_the_global_least_squares_optimum(seed):
     x = np.geomspace(0.15, 1.5, int(rng.integers(4, 8)))
     y = law(x, rng.uniform(0.01, 0.5), rng.uniform(0.2, 2.0), rng.uniform(2.5, 3.5)) + rng.normal(0, 0.01, x.size)
     fit = fit_power_law(x, y)
-    rss = float(np.sum(fit.residuals ** 2))
+    rss = float(np.sum(fit.residuals**2))
     assert rss <= brute_force_rss(x, y) * (1 + 1e-6) + 1e-14
     # and never worse than the paper's single curve_fit from p0 [1, 0.5, 2]
     try:
@@ -73,15 +85,18 @@ def test_fit_is_the_global_least_squares_optimum(seed):
 N_PAPER = np.array(sorted(PAPER_SIZES.values())) / 1e9
 
 
-@pytest.mark.parametrize("x, y", [
-    (N_PAPER, [3.8375, 3.7854, 3.7497, 3.7643]),         # the paper's standard recipe: not monotone
-    (N_PAPER, 3.5 - 0.1 * np.log(N_PAPER)),              # log-linear: the optimum sits on the bound E = 0
-    ([1.0, 2, 3, 4, 5], [5.0, 3.3, 3.21, 3.2, 3.2]),     # steep: alpha near its cap
-])
+@pytest.mark.parametrize(
+    "x, y",
+    [
+        (N_PAPER, [3.8375, 3.7854, 3.7497, 3.7643]),  # the paper's standard recipe: not monotone
+        (N_PAPER, 3.5 - 0.1 * np.log(N_PAPER)),  # log-linear: the optimum sits on the bound E = 0
+        ([1.0, 2, 3, 4, 5], [5.0, 3.3, 3.21, 3.2, 3.2]),  # steep: alpha near its cap
+    ],
+)
 def test_global_optimum_on_awkward_data(x, y):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     fit = fit_power_law(x, y)
-    assert float(np.sum(fit.residuals ** 2)) <= brute_force_rss(x, y) * (1 + 1e-6) + 1e-14
+    assert float(np.sum(fit.residuals**2)) <= brute_force_rss(x, y) * (1 + 1e-6) + 1e-14
     assert fit.E >= 0 and fit.A >= 0 and 0 <= fit.alpha <= 5
 
 
@@ -103,15 +118,18 @@ def test_huber_resists_an_outlier():
     assert hub.loss == "huber" and "E" in hub.ci
 
 
-@pytest.mark.parametrize("x, y, message", [
-    ([1, 2], [3.0, 2.9], "at least 3 distinct x"),
-    ([1, 1, 2, 2], [3.0, 2.9, 2.8, 2.7], r"got 2 \(1, 2\)"),
-    ([0, 1, 2, 3], [3.0, 2.9, 2.8, 2.7], "x must be > 0"),
-    ([-1, 1, 2, 3], [3.0, 2.9, 2.8, 2.7], "x must be > 0"),
-    ([1, 2, 3], [3.0, float("nan"), 2.8], "non-finite"),
-    ([1, 2, 3], [3.0, 2.9], "differ in length"),
-    ([], [], "at least 3 distinct x"),
-])
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        ([1, 2], [3.0, 2.9], "at least 3 distinct x"),
+        ([1, 1, 2, 2], [3.0, 2.9, 2.8, 2.7], r"got 2 \(1, 2\)"),
+        ([0, 1, 2, 3], [3.0, 2.9, 2.8, 2.7], "x must be > 0"),
+        ([-1, 1, 2, 3], [3.0, 2.9, 2.8, 2.7], "x must be > 0"),
+        ([1, 2, 3], [3.0, float("nan"), 2.8], "non-finite"),
+        ([1, 2, 3], [3.0, 2.9], "differ in length"),
+        ([], [], "at least 3 distinct x"),
+    ],
+)
 def test_degenerate_inputs_raise_one_line_fit_errors(x, y, message):
     with pytest.raises(FitError, match=message) as e:
         fit_power_law(x, y)
@@ -136,8 +154,14 @@ def test_flat_points_fit_a_constant():
 
 
 def test_best_per_x_keeps_the_lowest_loss_and_names_the_rest():
-    pts = [Point(0.3, 3.60, "300m-lr1e-3"), Point(0.15, 3.80, "150m-a"), Point(0.3, 3.55, "300m-lr3e-3"),
-           Point(0.15, 3.77, "150m-b"), Point(0.6, 3.50, "600m"), Point(0.3 * (1 + 1e-9), 3.58, "300m-wd")]
+    pts = [
+        Point(0.3, 3.60, "300m-lr1e-3"),
+        Point(0.15, 3.80, "150m-a"),
+        Point(0.3, 3.55, "300m-lr3e-3"),
+        Point(0.15, 3.77, "150m-b"),
+        Point(0.6, 3.50, "600m"),
+        Point(0.3 * (1 + 1e-9), 3.58, "300m-wd"),
+    ]
     chosen, dropped = best_per_x(pts)
     assert [p.source for p in chosen] == ["150m-b", "300m-lr3e-3", "600m"]
     assert sorted(p.source for p in dropped) == ["150m-a", "300m-lr1e-3", "300m-wd"]
@@ -173,7 +197,7 @@ def test_vectorised_bootstrap_matches_one_fit_per_resample():
         idx = np.repeat(np.arange(len(x)), W[b].astype(int))
         one = fit_power_law(x[idx], y[idx])
         rss_vec = np.sum((y[idx] - law(x[idx], *boot[b])) ** 2)
-        assert rss_vec <= np.sum(one.residuals ** 2) * (1 + 1e-6) + 1e-12
+        assert rss_vec <= np.sum(one.residuals**2) * (1 + 1e-6) + 1e-12
 
 
 def test_huber_bootstrap_reaches_each_resamples_optimum():
@@ -189,13 +213,15 @@ def test_huber_bootstrap_reaches_each_resamples_optimum():
 
     def huber_cost(p, xs, ys):
         r = np.abs(law(xs, *p) - ys)
-        return np.sum(np.where(r <= 0.003, 0.5 * r ** 2, 0.003 * (r - 0.0015)))
+        return np.sum(np.where(r <= 0.003, 0.5 * r**2, 0.003 * (r - 0.0015)))
 
     for b in range(16):
         idx = np.repeat(np.arange(len(x)), W[b].astype(int))
         one = fit_power_law(x[idx], y[idx], loss="huber", huber_delta=0.003)  # multi-start, per resample
-        assert huber_cost(boot[b], x[idx], y[idx]) <= huber_cost((one.A, one.alpha, one.E), x[idx], y[idx]) * \
-            (1 + 1e-6) + 1e-15
+        assert (
+            huber_cost(boot[b], x[idx], y[idx])
+            <= huber_cost((one.A, one.alpha, one.E), x[idx], y[idx]) * (1 + 1e-6) + 1e-15
+        )
 
 
 def test_interval_handles_infinite_samples():
@@ -247,7 +273,7 @@ def test_points_carrying_their_resamples_are_refitted_as_given():
     order of the chosen points; a point left out at its x takes its draws with it."""
     rng = np.random.default_rng(3)
     x = [1.0, 2.0, 4.0, 8.0]
-    y = [2.0 + 1.0 / v ** 0.5 for v in x]
+    y = [2.0 + 1.0 / v**0.5 for v in x]
     draws = [v + rng.normal(0, 0.01, 40) for v in y]
     pts = [Point(v, loss, f"r{i}", d) for i, (v, loss, d) in enumerate(zip(x, y, draws, strict=True))]
     worse = Point(2.0, y[1] + 1.0, "worse", np.full(40, 99.0))
@@ -261,7 +287,7 @@ def test_joint_takes_curves_fitted_already():
     fitted = {n: fit_points(pts, n_boot=30, seed=1 + i) for i, (n, pts) in enumerate(sorted(curves.items()))}
     a, b = joint_asymptote(curves, n_boot=30, seed=0), joint_asymptote(fitted, n_boot=30, seed=0)
     assert all(b.per_n[n] is fitted[n] for n in fitted) and b.E == a.E and b.over_n.ci == a.over_n.ci
-    plain = {n: fit_points(pts) for n, pts in curves.items()}   # no stage-1 samples: no stage-2 interval
+    plain = {n: fit_points(pts) for n, pts in curves.items()}  # no stage-1 samples: no stage-2 interval
     assert joint_asymptote(plain, n_boot=30).over_n.boot is None
 
 

@@ -31,8 +31,15 @@ def cli(tool, *args):
 
 
 def facts(n, d=TOKENS, **kw):
-    return dict(params=n, train_tokens=d, epochs=kw.get("epochs", 16), lr=kw.get("lr", 3e-3),
-                weight_decay=kw.get("wd", 0.8), seed=kw.get("seed", 0), total_steps=800)
+    return dict(
+        params=n,
+        train_tokens=d,
+        epochs=kw.get("epochs", 16),
+        lr=kw.get("lr", 3e-3),
+        weight_decay=kw.get("wd", 0.8),
+        seed=kw.get("seed", 0),
+        total_steps=800,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +53,23 @@ def runs(tmp_path_factory):
             write_run(root / f"reg-{name}-lr{lr:g}", facts(n, lr=lr), val={400: loss + 0.3, 800: loss})
         for i, members in enumerate((5, 3)):  # two ensemble evaluations per size; the 5-member one is better
             E = PAPER_K_ASYMPTOTES[name] + 0.02 * i
-            write_run(root / f"ens-{name}-{i}", facts(n, epochs=32, wd=0.4),
-                      ensemble={k: E + 0.25 / k ** 0.9 for k in range(1, members + 1)})
+            write_run(
+                root / f"ens-{name}-{i}",
+                facts(n, epochs=32, wd=0.4),
+                ensemble={k: E + 0.25 / k**0.9 for k in range(1, members + 1)},
+            )
     for d in (TOKENS, 2 * TOKENS, 4 * TOKENS, 8 * TOKENS):  # standard recipe: known data law
         for n, extra in ((PAPER_SIZES["150m"], 0.02), (PAPER_SIZES["300m"], 0.0)):
-            write_run(root / f"std-{n}-{d}", facts(n, d, epochs=8, wd=0.1),
-                      val={800: 1.2 / (d / 1e9) ** 0.23 + 2.6 + extra})
+            write_run(
+                root / f"std-{n}-{d}", facts(n, d, epochs=8, wd=0.1), val={800: 1.2 / (d / 1e9) ** 0.23 + 2.6 + extra}
+            )
     write_run(root / "reg-broken", facts(int(2e8)), val={800: float("nan")})
     return root
 
 
 def glob(root, pattern):
     import glob as g
+
     return sorted(g.glob(str(root / pattern)))
 
 
@@ -107,8 +119,10 @@ def test_over_members_fits_one_ensemble(tool, runs, tmp_path):
 
 
 def test_group_by_prefix_gives_one_curve_per_recipe(tool, runs, tmp_path, capsys):
-    alt = [write_run(tmp_path / f"alt-{name}", facts(n), val={800: 0.1 / (n / 1e9) ** 0.5 + 3.3})
-           for name, n in list(PAPER_SIZES.items())[:3]]
+    alt = [
+        write_run(tmp_path / f"alt-{name}", facts(n), val={800: 0.1 / (n / 1e9) ** 0.5 + 3.3})
+        for name, n in list(PAPER_SIZES.items())[:3]
+    ]
     out = tmp_path / "both"
     assert cli(tool, *glob(runs, "reg-*"), *alt, "--over", "params", "--group-by", "prefix", "--out", out) == 0
     fits = load(out)["fits"]
@@ -121,8 +135,21 @@ def test_group_by_prefix_gives_one_curve_per_recipe(tool, runs, tmp_path, capsys
 
 def test_data_efficiency_against_a_known_data_law(tool, runs, tmp_path, capsys):
     out = tmp_path / "eff"
-    assert cli(tool, "--data-efficiency", "--baseline", *glob(runs, "std-*"), "--recipe-loss", 3.3,
-               "--reference-tokens", TOKENS, "--out", out) == 0
+    assert (
+        cli(
+            tool,
+            "--data-efficiency",
+            "--baseline",
+            *glob(runs, "std-*"),
+            "--recipe-loss",
+            3.3,
+            "--reference-tokens",
+            TOKENS,
+            "--out",
+            out,
+        )
+        == 0
+    )
     eff = load(out)["efficiency"]
     truth = (1.2 / (3.3 - 2.6)) ** (1 / 0.23) / (TOKENS / 1e9)
     assert eff["efficiency"] == pytest.approx(truth, rel=0.02)
@@ -131,8 +158,21 @@ def test_data_efficiency_against_a_known_data_law(tool, runs, tmp_path, capsys):
     assert (out / "efficiency.png").stat().st_size > 0
     # with the recipe's own runs: the ensembles' joint asymptote, at their train_tokens
     out2 = tmp_path / "eff2"
-    assert cli(tool, "--data-efficiency", "--baseline", *glob(runs, "std-*"), "--recipe", *glob(runs, "ens-*"),
-               "--bootstrap", 40, "--out", out2) == 0
+    assert (
+        cli(
+            tool,
+            "--data-efficiency",
+            "--baseline",
+            *glob(runs, "std-*"),
+            "--recipe",
+            *glob(runs, "ens-*"),
+            "--bootstrap",
+            40,
+            "--out",
+            out2,
+        )
+        == 0
+    )
     data = load(out2)
     assert data["efficiency"]["recipe_loss"] == pytest.approx(3.17, abs=0.005)
     assert data["reference_from"] == "the recipe runs' train_tokens"
@@ -152,17 +192,20 @@ def test_points_table_from_the_paper(tool, tmp_path):
     assert set(fits) == {"ensembles", "regularized"} and load(out)["x"] == "N_billions"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--over", "params"], "no run directories given"),
-    (["RUNS/reg-*"], "say what to fit"),
-    (["--data-efficiency", "--baseline", "x"], "needs --recipe"),
-    (["--points", "MISSING.csv"], "cannot read"),
-    (["--points", "BAD.csv"], "line 3: expected x,loss"),
-    (["RUNS/reg-150m-*", "RUNS/reg-300m-*", "--over", "params"], "need at least 3 distinct x values"),
-    (["RUNS/reg-broken", "--over", "params"], "no usable runs"),
-    (["--joint", "RUNS/ens-150m-*", "RUNS/reg-300m-*"], ">= 3 model sizes, got 1"),
-    (["RUNS/std-*", "--over", "members"], "none of the runs can be fitted over members"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--over", "params"], "no run directories given"),
+        (["RUNS/reg-*"], "say what to fit"),
+        (["--data-efficiency", "--baseline", "x"], "needs --recipe"),
+        (["--points", "MISSING.csv"], "cannot read"),
+        (["--points", "BAD.csv"], "line 3: expected x,loss"),
+        (["RUNS/reg-150m-*", "RUNS/reg-300m-*", "--over", "params"], "need at least 3 distinct x values"),
+        (["RUNS/reg-broken", "--over", "params"], "no usable runs"),
+        (["--joint", "RUNS/ens-150m-*", "RUNS/reg-300m-*"], ">= 3 model sizes, got 1"),
+        (["RUNS/std-*", "--over", "members"], "none of the runs can be fitted over members"),
+    ],
+)
 def test_bad_inputs_print_one_error_line_and_exit_2(tool, runs, tmp_path, capsys, args, message):
     (tmp_path / "BAD.csv").write_text("x,loss\n1,3.5\n2,oops\n")
     expanded = []
@@ -184,12 +227,20 @@ def test_bad_inputs_print_one_error_line_and_exit_2(tool, runs, tmp_path, capsys
 
 def test_runs_as_a_script_and_fails_cleanly(runs, tmp_path):
     out = tmp_path / "script"
-    ok = subprocess.run([sys.executable, TOOL, *glob(runs, "reg-*"), "--over", "params", "--out", str(out),
-                         "--bootstrap", "20"], capture_output=True, text=True, cwd=ROOT)
+    ok = subprocess.run(
+        [sys.executable, TOOL, *glob(runs, "reg-*"), "--over", "params", "--out", str(out), "--bootstrap", "20"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert ok.returncode == 0, ok.stderr
     assert (out / "report.md").exists() and "wrote" in ok.stdout
-    bad = subprocess.run([sys.executable, TOOL, *glob(runs, "reg-150m-*"), "--over", "params", "--out", str(out)],
-                         capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, TOOL, *glob(runs, "reg-150m-*"), "--over", "params", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     last = bad.stderr.strip().splitlines()[-1]
     assert last.startswith("error: reg-150m: ") and "need at least 3 distinct x" in last
@@ -199,8 +250,20 @@ def test_over_members_fits_each_model_size_apart(tool, runs, tmp_path):
     """Ensembles of two sizes: one L(K) each (merged, the better size's point at every K made one curve and the
     other size vanished)."""
     out = tmp_path / "two"
-    assert cli(tool, *glob(runs, "ens-150m-*"), *glob(runs, "ens-300m-*"), "--over", "members", "--out", out,
-               "--bootstrap", 0) == 0
+    assert (
+        cli(
+            tool,
+            *glob(runs, "ens-150m-*"),
+            *glob(runs, "ens-300m-*"),
+            "--over",
+            "members",
+            "--out",
+            out,
+            "--bootstrap",
+            0,
+        )
+        == 0
+    )
     fits = load(out)["fits"]
     assert set(fits) == {"ens-150m", "ens-300m"}
     for name in ("150m", "300m"):
@@ -215,7 +278,7 @@ def test_runs_scored_on_other_held_out_tokens_are_not_fitted_together(tool, runs
     paths = []
     for i, src in enumerate(glob(runs, "reg-*-lr0.003")):
         dst = shutil.copytree(src, tmp_path / os.path.basename(src))
-        val_tokens = 8192 if i == 2 else 4096   # one run evaluated on a longer held-out slice
+        val_tokens = 8192 if i == 2 else 4096  # one run evaluated on a longer held-out slice
         RunDir(str(dst)).update(status="finished", heldout={"data_sha256": "ab" * 32, "val_tokens": val_tokens})
         paths.append(dst)
     assert cli(tool, *paths, "--over", "params", "--out", tmp_path / "out") == 2
@@ -236,4 +299,4 @@ def test_out_over_a_users_folder_is_refused_and_an_earlier_report_is_rewritten(t
     assert (mine / "report.md").read_text() == "my own notes"
     out = tmp_path / "fit"
     assert cli(tool, "--points", table, "--out", out, "--bootstrap", 5) == 0
-    assert cli(tool, "--points", table, "--out", out, "--bootstrap", 5) == 0   # its own earlier output: rewritten
+    assert cli(tool, "--points", table, "--out", out, "--bootstrap", 5) == 0  # its own earlier output: rewritten

@@ -6,8 +6,17 @@ import pytest
 
 from megarecipe.analysis.runs import RunReadError, format_table, read_run, read_runs, read_scalars, write_csv
 
-FACTS = dict(params=1431373824, params_non_embedding=906037248, train_tokens=209715200, epochs=8, lr=3e-3,
-             weight_decay=3.2, seed=7, global_batch_tokens=262144, total_steps=800)
+FACTS = dict(
+    params=1431373824,
+    params_non_embedding=906037248,
+    train_tokens=209715200,
+    epochs=8,
+    lr=3e-3,
+    weight_decay=3.2,
+    seed=7,
+    global_batch_tokens=262144,
+    total_steps=800,
+)
 
 
 def test_reads_facts_and_the_final_val_loss(tmp_path, make_run):
@@ -35,8 +44,11 @@ def test_the_tb_dir_itself_is_named_after_its_run(tmp_path, make_run):
 
 
 def test_ensemble_losses_by_member_count(tmp_path, make_run):
-    run = make_run(tmp_path / "ens-300m", {"params": 299649792, "train_tokens": 209715200},
-                   ensemble={k: 3.27 + 0.25 / k for k in (1, 2, 3, 4, 5)})
+    run = make_run(
+        tmp_path / "ens-300m",
+        {"params": 299649792, "train_tokens": 209715200},
+        ensemble={k: 3.27 + 0.25 / k for k in (1, 2, 3, 4, 5)},
+    )
     rec = read_run(run)
     assert list(rec.ensemble_losses) == [1, 2, 3, 4, 5]
     assert rec.ensemble_losses[4] == pytest.approx(3.27 + 0.0625, abs=1e-6)
@@ -70,15 +82,18 @@ def test_more_than_ten_thousand_scalars_are_all_kept(tmp_path, make_run):
     assert read_run(run).final_val_loss == pytest.approx(10.0 - 1.2)
 
 
-@pytest.mark.parametrize("setup, reason", [
-    ("missing", "not a directory"),
-    ("empty", "no TensorBoard event files"),
-    ("train_only", "no final validation loss"),
-    ("nan", "final val/loss is nan"),
-    ("inf", "final val/loss is inf"),
-    ("unfinished", "unfinished: last val/loss at step 400 of 800"),
-    ("ensemble_nan", "not finite at K = 3"),
-])
+@pytest.mark.parametrize(
+    "setup, reason",
+    [
+        ("missing", "not a directory"),
+        ("empty", "no TensorBoard event files"),
+        ("train_only", "no final validation loss"),
+        ("nan", "final val/loss is nan"),
+        ("inf", "final val/loss is inf"),
+        ("unfinished", "unfinished: last val/loss at step 400 of 800"),
+        ("ensemble_nan", "not finite at K = 3"),
+    ],
+)
 def test_unusable_runs_are_named_with_a_reason(tmp_path, make_run, setup, reason):
     path = tmp_path / setup
     if setup == "empty":
@@ -114,9 +129,10 @@ def test_a_corrupt_event_file_is_reported_not_raised(tmp_path):
 
 
 def test_table_and_csv(tmp_path, make_run):
-    recs = [read_run(make_run(tmp_path / "ens-150m", {"params": 154147328, "lr": 3e-3},
-                              ensemble={1: 3.7, 2: 3.6})),
-            read_run(make_run(tmp_path / "reg-150m", FACTS, val={800: 3.5}))]
+    recs = [
+        read_run(make_run(tmp_path / "ens-150m", {"params": 154147328, "lr": 3e-3}, ensemble={1: 3.7, 2: 3.6})),
+        read_run(make_run(tmp_path / "reg-150m", FACTS, val={800: 3.5})),
+    ]
     text = format_table(recs)
     assert "ens-150m" in text and "1:3.7000 2:3.6000" in text and "0.003" in text
     write_csv(recs, tmp_path / "runs.csv")

@@ -17,8 +17,22 @@ def tiny_ensemble(tiny_data, tmp_path_factory):
     here = os.getcwd()
     os.chdir(REPO)
     try:
-        for args in (["train", "configs/tiny.yaml", "--members", "3", "--parallel", "2", "--out", str(ens), *TINY,
-                      f"data.dir={tiny_data}", "train.stop_after=null"], ["eval", str(ens), "--no-progress"]):
+        for args in (
+            [
+                "train",
+                "configs/tiny.yaml",
+                "--members",
+                "3",
+                "--parallel",
+                "2",
+                "--out",
+                str(ens),
+                *TINY,
+                f"data.dir={tiny_data}",
+                "train.stop_after=null",
+            ],
+            ["eval", str(ens), "--no-progress"],
+        ):
             assert main(args) == 0, args
     finally:
         os.chdir(here)

@@ -1,6 +1,7 @@
 """The trainer with a fault injected: `python -m tests.distributed.inject_nan STEP CONFIG key=value ...` makes the
 training loss NaN (and so every gradient) at one step, to test the non-finite guard. The injection lives here, not
 in the trainer; main() patches this process only (a warm run is a fresh fork)."""
+
 import sys
 
 
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     train_step, cross_entropy = step.Stepper.train_step, objectives.CrossEntropy.__call__
 
     def counting_train_step(self, *args, **kwargs):
-        calls["steps"] += 1   # the test runs never resume: call n is step n
+        calls["steps"] += 1  # the test runs never resume: call n is step n
         return train_step(self, *args, **kwargs)
 
     def poisoned_cross_entropy(self, *args, **kwargs):

@@ -1,6 +1,7 @@
 """`main([CKPT_DIR, TAG])`: a universal conversion that SIGKILLs itself after DeepSpeed's converter wrote the
 parameter folders. Run in a process of its own (test_elastic.py forks it from the warm server): a bare fork of the
 test process, which holds torch's threads, can deadlock in the child."""
+
 import os
 import signal
 

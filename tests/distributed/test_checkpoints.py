@@ -1,5 +1,6 @@
 """Damaged run directories, as a hostile user leaves them: every case is refused with one line naming what is
 wrong and the complete checkpoint to resume from, and nothing already written is lost."""
+
 import hashlib
 import json
 import os
@@ -9,8 +10,8 @@ import time
 import pytest
 import torch
 
-from megarecipe.train import checkpoint
 from megarecipe.rundir import RunDir
+from megarecipe.train import checkpoint
 from tests.helpers import REPO, TINY, env, losses, scalars, torchrun, train
 
 pytestmark = pytest.mark.slow
@@ -51,19 +52,24 @@ def one_line_error(result) -> str:
     return result.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("damage,fragment,advice", [
-    (lambda c: (c / "latest").write_text(""), "latest is empty", "run.resume_from=step00000008"),
-    (lambda c: shutil.rmtree(c / "step00000008"), "names 'step00000008', which is not there",
-     "run.resume_from=step00000004"),
-    (lambda c: (c / "latest").unlink(), "latest is missing", "run.resume_from=step00000008"),
-])
-def test_a_damaged_pointer_is_an_error_and_nothing_is_lost(checkpointed, tmp_path, tiny_data, damage, fragment,
-                                                           advice):
+@pytest.mark.parametrize(
+    "damage,fragment,advice",
+    [
+        (lambda c: (c / "latest").write_text(""), "latest is empty", "run.resume_from=step00000008"),
+        (
+            lambda c: shutil.rmtree(c / "step00000008"),
+            "names 'step00000008', which is not there",
+            "run.resume_from=step00000004",
+        ),
+        (lambda c: (c / "latest").unlink(), "latest is missing", "run.resume_from=step00000008"),
+    ],
+)
+def test_a_damaged_pointer_is_an_error_and_nothing_is_lost(checkpointed, tmp_path, tiny_data, damage, fragment, advice):
     run_dir, before = damaged(checkpointed, tmp_path, damage)
     line = one_line_error(resume(tmp_path, tiny_data))
     assert fragment in line and advice in line, line
     assert snapshot(run_dir) == before
-    refused = train(tmp_path, "run", 0, tiny_data, *STEPS, check=False)[1]   # without resume: refused too
+    refused = train(tmp_path, "run", 0, tiny_data, *STEPS, check=False)[1]  # without resume: refused too
     assert "already holds a checkpoint" in one_line_error(refused)
     assert snapshot(run_dir) == before
 
@@ -74,12 +80,14 @@ def truncate(path):
 
 
 def test_a_truncated_checkpoint_file_is_named_with_the_older_tag(checkpointed, tmp_path, tiny_data):
-    run_dir, before = damaged(checkpointed, tmp_path,
-                              lambda c: truncate(c / "step00000008" / "mp_rank_00_model_states.pt"))
+    run_dir, before = damaged(
+        checkpointed, tmp_path, lambda c: truncate(c / "step00000008" / "mp_rank_00_model_states.pt")
+    )
     line = one_line_error(resume(tmp_path, tiny_data))
     assert "step00000008/mp_rank_00_model_states.pt" in line and "run.resume_from=step00000004" in line, line
-    assert {k: v for k, v in snapshot(run_dir).items() if k != "run.json"} == \
-        {k: v for k, v in before.items() if k != "run.json"}
+    assert {k: v for k, v in snapshot(run_dir).items() if k != "run.json"} == {
+        k: v for k, v in before.items() if k != "run.json"
+    }
 
     # the advice works: resuming from the older tag gives the original run's losses
     result = resume(tmp_path, tiny_data, "run.resume_from=step00000004")
@@ -139,8 +147,15 @@ def test_resume_from_an_older_tag_sets_the_newer_branch_aside(checkpointed, tmp_
 
     run_dir, before = damaged(checkpointed, tmp_path, lambda c: None)
     ckpt = run_dir / "checkpoints"
-    args = ["configs/tiny.yaml", *TINY, *STEPS, f"data.dir={tiny_data}", f"run.dir={run_dir}", "run.resume=true",
-            "train.stop_after=null"]   # its next save would be step 8's
+    args = [
+        "configs/tiny.yaml",
+        *TINY,
+        *STEPS,
+        f"data.dir={tiny_data}",
+        f"run.dir={run_dir}",
+        "run.resume=true",
+        "train.stop_after=null",
+    ]  # its next save would be step 8's
     log = tmp_path / "first.log"
     proc = warm.start([*args, "run.resume_from=step00000004"], env(), str(REPO), str(log))
     try:
@@ -149,14 +164,14 @@ def test_resume_from_an_older_tag_sets_the_newer_branch_aside(checkpointed, tmp_
             assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.02)
     finally:
-        proc.kill()   # a crash before the resumed run saved anything
+        proc.kill()  # a crash before the resumed run saved anything
         proc.wait()
     output = log.read_text()
     assert "moved aside" in output and "step00000008" in output, output[-3000:]
 
     again = torchrun(0, [*args[1:], "train.stop_after=6"])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "stopped at step 6/" in again.stdout, again.stdout[-2000:]   # from step 4: steps 5 and 6 trained
+    assert "stopped at step 6/" in again.stdout, again.stdout[-2000:]  # from step 4: steps 5 and 6 trained
     assert (ckpt / "latest").read_text() == "step00000006"
     assert checkpoint.tags(str(ckpt)) == ["step00000004", "step00000006"]
     assert checkpoint.newest_complete(str(ckpt)) == "step00000006"
@@ -164,4 +179,4 @@ def test_resume_from_an_older_tag_sets_the_newer_branch_aside(checkpointed, tmp_
     aside = list((ckpt / checkpoint.ABANDONED).glob("*/step00000008"))
     assert len(aside) == 1
     step8 = "checkpoints/step00000008/"
-    assert snapshot(aside[0]) == {k[len(step8):]: v for k, v in before.items() if k.startswith(step8)}
+    assert snapshot(aside[0]) == {k[len(step8) :]: v for k, v in before.items() if k.startswith(step8)}

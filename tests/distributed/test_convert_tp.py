@@ -6,6 +6,7 @@ weights, and saves each one's parameters and outputs. The tests compare them. me
 (use_cpu_initialization) draws each full weight from the CPU generator and hands each rank its slice, so with
 the same seed the TP=2 shards are exactly the split of the TP=1 weights.
 """
+
 import os
 import sys
 
@@ -18,8 +19,10 @@ from megarecipe.model.convert import merge_tensor_parallel, split_tensor_paralle
 pytestmark = pytest.mark.slow
 
 SEED, VOCAB, BATCH, SEQ = 5, 2048, 2, 24
-SHAPES = {"default": dict(init_std=0.2),                                     # 4 heads / 2 groups: 1 group a rank
-          "gqa8": dict(num_attention_heads=8, num_query_groups=4, init_std=0.2)}   # 2 groups a rank
+SHAPES = {
+    "default": dict(init_std=0.2),  # 4 heads / 2 groups: 1 group a rank
+    "gqa8": dict(num_attention_heads=8, num_query_groups=4, init_std=0.2),
+}  # 2 groups a rank
 
 
 def batch():
@@ -29,9 +32,12 @@ def batch():
 
 def worker(out: str) -> None:
     from megarecipe.parallel import cpu_compat
+
     cpu_compat.apply()
     import torch.distributed as dist
-    from megatron.core import parallel_state as ps, tensor_parallel
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
+
     from megarecipe.model.llama import build_model
 
     dist.init_process_group("gloo")
@@ -57,7 +63,7 @@ def worker(out: str) -> None:
         result = {"params": {k: p.detach().clone() for k, p in sharded.named_parameters()}, **outputs(sharded)}
 
         tensor_parallel.model_parallel_cuda_manual_seed(SEED + 1)
-        loaded = build_model(m, VOCAB).eval()   # same layout, other weights, then the split of the TP=1 ones
+        loaded = build_model(m, VOCAB).eval()  # same layout, other weights, then the split of the TP=1 ones
         with torch.no_grad():
             for k, p in loaded.named_parameters():
                 p.copy_(split_tensor_parallel(k, full[k], 2)[ps.get_tensor_model_parallel_rank()])
@@ -105,14 +111,17 @@ def test_merged_weights_give_tp2_outputs_in_the_reference(saved, name):
 
     _, ranks = load(saved, name)
     ref = Llama(ModelConfig(**SHAPES[name]), VOCAB).eval()
-    ref.load_state_dict({k: merge_tensor_parallel(k, [ranks[r]["params"][k] for r in range(2)])
-                         for k in ranks[0]["params"]}, strict=True)
+    ref.load_state_dict(
+        {k: merge_tensor_parallel(k, [ranks[r]["params"][k] for r in range(2)]) for k in ranks[0]["params"]},
+        strict=True,
+    )
     tokens, targets = batch()
-    logits = torch.cat([ranks[r]["logits"] for r in range(2)], dim=-1)   # each rank holds half the vocab
+    logits = torch.cat([ranks[r]["logits"] for r in range(2)], dim=-1)  # each rank holds half the vocab
     with torch.no_grad():
         torch.testing.assert_close(ref(tokens), logits, atol=1e-4, rtol=1e-5)
-        torch.testing.assert_close(ref.loss(tokens, targets, reduction="none").view(BATCH, SEQ), ranks[0]["loss"],
-                                   atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            ref.loss(tokens, targets, reduction="none").view(BATCH, SEQ), ranks[0]["loss"], atol=1e-4, rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("name", SHAPES)

@@ -1,6 +1,7 @@
 """Distillation through the trainer on real text: the student gains from its teacher (one run, an ensemble over
 two ranks, a small top-k cache), TP=2 equals TP=1, a stopped run resumes bit-identically, and the teacher is part
 of what a resume must match."""
+
 import json
 import os
 
@@ -28,8 +29,19 @@ def _distill_train(tmp_path, name: str, data_dir: str, *options: str, overrides=
     here = os.getcwd()
     os.chdir(REPO)
     try:
-        code = main(["train", *options, "--out", str(run_dir), "--student", "configs/tiny.yaml", *TINY,
-                     f"data.dir={data_dir}", *overrides])
+        code = main(
+            [
+                "train",
+                *options,
+                "--out",
+                str(run_dir),
+                "--student",
+                "configs/tiny.yaml",
+                *TINY,
+                f"data.dir={data_dir}",
+                *overrides,
+            ]
+        )
     finally:
         os.chdir(here)
     assert code == 0, f"distill.py train exited {code}"
@@ -39,15 +51,15 @@ def _distill_train(tmp_path, name: str, data_dir: str, *options: str, overrides=
 def test_distillation(tiny_data, tmp_path, teacher):
     from megarecipe.data.tokenizer import file_sha256
 
-    kd = _distill_train(tmp_path, "kd", tiny_data, "--teacher", str(teacher))   # the tool runs the trainer
+    kd = _distill_train(tmp_path, "kd", tiny_data, "--teacher", str(teacher))  # the tool runs the trainer
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
     assert set(val) == {4, 8}
-    assert val[4] < plain[4] - 0.03 and val[8] < plain[8] - 0.01, (val, plain)   # same steps and seed, no teacher
+    assert val[4] < plain[4] - 0.03 and val[8] < plain[8] - 0.01, (val, plain)  # same steps and seed, no teacher
     kl, ce, loss = scalars(kd, "distill/kl"), scalars(kd, "distill/ce"), scalars(kd, "train/loss")
     assert sorted(kl) == sorted(ce) == sorted(loss) == list(range(1, 9))
     assert all(kl[s] > 0 and loss[s] == pytest.approx(0.9 * kl[s] + 0.1 * ce[s], rel=1e-5) for s in kl)
     info = json.loads((kd / "run.json").read_text())["distill"]
-    assert info["sha256"] == [file_sha256(str(teacher / "export" / "model.safetensors"))]   # the teacher unchanged
+    assert info["sha256"] == [file_sha256(str(teacher / "export" / "model.safetensors"))]  # the teacher unchanged
     assert info["alpha"] == 0.9 and info["members"] == [str(teacher)]
 
     tp2, _ = train(tmp_path, "tp2", 2, tiny_data, f"distill.teacher={teacher}", "parallel.tp=2")
@@ -62,14 +74,31 @@ def test_distillation(tiny_data, tmp_path, teacher):
     _, refused = train(tmp_path, "split", 1, tiny_data, f"distill.teacher={ens}", "run.resume=true", check=False)
     assert refused.returncode != 0 and "cannot resume: distill.teacher_sha256" in refused.stderr
     resumed, _ = train(tmp_path, "split", 1, tiny_data, f"distill.teacher={teacher}", "run.resume=true")
-    assert losses(resumed) == losses(kd)   # bit-identical on CPU
+    assert losses(resumed) == losses(kd)  # bit-identical on CPU
     assert scalars(resumed, "distill/kl") == kl and scalars(resumed, "val/loss") == val
 
     # the teacher's top-k cache with k = the vocabulary: the same training with no teacher run
     from megarecipe.cli.distill import main as distill
+
     cache = tmp_path / "cache"
-    assert distill(["cache", "--teacher", str(teacher), "--student", "configs/tiny.yaml", "--out", str(cache),
-                    "--k", "2000", f"data.dir={tiny_data}", *TINY]) == 0
+    assert (
+        distill(
+            [
+                "cache",
+                "--teacher",
+                str(teacher),
+                "--student",
+                "configs/tiny.yaml",
+                "--out",
+                str(cache),
+                "--k",
+                "2000",
+                f"data.dir={tiny_data}",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     cached, _ = train(tmp_path, "cached", 1, tiny_data, f"distill.teacher={cache}")
     assert losses(cached) == pytest.approx(losses(kd), abs=1e-5)
     assert json.loads((cached / "run.json").read_text())["distill"]["cache_k"] == 2000
@@ -80,10 +109,18 @@ def test_an_ensemble_teaches_over_two_processes(tiny_data, tmp_path, teacher, ti
     --processes 2` (ZeRO-1 over two ranks): lower val/loss than the same student, seed and batches trained plainly
     (the teacher fixture's own curve up to step 8; two ranks train as one process does: test_train.py)."""
     members = [str(tiny_ensemble / "members" / f"seed{s}") for s in (1, 2, 3)]
-    kd = _distill_train(tmp_path, "kd", tiny_data, "--teacher", str(tiny_ensemble), "--processes", "2",
-                        overrides=["parallel.ds_config=zero1"])
+    kd = _distill_train(
+        tmp_path,
+        "kd",
+        tiny_data,
+        "--teacher",
+        str(tiny_ensemble),
+        "--processes",
+        "2",
+        overrides=["parallel.ds_config=zero1"],
+    )
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
-    assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)   # 0.09 and 0.045
+    assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)  # 0.09 and 0.045
     assert scalars(kd, "run/world_size") == {0: 2.0}
     info = json.loads((kd / "run.json").read_text())["distill"]
     assert info["members"] == members and len(set(info["sha256"])) == 3
@@ -95,10 +132,28 @@ def test_a_small_top_k_cache_teaches(tiny_data, tmp_path, teacher, tiny_ensemble
     from megarecipe.cli.distill import main as distill
 
     cache = tmp_path / "top16"
-    assert distill(["cache", "--teacher", str(tiny_ensemble), "--student", "configs/tiny.yaml", "--out", str(cache),
-                    "--k", "16", "--batch-size", "32", f"data.dir={tiny_data}", *TINY]) == 0
-    kd, _ = train(tmp_path, "kd16", 0, tiny_data, f"distill.teacher={cache}")   # what `distill.py train` runs
+    assert (
+        distill(
+            [
+                "cache",
+                "--teacher",
+                str(tiny_ensemble),
+                "--student",
+                "configs/tiny.yaml",
+                "--out",
+                str(cache),
+                "--k",
+                "16",
+                "--batch-size",
+                "32",
+                f"data.dir={tiny_data}",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    kd, _ = train(tmp_path, "kd16", 0, tiny_data, f"distill.teacher={cache}")  # what `distill.py train` runs
     plain, val = scalars(teacher, "val/loss"), scalars(kd, "val/loss")
-    assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)   # 0.034 and 0.037
+    assert set(val) == {4, 8} and all(val[s] < plain[s] - 0.02 for s in val), (val, plain)  # 0.034 and 0.037
     info = json.loads((kd / "run.json").read_text())["distill"]
     assert info["cache_k"] == 16 and len(info["members"]) == 3

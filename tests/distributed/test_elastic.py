@@ -1,6 +1,7 @@
 """Resume on another layout: a checkpoint of 2 processes (DP=2 under ZeRO-1 or ZeRO-2, or TP=2) continues on
 1 process or on the other 2-process layout through DeepSpeed's universal checkpoint, with the losses of the
 uninterrupted run; the conversion holds the fp32 weights bit for bit and survives a kill."""
+
 import hashlib
 import json
 import os
@@ -15,8 +16,12 @@ from megarecipe.launch import warm
 from tests.helpers import REPO, env, scalars, train
 
 pytestmark = pytest.mark.slow
-SIX = [f"data.train_tokens={64 * 16 * 6 + 1}", "train.stop_after=null", "train.checkpoint_every=3",
-       "train.keep_checkpoints=2"]
+SIX = [
+    f"data.train_tokens={64 * 16 * 6 + 1}",
+    "train.stop_after=null",
+    "train.checkpoint_every=3",
+    "train.keep_checkpoints=2",
+]
 
 
 def digest(folder) -> dict:
@@ -47,16 +52,18 @@ def resume_copy(full, tmp_path, nproc, tiny_data, *layout):
     """The run copied as it was at step 3, resumed with `nproc` processes on `layout`."""
     shutil.copytree(full, tmp_path / "run")
     before = digest(tmp_path / "run" / "checkpoints" / "step00000003")
-    run_dir, result = train(tmp_path, "run", nproc, tiny_data, *SIX, *layout, "run.resume=true",
-                            "run.resume_from=step00000003")
-    assert digest(run_dir / "checkpoints" / "step00000003") == before   # the original is only read
+    run_dir, result = train(
+        tmp_path, "run", nproc, tiny_data, *SIX, *layout, "run.resume=true", "run.resume_from=step00000003"
+    )
+    assert digest(run_dir / "checkpoints" / "step00000003") == before  # the original is only read
     return run_dir, result
 
 
 @pytest.fixture(scope="module", params=["zero1", "zero2"])
 def dp2(request, tiny_data, tmp_path_factory):
-    run_dir, _ = train(tmp_path_factory.mktemp("dp2"), "full", 2, tiny_data, *SIX,
-                       f"parallel.ds_config={request.param}")
+    run_dir, _ = train(
+        tmp_path_factory.mktemp("dp2"), "full", 2, tiny_data, *SIX, f"parallel.ds_config={request.param}"
+    )
     return run_dir, request.param
 
 
@@ -104,8 +111,8 @@ def test_tp2_resumes_as_dp2_and_converts_bit_for_bit(tiny_data, tmp_path, capsys
     continues(full, run_dir)
     # converting again reuses the conversion; pruning takes it with its tag
     ckpt = run_dir / "checkpoints"
-    assert not (ckpt / "step00000006.universal").exists()   # the resumed branch wrote a new step 6
-    kept = sorted(n for n in os.listdir(ckpt) if not n.endswith(".py"))   # not DeepSpeed's zero_to_*.py
+    assert not (ckpt / "step00000006.universal").exists()  # the resumed branch wrote a new step 6
+    kept = sorted(n for n in os.listdir(ckpt) if not n.endswith(".py"))  # not DeepSpeed's zero_to_*.py
     assert kept == ["abandoned", "latest", "step00000003", "step00000003.universal", "step00000006"]
 
 

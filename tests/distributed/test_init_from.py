@@ -1,4 +1,5 @@
 """model.init_from under tensor and pipeline parallelism: the first step's loss is the Hugging Face model's."""
+
 import math
 import os
 
@@ -14,8 +15,17 @@ pytestmark = pytest.mark.slow
 
 def test_first_loss_is_the_hf_models_at_tp2_pp2(tiny_data, tmp_path):
     hf_dir = make_hf_llama(tmp_path / "llama", os.path.join(tiny_data, "tokenizer.model"), seed=4)
-    run_dir, _ = train(tmp_path, "cpt", 4, tiny_data, f"model.init_from={hf_dir}", "parallel.tp=2", "parallel.pp=2",
-                       "train.stop_after=1", "train.eval_every=1000")
+    run_dir, _ = train(
+        tmp_path,
+        "cpt",
+        4,
+        tiny_data,
+        f"model.init_from={hf_dir}",
+        "parallel.tp=2",
+        "parallel.pp=2",
+        "train.stop_after=1",
+        "train.eval_every=1000",
+    )
     # the batch of step 1 as the trainer draws it (one data-parallel rank), scored by transformers
     data = TokenDataset(tiny_data, 64, 20000, seed=1234)
     tokens, targets = (torch.as_tensor(t) for t in data.windows(data.batch_ids(0, 16)))

@@ -1,5 +1,6 @@
 """launchers/multinode.sh over real ssh: DeepSpeed's pdsh runner starts one rank on each of two "nodes" (the
 ssh_nodes fixture: both this machine, through an sshd of the session's own)."""
+
 import os
 import signal
 import subprocess
@@ -9,7 +10,6 @@ import pytest
 
 from megarecipe.rundir import RunDir
 from megarecipe.system import free_port
-
 from tests.helpers import REPO, TINY, env, losses, processes_of, train
 
 
@@ -18,9 +18,16 @@ def multinode(tmp_path, ssh_nodes, *args) -> tuple[list[str], dict]:
     hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
     env_file = tmp_path / "deepspeed_env"
     env_file.write_text("OMP_NUM_THREADS=1\nDS_ACCELERATOR=cpu\n")
-    return ([str(REPO / "launchers" / "multinode.sh"), str(hostfile), "configs/tiny.yaml", *TINY, *args],
-            {**env(), "PATH": f"{ssh_nodes}{os.pathsep}{os.environ['PATH']}", "DS_ENV_FILE": str(env_file),
-             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
+    return (
+        [str(REPO / "launchers" / "multinode.sh"), str(hostfile), "configs/tiny.yaml", *TINY, *args],
+        {
+            **env(),
+            "PATH": f"{ssh_nodes}{os.pathsep}{os.environ['PATH']}",
+            "DS_ENV_FILE": str(env_file),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+        },
+    )
 
 
 def rank_of(pid: int) -> str | None:
@@ -50,19 +57,28 @@ def test_a_node_whose_rank_is_killed_stops_the_other_and_the_run_resumes(tmp_pat
     """kill -9 of node-b's rank mid-run: node-a's rank stops with one line (its next collective fails), the
     launcher exits within 60 s with no process of the run left, and the same command resumes it to the end."""
     run_dir = tmp_path / "killed"
-    cmd, environment = multinode(tmp_path, ssh_nodes, f"data.dir={tiny_data}", f"run.dir={run_dir}",
-                                 "train.stop_after=null", "train.epochs=4", "train.checkpoint_every=4",
-                                 "run.resume=true")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    cmd, environment = multinode(
+        tmp_path,
+        ssh_nodes,
+        f"data.dir={tiny_data}",
+        f"run.dir={run_dir}",
+        "train.stop_after=null",
+        "train.epochs=4",
+        "train.checkpoint_every=4",
+        "run.resume=true",
+    )
+    proc = subprocess.Popen(cmd, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pointer = run_dir / "checkpoints" / "latest"
     try:
         deadline = time.time() + 180
         while not pointer.exists():
             assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
             time.sleep(0.2)
-        [victim] = [p for p in processes_of(run_dir) if rank_of(p) == "1" and "megarecipe.cli.train" in
-                    open(f"/proc/{p}/cmdline").read().replace("\0", " ")]
+        [victim] = [
+            p
+            for p in processes_of(run_dir)
+            if rank_of(p) == "1" and "megarecipe.cli.train" in open(f"/proc/{p}/cmdline").read().replace("\0", " ")
+        ]
         os.kill(victim, signal.SIGKILL)
         sent = time.time()
         out, _ = proc.communicate(timeout=60)

@@ -1,4 +1,5 @@
 """Real training runs on real text: several processes over gloo, each layout the trainer supports."""
+
 import glob
 import json
 import math
@@ -63,7 +64,7 @@ def test_tensor_parallel(tiny_data, tmp_path, reference):
     for line, step in zip(lines, (2, 4, 6, 8), strict=True):
         fields = line.split(" | ")
         assert fields[1] == f"loss {losses(run_dir)[step // 2 - 1]:.4f}"
-        assert fields[2].startswith("val ") == (step % 4 == 0)   # train.eval_every=4
+        assert fields[2].startswith("val ") == (step % 4 == 0)  # train.eval_every=4
         assert f"MFU {100 * mfu[step]:.1f}%" in fields
         memory = [f for f in fields if re.fullmatch(r"mem \d+\.\d\d GiB", f)]
         assert len(memory) == 1 and float(memory[0].split()[1]) > 0
@@ -85,15 +86,23 @@ def test_pipeline_parallel_zero1_several_microbatches(tiny_data, tmp_path):
 
 def test_tensor_by_data_parallel_zero2_fused_attention(tiny_data, tmp_path, reference):
     """Also the fused attention kernels (model.kernels=sdpa) against the local ones of the reference."""
-    run_dir, _ = train(tmp_path, "tp2dp2", 4, tiny_data, "parallel.tp=2", "parallel.ds_config=zero2",
-                       "train.micro_batch_size=2", "model.kernels=sdpa")
+    run_dir, _ = train(
+        tmp_path,
+        "tp2dp2",
+        4,
+        tiny_data,
+        "parallel.tp=2",
+        "parallel.ds_config=zero2",
+        "train.micro_batch_size=2",
+        "model.kernels=sdpa",
+    )
     assert losses(run_dir) == pytest.approx(reference, abs=2e-4)
     info = RunDir(str(run_dir)).info()
     assert info["kernels"] == "sdpa"
     assert info["heldout"]["val_tokens"] == 2048 and len(info["heldout"]["data_sha256"]) == 64
 
 
-TOTAL_STEPS = (20000 - 1) // 64 // 16   # TINY's budget in steps (train.stop_after=8 stops before it)
+TOTAL_STEPS = (20000 - 1) // 64 // 16  # TINY's budget in steps (train.stop_after=8 stops before it)
 
 KILLED = ["train.stop_after=null", "train.epochs=2", "train.checkpoint_every=4", "train.eval_every=6"]
 
@@ -105,20 +114,32 @@ def killed_and_resumed(tiny_data, tmp_path_factory):
     whole, _ = train(tmp_path, "whole", 2, tiny_data, *KILLED)
 
     run_dir = tmp_path / "killed"
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
-           "megarecipe.cli.train", "configs/tiny.yaml", *TINY, *KILLED, f"data.dir={tiny_data}",
-           f"run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        str(BIN / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "megarecipe.cli.train",
+        "configs/tiny.yaml",
+        *TINY,
+        *KILLED,
+        f"data.dir={tiny_data}",
+        f"run.dir={run_dir}",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     pointer = run_dir / "checkpoints" / "latest"
     deadline = time.time() + 240
     while time.time() < deadline and not (pointer.exists() and pointer.read_text() >= "step00000008"):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
-    for pid in processes_of(run_dir):   # torchrun starts each rank in a session of its own
+    for pid in processes_of(run_dir):  # torchrun starts each rank in a session of its own
         os.kill(pid, signal.SIGKILL)
     proc.wait()
-    while processes_of(run_dir) and time.time() < deadline:   # the ranks' exit, which frees run.lock
+    while processes_of(run_dir) and time.time() < deadline:  # the ranks' exit, which frees run.lock
         time.sleep(0.05)
     assert pointer.exists(), "the run never wrote a checkpoint"
     killed_at = pointer.read_text()
@@ -136,7 +157,7 @@ def test_killed_run_resumes_exactly(killed_and_resumed):
     acc.Reload()
     steps = [e.step for e in acc.Scalars("train/loss")]
     assert len(steps) == len(set(steps)), "a resumed run left duplicate steps"
-    assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)]   # bit-identical on CPU
+    assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)]  # bit-identical on CPU
     assert scalars(resumed, "val/loss") == scalars(whole, "val/loss")
 
 
@@ -156,12 +177,14 @@ def test_an_error_on_one_rank_alone_is_printed_with_its_rank(killed_and_resumed,
     manifest["files"]["trainer_rank1.pt"] = (ckpt / older / "trainer_rank1.pt").stat().st_size
     (ckpt / older / "manifest.json").write_text(json.dumps(manifest))
 
-    _, result = train(tmp_path, "run", 2, tiny_data, *KILLED, "run.resume=true", f"run.resume_from={older}",
-                      check=False)   # warm: the launchers pass the ranks' stderr through (test_signals_and_kill_9...)
+    _, result = train(
+        tmp_path, "run", 2, tiny_data, *KILLED, "run.resume=true", f"run.resume_from={older}", check=False
+    )  # warm: the launchers pass the ranks' stderr through (test_signals_and_kill_9...)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert lines[0].startswith(f"error (rank 1): cannot resume from {ckpt / older}: trainer_rank1.pt is "
-                               f"unreadable"), result.stderr[-3000:]
+    assert lines[0].startswith(f"error (rank 1): cannot resume from {ckpt / older}: trainer_rank1.pt is unreadable"), (
+        result.stderr[-3000:]
+    )
     # rank 0, left waiting for rank 1, says only that (no traceback), and so does run.json
     assert all(line.startswith("error: stopped: another rank is gone") for line in lines[1:]), lines
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -171,8 +194,15 @@ def test_an_error_on_one_rank_alone_is_printed_with_its_rank(killed_and_resumed,
 
 def test_existing_run_is_not_overwritten(tiny_data, tmp_path, reference):
     # no launcher at all; W&B in offline mode beside TensorBoard
-    run_dir, _ = train(tmp_path, "once", 0, tiny_data, "parallel.ds_config=zero0", "logging.wandb=true",
-                       extra_env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    run_dir, _ = train(
+        tmp_path,
+        "once",
+        0,
+        tiny_data,
+        "parallel.ds_config=zero0",
+        "logging.wandb=true",
+        extra_env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
     assert losses(run_dir) == pytest.approx(reference, abs=1e-6)
     assert_mfu_per_device(run_dir, 1)
     [records] = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
@@ -204,15 +234,17 @@ def test_nonfinite_loss_stops_with_the_step(tiny_data, tmp_path):
     assert result.returncode != 0
     assert "non-finite training loss (nan) at step 3" in result.stderr
     # the ranks agreed on it: rank 0's line, once, and no copy from rank 1
-    assert [line for line in result.stderr.splitlines() if line.startswith("error")] == \
-        ["error: non-finite training loss (nan) at step 3; lower optim.lr, or set train.on_nonfinite=skip to drop "
-         "such batches"]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error")] == [
+        "error: non-finite training loss (nan) at step 3; lower optim.lr, or set train.on_nonfinite=skip to drop "
+        "such batches"
+    ]
 
 
 def test_nonfinite_loss_skipped_when_asked(tiny_data, tmp_path, reference):
     z1, _ = train(tmp_path, "skip1", 2, tiny_data, "train.on_nonfinite=skip", program=nan_at(3))
-    z2, _ = train(tmp_path, "skip2", 2, tiny_data, "train.on_nonfinite=skip", "parallel.ds_config=zero2",
-                  program=nan_at(3))
+    z2, _ = train(
+        tmp_path, "skip2", 2, tiny_data, "train.on_nonfinite=skip", "parallel.ds_config=zero2", program=nan_at(3)
+    )
     for run_dir in (z1, z2):
         assert scalars(run_dir, "train/skipped_batches") == {3: 1.0}
         got = scalars(run_dir, "train/loss")
@@ -230,8 +262,19 @@ def test_nonfinite_loss_skipped_when_asked(tiny_data, tmp_path, reference):
 def test_deepspeed_launcher(tiny_data, tmp_path):
     """The command users type: `deepspeed --num_gpus 2 --module megarecipe.cli.train ...` (CPU processes here)."""
     run_dir = tmp_path / "ds"
-    cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()), "--module",
-           "megarecipe.cli.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}", f"run.dir={run_dir}"]
+    cmd = [
+        str(BIN / "deepspeed"),
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "--module",
+        "megarecipe.cli.train",
+        "configs/tiny.yaml",
+        *TINY,
+        f"data.dir={tiny_data}",
+        f"run.dir={run_dir}",
+    ]
     result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
     assert_falls(losses(run_dir))
@@ -241,10 +284,24 @@ def test_deepspeed_launcher(tiny_data, tmp_path):
 def test_bad_layout_fails_before_any_process_group(tiny_data, tmp_path):
     """Rank 0 of a world of 2 with no peer: building a process group would hang, so a prompt exit with the
     one-line error shows the check ran first."""
-    cmd = [str(BIN / "python"), "-m", "megarecipe.cli.train", "configs/tiny.yaml", *TINY, f"data.dir={tiny_data}",
-           f"run.dir={tmp_path / 'bad'}", "parallel.pp=2", "parallel.ds_config=zero2"]
-    world = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-             "MASTER_PORT": str(free_port())}
+    cmd = [
+        str(BIN / "python"),
+        "-m",
+        "megarecipe.cli.train",
+        "configs/tiny.yaml",
+        *TINY,
+        f"data.dir={tiny_data}",
+        f"run.dir={tmp_path / 'bad'}",
+        "parallel.pp=2",
+        "parallel.ds_config=zero2",
+    ]
+    world = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
     result = subprocess.run(cmd, cwd=REPO, env={**env(), **world}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: parallel.pp=2 with ZeRO stage 2 is not supported")
@@ -255,8 +312,8 @@ def test_bad_layout_fails_before_any_process_group(tiny_data, tmp_path):
 @pytest.mark.parametrize("layout", [["parallel.tp=2"], ["parallel.pp=2"], ["parallel.ds_config=zero3"]])
 def test_export_loads_without_deepspeed_and_reproduces_val_loss(tiny_data, tmp_path, layout):
     """The export of a sharded run, loaded into the plain-PyTorch Llama, gives the trainer's final val/loss."""
-    from megarecipe.model.export import load_export
     from megarecipe.analysis.heldout import validation_loss
+    from megarecipe.model.export import load_export
 
     run_dir, _ = train(tmp_path, "exp", 2, tiny_data, "train.stop_after=null", *layout)
     model, cfg, info = load_export(str(run_dir / "export"))
@@ -270,13 +327,15 @@ def test_export_loads_without_deepspeed_and_reproduces_val_loss(tiny_data, tmp_p
 
 def test_bf16_tracks_fp32(tiny_data, tmp_path, reference):
     """The GPU precision path (bf16 compute, fp32 master weights in ZeRO), run on CPU."""
-    run_dir, _ = train(tmp_path, "bf16", 2, tiny_data, "train.precision=bf16", "parallel.ds_config=zero1",
-                       "train.stop_after=null")
+    run_dir, _ = train(
+        tmp_path, "bf16", 2, tiny_data, "train.precision=bf16", "parallel.ds_config=zero1", "train.stop_after=null"
+    )
     got = losses(run_dir)
     assert_falls(got)
     assert got[:8] == pytest.approx(reference, abs=2e-3)
-    from safetensors.torch import load_file
     import torch
+    from safetensors.torch import load_file
+
     weights = load_file(str(run_dir / "export" / "model.safetensors"))["output_layer.weight"]
     assert weights.dtype == torch.float32
     assert not torch.equal(weights, weights.bfloat16().float()), "the export holds bf16-rounded weights"
@@ -287,14 +346,23 @@ def test_fit_tool_reads_trainer_runs(tiny_data, tmp_path, capsys):
     from megarecipe.cli.fit_scaling import main as fit_scaling
 
     runs = []
-    for hidden, ffn in ((32, 96), (64, 176), (96, 256)):   # 8 steps each, evaluated at the end
-        run_dir, _ = train(tmp_path, f"size-{hidden}", 1, tiny_data, "train.stop_after=null",
-                           "data.train_tokens=8192", "train.eval_every=1000", f"model.hidden_size={hidden}",
-                           f"model.ffn_hidden_size={ffn}")
+    for hidden, ffn in ((32, 96), (64, 176), (96, 256)):  # 8 steps each, evaluated at the end
+        run_dir, _ = train(
+            tmp_path,
+            f"size-{hidden}",
+            1,
+            tiny_data,
+            "train.stop_after=null",
+            "data.train_tokens=8192",
+            "train.eval_every=1000",
+            f"model.hidden_size={hidden}",
+            f"model.ffn_hidden_size={ffn}",
+        )
         runs.append(str(run_dir))
     out = tmp_path / "report"
-    assert fit_scaling([*runs, "--over", "params", "--out", str(out), "--bootstrap", "20", "--no-progress"]) == 0, \
+    assert fit_scaling([*runs, "--over", "params", "--out", str(out), "--bootstrap", "20", "--no-progress"]) == 0, (
         capsys.readouterr().err
+    )
     fits = json.loads((out / "fits.json").read_text())
     text = json.dumps(fits)
     for run in runs:
@@ -309,22 +377,40 @@ def test_signals_and_kill_9_of_the_launchers_checkpoint_and_the_run_resumes_exac
     then resumes to the losses of an uninterrupted one."""
     from tests.helpers import pid_parent
 
-    extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]   # 77 steps
+    extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=10"]  # 77 steps
     whole, _ = train(tmp_path, "whole", 2, tiny_data, *extra)
     common = [*TINY, f"data.dir={tiny_data}", *extra]
     run_dir = tmp_path / "stopped"
     pointer = run_dir / "checkpoints" / "latest"
-    local_sh = [str(REPO / "launchers" / "local.sh"), "2", "configs/tiny.yaml", *common, f"run.dir={run_dir}",
-                "run.resume=true"]
-    torchrun = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
-                "megarecipe.cli.train", "configs/tiny.yaml", *common, f"run.dir={run_dir}", "run.resume=true"]
+    local_sh = [
+        str(REPO / "launchers" / "local.sh"),
+        "2",
+        "configs/tiny.yaml",
+        *common,
+        f"run.dir={run_dir}",
+        "run.resume=true",
+    ]
+    torchrun = [
+        str(BIN / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "megarecipe.cli.train",
+        "configs/tiny.yaml",
+        *common,
+        f"run.dir={run_dir}",
+        "run.resume=true",
+    ]
     log = open(tmp_path / "launch.log", "w+")
     checkpoints = []
 
     def stop(command, victim, sig):
         events = len(list((run_dir / "tb").glob("events*")))
-        proc = subprocess.Popen(command, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())}, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, cwd=REPO, env={**env(), "MASTER_PORT": str(free_port())}, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.time() + 120
             while time.time() < deadline and len(list((run_dir / "tb").glob("events*"))) <= events:
@@ -352,7 +438,7 @@ def test_signals_and_kill_9_of_the_launchers_checkpoint_and_the_run_resumes_exac
         checkpoints.append(pointer.read_text())
         return status, output
 
-    status, output = stop(local_sh, "local.sh", signal.SIGTERM)   # to the script alone, as `kill PID` sends it
+    status, output = stop(local_sh, "local.sh", signal.SIGTERM)  # to the script alone, as `kill PID` sends it
     assert status == 143 and "stopped on a signal" in output, output[-3000:]
     stop(local_sh, "local.sh", signal.SIGKILL)
     stop(local_sh, "deepspeed's runner", signal.SIGKILL)
@@ -360,7 +446,7 @@ def test_signals_and_kill_9_of_the_launchers_checkpoint_and_the_run_resumes_exac
     assert "step00000001" <= checkpoints[0] <= checkpoints[1] <= checkpoints[2] <= checkpoints[3] < "step00000077"
     assert checkpoints[0] < checkpoints[3], checkpoints
 
-    train(tmp_path, "stopped", 2, tiny_data, *extra, "run.resume=true")   # to the end, started warm
+    train(tmp_path, "stopped", 2, tiny_data, *extra, "run.resume=true")  # to the end, started warm
     assert RunDir(str(run_dir)).info()["status"] == "finished"
     assert scalars(run_dir, "train/loss") == scalars(whole, "train/loss")
 
@@ -376,24 +462,44 @@ def test_ensemble_of_trained_members(tiny_ensemble, tmp_path):
     by_k = scalars(ens, "ensemble/val_loss")
     finals = [scalars(m, "val/loss")[max(scalars(m, "val/loss"))] for m in members]
     assert sorted(by_k) == [1, 2, 3]
-    assert len(set(finals)) == 3                                      # the seeds made different models
-    assert by_k[1] == pytest.approx(finals[0], abs=2e-4)           # one member is that member's own val/loss
-    assert by_k[2] < (finals[0] + finals[1]) / 2                      # two seeds beat their mean
-    assert by_k[3] <= sum(finals) / 3 + 1e-6                          # Jensen: averaging logits never hurts on average
+    assert len(set(finals)) == 3  # the seeds made different models
+    assert by_k[1] == pytest.approx(finals[0], abs=2e-4)  # one member is that member's own val/loss
+    assert by_k[2] < (finals[0] + finals[1]) / 2  # two seeds beat their mean
+    assert by_k[3] <= sum(finals) / 3 + 1e-6  # Jensen: averaging logits never hurts on average
     assert scalars(ens, "run/params")[0] == scalars(members[0], "run/params")[0]
     info = json.loads((ens / "run.json").read_text())
     assert (info["status"], info["kind"], len(info["members"])) == ("finished", "ensemble", 3)
     assert (ens / "loss_vs_members.png").stat().st_size > 0
 
     report = tmp_path / "report"
-    fit = subprocess.run([str(BIN / "python"), "tools/fit_scaling.py", str(ens), "--over", "members", "--out",
-                          str(report), "--bootstrap", "10", "--no-progress"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    fit = subprocess.run(
+        [
+            str(BIN / "python"),
+            "tools/fit_scaling.py",
+            str(ens),
+            "--over",
+            "members",
+            "--out",
+            str(report),
+            "--bootstrap",
+            "10",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert fit.returncode == 0, fit.stderr
     assert json.loads((report / "fits.json").read_text())
 
-    bad = subprocess.run([*tool, "eval", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*tool, "eval", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "x")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
 
 
@@ -404,11 +510,24 @@ def test_killed_member_is_resumed_by_the_next_train(tiny_data, tmp_path, capsys,
 
     ens = tmp_path / "ens"
     member = ens / "members" / "seed1"
-    cmd = [str(BIN / "python"), "tools/ensemble.py", "train", "configs/tiny.yaml", "--members", "1", "--out", str(ens),
-           *TINY, f"data.dir={tiny_data}", "train.stop_after=null", "train.checkpoint_every=2",
-           "data.train_tokens=8000"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        str(BIN / "python"),
+        "tools/ensemble.py",
+        "train",
+        "configs/tiny.yaml",
+        "--members",
+        "1",
+        "--out",
+        str(ens),
+        *TINY,
+        f"data.dir={tiny_data}",
+        "train.stop_after=null",
+        "train.checkpoint_every=2",
+        "data.train_tokens=8000",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 300
         while not (member / "checkpoints" / "latest").exists() and proc.poll() is None:
@@ -417,7 +536,7 @@ def test_killed_member_is_resumed_by_the_next_train(tiny_data, tmp_path, capsys,
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    deadline = time.monotonic() + 60   # the trainer holds the run's lock until the kernel has ended it
+    deadline = time.monotonic() + 60  # the trainer holds the run's lock until the kernel has ended it
     while RunDir(str(member)).state() == "running" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert RunDir(str(member)).state() == "interrupted"

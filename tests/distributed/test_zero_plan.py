@@ -1,5 +1,6 @@
 """tools/zero_plan.py against the live engine: planned model-state bytes equal what DeepSpeed holds, and
 --measure trains a candidate through the trainer (launch/direct) with the ds_config it wrote."""
+
 import json
 
 import pytest
@@ -12,8 +13,9 @@ pytestmark = pytest.mark.slow
 
 def test_planned_model_states_equal_engine_bytes_and_recompute_is_exact(tiny_data, tmp_path):
     # two ranks forked from the warm server, as torchrun would start them (the worker is a module with a main)
-    result = direct.captured([tiny_data, str(tmp_path), *TINY], 2, env(), str(REPO), 300,
-                             module="tests.distributed.zero_plan_worker")
+    result = direct.captured(
+        [tiny_data, str(tmp_path), *TINY], 2, env(), str(REPO), 300, module="tests.distributed.zero_plan_worker"
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -37,9 +39,31 @@ def test_measure_prints_the_table_and_trains_with_the_written_config(tiny_data, 
         monkeypatch.setenv(key, value)
     overrides = [o for o in TINY if not o.startswith("train.stop_after")] + [f"data.dir={tiny_data}"]
     best = tmp_path / "best.json"
-    code = main(["configs/tiny.yaml", *overrides, "--processes", "2", "--measure", "--out", str(tmp_path / "plan"),
-                 "--zero", "zero2", "--tp", "1", "--pp", "1", "--micro-batch", "4", "--recompute", "selective",
-                 "--steps", "2", "--write", str(best)])
+    code = main(
+        [
+            "configs/tiny.yaml",
+            *overrides,
+            "--processes",
+            "2",
+            "--measure",
+            "--out",
+            str(tmp_path / "plan"),
+            "--zero",
+            "zero2",
+            "--tp",
+            "1",
+            "--pp",
+            "1",
+            "--micro-batch",
+            "4",
+            "--recompute",
+            "selective",
+            "--steps",
+            "2",
+            "--write",
+            str(best),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "meas tok/s" in out

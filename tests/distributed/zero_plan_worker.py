@@ -1,5 +1,6 @@
 """Run by torchrun (2 CPU processes) from test_zero_plan.py: for ZeRO 0-3, the model-state bytes the live engine
 holds next to the plan's figures for this rank; and the losses of a few steps under each model.recompute."""
+
 import json
 import os
 import sys
@@ -7,9 +8,9 @@ import sys
 import torch
 
 from megarecipe.config import load_config, read_ds_config
-from megarecipe.preflight import check_run
 from megarecipe.plan.candidates import write_ds_json
 from megarecipe.plan.memory import ZeroSetting, rank_model_states
+from megarecipe.preflight import check_run
 
 
 def build(overrides, first):
@@ -18,9 +19,9 @@ def build(overrides, first):
     from megarecipe.parallel import distributed
 
     device = distributed.init(1, 1, cfg.run.seed) if first else torch.device("cpu")
-    from megarecipe.train.step import Stepper
     from megarecipe.model.llama import build_model
     from megarecipe.parallel.engine import build_engine
+    from megarecipe.train.step import Stepper
 
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model, layout.vocab_size)
@@ -47,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             grads = held_bytes(engine)["grads"]
             engine.step()
         held = {**held_bytes(engine), "grads": grads}
-        planned = rank_model_states(cfg.model, layout.vocab_size, ZeroSetting.from_json(read_ds_config(ds)),
-                                    1, 1, layout.dp, False, rank)
+        planned = rank_model_states(
+            cfg.model, layout.vocab_size, ZeroSetting.from_json(read_ds_config(ds)), 1, 1, layout.dp, False, rank
+        )
         result["bytes"][zero] = {"held": held, "planned": planned}
     for recompute in ("none", "selective", "full"):
         cfg, layout, engine, stepper = build([*base, "parallel.ds_config=zero1", f"model.recompute={recompute}"], False)

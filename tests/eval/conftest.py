@@ -1,5 +1,6 @@
 """A tiny random Llama written through the project's export writer, with a sentencepiece tokenizer trained on a
 slice of the embedded corpus: what every downstream-evaluation test loads."""
+
 import os
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 pytest.importorskip("lm_eval")
 pytest.importorskip("transformers")
 
-VOCAB = 2048   # the tokenizer's 2000 pieces, padded as the trainer pads them
+VOCAB = 2048  # the tokenizer's 2000 pieces, padded as the trainer pads them
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +28,18 @@ def make_run(root, tokenizer, seed=0, seq_len=256, **shape):
     from megarecipe.model.reference import Llama
 
     cfg = Config()
-    cfg.model = ModelConfig(**{"num_layers": 2, "hidden_size": 64, "ffn_hidden_size": 160, "num_attention_heads": 4,
-                               "num_query_groups": 2, "rope_theta": 50000.0, "seq_len": seq_len, **shape})
+    cfg.model = ModelConfig(
+        **{
+            "num_layers": 2,
+            "hidden_size": 64,
+            "ffn_hidden_size": 160,
+            "num_attention_heads": 4,
+            "num_query_groups": 2,
+            "rope_theta": 50000.0,
+            "seq_len": seq_len,
+            **shape,
+        }
+    )
     torch.manual_seed(seed)
     model = Llama(cfg.model, VOCAB)
     with torch.no_grad():

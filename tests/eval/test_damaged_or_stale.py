@@ -1,6 +1,7 @@
 """A damaged export (model.json, config.yaml, model.safetensors) read by ensemble eval, export_hf and evaluate:
 one line naming the file, exit 2, never a traceback nor the defaults for an empty config; export_hf never replaces
 a directory not its own; the recipe never keeps downstream results of another set of weights."""
+
 import json
 import shutil
 
@@ -12,8 +13,10 @@ DAMAGE = {
     "model.json truncated": ("model.json", lambda p: p.write_text(p.read_text()[:20])),
     "model.json a list": ("model.json", lambda p: p.write_text("[]")),
     "model.json without keys": ("model.json", lambda p: p.write_text("{}")),
-    "model.json vocab a string": ("model.json", lambda p: p.write_text(json.dumps(
-        {**json.loads(p.read_text()), "vocab_size": "2048"}))),
+    "model.json vocab a string": (
+        "model.json",
+        lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "vocab_size": "2048"})),
+    ),
     "config.yaml empty": ("config.yaml", lambda p: p.write_text("")),
     "weights truncated": ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:1000])),
 }
@@ -31,9 +34,11 @@ def test_a_damaged_export_is_one_line(tmp_path, tiny_run, capsys, what):
     shutil.copytree(tiny_run, run)
     name, damage = DAMAGE[what]
     damage(run / "export" / name)
-    calls = [lambda: export_hf.main([str(run), "--out", str(tmp_path / "hf")]),
-             lambda: evaluate.main([str(run), "--tasks", "sciq", "--limit", "1", "--batch-size", "1"])]
-    if name != "model.safetensors":   # the scorer reads the weights after the data; the names are checked first
+    calls = [
+        lambda: export_hf.main([str(run), "--out", str(tmp_path / "hf")]),
+        lambda: evaluate.main([str(run), "--tasks", "sciq", "--limit", "1", "--batch-size", "1"]),
+    ]
+    if name != "model.safetensors":  # the scorer reads the weights after the data; the names are checked first
         calls.append(lambda: ensemble.main(["eval", "--runs", str(run), "--out", str(tmp_path / "ens")]))
     for call in calls:
         capsys.readouterr()
@@ -50,7 +55,7 @@ def test_export_hf_never_replaces_a_directory_that_is_not_its_own(tmp_path, tiny
     (run / "run.json").write_text("{}")
     before = sorted(p.name for p in run.rglob("*"))
     capsys.readouterr()
-    assert export_hf.main([str(run), "--out", str(run)]) == 2   # the run itself: it would be deleted
+    assert export_hf.main([str(run), "--out", str(run)]) == 2  # the run itself: it would be deleted
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and "no Hugging Face export of ours" in err and err.count("\n") == 1
     assert sorted(p.name for p in run.rglob("*")) == before
@@ -75,7 +80,7 @@ def test_the_recipe_rescores_downstream_when_the_ensemble_changes(tmp_path, tiny
     pipeline.downstream_models = lambda: {"ensemble": str(ens)}
     for members in ([tiny_run], [tiny_run, second]):
         (ens / "ensemble.json").write_text(json.dumps({"members": members}))
-        if len(members) == 2:   # evaluate.py --compare marks the result of the old set until it is scored again
+        if len(members) == 2:  # evaluate.py --compare marks the result of the old set until it is scored again
             assert "| ens* |" in compare_table([str(ens)]) and "scored other weights" in compare_table([str(ens)])
         logs.clear()
         pipeline.stage_downstream()
@@ -101,11 +106,13 @@ def test_the_recipe_rescores_an_ensemble_whose_member_was_retrained_in_place(tmp
     runs = [os.path.abspath(make_run(tmp_path / f"m{i}", tokenizer_model, seed=i)) for i in range(2)]
     scored = []
 
-    def fake_score(run_dirs, out_dir):   # what write_result leaves, without scoring held-out data
+    def fake_score(run_dirs, out_dir):  # what write_result leaves, without scoring held-out data
         scored.append(list(run_dirs))
         os.makedirs(out_dir, exist_ok=True)
-        atomic.write_json(os.path.join(out_dir, "ensemble.json"), {
-            "members": run_dirs, "val_loss_by_k": [5.0, 4.9], "weights": heldout.weights_identity(run_dirs)})
+        atomic.write_json(
+            os.path.join(out_dir, "ensemble.json"),
+            {"members": run_dirs, "val_loss_by_k": [5.0, 4.9], "weights": heldout.weights_identity(run_dirs)},
+        )
         return [5.0, 4.9]
 
     monkeypatch.setattr(heldout, "evaluate_ensemble", fake_score)
@@ -114,7 +121,7 @@ def test_the_recipe_rescores_an_ensemble_whose_member_was_retrained_in_place(tmp
     pipeline.member_runs = lambda *args, **kw: (runs, [])
     pipeline.run_all = lambda specs: None
     for expected in (1, 1, 2):
-        if expected == 2:   # retrained in place: the same path, other weights
+        if expected == 2:  # retrained in place: the same path, other weights
             make_run(tmp_path / "m1", tokenizer_model, seed=7)
         pipeline.stage_ensembles()
         assert len(scored) == expected

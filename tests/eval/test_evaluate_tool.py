@@ -1,4 +1,5 @@
 """tools/evaluate.py: results into the run (JSON, TensorBoard, Markdown), the comparison table, one-line errors."""
+
 import json
 import os
 
@@ -37,25 +38,29 @@ def test_results_land_in_the_run_and_compare(tmp_path, tiny_run, capsys):
             for metric in metrics:
                 (value,) = tags[eval_tag(task, metric)].values()
                 assert 0 <= value <= 1
-    member, ensemble = (json.load(open(os.path.join(p, "eval", "boolq.json")))["results"]["boolq"]
-                        for p in (run, str(ens)))
-    assert member["acc,none"] == ensemble["acc,none"]     # an ensemble of one scores as its member
+    member, ensemble = (
+        json.load(open(os.path.join(p, "eval", "boolq.json")))["results"]["boolq"] for p in (run, str(ens))
+    )
+    assert member["acc,none"] == ensemble["acc,none"]  # an ensemble of one scores as its member
     assert main(["--compare", run, str(ens)]) == 0
     table = capsys.readouterr().out
     assert "| task | run | ens |" in table and "average (2 common tasks)" in table
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["{run}", "--tasks", "arc_easy,nosuchtask"], "unknown task 'nosuchtask'"),
-    (["{run}", "--tasks", "sciq", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
-    (["{run}", "--tasks", "sciq", "--device", "cuda:99"], "--device cuda:99: no such CUDA device"),
-    (["{empty}", "--tasks", "arc_easy"], "no export"),
-    (["{mixed}", "--tasks", "arc_easy"], "another tokenizer"),
-    (["--compare", "{empty}"], "no evaluation results"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["{run}", "--tasks", "arc_easy,nosuchtask"], "unknown task 'nosuchtask'"),
+        (["{run}", "--tasks", "sciq", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        (["{run}", "--tasks", "sciq", "--device", "cuda:99"], "--device cuda:99: no such CUDA device"),
+        (["{empty}", "--tasks", "arc_easy"], "no export"),
+        (["{mixed}", "--tasks", "arc_easy"], "another tokenizer"),
+        (["--compare", "{empty}"], "no evaluation results"),
+    ],
+)
 def test_errors_are_one_line(tmp_path, tiny_run, tokenizer_model, capsys, args, expect):
-    from megarecipe.data.tokenizer import train_tokenizer
     from megarecipe.data.corpus import sotu_files
+    from megarecipe.data.tokenizer import train_tokenizer
     from tests.eval.conftest import make_run
 
     (tmp_path / "empty").mkdir()

@@ -1,4 +1,5 @@
 """tools/generate.py: KV-cached sampling from a run, an export or an ensemble's averaged logits."""
+
 import json
 import os
 
@@ -22,7 +23,7 @@ def greedy_by_hand(models, ids, steps, vocab):
     for _ in range(steps):
         logits = torch.stack([m(tokens)[:, -1, :vocab] for m in models]).mean(0)
         tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], dim=1)
-    return tokens[0, len(ids):].tolist()
+    return tokens[0, len(ids) :].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +44,56 @@ def test_greedy_is_the_argmax_of_the_averaged_logits(which, tiny_run, ensemble, 
     with torch.no_grad():
         expected = greedy_by_hand(models, ids, 12, sp.vocab_size)
     if sp.eos_id in expected:
-        expected = expected[:expected.index(sp.eos_id)]
+        expected = expected[: expected.index(sp.eos_id)]
     [text] = run_tool(capsys, path, "--prompt", "The President said", "--temperature", "0", "--max-new-tokens", "12")
     assert text.startswith("The President said")
-    assert expected and text[len("The President said"):].strip() == sp.decode(expected).strip()
+    assert expected and text[len("The President said") :].strip() == sp.decode(expected).strip()
     # top-k 1 at any temperature is greedy too
-    assert run_tool(capsys, path, "--prompt", "The President said", "--top-k", "1", "--temperature", "1.5",
-                    "--max-new-tokens", "12", "--seed", "9") == [text]
+    assert run_tool(
+        capsys,
+        path,
+        "--prompt",
+        "The President said",
+        "--top-k",
+        "1",
+        "--temperature",
+        "1.5",
+        "--max-new-tokens",
+        "12",
+        "--seed",
+        "9",
+    ) == [text]
 
 
 def test_sampling_is_seeded(tiny_run, capsys):
     export = os.path.join(tiny_run, "export")
-    args = [export, "--prompt", "Once", "--prompt", "To be", "--max-new-tokens", "20", "--top-p", "0.95",
-            "--temperature", "1.2"]
+    args = [
+        export,
+        "--prompt",
+        "Once",
+        "--prompt",
+        "To be",
+        "--max-new-tokens",
+        "20",
+        "--top-p",
+        "0.95",
+        "--temperature",
+        "1.2",
+    ]
     first = run_tool(capsys, *args, "--seed", "1")
     assert len(first) == 2 and first[0].startswith("Once") and first[1].startswith("To be")
     assert run_tool(capsys, *args, "--seed", "1") == first
     assert run_tool(capsys, *args, "--seed", "2") != first
 
 
-@pytest.mark.parametrize("args, fragment", [(["--top-p", "0"], "--top-p is out of range"),
-                                            (["--max-new-tokens", "0"], "--max-new-tokens is out of range"),
-                                            (["--prompt", "word " * 300], "no room in model.seq_len=256")])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--top-p", "0"], "--top-p is out of range"),
+        (["--max-new-tokens", "0"], "--max-new-tokens is out of range"),
+        (["--prompt", "word " * 300], "no room in model.seq_len=256"),
+    ],
+)
 def test_bad_options_are_one_line(tiny_run, capsys, args, fragment):
     assert main([tiny_run, "--prompt", "x", *args]) == 2
     err = capsys.readouterr().err.strip()

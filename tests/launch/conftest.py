@@ -27,9 +27,19 @@ def fake_data(tmp_path_factory):
     (d / "val.bin").write_bytes(tokens[:20_000].tobytes()[:-2] + np.zeros(1, np.uint16).tobytes())
     write_index(str(d / "train.idx"), [n], "uint16")
     write_index(str(d / "val.idx"), [20_000], "uint16")
-    write_meta(DataMeta(dir=str(d), vocab_size=256, tokenizer_sha256=file_sha256(str(d / "tokenizer.model")),
-                        dtype="uint16", train_tokens=n, val_tokens=20_000, eos_id=0, train_documents=1,
-                        val_documents=1))
+    write_meta(
+        DataMeta(
+            dir=str(d),
+            vocab_size=256,
+            tokenizer_sha256=file_sha256(str(d / "tokenizer.model")),
+            dtype="uint16",
+            train_tokens=n,
+            val_tokens=20_000,
+            eos_id=0,
+            train_documents=1,
+            val_documents=1,
+        )
+    )
     return str(d)
 
 

@@ -1,6 +1,7 @@
 """A stand-in job for tests/launch/test_direct.py: `wait` prints `ready RANK PID` once it handles TERM and USR1, then
 waits; USR1 prints `usr1 RANK`, TERM prints `stopped RANK` and exits 0 (as the trainer after its checkpoint).
 `exit N` prints `out RANK` to stdout and `err RANK` to stderr and exits N."""
+
 import os
 import signal
 import sys
@@ -24,7 +25,7 @@ def main(argv: list[str]) -> int:
 
 
 def say(line: str) -> None:
-    os.write(1, f"{line}\n".encode())   # one write: the ranks share the tool's stdout
+    os.write(1, f"{line}\n".encode())  # one write: the ranks share the tool's stdout
 
 
 if __name__ == "__main__":

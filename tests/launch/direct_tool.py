@@ -1,5 +1,6 @@
 """A tool that runs tests/launch/direct_job.py through megarecipe.launch.direct: `PROCESSES JOB-ARGS...`.
 The forkserver preloads nothing of the training stack: the job needs none of it."""
+
 import sys
 
 from megarecipe.launch import direct, warm

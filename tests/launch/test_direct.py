@@ -1,5 +1,6 @@
 """megarecipe.launch.direct through a stand-in tool (direct_tool.py) and job (direct_job.py): where the ranks'
 output goes, which signals reach every rank, and the tool's exit status, warm and cold."""
+
 import os
 import pty
 import signal
@@ -17,7 +18,7 @@ STOP_LINE = "stopped by SIGTERM; the same command with run.resume=true continues
 def _env(warm: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), MEGARECIPE_WARM="1" if warm else "0")
     env.pop("MEGARECIPE_TRAINER", None)
-    env["CUDA_VISIBLE_DEVICES"] = ""   # no GPUs: the warm tests start warm on any machine
+    env["CUDA_VISIBLE_DEVICES"] = ""  # no GPUs: the warm tests start warm on any machine
     return env
 
 
@@ -36,16 +37,16 @@ def test_output_to_a_file_and_the_rank_exit_status(tmp_path, warm):
     with open(out, "w") as o, open(err, "w") as e:
         o.write("before\n")
         o.flush()
-        code = subprocess.run([*TOOL, "1", "exit", "3"], stdout=o, stderr=e, env=_env(warm), cwd=REPO,
-                              timeout=120).returncode
+        code = subprocess.run(
+            [*TOOL, "1", "exit", "3"], stdout=o, stderr=e, env=_env(warm), cwd=REPO, timeout=120
+        ).returncode
     assert code == 3
-    assert out.read_text().split() == ["before", "out", "0"]   # appended at the tool's offset, not over it
+    assert out.read_text().split() == ["before", "out", "0"]  # appended at the tool's offset, not over it
     assert err.read_text().split() == ["err", "0"]
 
 
 def test_two_warm_ranks_write_to_the_tools_pipe(tmp_path):
-    r = subprocess.run([*TOOL, "2", "exit", "0"], capture_output=True, text=True, env=_env(True), cwd=REPO,
-                       timeout=120)
+    r = subprocess.run([*TOOL, "2", "exit", "0"], capture_output=True, text=True, env=_env(True), cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.split("\n")[:2]) == ["out 0", "out 1"]
     assert sorted(r.stderr.split("\n")[:2]) == ["err 0", "err 1"]
@@ -54,15 +55,14 @@ def test_two_warm_ranks_write_to_the_tools_pipe(tmp_path):
 def test_a_warm_rank_writes_to_the_tools_tty():
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.Popen([*TOOL, "1", "exit", "0"], stdout=follower, stderr=follower, env=_env(True),
-                                cwd=REPO)
+        proc = subprocess.Popen([*TOOL, "1", "exit", "0"], stdout=follower, stderr=follower, env=_env(True), cwd=REPO)
         os.close(follower)
         assert proc.wait(timeout=120) == 0
         text = b""
         while True:
             try:
                 chunk = os.read(leader, 1024)
-            except OSError:   # EIO: the tty has no writer left
+            except OSError:  # EIO: the tty has no writer left
                 break
             if not chunk:
                 break
@@ -75,24 +75,27 @@ def test_a_warm_rank_writes_to_the_tools_tty():
 @pytest.mark.parametrize("warm,ranks", [(True, 2), (False, 1)], ids=["warm", "cold"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_term_and_int_reach_every_rank_and_exit_128_plus_n(sig, warm, ranks):
-    proc = subprocess.Popen([*TOOL, str(ranks), "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(warm), cwd=REPO)
+    proc = subprocess.Popen(
+        [*TOOL, str(ranks), "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(warm), cwd=REPO
+    )
     try:
         _ready(proc, ranks)
-        proc.send_signal(signal.SIGUSR1)   # passed on; the ranks carry on
+        proc.send_signal(signal.SIGUSR1)  # passed on; the ranks carry on
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 128 + sig, err
     assert sorted(line for line in out.split("\n") if line) == sorted(
-        [f"usr1 {r}" for r in range(ranks)] + [f"stopped {r}" for r in range(ranks)])
+        [f"usr1 {r}" for r in range(ranks)] + [f"stopped {r}" for r in range(ranks)]
+    )
     assert err.strip().splitlines()[-1] == STOP_LINE.replace("SIGTERM", signal.Signals(sig).name)
 
 
 def test_a_warm_rank_killed_by_a_signal_exits_128_plus_n():
-    proc = subprocess.Popen([*TOOL, "1", "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(True), cwd=REPO)
+    proc = subprocess.Popen(
+        [*TOOL, "1", "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(True), cwd=REPO
+    )
     try:
         os.kill(int(_ready(proc, 1)[-1].split()[2]), signal.SIGKILL)
         proc.wait(timeout=60)
@@ -111,7 +114,7 @@ def test_captured_output_status_and_timeout(warm, monkeypatch):
     for key in ("MEGARECIPE_WARM", "MEGARECIPE_TRAINER", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.setenv(key, env[key]) if key in env else monkeypatch.delenv(key, raising=False)
     got = direct.captured(["exit", "4"], 2, env, str(REPO), 120, module="tests.launch.direct_job")
-    assert got.returncode == (4 if warm else 1)   # torchrun's own status when a rank fails
+    assert got.returncode == (4 if warm else 1)  # torchrun's own status when a rank fails
     assert sorted(w for w in got.stdout.split() if w in ("out", "0", "1")) == ["0", "1", "out", "out"]
     assert "err" in got.stderr and "out" not in got.stderr
     with pytest.raises(subprocess.TimeoutExpired):

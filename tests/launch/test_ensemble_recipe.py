@@ -1,6 +1,7 @@
 """`ensemble.py train` / `status` through the launcher, with the fake trainer (tests/fake_trainer.py): members
 differ only by run.seed, a killed or failed member is reported and resumed by the next `train`, finished ones
 are never retrained. The real trainer runs in tests/distributed/test_train.py::test_ensemble_of_trained_members."""
+
 import os
 import signal
 import subprocess
@@ -13,7 +14,6 @@ from megarecipe import rundir
 from megarecipe.cli.ensemble import main
 from megarecipe.recipes import ensemble
 from megarecipe.rundir import RunDir
-
 from tests.helpers import REPO
 from tests.launch.conftest import starts
 
@@ -21,8 +21,21 @@ SETTINGS = ["optim.lr=3e-3", "optim.weight_decay=0.4", "train.epochs=4", "model.
 
 
 def train(out, fake_data, *extra):
-    return main(["train", "tiny", "--members", "3", "--out", str(out), "--parallel", "2", f"data.dir={fake_data}",
-                 *SETTINGS, *extra])
+    return main(
+        [
+            "train",
+            "tiny",
+            "--members",
+            "3",
+            "--out",
+            str(out),
+            "--parallel",
+            "2",
+            f"data.dir={fake_data}",
+            *SETTINGS,
+            *extra,
+        ]
+    )
 
 
 def test_members_differ_only_by_seed(fake_data, tmp_path):
@@ -40,7 +53,7 @@ def test_train_status_and_resume(fake_data, fake_trainer, tmp_path, capsys):
     out = tmp_path / "ens"
     assert train(out, fake_data) == 0
     assert sorted(line.split()[0] for line in starts(fake_trainer)) == ["seed1", "seed2", "seed3"]
-    assert max(int(line.split()[1].split("=")[1]) for line in starts(fake_trainer)) <= 2   # --parallel 2
+    assert max(int(line.split()[1].split("=")[1]) for line in starts(fake_trainer)) <= 2  # --parallel 2
     assert RunDir(str(out)).info()["kind"] == "ensemble"
     assert [RunDir(ensemble.member_dir(str(out), i)).info()["facts"]["seed"] for i in (1, 2, 3)] == [1, 2, 3]
 
@@ -78,17 +91,36 @@ def test_signals_to_the_tool_stop_its_members_with_a_checkpoint(fake_data, fake_
     member gets SIGTERM, checkpoints and stops; none trains on, and none dies of the SIGINT without a checkpoint."""
     out = tmp_path / "ens"
     live = os.environ["FAKE_LIVE"]
-    cmd = [sys.executable, "tools/ensemble.py", "train", "tiny", "--members", "2", "--out", str(out), "--parallel",
-           "2", f"data.dir={fake_data}", *SETTINGS]
-    tool = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, FAKE_SECONDS="60", FAKE_TERM_STOPS="1"),
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as in a terminal
+    cmd = [
+        sys.executable,
+        "tools/ensemble.py",
+        "train",
+        "tiny",
+        "--members",
+        "2",
+        "--out",
+        str(out),
+        "--parallel",
+        "2",
+        f"data.dir={fake_data}",
+        *SETTINGS,
+    ]
+    tool = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=dict(os.environ, FAKE_SECONDS="60", FAKE_TERM_STOPS="1"),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as in a terminal
     try:
         deadline = time.monotonic() + 60
         while len(starts(fake_trainer)) < 2 and tool.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         trainers = [int(p) for p in os.listdir(live)]
-        assert len(trainers) == 2   # each handles SIGTERM from before its start is logged
+        assert len(trainers) == 2  # each handles SIGTERM from before its start is logged
         os.killpg(tool.pid, sig) if group else tool.send_signal(sig)
         try:
             _, err = tool.communicate(timeout=90)
@@ -124,8 +156,11 @@ def _alive(pid: int) -> bool:
 def test_status_of_a_damaged_ensemble_run_json_is_one_line(tmp_path, capsys):
     out = tmp_path / "ens"
     RunDir(ensemble.member_dir(str(out), 1)).update(status=rundir.FINISHED)
-    for text, fragment in (('{"plan": 5', "run.json is unreadable"), ('{"plan": {"members": 7}}', "1 of 1 finished"),
-                           ('{"plan": "x"}', "1 of 1 finished")):
+    for text, fragment in (
+        ('{"plan": 5', "run.json is unreadable"),
+        ('{"plan": {"members": 7}}', "1 of 1 finished"),
+        ('{"plan": "x"}', "1 of 1 finished"),
+    ):
         (out / "run.json").write_text(text)
         code = main(["status", str(out)])
         got = capsys.readouterr()
@@ -133,8 +168,9 @@ def test_status_of_a_damaged_ensemble_run_json_is_one_line(tmp_path, capsys):
         assert code == (2 if "unreadable" in fragment else 0)
 
 
-def test_fewer_members_than_an_earlier_call_is_finished_when_they_are(fake_data, fake_trainer, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_fewer_members_than_an_earlier_call_is_finished_when_they_are(
+    fake_data, fake_trainer, tmp_path, capsys, monkeypatch
+):
     """seed3 of an earlier `--members 3` failed; `--members 2` is done once seeds 1 and 2 are (it said to run the
     same command again, which could never help)."""
     out = tmp_path / "ens"
@@ -143,6 +179,6 @@ def test_fewer_members_than_an_earlier_call_is_finished_when_they_are(fake_data,
     capsys.readouterr()
     assert main(["train", "tiny", "--members", "2", "--out", str(out), f"data.dir={fake_data}", *SETTINGS]) == 0
     assert f"eval {out} --members 2" in capsys.readouterr().out
-    spaced = str(tmp_path / "an ensemble")   # the next step is a command to paste: quoted
+    spaced = str(tmp_path / "an ensemble")  # the next step is a command to paste: quoted
     assert main(["train", "tiny", "--members", "1", "--out", spaced, f"data.dir={fake_data}", *SETTINGS]) == 0
     assert f"eval '{spaced}'" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """The Slurm backend and launchers/slurm*.sbatch against a real one-node Slurm (the slurm fixture; skipped with
 its reason where it cannot run). The fake trainer stands in wherever the real one is not the point."""
+
 import os
 import subprocess
 import time
@@ -7,18 +8,19 @@ import time
 import pytest
 
 from megarecipe import rundir
-from megarecipe.launch import RunSpec, launch, slurm as backend
+from megarecipe.launch import RunSpec, launch
+from megarecipe.launch import slurm as backend
 from megarecipe.rundir import RunDir
-
 from megarecipe.system import free_port
-
 from tests.helpers import REPO, TINY, env, losses
 
 
 def specs(tmp_path, fake_data, lrs, processes=1):
     base = [f"data.dir={fake_data}", "data.train_tokens=100000", "train.micro_batch_size=8"]
-    return [RunSpec("configs/tiny.yaml", [*base, f"optim.lr={lr}"], str(tmp_path / "sweep" / f"lr{lr}"), processes)
-            for lr in lrs]
+    return [
+        RunSpec("configs/tiny.yaml", [*base, f"optim.lr={lr}"], str(tmp_path / "sweep" / f"lr{lr}"), processes)
+        for lr in lrs
+    ]
 
 
 def status(spec) -> str | None:
@@ -43,17 +45,35 @@ def submit(runs, tmp_path, parallel=2, extra=None) -> str:
 def test_sbatch_command():
     runs = [RunSpec("configs/tiny.yaml", [], f"r{i}", processes=4) for i in range(3)]
     assert backend.sbatch_command(runs, "T", 2, gpus_per_node=4, extra=["--partition=gpu"]) == [
-        "sbatch", "--parsable", "--array=0-2%2", "--job-name=megarecipe-launch", "--nodes=1", "--gpus-per-node=4",
-        "--requeue", "--signal=USR1@120", "--output=T/%a.out", "--export=ALL,GPUS_PER_NODE=4", "--partition=gpu",
-        str(backend.SCRIPT), "T"]
+        "sbatch",
+        "--parsable",
+        "--array=0-2%2",
+        "--job-name=megarecipe-launch",
+        "--nodes=1",
+        "--gpus-per-node=4",
+        "--requeue",
+        "--signal=USR1@120",
+        "--output=T/%a.out",
+        "--export=ALL,GPUS_PER_NODE=4",
+        "--partition=gpu",
+        str(backend.SCRIPT),
+        "T",
+    ]
 
 
 def test_wait_follows_a_requeued_task_and_outlasts_a_failing_squeue(monkeypatch):
     """What squeue answered while a task was requeued (COMPLETING, REQUEUED, then PENDING with reason BeginTime)
     or while slurmctld was busy (an error, no output) is not the end of the job; only ended states are."""
-    answers = [(1, "", "slurm_load_jobs error: Socket timed out on send/recv operation"), (0, "RUNNING\n", ""),
-               (0, "COMPLETING\n", ""), (0, "REQUEUED\n", ""), (0, "PENDING\n", ""), (0, "RUNNING\nPENDING\n", ""),
-               (0, "COMPLETED\nFAILED\n", ""), (0, "never asked\n", "")]
+    answers = [
+        (1, "", "slurm_load_jobs error: Socket timed out on send/recv operation"),
+        (0, "RUNNING\n", ""),
+        (0, "COMPLETING\n", ""),
+        (0, "REQUEUED\n", ""),
+        (0, "PENDING\n", ""),
+        (0, "RUNNING\nPENDING\n", ""),
+        (0, "COMPLETED\nFAILED\n", ""),
+        (0, "never asked\n", ""),
+    ]
     asked = []
 
     def squeue(cmd, **kwargs):
@@ -65,7 +85,7 @@ def test_wait_follows_a_requeued_task_and_outlasts_a_failing_squeue(monkeypatch)
     monkeypatch.setenv("MEGARECIPE_SLURM_POLL_S", "0")
     backend.wait("7")
     assert len(asked) == 7 and asked[0] == ["squeue", "-h", "-t", "all", "-j", "7", "-o", "%T"]
-    answers[:] = [(1, "", "slurm_load_jobs error: Invalid job id specified")]   # gone from slurmctld's memory
+    answers[:] = [(1, "", "slurm_load_jobs error: Invalid job id specified")]  # gone from slurmctld's memory
     asked.clear()
     backend.wait("7")
     assert len(asked) == 1
@@ -86,8 +106,11 @@ def test_requeued_member_resumes_from_its_checkpoint(tmp_path, fake_data, slurm,
         wait_for(lambda: status(run) == rundir.STOPPED, "the requeued task to checkpoint", 60)
         # a requeued job waits ~2 min before it may start again; a real scheduler's delay, skipped here
         state = ["squeue", "-h", "-j", job, "-o", "%T"]
-        wait_for(lambda: subprocess.run(state, capture_output=True, text=True).stdout.strip() == "PENDING",
-                 "the job to be pending again", 60)
+        wait_for(
+            lambda: subprocess.run(state, capture_output=True, text=True).stdout.strip() == "PENDING",
+            "the job to be pending again",
+            60,
+        )
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
         backend.wait(job)
     finally:
@@ -131,7 +154,7 @@ def test_parallel_array_and_scancel_of_the_sweep(tmp_path, fake_data, slurm, mon
     try:
         wait_for(lambda: [status(s) for s in runs[:2]] == [rundir.RUNNING] * 2, "two tasks to start")
         time.sleep(2)
-        assert status(runs[2]) is None   # the third waits for a free slot
+        assert status(runs[2]) is None  # the third waits for a free slot
         backend.cancel(job)
         backend.wait(job)
     finally:
@@ -153,14 +176,34 @@ def test_slurm_sbatch_trains_two_ranks_to_the_losses_of_local(tmp_path, tiny_dat
     with the losses of the same run of 2 processes started locally."""
     common = ["configs/tiny.yaml", *TINY, f"data.dir={tiny_data}"]
     reference = tmp_path / "local"
-    local = subprocess.run([str(REPO / "launchers" / "local.sh"), "2", *common, f"run.dir={reference}"], cwd=REPO,
-                           env={**env(), "MASTER_PORT": str(free_port())}, capture_output=True, text=True, timeout=600)
+    local = subprocess.run(
+        [str(REPO / "launchers" / "local.sh"), "2", *common, f"run.dir={reference}"],
+        cwd=REPO,
+        env={**env(), "MASTER_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert local.returncode == 0, local.stderr[-3000:]
     run_dir = tmp_path / "slurm"
     out = tmp_path / "job.out"
-    job = subprocess.run(["sbatch", "--wait", "--gpus-per-node=2", "--export=ALL,GPUS_PER_NODE=2", f"--output={out}",
-                          "launchers/slurm.sbatch", *common, f"run.dir={run_dir}"], cwd=REPO,
-                         env={**env(), "SLURM_CONF": slurm_conf}, capture_output=True, text=True, timeout=600)
+    job = subprocess.run(
+        [
+            "sbatch",
+            "--wait",
+            "--gpus-per-node=2",
+            "--export=ALL,GPUS_PER_NODE=2",
+            f"--output={out}",
+            "launchers/slurm.sbatch",
+            *common,
+            f"run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        env={**env(), "SLURM_CONF": slurm_conf},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert job.returncode == 0, out.read_text()[-3000:] if out.exists() else job.stderr
     assert RunDir(str(run_dir)).info()["perf"]["world_size"] == 2
     assert len(losses(reference)) >= 4 and losses(run_dir) == losses(reference)

@@ -1,5 +1,6 @@
 """Warm starts behave as cold ones: the same losses bit for bit, exit status, log, signals, and no rank outliving
 the tool that started it."""
+
 import json
 import os
 import signal
@@ -49,8 +50,10 @@ def test_a_machine_with_gpus_starts_cold(fake_data, fake_trainer, tmp_path, monk
     monkeypatch.delenv("MEGARECIPE_TRAINER")
     assert warm.cold_reason(["0"]) and warm.cold_reason([]) is None
     monkeypatch.setattr("megarecipe.launch.pool.visible_gpus", lambda: ["0"])
-    monkeypatch.setattr("megarecipe.launch.pool.command",
-                        lambda spec: [sys.executable, str(REPO / "tests" / "fake_trainer.py"), *spec.trainer_args()])
+    monkeypatch.setattr(
+        "megarecipe.launch.pool.command",
+        lambda spec: [sys.executable, str(REPO / "tests" / "fake_trainer.py"), *spec.trainer_args()],
+    )
     spec = RunSpec("configs/tiny.yaml", [f"data.dir={fake_data}"], str(tmp_path / "gpu"))
     LocalPool(1, 0).run([spec])
     header = (tmp_path / "gpu" / "train.log").read_text().splitlines()[0]
@@ -72,8 +75,13 @@ def test_kill_9_of_the_tool_stops_its_warm_ranks_and_the_run_resumes(tiny_data, 
     extra = ["train.stop_after=null", "train.epochs=4", "train.eval_every=20", "train.checkpoint_every=10"]
     run_dir = tmp_path / "run"
     args = [*TINY, *extra, f"data.dir={tiny_data}"]
-    tool = subprocess.Popen([sys.executable, "-c", TOOL, str(run_dir), *args], cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tool = subprocess.Popen(
+        [sys.executable, "-c", TOOL, str(run_dir), *args],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     pointer = run_dir / "checkpoints" / "latest"
     deadline = time.time() + 240
     while time.time() < deadline and not pointer.exists():
@@ -95,7 +103,7 @@ def test_kill_9_of_the_tool_stops_its_warm_ranks_and_the_run_resumes(tiny_data, 
 
     results = launch([RunSpec("configs/tiny.yaml", args, str(run_dir), processes=2)])
     assert results[str(run_dir)].state == "finished"
-    assert sorted(scalars(run_dir, "train/loss")) == list(range(1, 79))   # resumed where it stopped (exactness
+    assert sorted(scalars(run_dir, "train/loss")) == list(range(1, 79))  # resumed where it stopped (exactness
     # after a stop at a step boundary: tests/distributed/test_train.py::test_sigterm_checkpoints_and_resumes_exactly)
 
 
@@ -103,8 +111,14 @@ def test_sigint_is_ignored_and_sigterm_checkpoints(tiny_data, tmp_path):
     """As a cold run under the pool: Ctrl-C (which reaches the whole terminal group) leaves a warm run training;
     SIGTERM stops it at a step boundary with a checkpoint, exit status 0."""
     run_dir = tmp_path / "run"
-    args = ["configs/tiny.yaml", *TINY, "train.stop_after=null", "train.epochs=4", f"data.dir={tiny_data}",
-            f"run.dir={run_dir}"]
+    args = [
+        "configs/tiny.yaml",
+        *TINY,
+        "train.stop_after=null",
+        "train.epochs=4",
+        f"data.dir={tiny_data}",
+        f"run.dir={run_dir}",
+    ]
     run = warm.start(args, env(), str(REPO), str(tmp_path / "log"))
     deadline = time.time() + 120
     while time.time() < deadline and not list((run_dir / "tb").glob("events*")):

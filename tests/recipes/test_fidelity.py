@@ -1,6 +1,7 @@
 """The recipe's comparisons as the paper makes them, on run dirs written here (no training): the data law on the
 best standard run over sizes at each budget and the paper's efficiency against a hand-computed case, paired
 orderings, the member box on a synthetic objective, and a report whose numbers are those of its fits.json."""
+
 import json
 import os
 import re
@@ -15,19 +16,22 @@ from megarecipe.recipes.recipe_file import Hyper
 from megarecipe.rundir import RunDir
 from tests.recipes.test_recipe import SLIVER
 
-SIZES = {"a": 1e6, "b": 2e6, "c": 4e6, "d": 8e6}          # parameters
-REF, OTHERS = 2_000_000, [1_000_000, 4_000_000, 8_000_000]   # unique tokens
-LAW = (0.1, 0.3, 3.0)                                      # the standard recipe's best over sizes: A / D^alpha + E
-REG = (5e-4, 1.0, 3.5)                                     # the regularized recipe over N at REF
+SIZES = {"a": 1e6, "b": 2e6, "c": 4e6, "d": 8e6}  # parameters
+REF, OTHERS = 2_000_000, [1_000_000, 4_000_000, 8_000_000]  # unique tokens
+LAW = (0.1, 0.3, 3.0)  # the standard recipe's best over sizes: A / D^alpha + E
+REG = (5e-4, 1.0, 3.5)  # the regularized recipe over N at REF
 
 
 def law(A, alpha, E, x):
-    return A / x ** alpha + E
+    return A / x**alpha + E
 
 
 def run(path, loss, params, **facts):
-    RunDir(str(path)).update(status="finished", final={"val_loss": loss},
-                             facts={"params": int(params), "lr": 3e-3, "weight_decay": 0.1, "epochs": 8, **facts})
+    RunDir(str(path)).update(
+        status="finished",
+        final={"val_loss": loss},
+        facts={"params": int(params), "lr": 3e-3, "weight_decay": 0.1, "epochs": 8, **facts},
+    )
     return str(path)
 
 
@@ -45,15 +49,17 @@ def build(tmp_path, with_ensembles=True):
     for i, b in enumerate([REF, *OTHERS]):
         best = law(*LAW, b / 1e9)
         winner = list(SIZES)[(i + 1) % 4]
-        std = {s: run(tmp_path / "standard" / f"{s}_D{b}", best + (0 if s == winner else 0.05 + 0.01 * j), n)
-               for j, (s, n) in enumerate(SIZES.items())}
+        std = {
+            s: run(tmp_path / "standard" / f"{s}_D{b}", best + (0 if s == winner else 0.05 + 0.01 * j), n)
+            for j, (s, n) in enumerate(SIZES.items())
+        }
         plan["by_budget"][str(b)] = {"standard": std}
     reg = {s: run(tmp_path / "regularized" / s, law(*REG, n / 1e9), n, weight_decay=0.8) for s, n in SIZES.items()}
     plan["by_budget"][str(REF)]["regularized"] = reg
-    if with_ensembles:   # E_N falls with N; members spread by seed (sd ~0.01)
+    if with_ensembles:  # E_N falls with N; members spread by seed (sd ~0.01)
         ens = {}
         for s, n in SIZES.items():
-            e_n = law(2e-4, 1.0, 3.1, n / 1e9)   # 3.3 down to 3.125; the joint limit 3.1
+            e_n = law(2e-4, 1.0, 3.1, n / 1e9)  # 3.3 down to 3.125; the joint limit 3.1
             by_k = [law(0.15, 1.0, e_n, k) for k in range(1, 5)]
             spread = [by_k[0] + d for d in (0.0, 0.012, -0.008, 0.004)]
             ens[s] = ensemble(tmp_path / "ensembles" / s, spread, by_k, n)
@@ -73,10 +79,10 @@ def test_efficiency_uses_the_best_standard_run_over_sizes_and_the_papers_denomin
     fits, _ = recipe_fits.compute(str(tmp_path), recipe(0), plan)
     A, alpha, E = LAW
     assert fits.data_law["A"] == pytest.approx(A, rel=1e-3)
-    assert fits.data_law["alpha"] == pytest.approx(alpha, rel=1e-3) and fits.data_law["E"] == \
-        pytest.approx(E, rel=1e-4)
-    assert [p["loss"] for p in fits.data_law["points"]] == \
-        pytest.approx([law(*LAW, b / 1e9) for b in sorted([REF, *OTHERS])])   # the min over sizes, every budget
+    assert fits.data_law["alpha"] == pytest.approx(alpha, rel=1e-3) and fits.data_law["E"] == pytest.approx(E, rel=1e-4)
+    assert [p["loss"] for p in fits.data_law["points"]] == pytest.approx(
+        [law(*LAW, b / 1e9) for b in sorted([REF, *OTHERS])]
+    )  # the min over sizes, every budget
     assert fits.data_law["sizes"] == {str(REF): "b", "1000000": "c", "4000000": "d", "8000000": "a"}
     eff = fits.by_budget[str(REF)]["efficiency"]["regularized"]
     # by hand: D_base(L) = (A / (L - E))^(1 / alpha); the best standard loss at REF lies on the law, so its
@@ -94,7 +100,7 @@ def test_the_denominator_is_the_measured_best_run_not_the_laws_value(tmp_path):
     RunDir(best).update(final={"val_loss": recipe_fits.run_loss(best) - 0.02})
     fits, _ = recipe_fits.compute(str(tmp_path), recipe(0), plan)
     f, eff = fits.data_law, fits.by_budget[str(REF)]["efficiency"]["regularized"]
-    inv = lambda L: (f["A"] / (L - f["E"])) ** (1 / f["alpha"])   # noqa: E731
+    inv = lambda L: (f["A"] / (L - f["E"])) ** (1 / f["alpha"])  # noqa: E731
     assert eff["efficiency"] == pytest.approx(inv(REG[2]) / inv(recipe_fits.run_loss(best)), rel=1e-9)
     assert abs(eff["efficiency"] - inv(REG[2]) / inv(law(f["A"], f["alpha"], f["E"], REF / 1e9))) > 0.05
 
@@ -108,13 +114,14 @@ def test_no_standard_asymptote_and_orderings_carry_paired_probabilities(tmp_path
     o = {x["claim"].split(" <")[0]: x for x in fits.orderings}
     reg = o["regularized asymptote"]
     assert reg["lhs"] == pytest.approx(REG[2], abs=1e-3) and reg["rhs"] == pytest.approx(best["val_loss"])
-    assert reg["verdict"] == "held" and reg["p"] >= 0.95                      # 0.15 below, noise ~0.01
+    assert reg["verdict"] == "held" and reg["p"] >= 0.95  # 0.15 below, noise ~0.01
     ens = o["ensemble asymptote (best size, K -> inf)"]
-    assert ens["lhs"] == pytest.approx(3.125, abs=2e-3) and ens["verdict"] == "held"   # 3.125 vs 3.5
+    assert ens["lhs"] == pytest.approx(3.125, abs=2e-3) and ens["verdict"] == "held"  # 3.125 vs 3.5
     assert o["joint asymptote (K -> inf, then N -> inf)"]["lhs"] == pytest.approx(3.1, abs=5e-3)
     for x in fits.orderings:
-        assert x["verdict"] == ("did not hold" if x["lhs"] >= x["rhs"] else "held" if x["p"] >= 0.95
-                                else "held in the point estimate")
+        assert x["verdict"] == (
+            "did not hold" if x["lhs"] >= x["rhs"] else "held" if x["p"] >= 0.95 else "held in the point estimate"
+        )
 
 
 def test_the_three_verdicts(tmp_path):
@@ -145,7 +152,7 @@ def test_report_numbers_equal_fits_json_and_notes_sit_on_their_rows(tmp_path):
         assert f"P = {o['p']:.2f}" in text and f"**{o['verdict']}**" in text
     assert "standard (over N)" not in text and "| WD high |" in text and "on their grid's edge (d)" in text
     assert "(1M params)" in text and "0M" not in text
-    for line in text.splitlines():   # a note belongs to its row: no free-standing "Note:" lines
+    for line in text.splitlines():  # a note belongs to its row: no free-standing "Note:" lines
         assert not line.startswith("Note:")
     for png in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
         assert os.path.getsize(tmp_path / png) > 1000
@@ -155,23 +162,32 @@ def test_member_box_keeps_the_lowest_k_asymptote_not_the_lowest_single_loss():
     hp = Hyper(3e-3, 0.8, 16)
     grid_ep, grid_wd = [4, 8, 16, 32, 64], [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
     pts = members.box(hp, grid_ep, grid_wd)
-    assert pts[0] == Hyper(3e-3, 0.4, 32)   # the shift: 2x epochs, 0.5x WD
+    assert pts[0] == Hyper(3e-3, 0.4, 32)  # the shift: 2x epochs, 0.5x WD
     assert sorted((p.epochs, p.weight_decay) for p in pts[1:]) == [(16, 0.4), (32, 0.2), (32, 0.8), (64, 0.4)]
-    assert members.box(Hyper(3e-3, 0.1, 64), grid_ep, grid_wd) == [Hyper(3e-3, 0.1, 128), Hyper(3e-3, 0.1, 64),
-                                                                  Hyper(3e-3, 0.2, 128)]   # capped 128, floored 0.1
+    assert members.box(Hyper(3e-3, 0.1, 64), grid_ep, grid_wd) == [
+        Hyper(3e-3, 0.1, 128),
+        Hyper(3e-3, 0.1, 64),
+        Hyper(3e-3, 0.2, 128),
+    ]  # capped 128, floored 0.1
 
     # each point's K-limit E and its ensembling gain: members that are better alone gain less from averaging
-    truth = {(32, 0.4): (3.10, 0.10), (16, 0.4): (3.15, 0.02), (64, 0.4): (3.05, 0.20), (32, 0.2): (3.02, 0.30),
-             (32, 0.8): (3.20, 0.05)}
+    truth = {
+        (32, 0.4): (3.10, 0.10),
+        (16, 0.4): (3.15, 0.02),
+        (64, 0.4): (3.05, 0.20),
+        (32, 0.2): (3.02, 0.30),
+        (32, 0.8): (3.20, 0.05),
+    }
 
     def objective(p: Hyper, k: int) -> float:
         e, gain = truth[(p.epochs, p.weight_decay)]
-        return e + gain / k ** 0.7
+        return e + gain / k**0.7
+
     curves = [[objective(p, k) for k in range(1, 6)] for p in pts]
     chosen = members.best(curves)
     asym = [members.k_asymptote(c) for c in curves]
     assert chosen == int(np.argmin(asym)) and pts[chosen] == Hyper(3e-3, 0.2, 32)
-    assert int(np.argmin([c[0] for c in curves])) != chosen   # the single-member ranking would pick another
+    assert int(np.argmin([c[0] for c in curves])) != chosen  # the single-member ranking would pick another
 
 
 def test_missing_values_for_a_budget_name_the_field(tmp_path, fake_data, fake_trainer):
@@ -186,7 +202,7 @@ def test_missing_values_for_a_budget_name_the_field(tmp_path, fake_data, fake_tr
     plan = json.load(open(tmp_path / "out2" / "plan.json"))
     assert sorted(plan["by_budget"]) == ["1024", "2048"] and sorted(plan["by_budget"]["1024"]["standard"]) == ["a", "b"]
     info = RunDir(plan["by_budget"]["1024"]["standard"]["a"]).info()
-    assert info["facts"]["epochs"] == 4   # certified_at.1024's, not the reference budget's 2
+    assert info["facts"]["epochs"] == 4  # certified_at.1024's, not the reference budget's 2
 
 
 def test_the_ensemble_stage_trains_the_box_and_keeps_the_lowest_k_asymptote(tmp_path, fake_data, monkeypatch):
@@ -200,15 +216,21 @@ def test_the_ensemble_stage_trains_the_box_and_keeps_the_lowest_k_asymptote(tmp_
     monkeypatch.setattr(p, "run_all", lambda specs: trained.extend(specs))
     best_dir = os.path.abspath(tmp_path / "out" / "ensembles" / "b" / "box" / "ep4_wd0.8")
 
-    def score(runs, ens_dir):   # the (epochs 4, WD 0.8) point: worst alone, lowest K-asymptote
+    def score(runs, ens_dir):  # the (epochs 4, WD 0.8) point: worst alone, lowest K-asymptote
         gain, e = (0.5, 3.0) if ens_dir == best_dir else (0.1, 3.3)
         return [e + gain / k for k in range(1, len(runs) + 1)]
+
     monkeypatch.setattr(p, "_score", score)
     p.stage_ensembles()
     box = p.plan.member_box["b"]
     # sliver's regularized b: LR 1e-2, WD 0.8, 2 epochs -> shift (4, 0.4); epochs 2 and 8, WD 0.2 and 0.8 around it
-    assert [(q["epochs"], q["weight_decay"]) for q in box["points"]] == [(4, 0.4), (2, 0.4), (8, 0.4), (4, 0.2),
-                                                                      (4, 0.8)]
+    assert [(q["epochs"], q["weight_decay"]) for q in box["points"]] == [
+        (4, 0.4),
+        (2, 0.4),
+        (8, 0.4),
+        (4, 0.2),
+        (4, 0.8),
+    ]
     assert p.plan.ensembles["b"] == best_dir and box["chosen"] == 4
     assert p.plan.ensemble_hyper["b"] == {"lr": 1e-2, "weight_decay": 0.8, "epochs": 4}
-    assert len(trained) == 5 * 4 and len({s.run_dir for s in trained}) == 20   # K members at each box point
+    assert len(trained) == 5 * 4 and len({s.run_dir for s in trained}) == 20  # K members at each box point

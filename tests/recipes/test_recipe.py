@@ -1,6 +1,7 @@
 """tools/recipe.py: the recipe file's checks (one line per bad field), and the whole pipeline on a sliver with the
 real trainer: killed mid-stage, resumed without retraining anything that finished, re-run training nothing, and a
 report whose numbers are those of its fits.json."""
+
 import glob
 import json
 import os
@@ -40,16 +41,24 @@ def test_bad_fields_are_one_line(capsys, tmp_path):
     bad.write_text(open(SLIVER).read().replace("a: {lr: 1.0e-2, epochs: 2}", "a: {lr: fast, epochs: 2}"))
     assert "standard.certified.a" in _one_line_error(capsys, [str(bad), "--out", out])
     assert "downstream.limit" in _one_line_error(capsys, [SLIVER, "downstream.limit=0", "--out", out])
-    assert "ensemble.sizes: a size is listed twice" in _one_line_error(capsys, [SLIVER, "ensemble.sizes=[b,b]",
-                                                                                "--out", out])
-    assert "budgets: a budget is listed twice" in _one_line_error(
-        capsys, [SLIVER, "budgets=[4096,4096]", "--out", out])
-    assert not os.path.exists(out)   # nothing started
+    assert "ensemble.sizes: a size is listed twice" in _one_line_error(
+        capsys, [SLIVER, "ensemble.sizes=[b,b]", "--out", out]
+    )
+    assert "budgets: a budget is listed twice" in _one_line_error(capsys, [SLIVER, "budgets=[4096,4096]", "--out", out])
+    assert not os.path.exists(out)  # nothing started
 
 
 def _command(out, data):
-    return [sys.executable, str(REPO / "tools" / "recipe.py"), SLIVER, "--out", out, f"data.dir={data}",
-            "data.vocab_size=2000", "data.val_tokens=20000"]
+    return [
+        sys.executable,
+        str(REPO / "tools" / "recipe.py"),
+        SLIVER,
+        "--out",
+        out,
+        f"data.dir={data}",
+        "data.vocab_size=2000",
+        "data.val_tokens=20000",
+    ]
 
 
 def _env():
@@ -76,20 +85,26 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data, capsys, monkeyp
     in this process (their runs start from the session's warm server), as the same tool."""
     out = str(tmp_path / "sliver")
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    tool = subprocess.Popen(_command(out, tiny_data), cwd=REPO, env=_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tool = subprocess.Popen(
+        _command(out, tiny_data),
+        cwd=REPO,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
-    while not glob.glob(os.path.join(out, "regularized", "*", "train.log")):   # mid-stage: a regularized run is up
+    while not glob.glob(os.path.join(out, "regularized", "*", "train.log")):  # mid-stage: a regularized run is up
         assert tool.poll() is None and time.time() < deadline, "the pipeline ended before the regularized stage"
         time.sleep(0.5)
     os.killpg(tool.pid, signal.SIGKILL)
     tool.wait()
     before, logs = _finished(out), _run_logs(out)
-    assert len(before) >= 2                                  # the standard stage's runs
+    assert len(before) >= 2  # the standard stage's runs
 
     capsys.readouterr()
     assert main(_command(out, tiny_data)[2:]) == 0, capsys.readouterr().err[-2000:]
-    for run in before:   # finished before the kill: read back, never started again
+    for run in before:  # finished before the kill: read back, never started again
         log = os.path.join(run, "train.log")
         assert open(log).read() == logs[log], run
     runs = _finished(out)
@@ -133,8 +148,14 @@ def test_a_second_recipe_in_the_same_out_fits_only_its_own_runs(tmp_path, fake_d
     from megarecipe.recipes.pipeline import Pipeline
 
     other = tmp_path / "other.yaml"
-    other.write_text(open(SLIVER).read().replace("{name: b,", "{name: c,").replace("    b: {", "    c: {")
-                     .replace("sizes: [b]", "sizes: [c]").replace("size: b,", "size: c,"))
+    other.write_text(
+        open(SLIVER)
+        .read()
+        .replace("{name: b,", "{name: c,")
+        .replace("    b: {", "    c: {")
+        .replace("sizes: [b]", "sizes: [c]")
+        .replace("size: b,", "size: c,")
+    )
     out = str(tmp_path / "out")
     plans = []
     for path in (SLIVER, str(other)):
@@ -156,10 +177,11 @@ def test_without_search_the_certified_values_are_used_after_a_search(tmp_path, f
     out.mkdir()
     searched = {"lr": 3e-3, "weight_decay": 0.1, "epochs": 4}
     (out / "plan.json").write_text(json.dumps({"hyper": {"standard": {"a": searched, "b": searched}}}))
-    Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(out), stop_after="standard",
-             log=lambda m: None).run()
+    Pipeline(
+        recipe_file.load(SLIVER, fake_recipe(fake_data)), str(out), stop_after="standard", log=lambda m: None
+    ).run()
     facts = RunDir(str(out / "standard" / "a")).info()["facts"]
-    assert (facts["lr"], facts["epochs"]) == (1e-2, 2)        # sliver.yaml's certified values
+    assert (facts["lr"], facts["epochs"]) == (1e-2, 2)  # sliver.yaml's certified values
     assert "hyper" not in json.load(open(out / "plan.json"))
 
 
@@ -172,8 +194,9 @@ def test_plan_and_stages_of_the_wrong_shape_are_rebuilt(tmp_path, fake_data, fak
     out.mkdir()
     (out / "plan.json").write_text(plan)
     (out / "stages.json").write_text(stages)
-    Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(out), stop_after="standard",
-             log=lambda m: None).run()
+    Pipeline(
+        recipe_file.load(SLIVER, fake_recipe(fake_data)), str(out), stop_after="standard", log=lambda m: None
+    ).run()
     assert sorted(json.load(open(out / "plan.json"))["standard"]) == ["a", "b"]
     assert json.load(open(out / "stages.json"))["standard"]["did_work"]
 
@@ -201,10 +224,10 @@ def test_report_without_seed_noise_keeps_the_three_point_warning(tmp_path):
 def test_a_logit_kd_student_of_other_members_than_its_teacher_now_has_is_refused(tmp_path, fake_data, monkeypatch):
     """The teacher re-scored with more members (distill.teachers[].members raised): the finished logit-KD student,
     whose settings name only the teacher's dir, is read back; it was taught by the old members."""
+    from megarecipe.analysis.recipe_plan import RecipePlan
     from megarecipe.recipes import distill, recipe_file
     from megarecipe.recipes.pipeline import Pipeline, PipelineError
     from megarecipe.rundir import RunDir
-    from megarecipe.analysis.recipe_plan import RecipePlan
 
     teacher = tmp_path / "teacher"
     teacher.mkdir()
@@ -232,7 +255,7 @@ def test_a_second_pipeline_on_the_same_out_is_refused(tmp_path, fake_data):
     from megarecipe.rundir import RunDir
 
     out = str(tmp_path / "out")
-    with RunDir(out).hold():   # as a running tools/recipe.py holds it
+    with RunDir(out).hold():  # as a running tools/recipe.py holds it
         with pytest.raises(PipelineError, match="in use by another process.*choose another --out"):
             Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), out, log=lambda m: None).run()
 

@@ -1,5 +1,6 @@
 """One real search: tiny Llamas trained on real text through the local pool, ending with a certificate whose
 losses are the runs' own."""
+
 import json
 
 import pytest
@@ -23,8 +24,22 @@ def test_tiny_search_ends_with_a_certificate(tmp_path, tiny_data, capsys):
     config = tmp_path / "tiny-search.yaml"
     config.write_text(SHAPE.format(data=tiny_data))
     out = tmp_path / "sweep"
-    rc = tune.main([str(config), "--out", str(out), "--parallel", "4", "--seed-early", "--epochs", "1",
-                    "--lr", "3e-3,1e-2", "--wd", "0.1,0.4"])
+    rc = tune.main(
+        [
+            str(config),
+            "--out",
+            str(out),
+            "--parallel",
+            "4",
+            "--seed-early",
+            "--epochs",
+            "1",
+            "--lr",
+            "3e-3,1e-2",
+            "--wd",
+            "0.1,0.4",
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err + printed.out
     cert = json.loads((out / "certificate.json").read_text())

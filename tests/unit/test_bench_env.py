@@ -1,4 +1,5 @@
 """The benchmarks' trainer environment: DeepSpeed must accept it on a GPU machine as on a CPU one."""
+
 import os
 import subprocess
 import sys
@@ -20,7 +21,11 @@ def test_deepspeed_takes_the_benchmarks_trainer_environment_with_and_without_a_g
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert trainer_env()["DS_ACCELERATOR"] == "cpu"
     # on this machine DeepSpeed then detects its own accelerator (the CPU, without a GPU)
-    done = subprocess.run([sys.executable, "-c", "from deepspeed.accelerator import get_accelerator; "
-                           "get_accelerator()"], env={**gpu, "PATH": os.environ["PATH"]}, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", "from deepspeed.accelerator import get_accelerator; get_accelerator()"],
+        env={**gpu, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]

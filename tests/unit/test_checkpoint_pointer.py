@@ -1,5 +1,6 @@
 """The `latest` pointer as a hostile user leaves it: only a tag of this run's checkpoints is followed; anything
 else is one error naming what the pointer holds and the complete checkpoint to resume from."""
+
 import json
 import os
 import subprocess
@@ -28,13 +29,16 @@ def test_a_good_pointer_is_followed(tmp_path):
     assert checkpoint.resume_tag(str(ckpt)) == "step00000008"
 
 
-@pytest.mark.parametrize("content,fragment", [
-    (b"../../other/checkpoints/step00000008", "which is not a checkpoint tag"),
-    (b"OTHER/checkpoints/step00000008", "which is not a checkpoint tag"),
-    (b".", "which is not a checkpoint tag"),
-    (b"\xff\xfe\x00", "which is not a checkpoint tag"),
-    (b"", "is empty"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (b"../../other/checkpoints/step00000008", "which is not a checkpoint tag"),
+        (b"OTHER/checkpoints/step00000008", "which is not a checkpoint tag"),
+        (b".", "which is not a checkpoint tag"),
+        (b"\xff\xfe\x00", "which is not a checkpoint tag"),
+        (b"", "is empty"),
+    ],
+)
 def test_a_pointer_outside_this_run_is_refused(tmp_path, content, fragment):
     other = fake_checkpoints(tmp_path / "other" / "checkpoints", "step00000008")
     ckpt = fake_checkpoints(tmp_path / "run" / "checkpoints", "step00000004", "step00000008")
@@ -64,13 +68,17 @@ def test_a_checkpoint_from_an_older_version_is_named_as_such(tmp_path, megatron_
 
     ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000008")
     (ckpt / "step00000008" / checkpoint.MANIFEST).unlink()
-    torch.save({"step": 8, "rng": {"numpy": np.random.get_state(), "python": random.getstate()}, "resume_key": {}},
-               ckpt / "step00000008" / "trainer_rank0.pt")
+    torch.save(
+        {"step": 8, "rng": {"numpy": np.random.get_state(), "python": random.getstate()}, "resume_key": {}},
+        ckpt / "step00000008" / "trainer_rank0.pt",
+    )
     # a fresh interpreter: whether megatron.core is imported must not depend on the tests that ran before
-    code = ("import sys\nfrom megarecipe.train import checkpoint\n"
-            + ("import megatron.core\n" if megatron_imported else "")
-            + "try:\n    checkpoint.saved_resume_key(sys.argv[1], checkpoint.resume_tag(sys.argv[1]))\n"
-            "except checkpoint.CheckpointError as e:\n    print(str(e), end='')\n")
+    code = (
+        "import sys\nfrom megarecipe.train import checkpoint\n"
+        + ("import megatron.core\n" if megatron_imported else "")
+        + "try:\n    checkpoint.saved_resume_key(sys.argv[1], checkpoint.resume_tag(sys.argv[1]))\n"
+        "except checkpoint.CheckpointError as e:\n    print(str(e), end='')\n"
+    )
     result = subprocess.run([sys.executable, "-c", code, str(ckpt)], capture_output=True, text=True, timeout=120)
     line = result.stdout
     assert "an older megarecipe wrote it" in line and "\n" not in line and "\x1b" not in line, line
@@ -84,7 +92,7 @@ def test_a_file_missing_from_both_the_tag_and_its_manifest_is_one_line(tmp_path)
     ckpt = fake_checkpoints(tmp_path / "checkpoints", "step00000004", "step00000008")
     rng = {"torch": torch.get_rng_state(), "numpy": {}, "python": None}
     torch.save({"step": 8, "rng": rng, "resume_key": {}}, ckpt / "step00000008" / "trainer_rank0.pt")
-    (ckpt / "step00000008" / "model.pt").unlink()   # not a torch file; the manifest no longer lists it
+    (ckpt / "step00000008" / "model.pt").unlink()  # not a torch file; the manifest no longer lists it
     (ckpt / "step00000008" / checkpoint.MANIFEST).write_text(json.dumps({"files": {}}))
 
     class Engine:
@@ -112,7 +120,7 @@ def test_a_step_dir_written_again_reads_incomplete_until_its_new_manifest(tmp_pa
 
     class CrashingEngine:
         def save_checkpoint(self, folder, tag, client_state, save_latest):
-            (ckpt / tag / "model.pt").write_bytes(b"y" * 10)   # new bytes at the old size, then the process dies
+            (ckpt / tag / "model.pt").write_bytes(b"y" * 10)  # new bytes at the old size, then the process dies
             raise KeyboardInterrupt
 
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
@@ -132,8 +140,9 @@ def test_newer_step_dirs_set_aside_are_out_of_every_scan(tmp_path):
     ckpt = fake_checkpoints(tmp_path / "run" / "checkpoints", "step00000004", "step00000008", "step00000012")
     folder, moved = checkpoint.set_aside_newer(str(ckpt), "step00000004")
     assert moved == ["step00000008", "step00000012"]
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "abandoned").iterdir()) == \
-        [os.path.basename(folder)]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "abandoned").iterdir()) == [
+        os.path.basename(folder)
+    ]
     for tag in moved:
         assert (ckpt / "abandoned" / os.path.basename(folder) / tag / "model.pt").read_bytes() == b"x" * 10
     assert checkpoint.tags(str(ckpt)) == ["step00000004"]
@@ -144,7 +153,7 @@ def test_newer_step_dirs_set_aside_are_out_of_every_scan(tmp_path):
     assert (ckpt / "abandoned" / os.path.basename(folder) / "step00000008").is_dir()
     assert RunDir(str(tmp_path / "run")).state() == "interrupted"
 
-    fake_checkpoints(ckpt, "step00000008")   # written again, then left again (within the same second, say)
+    fake_checkpoints(ckpt, "step00000008")  # written again, then left again (within the same second, say)
     second, _ = checkpoint.set_aside_newer(str(ckpt), "step00000004")
     assert second != folder and os.path.isdir(os.path.join(second, "step00000008"))
 

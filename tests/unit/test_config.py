@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from megarecipe.config import ConfigError, load_config, resolve_layout
-from megarecipe.preflight import check_run
 from megarecipe.parallel.engine import ds_config
+from megarecipe.preflight import check_run
 
 
 def bad(overrides, world_size=1, match=None, check_data=False):
@@ -51,26 +51,33 @@ def test_missing_yaml():
         load_config("configs/nope.yaml")
 
 
-@pytest.mark.parametrize("overrides,world,fragment", [
-    (["model.hidden_size=130"], 1, "model.hidden_size=130 is not divisible by model.num_attention_heads"),
-    (["model.num_query_groups=3"], 1, "not divisible by model.num_query_groups"),
-    (["parallel.tp=8"], 8, "model.num_attention_heads=4 is not divisible by parallel.tp=8"),
-    (["model.num_attention_heads=8", "model.hidden_size=128", "parallel.tp=4"], 4,
-     "model.num_query_groups=2 is not divisible by parallel.tp=4"),
-    (["model.num_layers=3", "parallel.pp=2"], 2, "model.num_layers=3 is not divisible by parallel.pp=2"),
-    (["parallel.tp=2"], 3, "world size 3 is not divisible by parallel.tp * parallel.pp = 2"),
-    (["parallel.pp=2", "parallel.ds_config=zero2"], 2, "ZeRO stage 2 is not supported"),
-    (["parallel.pp=2", "parallel.ds_config=zero3"], 2, "ZeRO stage 3 is not supported"),
-    (["optim.lr=0"], 1, "optim.lr=0.0 must be > 0"),
-    (["optim.lr=-1e-3"], 1, "optim.lr"),
-    (["train.epochs=0"], 1, "train.epochs=0 must be >= 1"),
-    (["train.global_batch_size=24"], 2, "train.global_batch_size=24 is not a multiple"),
-    (["train.on_nonfinite=ignore"], 1, "train.on_nonfinite"),
-    (["train.precision=bf16", "parallel.ds_config=zero0"], 1, "ZeRO stage 0 with bf16 is not supported"),
-    (["parallel.ds_config=zero9"], 1, "parallel.ds_config='zero9' not found"),
-    (["model.vocab_size=1001", "parallel.tp=2"], 2, "model.vocab_size=1001 is not divisible"),
-    (["model.kernels=flash"], 1, "model.kernels='flash'; use one of auto, local, sdpa, te"),
-] + ([(["model.kernels=te"], 1, "model.kernels=te needs a CUDA device")] if not torch.cuda.is_available() else []))
+@pytest.mark.parametrize(
+    "overrides,world,fragment",
+    [
+        (["model.hidden_size=130"], 1, "model.hidden_size=130 is not divisible by model.num_attention_heads"),
+        (["model.num_query_groups=3"], 1, "not divisible by model.num_query_groups"),
+        (["parallel.tp=8"], 8, "model.num_attention_heads=4 is not divisible by parallel.tp=8"),
+        (
+            ["model.num_attention_heads=8", "model.hidden_size=128", "parallel.tp=4"],
+            4,
+            "model.num_query_groups=2 is not divisible by parallel.tp=4",
+        ),
+        (["model.num_layers=3", "parallel.pp=2"], 2, "model.num_layers=3 is not divisible by parallel.pp=2"),
+        (["parallel.tp=2"], 3, "world size 3 is not divisible by parallel.tp * parallel.pp = 2"),
+        (["parallel.pp=2", "parallel.ds_config=zero2"], 2, "ZeRO stage 2 is not supported"),
+        (["parallel.pp=2", "parallel.ds_config=zero3"], 2, "ZeRO stage 3 is not supported"),
+        (["optim.lr=0"], 1, "optim.lr=0.0 must be > 0"),
+        (["optim.lr=-1e-3"], 1, "optim.lr"),
+        (["train.epochs=0"], 1, "train.epochs=0 must be >= 1"),
+        (["train.global_batch_size=24"], 2, "train.global_batch_size=24 is not a multiple"),
+        (["train.on_nonfinite=ignore"], 1, "train.on_nonfinite"),
+        (["train.precision=bf16", "parallel.ds_config=zero0"], 1, "ZeRO stage 0 with bf16 is not supported"),
+        (["parallel.ds_config=zero9"], 1, "parallel.ds_config='zero9' not found"),
+        (["model.vocab_size=1001", "parallel.tp=2"], 2, "model.vocab_size=1001 is not divisible"),
+        (["model.kernels=flash"], 1, "model.kernels='flash'; use one of auto, local, sdpa, te"),
+    ]
+    + ([(["model.kernels=te"], 1, "model.kernels=te needs a CUDA device")] if not torch.cuda.is_available() else []),
+)
 def test_bad_settings_get_one_line(overrides, world, fragment):
     assert fragment in bad(overrides, world_size=world)
 
@@ -87,13 +94,16 @@ def test_batch_fields_in_ds_json_are_refused(tmp_path):
     assert "train_batch_size" in bad([f"parallel.ds_config={path}"])
 
 
-@pytest.mark.parametrize("block, field", [
-    ({"optimizer": {"type": "Adam", "params": {"lr": 1e-4}}}, "optim.lr"),
-    ({"scheduler": {"type": "WarmupLR"}}, "optim.schedule"),
-    ({"fp16": {"enabled": True}}, "train.precision"),
-    ({"bf16": {"enabled": True}}, "train.precision"),
-    ({"gradient_clipping": 0.5}, "optim.grad_clip"),
-])
+@pytest.mark.parametrize(
+    "block, field",
+    [
+        ({"optimizer": {"type": "Adam", "params": {"lr": 1e-4}}}, "optim.lr"),
+        ({"scheduler": {"type": "WarmupLR"}}, "optim.schedule"),
+        ({"fp16": {"enabled": True}}, "train.precision"),
+        ({"bf16": {"enabled": True}}, "train.precision"),
+        ({"gradient_clipping": 0.5}, "optim.grad_clip"),
+    ],
+)
 def test_ds_json_blocks_the_trainer_sets_are_refused(tmp_path, block, field):
     """Each would otherwise be overwritten or ignored without a word; the message names the YAML field."""
     path = tmp_path / "mine.json"
@@ -117,6 +127,7 @@ def test_deepspeed_batch_fields_are_derived():
 
 
 # --- settings checked against the prepared data ---------------------------------------------------
+
 
 def test_data_dir_missing():
     msg = bad(["data.dir=/nonexistent/data"], check_data=True)
@@ -150,10 +161,13 @@ def test_valid_with_data(tiny_data):
     assert layout.train_tokens <= 50000
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("model: [1, 2\n", "is not valid YAML"),
-    ("- 1\n- 2\n", "must be a mapping of sections"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("model: [1, 2\n", "is not valid YAML"),
+        ("- 1\n- 2\n", "must be a mapping of sections"),
+    ],
+)
 def test_malformed_yaml(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -181,19 +195,24 @@ def test_malformed_ds_json(tmp_path, content):
     assert "integer 'stage'" in bad([f"parallel.ds_config={path}"])
 
 
-@pytest.mark.parametrize("overrides,fragment", [
-    (["run.seed=-1"], "run.seed=-1 must be >= 0"),
-    (["train.log_every=0"], "train.log_every=0 must be >= 1"),
-    (["optim.lr=inf"], "optim.lr=inf must be > 0"),
-    (["optim.eps=-1"], "optim.eps"),
-])
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        (["run.seed=-1"], "run.seed=-1 must be >= 0"),
+        (["train.log_every=0"], "train.log_every=0 must be >= 1"),
+        (["optim.lr=inf"], "optim.lr=inf must be > 0"),
+        (["optim.eps=-1"], "optim.eps"),
+    ],
+)
 def test_more_bad_settings(overrides, fragment):
     assert fragment in bad(overrides)
 
 
 def test_validation_split_shorter_than_a_sequence(tiny_data):
-    msg = bad([f"data.dir={tiny_data}", "data.train_tokens=null", "model.seq_len=200000", "data.val_tokens=null"],
-              check_data=True)
+    msg = bad(
+        [f"data.dir={tiny_data}", "data.train_tokens=null", "model.seq_len=200000", "data.val_tokens=null"],
+        check_data=True,
+    )
     assert "validation tokens" in msg and "model.seq_len=200000" in msg
 
 

@@ -1,5 +1,6 @@
 """Tensor-parallel split and merge of canonical weights; pipeline layer renumbering. Pure tensors: the check
 against real TP=2 megatron shards is tests/distributed/test_convert_tp.py."""
+
 import re
 
 import pytest
@@ -10,15 +11,23 @@ from megarecipe.model.convert import global_layer_name, merge_tensor_parallel, s
 from megarecipe.model.reference import Llama
 
 STATE = Llama(ModelConfig(num_attention_heads=8, num_query_groups=4), 512).state_dict()
-KINDS = ["embedding.word_embeddings.weight", "decoder.layers.0.input_layernorm.weight",
-         "decoder.layers.0.self_attention.linear_qkv.weight", "decoder.layers.0.self_attention.linear_proj.weight",
-         "decoder.layers.1.pre_mlp_layernorm.weight", "decoder.layers.1.mlp.linear_fc1.weight",
-         "decoder.layers.1.mlp.linear_fc2.weight", "decoder.final_layernorm.weight", "output_layer.weight"]
+KINDS = [
+    "embedding.word_embeddings.weight",
+    "decoder.layers.0.input_layernorm.weight",
+    "decoder.layers.0.self_attention.linear_qkv.weight",
+    "decoder.layers.0.self_attention.linear_proj.weight",
+    "decoder.layers.1.pre_mlp_layernorm.weight",
+    "decoder.layers.1.mlp.linear_fc1.weight",
+    "decoder.layers.1.mlp.linear_fc2.weight",
+    "decoder.final_layernorm.weight",
+    "output_layer.weight",
+]
 
 
 def test_every_parameter_kind_is_covered():
     def kind(name):
         return re.sub(r"layers\.\d+\.", "layers.N.", name)
+
     assert {kind(k) for k in STATE} == {kind(k) for k in KINDS}
 
 
@@ -29,8 +38,10 @@ def test_split_then_merge_is_identity(name, tp):
     shards = split_tensor_parallel(name, full, tp)
     assert len(shards) == tp and all(s.numel() == full.numel() // (tp if full.ndim == 2 else 1) for s in shards)
     assert torch.equal(merge_tensor_parallel(name, shards), full)
-    assert all(torch.equal(a, b) for a, b in zip(split_tensor_parallel(name, merge_tensor_parallel(name, shards), tp),
-                                                  shards, strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(split_tensor_parallel(name, merge_tensor_parallel(name, shards), tp), shards, strict=True)
+    )
 
 
 def rows(n: int, start: float = 0) -> torch.Tensor:
@@ -51,9 +62,11 @@ def test_qkv_shards_hold_whole_query_groups():
 
 
 def test_row_parallel_splits_columns_and_vocab_splits_rows():
-    proj = torch.arange(8.).view(2, 4)
-    assert [s.tolist() for s in split_tensor_parallel("self_attention.linear_proj.weight", proj, 2)] == \
-        [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+    proj = torch.arange(8.0).view(2, 4)
+    assert [s.tolist() for s in split_tensor_parallel("self_attention.linear_proj.weight", proj, 2)] == [
+        [[0, 1], [4, 5]],
+        [[2, 3], [6, 7]],
+    ]
     assert split_tensor_parallel("mlp.linear_fc2.weight", proj, 2)[1].tolist() == [[2, 3], [6, 7]]
     assert split_tensor_parallel("output_layer.weight", rows(4), 2)[1].flatten().tolist() == [2, 3]
     assert split_tensor_parallel("embedding.word_embeddings.weight", rows(4), 2)[1].flatten().tolist() == [2, 3]
@@ -67,7 +80,7 @@ def test_replicated_params_must_agree():
 
 def test_uneven_split_is_refused():
     with pytest.raises(ValueError, match="not divisible by tp=4"):
-        split_tensor_parallel("mlp.linear_fc1.weight", torch.zeros(12, 2), 4)   # 6 gate rows over 4 ranks
+        split_tensor_parallel("mlp.linear_fc1.weight", torch.zeros(12, 2), 4)  # 6 gate rows over 4 ranks
     with pytest.raises(ValueError, match="size 3 along dim 1 is not divisible by tp=2"):
         split_tensor_parallel("mlp.linear_fc2.weight", torch.zeros(2, 3), 2)
 

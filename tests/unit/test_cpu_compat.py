@@ -1,4 +1,5 @@
 """The CPU layer for megatron-core must leave torch's device contexts, and so Hugging Face loading, working."""
+
 import subprocess
 import sys
 
@@ -40,6 +41,12 @@ assert diff == 0.0, f"logits differ by {diff}"
 def test_cpu_layer_keeps_device_contexts_and_hf_non_persistent_buffers(tmp_path):
     """Regression: the factory wrappers once hid torch.tensor & co. from `with torch.device("meta")`, so
     transformers' from_pretrained skipped its meta-device init and left rotary inv_freq as uninitialised memory."""
-    done = subprocess.run([sys.executable, "-c", _CODE, str(tmp_path / "hf")], cwd=REPO,
-                          env=dict(env(), PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _CODE, str(tmp_path / "hf")],
+        cwd=REPO,
+        env=dict(env(), PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,5 @@
 """Preparing data: tokenizer, splits, metadata, and the errors for bad inputs and damaged data dirs."""
+
 import hashlib
 import json
 import os
@@ -17,7 +18,6 @@ from megarecipe.data.meta import dtype_for, load_meta
 from megarecipe.data.prepare import prepare
 from megarecipe.data.readers import split_blocks
 from megarecipe.data.tokenizer import file_sha256, load_tokenizer, read_text, train_tokenizer
-
 from tests.helpers import REPO
 
 
@@ -36,8 +36,8 @@ def test_round_trip(tiny_data):
     text = "Fellow-Citizens of the Senate:\nWe hold these truths, 1776.\n\nHAMLET.\nTo be, or not to be — Ж ☃?"
     ids = tok.encode(text)
     assert tok.decode(ids) == text
-    assert tok.token_to_id("<unk>") not in ids     # unseen characters fall back to bytes
-    assert tok.token_to_id("\n") in ids            # newlines are kept
+    assert tok.token_to_id("<unk>") not in ids  # unseen characters fall back to bytes
+    assert tok.token_to_id("\n") in ids  # newlines are kept
 
 
 def test_normalisation(tmp_path):
@@ -49,7 +49,7 @@ def test_normalisation(tmp_path):
 def documents(meta, split):
     """The token arrays of a split's documents, read through its Megatron index."""
     tokens, idx = meta.tokens(split), meta.index(split)
-    return [np.asarray(tokens[a:a + n]) for a, n in map(idx.document_span, range(idx.documents))]
+    return [np.asarray(tokens[a : a + n]) for a, n in map(idx.document_span, range(idx.documents))]
 
 
 def test_token_files_hold_the_documents(tiny_data):
@@ -72,8 +72,10 @@ def test_validation_split_is_whole_documents_never_in_train(tiny_data):
     val, train = documents(meta, "val"), documents(meta, "train")
     assert not {d.tobytes() for d in val} & {d.tobytes() for d in train}
     # val is the first documents in sha256 order of their text, just enough of them to reach the request
-    blocks = sorted({b for s in meta.sources for b in split_blocks(read_text(s["path"]))},
-                    key=lambda b: hashlib.sha256(b.encode()).hexdigest())
+    blocks = sorted(
+        {b for s in meta.sources for b in split_blocks(read_text(s["path"]))},
+        key=lambda b: hashlib.sha256(b.encode()).hexdigest(),
+    )
     assert [tok.encode(b) + [tok.eos_id] for b in blocks] == [d.tolist() for d in val + train]
     assert meta.val_tokens >= meta.val_tokens_requested > meta.val_tokens - len(val[-1])
     for s in meta.sources:
@@ -85,15 +87,14 @@ def test_validation_split_is_whole_documents_never_in_train(tiny_data):
 def test_split_does_not_depend_on_input_order(tiny_data, tmp_path):
     meta = load_meta(tiny_data)
     files = [s["path"] for s in meta.sources]
-    other = prepare(files[::-1], tmp_path / "rev", val_tokens=meta.val_tokens_requested,
-                    tokenizer=meta.tokenizer_path)
+    other = prepare(files[::-1], tmp_path / "rev", val_tokens=meta.val_tokens_requested, tokenizer=meta.tokenizer_path)
     for name in ("train.bin", "val.bin"):
         assert Path(tiny_data, name).read_bytes() == Path(other.path(name)).read_bytes()
 
 
 def test_single_file_is_cut_into_blocks(tiny_data, tmp_path):
     big = tmp_path / "book.txt"
-    big.write_text("\n\n".join(read_text(f) for f in corpus.sotu_files()[-40:]))   # about 1.3 MB
+    big.write_text("\n\n".join(read_text(f) for f in corpus.sotu_files()[-40:]))  # about 1.3 MB
     meta = prepare([str(big)], tmp_path / "out", val_tokens=10_000, tokenizer=load_meta(tiny_data).tokenizer_path)
     assert meta.train_documents + meta.val_documents >= 3 and meta.val_tokens >= 10_000 and meta.train_tokens > 0
     assert len(meta.sources) == 1 and meta.sources[0]["documents"] == meta.train_documents + meta.val_documents
@@ -150,6 +151,7 @@ def test_interrupted_prepare_leaves_the_old_dir_as_it_was(data_copy, monkeypatch
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(prepare_mod, "_join", killed)
     with pytest.raises(KeyboardInterrupt):
         prepare(some_files(3), data_copy, vocab_size=500, val_tokens=100)
@@ -258,8 +260,14 @@ def test_default_corpus_files():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "tools/prepare_data.py", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return subprocess.run(
+        [sys.executable, "tools/prepare_data.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -289,9 +297,14 @@ def test_failed_prepare_keeps_a_good_data_dir(tmp_path, tiny_data):
     (tmp_path / "text.model").write_text("not a sentencepiece model")
     inputs = ["--input", *map(str, some_files(3))]
     many = str(10**9)
-    for args in (["--tokenizer", str(tmp_path / "nope.model")], ["--tokenizer", str(tmp_path / "text.model")],
-                 ["--vocab-size", "1000000"], ["--vocab-size", "100"], ["--vocab-size", "400", "--val-tokens", many],
-                 ["--tokenizer", str(copy / "tokenizer.model"), "--val-tokens", many]):
+    for args in (
+        ["--tokenizer", str(tmp_path / "nope.model")],
+        ["--tokenizer", str(tmp_path / "text.model")],
+        ["--vocab-size", "1000000"],
+        ["--vocab-size", "100"],
+        ["--vocab-size", "400", "--val-tokens", many],
+        ["--tokenizer", str(copy / "tokenizer.model"), "--val-tokens", many],
+    ):
         r = run_cli(*inputs, "--out", str(copy), *args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1,5 +1,6 @@
 """Training sequences: a fixed budget, (seed, epoch)-seeded order, resume at any step, data-parallel slices;
 and the fixed validation batches."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,7 @@ L = 32
 
 def epoch_rows(ds, epoch):
     """Every (input + last target) row of one epoch, as a sorted list of tuples."""
-    return sorted(tuple(ds.tokens[i * L:i * L + L + 1].tolist()) for i in ds.order(epoch))
+    return sorted(tuple(ds.tokens[i * L : i * L + L + 1].tolist()) for i in ds.order(epoch))
 
 
 def test_budget_is_the_first_tokens(tiny_data):
@@ -54,7 +55,7 @@ def test_inputs_and_targets(tiny_data):
     assert x.dtype == y.dtype == torch.int64 and x.shape == y.shape == (8, L)
     assert torch.equal(x[:, 1:], y[:, :-1])
     first = int(ds.order(0)[0])
-    assert x[0].tolist() == ds.tokens[first * L:first * L + L].tolist()
+    assert x[0].tolist() == ds.tokens[first * L : first * L + L].tolist()
 
 
 def test_stream_runs_epoch_after_epoch(tiny_data):
@@ -66,7 +67,7 @@ def test_stream_runs_epoch_after_epoch(tiny_data):
 
 def test_resume_gives_the_same_batches(tiny_data):
     ds = TokenDataset(tiny_data, L, 5_000, seed=9)
-    batch = 10                                   # does not divide num_sequences: batches straddle epochs
+    batch = 10  # does not divide num_sequences: batches straddle epochs
     assert ds.num_sequences % batch
     # an independent reference: walk the epochs in order, cutting the stream of sequences into batches
     stream = np.concatenate([np.random.default_rng([9, e]).permutation(ds.num_sequences) for e in range(3)])
@@ -74,9 +75,9 @@ def test_resume_gives_the_same_batches(tiny_data):
     for s in (0, 1, steps // 3, steps // 3 + 1, steps - 1):
         fresh = TokenDataset(tiny_data, L, 5_000, seed=9)
         x, y = fresh.batch(s, batch)
-        ids = stream[s * batch:(s + 1) * batch]
-        assert x.tolist() == [ds.tokens[i * L:i * L + L].tolist() for i in ids]
-        assert y.tolist() == [ds.tokens[i * L + 1:i * L + L + 1].tolist() for i in ids]
+        ids = stream[s * batch : (s + 1) * batch]
+        assert x.tolist() == [ds.tokens[i * L : i * L + L].tolist() for i in ids]
+        assert y.tolist() == [ds.tokens[i * L + 1 : i * L + L + 1].tolist() for i in ids]
 
 
 def test_dp_slices_partition_the_global_batch(tiny_data):

@@ -1,5 +1,6 @@
 """Numbers and files a hostile user types: each is one line naming the flag, field or path and the fix, exit 2,
 never a plan, a fit or a file made of nonsense (issue 24)."""
+
 import os
 
 import pytest
@@ -11,10 +12,16 @@ def one_line(capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("extra,fragment", [
-    (["--tp", "-1"], "--tp -1"), (["--micro-batch", "0"], "--micro-batch 0"),
-    (["--pp", "0"], "--pp 0"), (["model.vocab_size=0"], "model.vocab_size=0"),
-    (["model.num_layers=100000"], "model.num_layers=100000")])
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (["--tp", "-1"], "--tp -1"),
+        (["--micro-batch", "0"], "--micro-batch 0"),
+        (["--pp", "0"], "--pp 0"),
+        (["model.vocab_size=0"], "model.vocab_size=0"),
+        (["model.num_layers=100000"], "model.num_layers=100000"),
+    ],
+)
 def test_zero_plan_refuses_impossible_layouts_and_sizes(capsys, extra, fragment):
     from megarecipe.cli.zero_plan import main
 
@@ -53,7 +60,8 @@ def test_sample_refuses_an_infinite_temperature(tiny_data, tmp_path, capsys):
 
     teacher = _teacher_run(tmp_path, "t", tiny_data)
     out = tmp_path / "synth"
-    assert main(["sample", "--teacher", str(teacher), "--tokens", "4096", "--out", str(out),
-                 "--temperature", "inf"]) == 2
+    assert (
+        main(["sample", "--teacher", str(teacher), "--tokens", "4096", "--out", str(out), "--temperature", "inf"]) == 2
+    )
     assert "--temperature" in one_line(capsys)
     assert not os.path.exists(out / "meta.json")

@@ -1,4 +1,5 @@
 """model.init_from: a Hugging Face Llama made here initialises the model; its logits are transformers'."""
+
 import json
 import os
 import shutil
@@ -11,9 +12,19 @@ from megarecipe.preflight import check_run
 
 transformers = pytest.importorskip("transformers")
 
-SHAPE = dict(vocab_size=2048, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
-             rope_parameters={"rope_type": "default", "rope_theta": 50000.0}, hidden_act="silu")
+SHAPE = dict(
+    vocab_size=2048,
+    hidden_size=64,
+    intermediate_size=176,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    rope_parameters={"rope_type": "default", "rope_theta": 50000.0},
+    hidden_act="silu",
+)
 
 
 def make_hf_llama(path, tokenizer_model, seed=0, **changes) -> str:
@@ -38,16 +49,22 @@ def hf_llama(tmp_path_factory, tiny_data):
 
 
 def config(hf_dir, data_dir, *extra):
-    return load_config("configs/tiny.yaml", [f"model.init_from={hf_dir}", f"data.dir={data_dir}",
-                                            "data.train_tokens=20k", *extra])
+    return load_config(
+        "configs/tiny.yaml", [f"model.init_from={hf_dir}", f"data.dir={data_dir}", "data.train_tokens=20k", *extra]
+    )
 
 
 def test_shape_comes_from_config_json(hf_llama, tiny_data):
     cfg = config(hf_llama, tiny_data, "model.num_layers=7")
     layout = check_run(cfg, world_size=1)
     m = cfg.model
-    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups) == \
-        (2, 64, 176, 4, 2)
+    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups) == (
+        2,
+        64,
+        176,
+        4,
+        2,
+    )
     assert (m.rope_theta, m.norm_eps, layout.vocab_size) == (50000.0, 1e-6, 2048)
 
 
@@ -116,9 +133,14 @@ def test_a_llama_dir_with_only_tokenizer_json(tmp_path, tiny_data):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator((read_text(f) for f in files), trainers.BpeTrainer(
-        vocab_size=1000, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        (read_text(f) for f in files),
+        trainers.BpeTrainer(
+            vocab_size=1000,
+            special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok.save(os.path.join(hf_dir, "tokenizer.json"))
     with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
         json.dump({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}, f)

@@ -1,4 +1,5 @@
 """Launchers: a malformed hostfile or argument is refused with one line, before anything launches."""
+
 import os
 import signal
 import subprocess
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from megarecipe.cli.check_hostfile import check_hostfile
-
 from tests.helpers import REPO
+
 ENV_PATH = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
 
 
@@ -24,13 +25,16 @@ def test_good_hostfile(tmp_path):
     assert check_hostfile(write(tmp_path, "# nodes\nnode1 slots=8\n\nnode2 slots=4\n")) == {"node1": 8, "node2": 4}
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("node1 slots=8\nnode2 slots=four\n", "bad entry: node2 slots=four"),
-    ("node1 slots=8\nnode1 slots=8\n", "multiple entries for node1"),
-    ("# only a comment\n", "empty or not formatted correctly"),
-    ("node1 slots=0\n", "node1 has slots=0"),
-    ("node1\n", "bad entry: node1"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("node1 slots=8\nnode2 slots=four\n", "bad entry: node2 slots=four"),
+        ("node1 slots=8\nnode1 slots=8\n", "multiple entries for node1"),
+        ("# only a comment\n", "empty or not formatted correctly"),
+        ("node1 slots=0\n", "node1 has slots=0"),
+        ("node1\n", "bad entry: node1"),
+    ],
+)
 def test_bad_hostfiles(tmp_path, text, fragment):
     with pytest.raises(ValueError, match=fragment):
         check_hostfile(write(tmp_path, text))
@@ -41,8 +45,19 @@ def test_plain_host_names_and_addresses_pass(tmp_path, host):
     assert check_hostfile(write(tmp_path, f"{host} slots=2\n")) == {host: 2}
 
 
-HOSTILE = ["-oProxyCommand=touch${IFS}pwned", "-lroot", "node$(id)", "node;id", "node`id`", "a${IFS}b",
-           "node|id", "nöde", "node\u200b", ".hidden", "node/../x"]
+HOSTILE = [
+    "-oProxyCommand=touch${IFS}pwned",
+    "-lroot",
+    "node$(id)",
+    "node;id",
+    "node`id`",
+    "a${IFS}b",
+    "node|id",
+    "nöde",
+    "node\u200b",
+    ".hidden",
+    "node/../x",
+]
 
 
 @pytest.mark.parametrize("host", HOSTILE)
@@ -59,8 +74,9 @@ def test_missing_hostfile_is_an_error_not_a_local_fallback(tmp_path):
 
 
 def run(*args):
-    return subprocess.run(list(args), cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**ENV_PATH, "HOME": "/tmp"})
+    return subprocess.run(
+        list(args), cwd=REPO, capture_output=True, text=True, timeout=120, env={**ENV_PATH, "HOME": "/tmp"}
+    )
 
 
 def test_check_hostfile_stdout_is_its_own_output_alone(tmp_path):
@@ -68,11 +84,18 @@ def test_check_hostfile_stdout_is_its_own_output_alone(tmp_path):
     multinode.sh reads this tool's stdout, and a bad file gets one line on stderr, not DeepSpeed's log dump."""
     env = {**ENV_PATH, "HOME": "/tmp", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
     tool = [sys.executable, "tools/check_hostfile.py"]
-    good = subprocess.run([*tool, write(tmp_path, "# two nodes\nnode1 slots=2\nnode2 slots=4\n")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    good = subprocess.run(
+        [*tool, write(tmp_path, "# two nodes\nnode1 slots=2\nnode2 slots=4\n")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (good.returncode, good.stdout) == (0, "2 node(s), 6 process(es): node1=2, node2=4\n"), good.stderr
-    bad = subprocess.run([*tool, write(tmp_path, "node1 slots=x\n")], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run(
+        [*tool, write(tmp_path, "node1 slots=x\n")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert (bad.returncode, bad.stdout) == (2, "")
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: hostfile") and "slots=x" in bad.stderr
 
@@ -87,9 +110,14 @@ def test_multinode_launcher_refuses_a_bad_hostfile(tmp_path):
 def test_multinode_launcher_refuses_an_option_as_host_name(tmp_path):
     """ssh would read this name as -oProxyCommand and run `touch pwned`: it must not get that far."""
     hostfile = write(tmp_path, "-oProxyCommand=touch${IFS}pwned slots=1\n")
-    result = subprocess.run([str(REPO / "launchers/multinode.sh"), hostfile, str(REPO / "configs/tiny.yaml")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**ENV_PATH, "HOME": "/tmp", "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [str(REPO / "launchers/multinode.sh"), hostfile, str(REPO / "configs/tiny.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**ENV_PATH, "HOME": "/tmp", "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: hostfile") and "-oProxyCommand" in last and "A-Za-z0-9" in last
@@ -100,8 +128,14 @@ def test_multinode_launcher_refuses_an_option_as_host_name(tmp_path):
 def test_multinode_launcher_refuses_shell_syntax_for_remote_hosts(tmp_path, fake_launcher, arg):
     """pdsh runs the trainer's arguments through each host's shell unquoted: `$(...)` or `;` would run there."""
     hostfile = write(tmp_path, "node1 slots=1\nnode2 slots=1\n")
-    result = subprocess.run([str(REPO / "launchers/multinode.sh"), hostfile, "configs/tiny.yaml", arg], cwd=REPO,
-                            capture_output=True, text=True, timeout=120, env=fake_launcher)
+    result = subprocess.run(
+        [str(REPO / "launchers/multinode.sh"), hostfile, "configs/tiny.yaml", arg],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=fake_launcher,
+    )
     assert result.returncode == 2 and launch_log(fake_launcher) == "", result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: argument '{arg}'"), result.stderr
 
@@ -115,8 +149,9 @@ def test_local_launcher_refuses_a_bad_process_count(nproc):
 def test_launcher_scripts_parse():
     for script in ("launchers/local.sh", "launchers/multinode.sh", "launchers/slurm.sbatch", "launchers/common.sh"):
         assert run("bash", "-n", script).returncode == 0, script
-    assert "eval" not in "".join((REPO / "launchers" / name).read_text() for name in
-                                 ("local.sh", "multinode.sh", "slurm.sbatch", "common.sh"))
+    assert "eval" not in "".join(
+        (REPO / "launchers" / name).read_text() for name in ("local.sh", "multinode.sh", "slurm.sbatch", "common.sh")
+    )
 
 
 # A stand-in for DeepSpeed's runner: it handles no signal itself (as the real one on one node) and starts a
@@ -148,23 +183,37 @@ def fake_launcher(tmp_path):
     (bin_dir / "deepspeed").write_text(FAKE_DEEPSPEED.format(python=sys.executable))
     (bin_dir / "deepspeed").chmod(0o755)
     venv = Path(sys.executable).parent
-    return {"PATH": f"{bin_dir}:{venv}:/usr/bin:/bin", "VIRTUAL_ENV": str(venv.parent), "HOME": "/tmp",
-            "PYTHONPATH": str(REPO), "FAKE_LOG": str(tmp_path / "launch.log")}
+    return {
+        "PATH": f"{bin_dir}:{venv}:/usr/bin:/bin",
+        "VIRTUAL_ENV": str(venv.parent),
+        "HOME": "/tmp",
+        "PYTHONPATH": str(REPO),
+        "FAKE_LOG": str(tmp_path / "launch.log"),
+    }
 
 
 def launch_log(env) -> str:
     return Path(env["FAKE_LOG"]).read_text() if os.path.exists(env["FAKE_LOG"]) else ""
 
 
-@pytest.mark.parametrize("script,setting,message", [
-    ("local.sh", "model.hidden_size=130", "error: model.hidden_size=130 is not divisible"),
-    ("local.sh", "parallel.tp=4", "error: model.num_query_groups=2 is not divisible by parallel.tp=4"),
-    ("multinode.sh", "train.global_batch_size=24", "error: train.global_batch_size=24 is not a multiple"),
-])
+@pytest.mark.parametrize(
+    "script,setting,message",
+    [
+        ("local.sh", "model.hidden_size=130", "error: model.hidden_size=130 is not divisible"),
+        ("local.sh", "parallel.tp=4", "error: model.num_query_groups=2 is not divisible by parallel.tp=4"),
+        ("multinode.sh", "train.global_batch_size=24", "error: train.global_batch_size=24 is not a multiple"),
+    ],
+)
 def test_a_bad_setting_is_refused_before_any_process_starts(tmp_path, fake_launcher, script, setting, message):
     first = "2" if script == "local.sh" else write(tmp_path, "localhost slots=2\n")
-    result = subprocess.run([f"launchers/{script}", first, "configs/tiny.yaml", setting], cwd=REPO,
-                            capture_output=True, text=True, timeout=120, env=fake_launcher)
+    result = subprocess.run(
+        [f"launchers/{script}", first, "configs/tiny.yaml", setting],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=fake_launcher,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message) and "Traceback" not in result.stderr
     assert launch_log(fake_launcher) == "", "the launcher was started"
@@ -172,10 +221,17 @@ def test_a_bad_setting_is_refused_before_any_process_starts(tmp_path, fake_launc
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGUSR1, 0)])
 def test_local_launcher_passes_signals_on_and_leaves_no_process(tmp_path, tiny_data, fake_launcher, sig, status):
-    cmd = ["launchers/local.sh", "2", "configs/tiny.yaml", f"data.dir={tiny_data}", "data.train_tokens=20000",
-           f"run.dir={tmp_path / 'unique-run'}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=fake_launcher, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = [
+        "launchers/local.sh",
+        "2",
+        "configs/tiny.yaml",
+        f"data.dir={tiny_data}",
+        "data.train_tokens=20000",
+        f"run.dir={tmp_path / 'unique-run'}",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=fake_launcher, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     while "rank ready" not in launch_log(fake_launcher) and time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read()

@@ -2,6 +2,7 @@
 import the training stack, and the training stack never imports them. Checked over the static import graph,
 imports inside functions included; relative imports are resolved, and importing a module counts as importing
 every package above it (Python runs their __init__ first)."""
+
 import ast
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def with_parents(name: str) -> set[str]:
 def imports_of(source: str, module: str, is_package: bool) -> set[str]:
     """Every module the source names in an import statement, absolute, with the packages above each."""
     package = module if is_package else module.rpartition(".")[0]
-    found = set(with_parents(package)) if package else set()   # a module's own packages run before it
+    found = set(with_parents(package)) if package else set()  # a module's own packages run before it
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -42,8 +43,10 @@ def imports_of(source: str, module: str, is_package: bool) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
-    return {module_name(p): imports_of(p.read_text(), module_name(p), p.name == "__init__.py")
-            for p in PACKAGE.rglob("*.py")}
+    return {
+        module_name(p): imports_of(p.read_text(), module_name(p), p.name == "__init__.py")
+        for p in PACKAGE.rglob("*.py")
+    }
 
 
 def reachable(start: str, edges: dict[str, set[str]]) -> dict[str, str]:
@@ -122,7 +125,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         stack.append(v)
         on.add(v)
         for w in edges.get(v, ()):
-            if w not in edges or w == v or v.startswith(w + "."):   # a module's own packages are not a circle
+            if w not in edges or w == v or v.startswith(w + "."):  # a module's own packages are not a circle
                 continue
             if w not in index:
                 visit(w)
@@ -156,11 +159,15 @@ def test_no_import_circle():
 
 def test_the_checks_see_an_upward_arrow_and_a_circle():
     assert upward({"megarecipe.config.x": {"megarecipe.distill.teacher"}}) == [
-        "megarecipe.config.x -> megarecipe.distill.teacher"]
+        "megarecipe.config.x -> megarecipe.distill.teacher"
+    ]
     assert upward({"megarecipe.newthing": {"json"}}) == []
-    assert upward({"megarecipe.data.x": {"megarecipe.unplaced"}})   # a module outside every layer is named
-    edges = {"megarecipe.a.x": {"megarecipe.b.y"}, "megarecipe.b.y": {"megarecipe.c"},
-             "megarecipe.c": {"megarecipe.a.x"}}
+    assert upward({"megarecipe.data.x": {"megarecipe.unplaced"}})  # a module outside every layer is named
+    edges = {
+        "megarecipe.a.x": {"megarecipe.b.y"},
+        "megarecipe.b.y": {"megarecipe.c"},
+        "megarecipe.c": {"megarecipe.a.x"},
+    }
     assert cycles(edges) == [["megarecipe.a.x", "megarecipe.b.y", "megarecipe.c"]]
     assert cycles({"megarecipe.a.x": {"megarecipe.a"}, "megarecipe.a": {"megarecipe.a.x"}}) == []
 
@@ -182,29 +189,37 @@ def test_the_planner_uses_only_deepspeeds_estimators():
 def test_training_stack_never_imports_upper_layers_or_tools():
     edges = graph()
     for module in [m for m in edges if under(m, TRAINING_STACK)]:
-        if module.endswith(".__main__"):   # an entry point: `python -m megarecipe.train` runs the tool
+        if module.endswith(".__main__"):  # an entry point: `python -m megarecipe.train` runs the tool
             continue
         bad = [n for n in reachable(module, edges) if under(n, (*UPPER, "megarecipe.cli"))]
         assert not bad, f"{module} imports {bad}"
 
 
-@pytest.mark.parametrize("source,module,is_package", [
-    ("import deepspeed", "megarecipe.analysis.x", False),
-    ("def f():\n    from megarecipe.train.loop import train", "megarecipe.analysis.x", False),
-    ("import megarecipe.train.step as s", "megarecipe.analysis.x", False),
-    ("from megarecipe import train", "megarecipe.analysis.x", False),
-    ("from megarecipe.parallel import distributed", "megarecipe.analysis.x", False),
-    ("from .. import train", "megarecipe.analysis.x", False),
-    ("from ..parallel.engine import build_engine", "megarecipe.analysis.x", False),
-    ("from ...train import train", "megarecipe.analysis.sub.x", False),
-    ("from ..train import train", "megarecipe.analysis", True),
-    ("import megarecipe.util.y", "megarecipe.analysis.x", False),   # util/__init__ re-exports the stack
-    ("import json", "megarecipe.analysis.bad.x", False),             # its own package's __init__ does
-])
+@pytest.mark.parametrize(
+    "source,module,is_package",
+    [
+        ("import deepspeed", "megarecipe.analysis.x", False),
+        ("def f():\n    from megarecipe.train.loop import train", "megarecipe.analysis.x", False),
+        ("import megarecipe.train.step as s", "megarecipe.analysis.x", False),
+        ("from megarecipe import train", "megarecipe.analysis.x", False),
+        ("from megarecipe.parallel import distributed", "megarecipe.analysis.x", False),
+        ("from .. import train", "megarecipe.analysis.x", False),
+        ("from ..parallel.engine import build_engine", "megarecipe.analysis.x", False),
+        ("from ...train import train", "megarecipe.analysis.sub.x", False),
+        ("from ..train import train", "megarecipe.analysis", True),
+        ("import megarecipe.util.y", "megarecipe.analysis.x", False),  # util/__init__ re-exports the stack
+        ("import json", "megarecipe.analysis.bad.x", False),  # its own package's __init__ does
+    ],
+)
 def test_the_check_sees_a_violation(source, module, is_package):
-    edges = {module: imports_of(source, module, is_package),
-             "megarecipe.util": {"megarecipe.parallel.engine"}, "megarecipe.util.y": set(),
-             "megarecipe.analysis.bad": {"megarecipe.train.step"}, "megarecipe.analysis": set(), "megarecipe": set()}
+    edges = {
+        module: imports_of(source, module, is_package),
+        "megarecipe.util": {"megarecipe.parallel.engine"},
+        "megarecipe.util.y": set(),
+        "megarecipe.analysis.bad": {"megarecipe.train.step"},
+        "megarecipe.analysis": set(),
+        "megarecipe": set(),
+    }
     assert violations(edges), edges[module]
 
 

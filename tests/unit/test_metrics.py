@@ -1,4 +1,5 @@
 """perf/mfu's peak follows the precision in use."""
+
 import pytest
 import torch
 
@@ -48,7 +49,8 @@ def test_flops_per_token_is_6n_plus_attention():
     from megarecipe.config import ModelConfig
     from megarecipe.model.size import count_params, flops_per_token
 
-    m = ModelConfig(num_layers=2, hidden_size=64, ffn_hidden_size=176, num_attention_heads=4, num_query_groups=2,
-                    seq_len=64)
+    m = ModelConfig(
+        num_layers=2, hidden_size=64, ffn_hidden_size=176, num_attention_heads=4, num_query_groups=2, seq_len=64
+    )
     _, non_embedding = count_params(m, 256)
     assert flops_per_token(m, 256) == 6 * (non_embedding + 256 * 64) + 12 * 2 * 64 * 64

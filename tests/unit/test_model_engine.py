@@ -1,4 +1,5 @@
 """Schedule, weight-decay groups, model shapes, parameter counts and layer kernels: one process, no launcher."""
+
 import math
 import re
 
@@ -15,7 +16,7 @@ def test_schedule_warmup_then_cosine_to_zero():
     f = [lr_factor(s, total, warmup) for s in range(total)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a < b for a, b in zip(f[:warmup], f[1:warmup], strict=False))
-    assert all(a >= b for a, b in zip(f[warmup:], f[warmup + 1:], strict=False))
+    assert all(a >= b for a, b in zip(f[warmup:], f[warmup + 1 :], strict=False))
     mid = warmup + (total - warmup) // 2
     assert f[mid] == pytest.approx(0.5, abs=2e-3)
     assert f[-1] < 1e-4 and lr_factor(total, total, warmup) == 0.0
@@ -29,16 +30,19 @@ def test_schedule_without_warmup():
 @pytest.mark.parametrize("name,nominal", [("150m", 150e6), ("300m", 300e6), ("600m", 600e6), ("1.4b", 1.4e9)])
 def test_paper_presets_have_their_nominal_size(name, nominal):
     cfg = load_config(f"configs/{name}.yaml")
-    total, non_embedding = count_params(cfg.model, 128256)   # the paper's Llama-3 vocabulary
+    total, non_embedding = count_params(cfg.model, 128256)  # the paper's Llama-3 vocabulary
     assert abs(total - nominal) / nominal < 0.05
     assert total - non_embedding == 2 * 128256 * cfg.model.hidden_size
 
 
-@pytest.mark.parametrize("shape", [
-    dict(),
-    dict(num_layers=3, hidden_size=96, num_attention_heads=6, num_query_groups=3, ffn_hidden_size=256),
-    dict(num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=4, ffn_hidden_size=128),
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(),
+        dict(num_layers=3, hidden_size=96, num_attention_heads=6, num_query_groups=3, ffn_hidden_size=256),
+        dict(num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=4, ffn_hidden_size=128),
+    ],
+)
 def test_megatron_model_matches_count_and_shapes(megatron_world, shape):
     from megarecipe.model.llama import build_model
 
@@ -50,7 +54,7 @@ def test_megatron_model_matches_count_and_shapes(megatron_world, shape):
     qkv = m.hidden_size + 2 * m.num_query_groups * head_dim
     assert sizes["decoder.layers.0.self_attention.linear_qkv.weight"] == (qkv, m.hidden_size)
     assert sizes["decoder.layers.0.mlp.linear_fc1.weight"] == (2 * m.ffn_hidden_size, m.hidden_size)
-    assert sizes["output_layer.weight"] == (512, m.hidden_size)             # untied head
+    assert sizes["output_layer.weight"] == (512, m.hidden_size)  # untied head
     assert not any("bias" in n for n in sizes)
     assert len([n for n in sizes if n.endswith("linear_qkv.weight")]) == m.num_layers
     matrices = [p for n, p in model.named_parameters() if p.ndim == 2]
@@ -74,8 +78,9 @@ def test_decay_on_matrices_and_head_not_embeddings_or_norms(megatron_world):
 
 
 def test_cpu_layer_is_inactive_on_cuda_and_checks_its_targets():
-    from megarecipe.parallel import cpu_compat
     import megatron.core.tensor_parallel.random as mp_random
+
+    from megarecipe.parallel import cpu_compat
 
     assert cpu_compat.needed() == (not torch.cuda.is_available())
     assert hasattr(mp_random, "_get_cuda_rng_state") and hasattr(mp_random, "_set_cuda_rng_state")
@@ -90,8 +95,13 @@ def _forward_backward(model, tokens, targets):
     return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("shape", [dict(init_std=0.2),                               # 4 heads in 2 groups
-                                   dict(num_query_groups=4, init_std=0.2, recompute="selective")])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(init_std=0.2),  # 4 heads in 2 groups
+        dict(num_query_groups=4, init_std=0.2, recompute="selective"),
+    ],
+)
 def test_fused_attention_kernels_equal_the_local_reference(megatron_world, shape):
     """model.kernels=sdpa holds the local spec's weights under the same names and computes the same function."""
     from megarecipe.model.llama import build_model
@@ -105,8 +115,8 @@ def test_fused_attention_kernels_equal_the_local_reference(megatron_world, shape
     tokens, targets = (torch.randint(0, 512, (2, 32), generator=gen) for _ in range(2))
     want_logits, want_grads = _forward_backward(local, tokens, targets)
     logits, grads = _forward_backward(fused, tokens, targets)
-    assert want_logits.std() > 0.1          # a signal large enough for the comparison to mean something
-    torch.testing.assert_close(logits, want_logits, rtol=1e-4, atol=1e-4)   # fp32 rounding, logits ~O(1)
+    assert want_logits.std() > 0.1  # a signal large enough for the comparison to mean something
+    torch.testing.assert_close(logits, want_logits, rtol=1e-4, atol=1e-4)  # fp32 rounding, logits ~O(1)
     for name, grad in want_grads.items():
         assert (grads[name] - grad).norm() <= 1e-4 * grad.norm(), name
 
@@ -123,7 +133,7 @@ def test_transformer_engine_norm_names_follow_megatrons_own_map(megatron_world):
         name = f"decoder.layers.11.{local}weight"
         assert te_name(name) == f"decoder.layers.11.{te}weight" and canonical_name(te_name(name)) == name
     names = [n for n, _ in build_model(ModelConfig(), 512).named_parameters()]
-    assert [canonical_name(n) for n in names] == names                     # local names are canonical already
+    assert [canonical_name(n) for n in names] == names  # local names are canonical already
     assert sum(te_name(n) != n for n in names) == 2 * ModelConfig().num_layers
 
 
@@ -135,7 +145,7 @@ def test_cosine_ends_at_the_minimum_ratio():
 
 
 def test_wsd_is_stable_then_decays_linearly():
-    total, warmup = 110, 10   # decay_frac 0.2 of the 100 post-warm-up steps: the last 20
+    total, warmup = 110, 10  # decay_frac 0.2 of the 100 post-warm-up steps: the last 20
     f = [lr_factor(s, total, warmup, "wsd", min_ratio=0.0, decay_frac=0.2) for s in range(total + 1)]
     assert f[0] == pytest.approx(0.1)
     assert f[10:91] == [1.0] * 81
@@ -152,8 +162,11 @@ def test_schedule_settings():
     assert not {"schedule", "min_lr_ratio", "decay_frac"} & set(default)
     wsd = run_settings(load_config("configs/tiny.yaml", ["optim.schedule=wsd", "optim.min_lr_ratio=0.1"]))["optim"]
     assert (wsd["schedule"], wsd["min_lr_ratio"], wsd["decay_frac"]) == ("wsd", 0.1, 0.2)
-    for bad, fragment in (("optim.schedule=linear", "use cosine or wsd"), ("optim.min_lr_ratio=2", "[0, 1]"),
-                          ("optim.decay_frac=0", "(0, 1]")):
+    for bad, fragment in (
+        ("optim.schedule=linear", "use cosine or wsd"),
+        ("optim.min_lr_ratio=2", "[0, 1]"),
+        ("optim.decay_frac=0", "(0, 1]"),
+    ):
         with pytest.raises(ConfigError, match=re.escape(fragment)):
             resolve_layout(load_config("configs/tiny.yaml", [bad]), world_size=1)
 

@@ -1,5 +1,6 @@
 """The plain-PyTorch Llama computes what the megatron-core model computes, from the same weights, and the
 export round-trips through it."""
+
 import pytest
 import torch
 
@@ -14,24 +15,34 @@ TINY = str(PRESET_DIR / "tiny.yaml")
 # megatron's names for ModelConfig() at vocab 2048, written out so that a change on either side shows
 CANONICAL = {"embedding.word_embeddings.weight": (2048, 128)}
 for i in range(2):
-    CANONICAL.update({
-        f"decoder.layers.{i}.input_layernorm.weight": (128,),
-        f"decoder.layers.{i}.self_attention.linear_qkv.weight": (256, 128),
-        f"decoder.layers.{i}.self_attention.linear_proj.weight": (128, 128),
-        f"decoder.layers.{i}.pre_mlp_layernorm.weight": (128,),
-        f"decoder.layers.{i}.mlp.linear_fc1.weight": (704, 128),
-        f"decoder.layers.{i}.mlp.linear_fc2.weight": (128, 352),
-    })
+    CANONICAL.update(
+        {
+            f"decoder.layers.{i}.input_layernorm.weight": (128,),
+            f"decoder.layers.{i}.self_attention.linear_qkv.weight": (256, 128),
+            f"decoder.layers.{i}.self_attention.linear_proj.weight": (128, 128),
+            f"decoder.layers.{i}.pre_mlp_layernorm.weight": (128,),
+            f"decoder.layers.{i}.mlp.linear_fc1.weight": (704, 128),
+            f"decoder.layers.{i}.mlp.linear_fc2.weight": (128, 352),
+        }
+    )
 CANONICAL.update({"decoder.final_layernorm.weight": (128,), "output_layer.weight": (2048, 128)})
 
 # init_std 0.2 (not 0.02) so that attention is far from uniform and a RoPE or head-layout slip shows
 SHAPES = {
-    "default": dict(init_std=0.2),                                                          # GQA 4 heads / 2 groups
+    "default": dict(init_std=0.2),  # GQA 4 heads / 2 groups
     "mha": dict(hidden_size=64, num_attention_heads=4, num_query_groups=4, ffn_hidden_size=96, init_std=0.2),
-    "gqa3": dict(num_layers=3, hidden_size=96, num_attention_heads=6, num_query_groups=2, ffn_hidden_size=160,
-                 rope_theta=500000.0, init_std=0.2),
-    "mqa": dict(num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=1, ffn_hidden_size=64,
-                init_std=0.2),
+    "gqa3": dict(
+        num_layers=3,
+        hidden_size=96,
+        num_attention_heads=6,
+        num_query_groups=2,
+        ffn_hidden_size=160,
+        rope_theta=500000.0,
+        init_std=0.2,
+    ),
+    "mqa": dict(
+        num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=1, ffn_hidden_size=64, init_std=0.2
+    ),
 }
 
 
@@ -65,8 +76,9 @@ def test_same_logits_and_loss_as_megatron(megatron_world, shape):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
         per_token = mega(tokens, positions, None, labels=targets)
         assert per_token.shape == (b, s)
-        torch.testing.assert_close(ref.loss(tokens, targets, reduction="none").view(b, s), per_token,
-                                   atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            ref.loss(tokens, targets, reduction="none").view(b, s), per_token, atol=1e-4, rtol=1e-5
+        )
         torch.testing.assert_close(ref.loss(tokens, targets), per_token.mean(), atol=1e-5, rtol=1e-6)
 
 
@@ -87,14 +99,14 @@ def test_names_and_shapes_are_megatrons(megatron_world):
     mega = build_model(ModelConfig(), 2048)
     assert {k: tuple(v.shape) for k, v in mega.named_parameters()} == CANONICAL
     assert {k: tuple(v.shape) for k, v in Llama(ModelConfig(), 2048).state_dict().items()} == CANONICAL
-    assert all(torch.all(p == 1) for n, p in mega.named_parameters() if p.ndim == 1)   # megatron's norms start at 1
+    assert all(torch.all(p == 1) for n, p in mega.named_parameters() if p.ndim == 1)  # megatron's norms start at 1
 
 
 def test_reference_init():
     torch.manual_seed(0)
     model = Llama(ModelConfig(), 512)
     for name, p in model.named_parameters():
-        if p.ndim == 2:   # >= 16k entries each: the std's standard error is ~1e-4
+        if p.ndim == 2:  # >= 16k entries each: the std's standard error is ~1e-4
             assert abs(p.std().item() - 0.02) < 5e-4 and abs(p.mean().item()) < 5e-4, name
         else:
             assert torch.all(p == 1), name
@@ -125,20 +137,29 @@ def test_export_round_trip(tmp_path):
     model = Llama(cfg.model, 512).eval()
     tokenizer = tmp_path / "tok.model"
     tokenizer.write_bytes(b"not really sentencepiece")
-    tokenizer.chmod(0o600)   # the copy in the export takes the umask's mode, not the source's
+    tokenizer.chmod(0o600)  # the copy in the export takes the umask's mode, not the source's
     out = write_export(str(tmp_path / "export"), model.state_dict(), cfg, 512, tokenizer_path=str(tokenizer))
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
-        "config.yaml", "model.json", "model.safetensors", "tokenizer.model"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "tok.model"]   # no build dir left
+        "config.yaml",
+        "model.json",
+        "model.safetensors",
+        "tokenizer.model",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "tok.model"]  # no build dir left
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "export").iterdir()}
     (tmp_path / "plain").write_text("")
-    assert set(modes.values()) == {oct((tmp_path / "plain").stat().st_mode & 0o777)}, modes   # as the umask says
+    assert set(modes.values()) == {oct((tmp_path / "plain").stat().st_mode & 0o777)}, modes  # as the umask says
 
     loaded, cfg2, info = load_export(out)
     assert cfg2 == cfg
     total, non_embedding = count_params(cfg.model, 512)
-    assert info == {"format": 1, "vocab_size": 512, "params": total, "params_non_embedding": non_embedding,
-                    "tokenizer_sha256": file_sha256(str(tokenizer))}
+    assert info == {
+        "format": 1,
+        "vocab_size": 512,
+        "params": total,
+        "params_non_embedding": non_embedding,
+        "tokenizer_sha256": file_sha256(str(tokenizer)),
+    }
     assert not loaded.training
     tokens = torch.randint(0, 512, (2, 16))
     with torch.no_grad():
@@ -158,8 +179,9 @@ def test_export_errors(tmp_path):
         write_export(str(tmp_path / "partial"), {k: v for k, v in state.items() if "layers.1." not in k}, cfg, 512)
     assert not (tmp_path / "partial").exists()
     with pytest.raises(ValueError, match="unexpected weight module.output_layer.weight"):
-        write_export(str(tmp_path / "x"), {("module." + k if "output" in k else k): v for k, v in state.items()},
-                     cfg, 512)
+        write_export(
+            str(tmp_path / "x"), {("module." + k if "output" in k else k): v for k, v in state.items()}, cfg, 512
+        )
 
     out = write_export(str(tmp_path / "export"), state, cfg, 512)
     (tmp_path / "export" / "model.json").unlink()
@@ -169,8 +191,11 @@ def test_export_errors(tmp_path):
     # weights and config from different runs: the config says hidden 64, the weights have 128
     write_export(str(tmp_path / "bad"), state, cfg, 512)
     save_config(load_config(TINY, ["model.hidden_size=64"]), str(tmp_path / "bad" / "config.yaml"))
-    with pytest.raises(ValueError, match=r"weight has shape .*128.* but the config \(vocab 512\) implies .*64.*; the "
-                                         r"model config and the weights come from different runs"):
+    with pytest.raises(
+        ValueError,
+        match=r"weight has shape .*128.* but the config \(vocab 512\) implies .*64.*; the "
+        r"model config and the weights come from different runs",
+    ):
         load_export(str(tmp_path / "bad"))
 
 

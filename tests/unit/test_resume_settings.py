@@ -1,5 +1,6 @@
 """Which settings a resume may change: the ones that operate the run, never what it computes or measures.
 In one process, against a checkpoint's saved resume key (what check_config and the trainer both check)."""
+
 import os
 import shutil
 
@@ -54,9 +55,21 @@ def other_data(tiny_data, tmp_path_factory):
 
 
 def test_operational_settings_may_change(checkpointed, tiny_data):
-    assert check(tiny_data, checkpointed, "train.eval_every=2", "train.log_every=3", "train.stop_after=12",
-                 "train.checkpoint_every=5", "train.keep_checkpoints=4", "train.progress=true",
-                 "model.kernels=sdpa", "model.recompute=full") == "step00000004"
+    assert (
+        check(
+            tiny_data,
+            checkpointed,
+            "train.eval_every=2",
+            "train.log_every=3",
+            "train.stop_after=12",
+            "train.checkpoint_every=5",
+            "train.keep_checkpoints=4",
+            "train.progress=true",
+            "model.kernels=sdpa",
+            "model.recompute=full",
+        )
+        == "step00000004"
+    )
 
 
 def test_the_same_data_moved_elsewhere_resumes(checkpointed, tiny_data, tmp_path):
@@ -64,13 +77,16 @@ def test_the_same_data_moved_elsewhere_resumes(checkpointed, tiny_data, tmp_path
     assert check(moved, checkpointed) == "step00000004"
 
 
-@pytest.mark.parametrize("overrides,named", [
-    (["optim.lr=1e-3"], "optim.lr 0.003 -> 0.001"),
-    (["model.hidden_size=128"], "model.hidden_size 64 -> 128"),
-    (["train.epochs=2"], "train.epochs 1 -> 2"),
-    (["data.train_tokens=19000"], "num_sequences"),
-    (["data.val_tokens=4096"], "data.val_tokens 2048 -> 4096"),
-])
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["optim.lr=1e-3"], "optim.lr 0.003 -> 0.001"),
+        (["model.hidden_size=128"], "model.hidden_size 64 -> 128"),
+        (["train.epochs=2"], "train.epochs 1 -> 2"),
+        (["data.train_tokens=19000"], "num_sequences"),
+        (["data.val_tokens=4096"], "data.val_tokens 2048 -> 4096"),
+    ],
+)
 def test_settings_that_change_the_result_are_refused(checkpointed, tiny_data, overrides, named):
     with pytest.raises(TrainingError) as e:
         check(tiny_data, checkpointed, *overrides)
@@ -106,7 +122,7 @@ def test_a_finished_run_is_left_as_it_is(tmp_path, tiny_data):
     run = RunDir(tmp_path / "run")
     run.update(status=rundir.FINISHED, final={"val_loss": 6.25, "step": layout.total_steps})
     before = (tmp_path / "run" / "run.json").read_bytes()
-    train(cfg, layout)   # would build the model and a process group if it went on
+    train(cfg, layout)  # would build the model and a process group if it went on
     assert (tmp_path / "run" / "run.json").read_bytes() == before
     assert sorted(os.listdir(tmp_path / "run")) == ["checkpoints", "run.json", "run.lock"]
 
@@ -138,25 +154,31 @@ def saved_as(run_dir, tiny_data, *overrides, **written):
     (folder.parent / "latest").write_text("step00000004")
 
 
-@pytest.mark.parametrize("written,overrides", [
-    ({"world_size": 2}, []),                                 # DP=2 -> 1
-    ({"world_size": 2, "tp": 2}, []),                        # TP=2 -> 1
-    ({"world_size": 2, "tp": 2}, ["model.vocab_size=2048"]),  # the padded rows, spelled out
-    ({"world_size": 4}, ["parallel.ds_config=zero2"]),
-])
+@pytest.mark.parametrize(
+    "written,overrides",
+    [
+        ({"world_size": 2}, []),  # DP=2 -> 1
+        ({"world_size": 2, "tp": 2}, []),  # TP=2 -> 1
+        ({"world_size": 2, "tp": 2}, ["model.vocab_size=2048"]),  # the padded rows, spelled out
+        ({"world_size": 4}, ["parallel.ds_config=zero2"]),
+    ],
+)
 def test_another_layout_may_resume(tmp_path, tiny_data, written, overrides):
     saved_as(tmp_path / "run", tiny_data, *overrides, **written)
     assert check(tiny_data, tmp_path / "run", *overrides) == "step00000004"
 
 
-@pytest.mark.parametrize("written,overrides,named", [
-    ({"world_size": 2, "global_batch_size": 32}, [], "global_batch_size 32 -> 16"),
-    ({"world_size": 2, "model.hidden_size": 128}, [], "model.hidden_size 128 -> 64"),
-    ({"world_size": 2, "zero_stage": 2}, [], "zero_stage 2 -> 1"),
-    ({"world_size": 2}, ["parallel.ds_config=zero0"], "ZeRO stage 0 keeps the optimizer inside the model file"),
-    ({"world_size": 2}, ["parallel.ds_config=zero3"], "ZeRO-3"),
-    ({"world_size": 2, "pp": 2}, [], "pipeline parallelism (pp 2 -> 1)"),
-])
+@pytest.mark.parametrize(
+    "written,overrides,named",
+    [
+        ({"world_size": 2, "global_batch_size": 32}, [], "global_batch_size 32 -> 16"),
+        ({"world_size": 2, "model.hidden_size": 128}, [], "model.hidden_size 128 -> 64"),
+        ({"world_size": 2, "zero_stage": 2}, [], "zero_stage 2 -> 1"),
+        ({"world_size": 2}, ["parallel.ds_config=zero0"], "ZeRO stage 0 keeps the optimizer inside the model file"),
+        ({"world_size": 2}, ["parallel.ds_config=zero3"], "ZeRO-3"),
+        ({"world_size": 2, "pp": 2}, [], "pipeline parallelism (pp 2 -> 1)"),
+    ],
+)
 def test_a_layout_change_that_cannot_carry_over_is_refused(tmp_path, tiny_data, written, overrides, named):
     saved_as(tmp_path / "run", tiny_data, *overrides, **written)
     with pytest.raises(TrainingError) as e:
@@ -171,8 +193,11 @@ def test_other_padded_vocabulary_rows_name_the_setting_that_keeps_them(tmp_path,
 
     cfg, _ = config(tiny_data, tmp_path / "run")
     saved, now = {"tp": 2, "model.vocab_size": None}, {"tp": 1, "model.vocab_size": None}
-    with pytest.raises(TrainingError, match=r"pads to 384 rows there, the checkpoint has 512; add model\.vocab_size"
-                                            r"=512"):
+    with pytest.raises(
+        TrainingError,
+        match=r"pads to 384 rows there, the checkpoint has 512; add model\.vocab_size"
+        r"=512",
+    ):
         _compare_vocab_rows(cfg, saved, now, {}, vocab=300)
     changed = {"model.vocab_size": (None, 512)}
     _compare_vocab_rows(cfg, saved, {"tp": 1, "model.vocab_size": 512}, changed, vocab=300)

@@ -1,4 +1,5 @@
 """The run-directory contract: run.json written atomically, the lock, and the states a reader sees."""
+
 import json
 import os
 import re
@@ -18,17 +19,17 @@ def test_states_from_the_directory_alone(tmp_path):
         run.update(status=rundir.RUNNING, facts={"lr": 3e-3})
         assert run.state() == rundir.RUNNING
         assert RunDir(run.path).locked()
-    assert run.state() == rundir.INTERRUPTED          # says running, but nobody holds the lock
+    assert run.state() == rundir.INTERRUPTED  # says running, but nobody holds the lock
     run.update(status=rundir.FINISHED)
     assert run.state() == rundir.FINISHED
-    assert run.info()["facts"]["lr"] == 3e-3          # exact, not float32
+    assert run.info()["facts"]["lr"] == 3e-3  # exact, not float32
 
 
 def test_a_resumed_run_is_running_while_it_holds_the_lock(tmp_path):
     run = RunDir(tmp_path / "r")
     for status in (rundir.FINISHED, rundir.FAILED, rundir.STOPPED):
         run.update(status=status)
-        with run.hold():     # starting up: run.json is updated only once the checkpoint is loaded
+        with run.hold():  # starting up: run.json is updated only once the checkpoint is loaded
             assert run.state() == rundir.RUNNING, status
         assert run.state() == status
 
@@ -42,8 +43,10 @@ def test_a_second_holder_is_refused(tmp_path):
 
 
 def test_a_killed_holder_releases_the_lock(tmp_path):
-    code = ("import os, sys; from megarecipe.rundir import RunDir; r = RunDir(sys.argv[1]); "
-            "r.hold().__enter__(); r.update(status='running'); print('held', flush=True); os.kill(os.getpid(), 9)")
+    code = (
+        "import os, sys; from megarecipe.rundir import RunDir; r = RunDir(sys.argv[1]); "
+        "r.hold().__enter__(); r.update(status='running'); print('held', flush=True); os.kill(os.getpid(), 9)"
+    )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, timeout=60)
     run = RunDir(tmp_path / "r")
     assert run.info()["status"] == rundir.RUNNING and run.state() == rundir.INTERRUPTED
@@ -56,9 +59,16 @@ def test_damaged_run_json_is_one_line(tmp_path):
         run.info()
 
 
-@pytest.mark.parametrize("content, field", [({"final": {"val_loss": "4.2", "step": 8}}, "final.val_loss"),
-                                            ({"final": [4.2]}, "final"), ({"status": 3}, "status"),
-                                            ({"step": "8"}, "step"), ({"final": {"val_loss": True}}, "final.val_loss")])
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        ({"final": {"val_loss": "4.2", "step": 8}}, "final.val_loss"),
+        ({"final": [4.2]}, "final"),
+        ({"status": 3}, "status"),
+        ({"step": "8"}, "step"),
+        ({"final": {"val_loss": True}}, "final.val_loss"),
+    ],
+)
 def test_a_run_json_field_of_the_wrong_type_is_one_line(tmp_path, content, field):
     """Readers (status, reports, fits) compare and format these fields; a hand-edited one fails here, named."""
     (tmp_path / rundir.RUN_JSON).write_text(json.dumps(content))
@@ -91,14 +101,15 @@ def test_build_dirs_are_each_builders_own(tmp_path):
     (tmp_path / "cache.tmp").mkdir()
     (tmp_path / "cache.tmp" / "mine").write_text("a user's folder")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / f"cache.tmp{dead.stdout.strip()}").mkdir()   # killed mid-build
+    (tmp_path / f"cache.tmp{dead.stdout.strip()}").mkdir()  # killed mid-build
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / f"cache.tmp{live.pid}").mkdir()           # another builder, still at work
+        (tmp_path / f"cache.tmp{live.pid}").mkdir()  # another builder, still at work
         tmp = atomic.build_dir(str(tmp_path / "cache"))
         assert tmp == str(tmp_path / f"cache.tmp{os.getpid()}") and os.path.isdir(tmp)
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            ["cache.tmp", f"cache.tmp{live.pid}", f"cache.tmp{os.getpid()}"])
+            ["cache.tmp", f"cache.tmp{live.pid}", f"cache.tmp{os.getpid()}"]
+        )
     finally:
         live.kill()
         live.wait()

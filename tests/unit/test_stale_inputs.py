@@ -1,6 +1,7 @@
 """Inputs that pass every cheap check but are not what they claim (issue 24): a data dir prepared again in place,
 a teacher cache of another data dir or a damaged one, a killed member, a stopped distillation. Each is refused
 or reported as what it is, through the command a user types."""
+
 import json
 import os
 import shutil
@@ -11,8 +12,13 @@ import pytest
 from megarecipe.rundir import RunDir
 from tests.helpers import TINY, torchrun
 
-CACHE_STUDENT = ["model.seq_len=64", "data.train_tokens=1000", "data.val_tokens=2048", "train.global_batch_size=4",
-                 "train.micro_batch_size=4"]
+CACHE_STUDENT = [
+    "model.seq_len=64",
+    "data.train_tokens=1000",
+    "data.val_tokens=2048",
+    "train.global_batch_size=4",
+    "train.micro_batch_size=4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +39,24 @@ def cache(tiny_data, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cache")
     teacher = _teacher_run(root, "teacher", tiny_data)
-    assert main(["cache", "--teacher", str(teacher), "--student", "configs/tiny.yaml", "--k", "4",
-                 "--out", str(root / "cache"), f"data.dir={tiny_data}", *CACHE_STUDENT]) == 0
+    assert (
+        main(
+            [
+                "cache",
+                "--teacher",
+                str(teacher),
+                "--student",
+                "configs/tiny.yaml",
+                "--k",
+                "4",
+                "--out",
+                str(root / "cache"),
+                f"data.dir={tiny_data}",
+                *CACHE_STUDENT,
+            ]
+        )
+        == 0
+    )
     return str(root / "cache")
 
 
@@ -56,7 +78,7 @@ def test_ensemble_eval_refuses_a_data_dir_prepared_again_in_place(tiny_data, oth
     for m in members:
         RunDir(m).update(heldout=heldout)
     shutil.rmtree(data)
-    shutil.copytree(other_text, data)   # `prepare_data --out data --tokenizer ...` of other text, same place
+    shutil.copytree(other_text, data)  # `prepare_data --out data --tokenizer ...` of other text, same place
     capsys.readouterr()
     assert main(["eval", "--runs", *members, "--out", str(tmp_path / "ens"), "--device", "cpu"]) == 2
     err = one_line(capsys)
@@ -68,12 +90,24 @@ def test_a_cache_of_another_data_dir_is_refused_before_training(cache, tiny_data
     from megarecipe.cli.distill import main
 
     def dry_run(data_dir):
-        return main(["train", "--teacher", cache, "--student", "configs/tiny.yaml", "--out", str(tmp_path / "kd"),
-                     "--dry-run", f"data.dir={data_dir}", *CACHE_STUDENT])
+        return main(
+            [
+                "train",
+                "--teacher",
+                cache,
+                "--student",
+                "configs/tiny.yaml",
+                "--out",
+                str(tmp_path / "kd"),
+                "--dry-run",
+                f"data.dir={data_dir}",
+                *CACHE_STUDENT,
+            ]
+        )
 
     assert dry_run(tiny_data) == 0
     capsys.readouterr()
-    assert dry_run(other_text) == 2   # same tokenizer, same budget, other tokens
+    assert dry_run(other_text) == 2  # same tokenizer, same budget, other tokens
     err = one_line(capsys)
     assert "data_sha256" in err and "rebuild it" in err
     assert json.loads(open(os.path.join(cache, "cache.json")).read())["data_sha256"]
@@ -87,8 +121,9 @@ def test_a_damaged_cache_stops_training_with_one_line(cache, tiny_data, tmp_path
     array[:, 3, 0] = 5000 if damage == "ids" else np.nan
     array.flush()
     del array
-    result = torchrun(0, [*TINY, f"data.dir={tiny_data}", f"run.dir={tmp_path / 'kd'}", f"distill.teacher={bad}",
-                          *CACHE_STUDENT])   # `python -m megarecipe.cli.train configs/tiny.yaml ...`, started warm
+    result = torchrun(
+        0, [*TINY, f"data.dir={tiny_data}", f"run.dir={tmp_path / 'kd'}", f"distill.teacher={bad}", *CACHE_STUDENT]
+    )  # `python -m megarecipe.cli.train configs/tiny.yaml ...`, started warm
     last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
     assert result.returncode == 3, result.stderr[-3000:]
     assert last.startswith("error: distill.teacher:") and fragment in last and "rebuild it" in last, last

@@ -1,5 +1,6 @@
 """A rank stops (SIGTERM to itself) when the launcher that owns it is gone: megarecipe.system.stop_with_launcher.
 Tiny processes (bash and a Python that imports only megarecipe.system), not a trainer."""
+
 import os
 import signal
 import subprocess
@@ -28,8 +29,11 @@ def start(tmp_path, owner_is_outer: bool):
     flag = tmp_path / "flag"
     owner = "$$" if owner_is_outer else "1234567"
     inner = f"{sys.executable} -c '{RANK}' {flag} & wait"
-    outer = subprocess.Popen(["bash", "-c", f'export MEGARECIPE_OWNER_PID={owner}; bash -c "$0" & wait', inner],
-                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "LOCAL_RANK": "0"})
+    outer = subprocess.Popen(
+        ["bash", "-c", f'export MEGARECIPE_OWNER_PID={owner}; bash -c "$0" & wait', inner],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "LOCAL_RANK": "0"},
+    )
     deadline = time.time() + 30
     while not (tmp_path / "flag.up").exists() or not (tmp_path / "flag.up").read_text():
         assert time.time() < deadline and outer.poll() is None, "the rank did not start"
@@ -43,7 +47,7 @@ def rank_pid(flag) -> int:
 
 def test_rank_stops_when_its_launcher_is_killed(tmp_path):
     outer, flag = start(tmp_path, owner_is_outer=True)
-    outer.send_signal(signal.SIGKILL)   # the inner bash, the rank's parent, lives on: only the watch sees it
+    outer.send_signal(signal.SIGKILL)  # the inner bash, the rank's parent, lives on: only the watch sees it
     outer.wait()
     deadline = time.time() + 5
     while not flag.exists() and time.time() < deadline:
@@ -64,9 +68,10 @@ def test_rank_ignores_an_owner_that_is_not_its_ancestor(tmp_path):
 
 
 def test_rank_stops_when_its_parent_is_killed(tmp_path):
-    outer, flag = start(tmp_path, owner_is_outer=False)   # no watched owner: the parent-death signal alone
-    inner = [int(p) for p in subprocess.run(["pgrep", "-P", str(outer.pid)], capture_output=True,
-                                            text=True).stdout.split()]
+    outer, flag = start(tmp_path, owner_is_outer=False)  # no watched owner: the parent-death signal alone
+    inner = [
+        int(p) for p in subprocess.run(["pgrep", "-P", str(outer.pid)], capture_output=True, text=True).stdout.split()
+    ]
     assert len(inner) == 1
     os.kill(inner[0], signal.SIGKILL)
     deadline = time.time() + 5

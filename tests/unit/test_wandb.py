@@ -1,4 +1,5 @@
 """logging.wandb: the same scalars as TensorBoard, the config and the facts, on rank 0; off by default."""
+
 import glob
 import sys
 import time
@@ -54,7 +55,7 @@ def test_writer_sends_what_tensorboard_gets(tmp_path, fake_wandb):
     assert ("log", 3, {"train/loss": 2.5, "perf/mfu": 0.4}) in fake_wandb
     assert fake_wandb[-1] == ("finish",)
 
-    resumed = WandbWriter(run, cfg, resumed=True)   # a resumed run continues the same W&B run
+    resumed = WandbWriter(run, cfg, resumed=True)  # a resumed run continues the same W&B run
     assert fake_wandb[-1][1]["id"] == run_id and fake_wandb[-1][1]["resume"] == "allow"
     resumed.close()
 
@@ -88,11 +89,11 @@ def test_offline_run_is_written_under_the_run_dir(tmp_path, monkeypatch):
     [offline] = glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*"))
     assert run.info()["wandb_id"] in offline
     [records] = glob.glob(offline + "/run-*.wandb")
-    deadline = time.monotonic() + 60   # wandb's service process may still be writing the file after finish()
+    deadline = time.monotonic() + 60  # wandb's service process may still be writing the file after finish()
     while True:
         with open(records, "rb") as f:
             data = f.read()
         if (b"train/loss" in data and b"num_layers" in data) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert b"train/loss" in data and b"num_layers" in data   # the scalars and the config, for `wandb sync`
+    assert b"train/loss" in data and b"num_layers" in data  # the scalars and the config, for `wandb sync`
