@@ -70,9 +70,26 @@ def slurm_conf(tmp_path_factory):
         yield conf
 
 
+def wait_for_an_idle_node(slurm_conf: str, timeout: float = 120) -> None:
+    """Until no job of an earlier test holds a core (a cancelled job stays COMPLETING for up to KillWait): a test
+    that counts which of its tasks run at once needs the whole node, however loaded the machine."""
+    import subprocess
+    import time
+
+    deadline = time.time() + timeout
+    env = {**os.environ, "SLURM_CONF": slurm_conf}
+    while time.time() < deadline:
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=env, capture_output=True, text=True)
+        if jobs.returncode == 0 and not jobs.stdout.strip():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the local Slurm still runs jobs of an earlier test after {timeout:.0f} s: {jobs.stdout.strip()}")
+
+
 @pytest.fixture
 def slurm(slurm_conf, fake_trainer, monkeypatch):
     """The real Slurm's clients for this test, with the fake trainer in its jobs; returns the start log."""
+    wait_for_an_idle_node(slurm_conf)
     monkeypatch.setenv("SLURM_CONF", slurm_conf)
     monkeypatch.setenv("MEGARECIPE_SLURM_POLL_S", "0.5")
     monkeypatch.setenv("FAKE_TERM_STOPS", "1")
