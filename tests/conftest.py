@@ -2,6 +2,10 @@ import os
 
 import pytest
 
+# One torch thread in this process and in every run it starts (tests/helpers.env() passes it on): the tests' models
+# are tiny, and a second OpenMP thread only spins, or stalls each op when the machine is busy.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):

@@ -29,6 +29,19 @@ def _single_process_env() -> None:
     )
 
 
+def cpu_threads() -> int:
+    """Threads of this rank on a CPU: MEGARECIPE_THREADS, else OMP_NUM_THREADS (what torchrun, the DeepSpeed
+    launcher and a user's shell set), else the cores shared among this node's ranks. One thread too many costs
+    more than it gains for small models: an idle OpenMP thread spins at every barrier, and a descheduled one
+    (on a busy machine) stalls each op (measured: a tiny run took 10x the CPU on two threads of a loaded 2-core
+    machine than on one)."""
+    given = os.environ.get("MEGARECIPE_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if given and given.isdigit() and int(given) > 0:
+        return int(given)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return max(1, (os.cpu_count() or 1) // local_world)
+
+
 def init(tp: int, pp: int, seed: int) -> torch.device:
     """Join the world the launcher started and build megatron's groups; returns this rank's device."""
     from megarecipe.parallel import cpu_compat
@@ -43,8 +56,7 @@ def init(tp: int, pp: int, seed: int) -> torch.device:
         cpu_compat.apply()
         device = torch.device("cpu")
         backend = "gloo"
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-        torch.set_num_threads(int(os.environ.get("MEGARECIPE_THREADS") or (os.cpu_count() or 1) // local_world or 1))
+        torch.set_num_threads(cpu_threads())
     import deepspeed
     from megatron.core import parallel_state as ps
     from megatron.core import tensor_parallel
