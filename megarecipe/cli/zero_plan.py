@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+from typing import NamedTuple
 
 from megarecipe import atomic
 from megarecipe.cli.common import Parser, run
@@ -106,18 +107,25 @@ def _check_numbers(args) -> None:
             )
 
 
-def _target(args):
-    """(world, devices per node, memory per device, gpu?) from the flags."""
+class Target(NamedTuple):
+    world: int  # processes
+    per_node: int  # devices per node
+    budget: float  # bytes of memory per device
+    gpu: bool
+
+
+def _target(args) -> Target:
+    """What to plan for, from the flags."""
     _check_numbers(args)
     if args.processes and args.gpus_per_node:
         raise ConfigError("--processes and --gpus-per-node: give one (CPU processes here, or GPUs)")
     if args.gpus_per_node:
         if not args.gpu_memory:
             raise ConfigError("--gpu-memory: needed with --gpus-per-node; give e.g. --gpu-memory 80GB")
-        return args.nodes * args.gpus_per_node, args.gpus_per_node, args.gpu_memory, True
+        return Target(args.nodes * args.gpus_per_node, args.gpus_per_node, args.gpu_memory, True)
     if args.processes:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return args.processes, args.processes, args.memory or ram / args.processes, False
+        return Target(args.processes, args.processes, args.memory or ram / args.processes, False)
     raise ConfigError(
         "--gpus-per-node or --processes: say what to plan for, e.g. --gpus-per-node 8 "
         "--gpu-memory 80GB, or --processes 2"
@@ -145,16 +153,16 @@ def _run(args) -> int:
     from megarecipe.plan.comm import default_machine
     from megarecipe.plan.rank import rank
 
-    world, per_node, budget, gpu = _target(args)
+    target = _target(args)
+    world, gpu = target.world, target.gpu
     zeros, recomputes = _choices(args, gpu)
     cfg, vocab = _config(args, world, gpu)
-    bf16 = cfg.train.precision == "bf16"
-    hw = default_machine(gpu, per_node, args.efficiency, args.peak_tflops, args.intra_gbs, args.inter_gbs)
-    candidates = _plan(args, cfg, vocab, world, per_node, budget, hw, bf16, gpu, zeros, recomputes)
+    hw = default_machine(gpu, target.per_node, args.efficiency, args.peak_tflops, args.intra_gbs, args.inter_gbs)
+    candidates = _plan(args, cfg, vocab, target, hw, zeros, recomputes)
     ranked = rank(candidates)
-    _print_header(args, cfg, vocab, world, per_node, budget, gpu, candidates, ranked)
+    _print_header(args, cfg, vocab, target, candidates, ranked)
     if args.measure:
-        _measure(args, cfg, ranked, world, bf16)
+        _measure(args, cfg, ranked, world, cfg.train.precision == "bf16")
         ranked = rank(candidates)
     _print_table(args, candidates, ranked)
     winner = next((c for c in ranked if c.fits and not (c.measured or {}).get("error")), None)
@@ -203,30 +211,42 @@ def _config(args, world: int, gpu: bool):
     return cfg, vocab
 
 
-def _plan(args, cfg, vocab, world, per_node, budget, hw, bf16, gpu, zeros, recomputes):
+def _plan(args, cfg, vocab: int, target: Target, hw, zeros, recomputes):
     """Every candidate layout, assessed (memory, fit, step time) for the target."""
     from megarecipe.plan.candidates import enumerate_candidates
     from megarecipe.plan.rank import assess
 
+    world, gpu = target.world, target.gpu
     with tempfile.TemporaryDirectory() as ds_dir:
         candidates = enumerate_candidates(
-            cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp, args.micro_batch, recomputes, cuda=gpu or None
+            cfg,
+            vocab,
+            world,
+            target.per_node,
+            ds_dir,
+            zeros,
+            args.tp,
+            args.pp,
+            args.micro_batch,
+            recomputes,
+            cuda=gpu or None,
         )
-        assess(candidates, cfg, world, budget, args.margin, hw, bf16, gpu)
+        assess(candidates, cfg, world, target.budget, args.margin, hw, cfg.train.precision == "bf16", gpu)
     return candidates
 
 
-def _print_header(args, cfg, vocab, world, per_node, budget, gpu, candidates, ranked) -> None:
+def _print_header(args, cfg, vocab: int, target: Target, candidates, ranked) -> None:
     from megarecipe.plan.memory import fused_attention
 
-    target = (
-        f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each"
-        if gpu
-        else f"{world} CPU process(es), {budget / 2**30:.1f} GiB each"
+    budget = target.budget
+    where = (
+        f"{args.nodes} node(s) x {target.per_node} GPU(s), {budget / 1e9:.0f} GB each"
+        if target.gpu
+        else f"{target.world} CPU process(es), {budget / 2**30:.1f} GiB each"
     )
-    attention = "fused" if fused_attention(cfg.model, gpu) else "unfused"
+    attention = "fused" if fused_attention(cfg.model, target.gpu) else "unfused"
     print(
-        f"{args.config}: {len(candidates)} candidates for {target}, {cfg.train.precision}, vocab {vocab}, "
+        f"{args.config}: {len(candidates)} candidates for {where}, {cfg.train.precision}, vocab {vocab}, "
         f"{attention} attention (model.kernels={cfg.model.kernels}), margin {args.margin:.0%}; "
         f"{sum(1 for c in ranked if c.fits)} fit"
     )
