@@ -75,7 +75,7 @@ def exit_code(error: Exception, user_error: int = USER_ERROR, run_error: int = R
 def run(
     body: Callable[[], int],
     *,
-    where: str | Callable[[], str] | None = None,
+    where: str | None = None,
     user_error: int = USER_ERROR,
     run_error: int = RUN_ERROR,
     os_error: int = USER_ERROR,
@@ -83,10 +83,9 @@ def run(
     before_group: bool | Callable[[], bool] = True,
 ) -> int:
     """body()'s exit status, or one error line and its status: a UserError `user_error` (2), a RunError
-    `run_error` (3), an
-    OSError, where the tool writes to `where` (a path, or a function giving it), `os_error` (2). Without `where`
-    an OSError is not the user's to act on and goes up as it is. `ranked`: print through `rank_errors`, with
-    `before_group` (or its value when called) telling whether the ranks had a process group yet."""
+    `run_error` (3), an OSError, where the tool writes to the path `where`, `os_error` (2). Without `where` an
+    OSError is not the user's to act on and goes up as it is. `ranked`: print through `rank_errors`, with
+    `before_group` (or its value when called) telling whether the ranks had no process group yet."""
 
     def group() -> bool:
         return before_group() if callable(before_group) else before_group
@@ -98,7 +97,7 @@ def run(
     except OSError as e:
         if where is None:
             raise
-        line = errors.os_error_line(e, where() if callable(where) else where)
+        line = errors.os_error_line(e, where)
         return say(errors.RunError(line), os_error, ranked, group())
 
 

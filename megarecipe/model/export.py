@@ -104,8 +104,8 @@ def save_safetensors(tensors: dict, path: str, metadata: dict | None = None) -> 
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
 
 
-def _damaged(path: str, why: str) -> ValueError:
-    return ValueError(f"{path} is damaged ({why}); restore the export from a copy, or leave the run out")
+def _damaged(path: str, why: str) -> UserError:
+    return UserError(f"{path} is damaged ({why}); restore the export from a copy, or leave the run out")
 
 
 def read_info(export_dir: str) -> dict:
