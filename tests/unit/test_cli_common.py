@@ -121,3 +121,24 @@ def test_zero_plan_a_bad_override_after_options_is_still_one_line(capsys):
     assert exit_info.value.code == 2
     (line,) = err_lines(capsys)
     assert line.startswith("error: model.vocab_size: not a key=value override")
+
+
+def test_check_config_takes_options_after_the_config(capsys):
+    from megarecipe.cli.check_config import main
+
+    assert main(["configs/tiny.yaml", "model.vocab_size=128", "--world-size", "0"]) == 2
+    (line,) = err_lines(capsys)
+    assert line.startswith("error: --world-size 0 must be >= 1")
+
+
+def test_distill_train_takes_overrides_after_its_options(tmp_path, capsys):
+    from megarecipe.cli.distill import main
+
+    out = str(tmp_path / "kd")
+    argv = ["train", "--teacher", str(tmp_path), "--student", "configs/tiny.yaml", "--out", out]
+    assert main([*argv, "model.vocab_size=128", "--alpha", "0.5", f"run.dir={tmp_path / 'other'}"]) == 2
+    (line,) = err_lines(capsys)
+    assert line == f"error: run.dir={tmp_path / 'other'}: run.dir is set by --out {out}; give it once"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "model.vocab_size=128", "--alpha", "0.5", "stray"])
+    assert exit_info.value.code == 2 and err_lines(capsys) == ["error: unrecognized arguments: stray"]
