@@ -27,8 +27,6 @@ from megarecipe.cli.common import Parser, run
 from megarecipe.config import ConfigError, load_config, resolve_layout
 from megarecipe.preflight import check_run
 
-MAX_LAYERS = 512
-
 
 def _ints(text: str) -> list[int]:
     try:
@@ -132,23 +130,6 @@ def _target(args) -> Target:
     )
 
 
-def _vocab(cfg) -> int:
-    """model.vocab_size, else the tokenizer's (each candidate pads it for its TP size, as the trainer does)."""
-    if cfg.model.vocab_size is not None:
-        return cfg.model.vocab_size
-    from megarecipe.data.errors import DataError
-    from megarecipe.data.meta import load_meta
-
-    try:
-        return load_meta(cfg.data.dir).vocab_size
-    except DataError:
-        raise ConfigError(
-            f"model.vocab_size: not set and data.dir={cfg.data.dir!r} holds no prepared data; pass "
-            f"model.vocab_size=N (e.g. 128256 for Llama-3's tokenizer) or point data.dir at "
-            f"prepared data"
-        ) from None
-
-
 def _run(args) -> int:
     from megarecipe.plan.comm import default_machine
     from megarecipe.plan.rank import rank
@@ -195,17 +176,15 @@ def _choices(args, gpu: bool) -> tuple[list[str] | None, list[str] | None]:
 
 def _config(args, world: int, gpu: bool):
     """The config with its overrides and its precision for the target, checked for it; and the vocabulary."""
+    from megarecipe.plan.candidates import check_depth, planned_vocab
+
     cfg = load_config(args.config, args.overrides)
-    if cfg.model.num_layers > MAX_LAYERS:  # each layer's tensors are listed per candidate: minutes, then hours
-        raise ConfigError(
-            f"model.num_layers={cfg.model.num_layers}: the planner handles at most {MAX_LAYERS} layers "
-            f"(the largest Llamas have 126); give a real model's depth"
-        )
+    check_depth(cfg.model)
     base = copy.deepcopy(cfg)  # the settings no candidate changes must be sound (and the data there, to measure)
     base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
     base.train.precision = "fp32"
     (check_run if args.measure else resolve_layout)(base, world_size=world, cuda=gpu or None)  # for the target
-    vocab = _vocab(cfg)
+    vocab = planned_vocab(cfg)
     if cfg.train.precision == "auto":
         cfg.train.precision = "bf16" if gpu else "fp32"
     return cfg, vocab
