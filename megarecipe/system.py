@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from megarecipe.errors import UserError
+
 
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on now."""
@@ -20,8 +22,8 @@ def has_cuda() -> bool:
 
 
 def check_device(text: str | None) -> str | None:
-    """A --device value the tools can use: None (the default), cpu, or cuda[:N] where a GPU is; else ValueError
-    with one line."""
+    """A --device value the tools can use: None (the default), cpu, or cuda[:N] where a GPU is; else a UserError
+    (a ValueError) with one line."""
     if text is None:
         return None
     import torch
@@ -29,14 +31,14 @@ def check_device(text: str | None) -> str | None:
     try:
         device = torch.device(text)
     except RuntimeError:
-        raise ValueError(f"--device {text!r} is not a device; use cpu or cuda (or cuda:N)") from None
+        raise UserError(f"--device {text!r} is not a device; use cpu or cuda (or cuda:N)") from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(
+        raise UserError(
             f"--device {text}: no such CUDA device here ({torch.cuda.device_count()} GPU(s)); pass "
             f"--device cpu or leave it out"
         )
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {text}: use cpu or cuda (or cuda:N)")
+        raise UserError(f"--device {text}: use cpu or cuda (or cuda:N)")
     return text
 
 

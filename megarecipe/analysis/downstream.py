@@ -13,6 +13,7 @@ import os
 import tempfile
 
 from megarecipe import atomic, ensembledir, rundir
+from megarecipe.analysis.report import MISSING, number
 
 EVAL_DIR, TB_DIR = rundir.EVAL, rundir.TB
 EVENTS_SUFFIX = ".downstream"  # the event file of these scalars, apart from the trainer's
@@ -139,21 +140,17 @@ def _write_events(path: str, stored: dict[str, dict]) -> None:
     writer.close()
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def results_table(stored: dict[str, dict], title: str = "") -> str:
     lines = ([f"### {title}", ""] if title else []) + ["| task | acc | acc_norm | items |", "|---|---|---|---|"]
     for task, row in stored.items():
         n = row.get("n")
-        items = "-" if n is None else f"{n}" + (" (limit)" if row.get("limit") else "")
-        lines.append(f"| {task} | {_fmt(row.get('acc'))} | {_fmt(row.get('acc_norm'))} | {items} |")
+        items = MISSING if n is None else f"{n}" + (" (limit)" if row.get("limit") else "")
+        lines.append(f"| {task} | {number(row.get('acc'))} | {number(row.get('acc_norm'))} | {items} |")
     if stored:
         accs = [r["acc"] for r in stored.values() if "acc" in r]
         norms = [r.get("acc_norm", r.get("acc")) for r in stored.values()]
         lines.append(
-            f"| average ({len(stored)} tasks) | {_fmt(sum(accs) / len(accs))} | {_fmt(sum(norms) / len(norms))} | |"
+            f"| average ({len(stored)} tasks) | {number(sum(accs) / len(accs))} | {number(sum(norms) / len(norms))} | |"
         )
         if any("acc_norm" not in r for r in stored.values()):
             lines.append("")
@@ -174,11 +171,11 @@ def compare_table(paths: list[str], metric: str = "acc_norm") -> str:
         return None if row is None else row.get(metric, row.get("acc"))
 
     for task in tasks:
-        lines.append(f"| {task} | " + " | ".join(_fmt(value(s, task)) for _, s in columns) + " |")
+        lines.append(f"| {task} | " + " | ".join(number(value(s, task)) for _, s in columns) + " |")
     if common:
         lines.append(
             f"| average ({len(common)} common tasks) | "
-            + " | ".join(_fmt(sum(value(s, t) for t in common) / len(common)) for _, s in columns)
+            + " | ".join(number(sum(value(s, t) for t in common) / len(common)) for _, s in columns)
             + " |"
         )
     note = f"\n{metric}" + (" (acc for tasks without it)" if metric == "acc_norm" else "")

@@ -18,6 +18,7 @@ from megarecipe import atomic
 from megarecipe.analysis.plots import params_text
 from megarecipe.analysis.recipe_fits import compute  # noqa: F401  (the report's numbers)
 from megarecipe.analysis.recipe_plan import FITS_JSON, REPORT_MD, STAGES, RecipeFits, RecipePlan
+from megarecipe.analysis.report import MISSING, number
 
 ORDER = ("regularized", "ensemble", "joint")
 
@@ -27,15 +28,11 @@ def _json(path: str) -> dict:
         return json.load(f)
 
 
-def _num(v, fmt=".4f") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
-
-
 def _E(f: dict) -> str:
     if not isinstance(f, dict) or "error" in f:
         return f"no fit ({f.get('error') if isinstance(f, dict) else 'not run'})"
     ci = f.get("ci", {}).get("E")
-    return f"{_num(f['E'])}" + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
+    return f"{number(f['E'])}" + (f" [{number(ci[0])}, {number(ci[1])}]" if ci else "")
 
 
 def _notes(f: dict, noise: bool) -> str:
@@ -58,7 +55,7 @@ def _eff(e: dict) -> str:
     v, ci = e.get("efficiency"), e.get("ci")
     text = "unbounded" if v is None else f"{v:.2f}x"
     if ci and ci[0] is not None:
-        text += f" [{_num(ci[0], '.2f')}, {_num(ci[1], '.2f') if ci[1] is not None else 'inf'}]"
+        text += f" [{number(ci[0], '.2f')}, {number(ci[1], '.2f') if ci[1] is not None else 'inf'}]"
     return text
 
 
@@ -146,8 +143,8 @@ def _what_ran(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
             for size, v in (row.get(f"{section}_runs") or {}).items():
                 flags = [*(v.get("edge") or []), *([] if v.get("tuned", True) else ["not tuned at this D"])]
                 L.append(
-                    f"| {section} | {_tokens(b)} | {size} | {_num(v['lr'], 'g')} | {_num(v['weight_decay'], 'g')} "
-                    f"| {v['epochs']} | {_num(v['val_loss'])} | {', '.join(flags)} |"
+                    f"| {section} | {_tokens(b)} | {size} | {number(v['lr'], 'g')} | {number(v['weight_decay'], 'g')} "
+                    f"| {v['epochs']} | {number(v['val_loss'])} | {', '.join(flags)} |"
                 )
     edged = sorted(
         {
@@ -195,7 +192,8 @@ def _what_ran(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
         )
         L += ["", f"- Ensembles: K = 1..{e.members} at " + ", ".join(e.sizes) + f" ({how})."]
         for key, hp in (fits.ensemble_hyper or {}).items():
-            L.append(f"  - {key}: LR {_num(hp['lr'], 'g')}, WD {_num(hp['weight_decay'], 'g')}, epochs {hp['epochs']}")
+            lr, wd = number(hp["lr"], "g"), number(hp["weight_decay"], "g")
+            L.append(f"  - {key}: LR {lr}, WD {wd}, epochs {hp['epochs']}")
     return L
 
 
@@ -224,7 +222,7 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
         "The standard recipe overfits as N grows, so no asymptote is fitted to it (as in the paper): it is compared "
         "by its best run over sizes."
         + (
-            f" Seed-to-seed spread: standard deviation {_num(fits.seed_sigma)} "
+            f" Seed-to-seed spread: standard deviation {number(fits.seed_sigma)} "
             f"(pooled over the ensemble members, {fits.seed_sigma_dof} degrees of "
             f"freedom)."
             if noise
@@ -238,16 +236,16 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
         row = fits.at(b)
         best = row.get("best_standard")
         if best:
-            every = ", ".join(f"{s} {_num(v['val_loss'])}" for s, v in row["standard_runs"].items())
-            spread = f" ± {_num(best['seed_sd'])}" if best.get("seed_sd") else ""
-            L.append(f"| {_tokens(b)} | {best['size']} | {_num(best['val_loss'])}{spread} | {every} |")
+            every = ", ".join(f"{s} {number(v['val_loss'])}" for s, v in row["standard_runs"].items())
+            spread = f" ± {number(best['seed_sd'])}" if best.get("seed_sd") else ""
+            L.append(f"| {_tokens(b)} | {best['size']} | {number(best['val_loss'])}{spread} | {every} |")
     L += [
         "",
         "## Fitted asymptotes (L = A / x^alpha + E, 95% bootstrap intervals)",
         "",
         (
             f"Intervals: {fits.bootstrap} bootstrap resamples, each adding to every run's loss a draw of the seed "
-            f"noise (standard deviation {_num(fits.seed_sigma)}), shared by every quantity the run enters, and "
+            f"noise (standard deviation {number(fits.seed_sigma)}), shared by every quantity the run enters, and "
             f"refitting."
             if noise
             else "Intervals: none: no seed-to-seed noise was measured (no ensemble with 2 or more members), so a fit "
@@ -261,7 +259,7 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
     def add(name, b, f):
         if f:
             L.append(
-                f"| {name} | {_tokens(b)} | {_E(f)} | {_num(f.get('alpha'), '.3g')} | "
+                f"| {name} | {_tokens(b)} | {_E(f)} | {number(f.get('alpha'), '.3g')} | "
                 f"{len(f.get('points', []))} | {_notes(f, noise)} |"
             )
 
@@ -288,7 +286,7 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
             "|---|" + "---:|" * n,
         ]
         for size, e in ref["by_size"].items():
-            L.append(f"| {size} | " + " | ".join(_num(v) for v in e["val_loss_by_k"]) + " |")
+            L.append(f"| {size} | " + " | ".join(number(v) for v in e["val_loss_by_k"]) + " |")
     for key, box in (fits.member_box or {}).items():
         L += [
             "",
@@ -299,8 +297,8 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
         ]
         for i, p in enumerate(box["points"]):
             L.append(
-                f"| {p['epochs']} | {_num(p['weight_decay'], 'g')} | {_num(p['k_asymptote'])} | "
-                f"{_num(p['val_loss_by_k'][-1])} | {'yes' if i == box['chosen'] else ''} |"
+                f"| {p['epochs']} | {number(p['weight_decay'], 'g')} | {number(p['k_asymptote'])} | "
+                f"{number(p['val_loss_by_k'][-1])} | {'yes' if i == box['chosen'] else ''} |"
             )
     effs = [(b, fits.at(b).get("efficiency") or {}) for b in fits.budgets]
     if any(e for _, e in effs):
@@ -317,7 +315,8 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
         for b, e in effs:
             for name, v in sorted(e.items(), key=lambda kv: ORDER.index(kv[0])):
                 L.append(
-                    f"| {_tokens(b)} | {_num(v['reference_loss'])} | {name} | {_num(v['recipe_loss'])} | {_eff(v)} |"
+                    f"| {_tokens(b)} | {number(v['reference_loss'])} | {name} | {number(v['recipe_loss'])} "
+                    f"| {_eff(v)} |"
                 )
     return L
 
@@ -331,10 +330,10 @@ def _distill(fits: RecipeFits) -> list[str]:
         "",
         "## Distillation (sequence-level, the paper's)",
         "",
-        f"Each teacher samples {d.get('synthetic_tokens') or 0:,} tokens at T = {_num(d.get('temperature'), 'g')}; "
+        f"Each teacher samples {d.get('synthetic_tokens') or 0:,} tokens at T = {number(d.get('temperature'), 'g')}; "
         f"the {d['size']} student trains on real data mixed with them at the synthetic share w, LR "
-        f"{_num(hp.get('lr'), 'g')}, WD {_num(hp.get('weight_decay'), 'g')}, {hp.get('epochs')} epochs of the real "
-        f"data. The same student alone (`{d['single']}`): {_num(d['single_loss'])}.",
+        f"{number(hp.get('lr'), 'g')}, WD {number(hp.get('weight_decay'), 'g')}, {hp.get('epochs')} epochs of the real "
+        f"data. The same student alone (`{d['single']}`): {number(d['single_loss'])}.",
         "",
         "| teacher | members | w | teacher loss | student loss | vs alone | retained |",
         "|---|---:|---:|---:|---:|---|---:|",
@@ -342,17 +341,17 @@ def _distill(fits: RecipeFits) -> list[str]:
     for r in d["sequence"]:
         name = f"{r['teacher']} ({r['teacher_size']}{', self-distillation' if r['self'] else ''})"
         L.append(
-            f"| {name} | {r['members']} | {r['weight']:g} | {_num(r['teacher_loss'])} | {_num(r['student_loss'])} "
+            f"| {name} | {r['members']} | {r['weight']:g} | {number(r['teacher_loss'])} | {number(r['student_loss'])} "
             f"| {'beats it' if r['beats_single'] else 'does NOT beat it'} | "
-            f"{_num(r['retained'], '.0%') if r['retained'] is not None else ''} |"
+            f"{number(r['retained'], '.0%') if r['retained'] is not None else ''} |"
         )
     kd = d.get("logit_kd")
     if kd:
         L.append(
-            f"| extension: token-level logit KD from {kd['teacher']} (alpha {_num(kd.get('alpha'), 'g')}) | | | "
-            f"{_num(kd['teacher_loss'])} | {_num(kd['student_loss'])} | "
+            f"| extension: token-level logit KD from {kd['teacher']} (alpha {number(kd.get('alpha'), 'g')}) | | | "
+            f"{number(kd['teacher_loss'])} | {number(kd['student_loss'])} | "
             f"{'beats it' if kd['beats_single'] else 'does NOT beat it'} | "
-            f"{_num(kd['retained'], '.0%') if kd['retained'] is not None else ''} |"
+            f"{number(kd['retained'], '.0%') if kd['retained'] is not None else ''} |"
         )
     pe = d.get("paper_experiment")
     if pe:
@@ -360,7 +359,7 @@ def _distill(fits: RecipeFits) -> list[str]:
             "",
             f"On the paper's experiment (the ensemble teacher at w = {pe['weight']:g}; the paper: 83%), the "
             f"student retains (alone - student) / (alone - teacher) = "
-            f"{_num(pe['retained'], '.3f') if pe['retained'] is not None else 'n/a'} of the teacher's gain.",
+            f"{number(pe['retained'], '.3f') if pe['retained'] is not None else MISSING} of the teacher's gain.",
         ]
     return L
 
@@ -381,8 +380,8 @@ def _downstream(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
         have = [a for a in accs if a is not None]
         L.append(
             f"| {label} (`{m['dir']}`) | "
-            + " | ".join(_num(a, ".3f") for a in accs)
-            + f" | {_num(sum(have) / len(have), '.3f') if have else 'n/a'} |"
+            + " | ".join(number(a, ".3f") for a in accs)
+            + f" | {number(sum(have) / len(have), '.3f') if have else MISSING} |"
         )
     lim = recipe.downstream.limit
     for label, tasks_skipped in (plan.downstream_skipped or {}).items():
@@ -409,7 +408,7 @@ def verdict(fits: RecipeFits) -> list[str]:
             if o.get("p") is not None
             else "no seed noise measured, so no probability"
         )
-        lines.append(f"- {o['claim']}: {_num(o['lhs'])} vs {_num(o['rhs'])}; {p}: **{o['verdict']}**.")
+        lines.append(f"- {o['claim']}: {number(o['lhs'])} vs {number(o['rhs'])}; {p}: **{o['verdict']}**.")
     for b in fits.budgets:
         effs = (fits.at(b).get("efficiency") or {}).items()
         for name, e in sorted(effs, key=lambda kv: ORDER.index(kv[0])):

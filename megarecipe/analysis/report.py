@@ -14,17 +14,21 @@ from megarecipe.analysis.runs import COLUMNS, table_rows, write_csv
 LOSS_TEXT = {"lsq": "least squares on the raw loss", "huber": "Huber loss on the raw loss"}
 
 
-def _num(v, fmt=".4f") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and not math.isfinite(v):
-        return "inf" if v > 0 else str(v)
+MISSING = "-"  # how every report of the analysis shows a number it does not have
+
+
+def number(v, fmt: str = ".4f") -> str:
+    """A number of a report, formatted: MISSING where there is none (None or NaN), inf or -inf where unbounded."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return MISSING
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
     return format(v, fmt)
 
 
 def _ci(fit, name, fmt=".4f") -> str:
     lo_hi = fit.ci.get(name)
-    return f"[{_num(lo_hi[0], fmt)}, {_num(lo_hi[1], fmt)}]" if lo_hi else "-"
+    return f"[{number(lo_hi[0], fmt)}, {number(lo_hi[1], fmt)}]" if lo_hi else MISSING
 
 
 def fit_markdown(title: str, fit, x_text: str) -> str:
@@ -84,7 +88,11 @@ def joint_markdown(joint, n_text="N (billions)") -> str:
 
 def efficiency_markdown(eff, recipe_text: str) -> str:
     val = f"{eff.value:.2f}x" if math.isfinite(eff.value) else "unbounded"
-    ci = "" if eff.ci is None else f" ({eff.level:.0%} interval [{_num(eff.ci[0], '.2f')}, {_num(eff.ci[1], '.2f')}])"
+    ci = (
+        ""
+        if eff.ci is None
+        else f" ({eff.level:.0%} interval [{number(eff.ci[0], '.2f')}, {number(eff.ci[1], '.2f')}])"
+    )
     need = eff.tokens_needed
     lines = [
         "## Data efficiency",
@@ -92,7 +100,7 @@ def efficiency_markdown(eff, recipe_text: str) -> str:
         f"Recipe loss L = {eff.recipe_loss:.4f} ({recipe_text}). Reference budget "
         f"{eff.reference:.4g}B tokens, where the baseline's law gives {float(eff.baseline(eff.reference)):.4f}.",
         "",
-        f"The baseline would need D_base(L) = {_num(need, '.4g')}B tokens to reach L: **data efficiency {val}**{ci}.",
+        f"The baseline would need D_base(L) = {number(need, '.4g')}B tokens to reach L: **data efficiency {val}**{ci}.",
         "",
     ]
     if not math.isfinite(eff.value):

@@ -13,39 +13,34 @@ from __future__ import annotations
 import argparse
 import sys
 
+from megarecipe.cli.common import Parser, run
+
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="check_config", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = Parser(prog="check_config", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world-size", type=int, default=1, help="processes the run will have (default 1)")
-    ap.add_argument("args", nargs=argparse.REMAINDER, help="CONFIG.yaml and key=value overrides, as the trainer takes")
+    ap.add_config(required=False, help="CONFIG.yaml (default: the defaults alone), as the trainer takes")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    return run(lambda: _check(args), run_error=2)  # a damaged checkpoint or run dir: bad input here, not a run
 
-    from megarecipe.cli.train import parse_args
+
+def _check(args) -> int:
     from megarecipe.config import ConfigError, load_config
-    from megarecipe.data.errors import DataError
     from megarecipe.preflight import check_run
     from megarecipe.rundir import LOCK, RunDir, RunDirError
-    from megarecipe.train.checkpoint import CheckpointError
-    from megarecipe.train.loop import TrainingError, check_run_dir, resume_key
+    from megarecipe.train.loop import check_run_dir, resume_key
 
-    try:
-        if args.world_size < 1:
-            raise ConfigError(f"--world-size {args.world_size} must be >= 1; give the number of processes")
-        path, overrides = parse_args(args.args)
-        cfg = load_config(path, overrides)
-        layout = check_run(cfg, world_size=args.world_size)
-        run = RunDir(cfg.run.dir)
-        if run.locked():
-            raise RunDirError(
-                f"run.dir={cfg.run.dir!r} is in use by another process (it holds {LOCK}); wait for it "
-                f"to finish or stop it, or choose another run.dir"
-            )
-        check_run_dir(cfg, run, resume_key(cfg, layout))
-    except (ConfigError, DataError, TrainingError, CheckpointError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.world_size < 1:
+        raise ConfigError(f"--world-size {args.world_size} must be >= 1; give the number of processes")
+    cfg = load_config(args.config, args.overrides)
+    layout = check_run(cfg, world_size=args.world_size)
+    run_dir = RunDir(cfg.run.dir)
+    if run_dir.locked():
+        raise RunDirError(
+            f"run.dir={cfg.run.dir!r} is in use by another process (it holds {LOCK}); wait for it "
+            f"to finish or stop it, or choose another run.dir"
+        )
+    check_run_dir(cfg, run_dir, resume_key(cfg, layout))
     return 0
 
 

@@ -13,7 +13,8 @@ import os
 import re
 import sys
 
-from megarecipe.cli.common import Parser
+from megarecipe.cli.common import Parser, run
+from megarecipe.errors import UserError
 
 # DeepSpeed hands each host name to ssh/pdsh as one argument: a name starting with "-" would be read as an
 # option (-oProxyCommand=... runs a command), and shell characters reach the remote shell.
@@ -22,18 +23,18 @@ HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 def check_hostfile(path: str) -> dict[str, int]:
     if not os.path.isfile(path):
-        raise ValueError(f"hostfile {path!r} not found; write one line per node: '<hostname> slots=<processes>'")
+        raise UserError(f"hostfile {path!r} not found; write one line per node: '<hostname> slots=<processes>'")
     try:
         with _quiet():
             from deepspeed.launcher.runner import fetch_hostfile
 
             pool = fetch_hostfile(path)
     except ValueError as e:
-        raise ValueError(f"hostfile {path!r}: {e}; each line must read '<hostname> slots=<processes>'") from None
+        raise UserError(f"hostfile {path!r}: {e}; each line must read '<hostname> slots=<processes>'") from None
     for host, slots in pool.items():
         check_host_name(path, host)
         if slots < 1:
-            raise ValueError(f"hostfile {path!r}: {host} has slots={slots}; give each node at least 1 slot")
+            raise UserError(f"hostfile {path!r}: {host} has slots={slots}; give each node at least 1 slot")
     return dict(pool)
 
 
@@ -60,7 +61,7 @@ def check_host_name(path: str, host: str) -> None:
         return
     except ValueError:
         pass
-    raise ValueError(
+    raise UserError(
         f"hostfile {path!r}: host {host!r} is not a plain host name; a name must match "
         f"[A-Za-z0-9_][A-Za-z0-9._-]* (or be an IPv4/IPv6 address)"
     )
@@ -70,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m megarecipe.cli.check_hostfile", description="Check a DeepSpeed hostfile.")
     parser.add_argument("hostfile", help="one line per node: '<hostname> slots=<processes>'")
     args = parser.parse_args(argv)
-    try:
-        pool = check_hostfile(args.hostfile)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(lambda: _summary(check_hostfile(args.hostfile)))
+
+
+def _summary(pool: dict[str, int]) -> int:
     print(f"{len(pool)} node(s), {sum(pool.values())} process(es): " + ", ".join(f"{h}={n}" for h, n in pool.items()))
     return 0
 

@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+from megarecipe.cli.common import run
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,34 +26,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     from megarecipe.rundir import RunDir
-    from megarecipe.train import checkpoint, universal
 
     ckpt = RunDir(args.run).checkpoints
-    try:
-        if not checkpoint.TAG.fullmatch(args.tag) or not os.path.isdir(os.path.join(ckpt, args.tag)):
-            raise checkpoint.CheckpointError(
-                f"--tag {args.tag}: no such checkpoint in {ckpt} ({checkpoint._present(ckpt)})"
-            )
-        problem = checkpoint.incomplete(ckpt, args.tag)
-        if problem:
-            older = checkpoint.newest_complete(ckpt, before=args.tag)
-            raise checkpoint.CheckpointError(
-                f"--tag {args.tag}: {problem}; "
-                + (f"convert the newest complete one, --tag {older}" if older else "the run has no complete checkpoint")
-            )
-        saved = checkpoint.saved_resume_key(ckpt, args.tag)
-        why = universal.cannot_convert(saved, {**saved, "pp": 1})
-        if why:
-            raise checkpoint.CheckpointError(f"--tag {args.tag} cannot be converted: {why}")
-        out = universal.convert(ckpt, args.tag, saved)
-    except checkpoint.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        from megarecipe.errors import os_error_line
+    return run(lambda: _convert(ckpt, args.tag), where=ckpt, run_error=2)  # a bad checkpoint is bad input here
 
-        print(f"error: {os_error_line(e, ckpt)}", file=sys.stderr)
-        return 2
+
+def _convert(ckpt: str, tag: str) -> int:
+    from megarecipe.train import checkpoint, universal
+
+    if not checkpoint.TAG.fullmatch(tag) or not os.path.isdir(os.path.join(ckpt, tag)):
+        raise checkpoint.CheckpointError(f"--tag {tag}: no such checkpoint in {ckpt} ({checkpoint._present(ckpt)})")
+    problem = checkpoint.incomplete(ckpt, tag)
+    if problem:
+        older = checkpoint.newest_complete(ckpt, before=tag)
+        raise checkpoint.CheckpointError(
+            f"--tag {tag}: {problem}; "
+            + (f"convert the newest complete one, --tag {older}" if older else "the run has no complete checkpoint")
+        )
+    saved = checkpoint.saved_resume_key(ckpt, tag)
+    why = universal.cannot_convert(saved, {**saved, "pp": 1})
+    if why:
+        raise checkpoint.CheckpointError(f"--tag {tag} cannot be converted: {why}")
+    out = universal.convert(ckpt, tag, saved)
     print(f"wrote {out} (resume on another world size or TP size with run.resume=true)")
     return 0
 

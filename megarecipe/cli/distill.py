@@ -29,9 +29,12 @@ import os
 import shlex
 import sys
 
+from megarecipe.cli.common import Parser, fail, run
+from megarecipe.errors import UserError
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a student with a teacher")
     t.add_argument("--teacher", required=True, help="a finished run (with export/) or an ensemble dir")
@@ -65,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch", type=int, default=8, help="sequences generated together")
     s.add_argument("--shard-sequences", type=int, default=256, help="sequences per resumable shard")
     s.add_argument("--device", default=None, help="default: cuda when there is one")
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    if rest:  # key=value settings after an option (argparse takes one run of positionals)
+        if args.command not in ("train", "cache") or any(a.startswith("-") or "=" not in a for a in rest):
+            p.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides += rest
     return {"train": _train, "cache": _cache, "report": _report, "sample": _sample}[args.command](args)
 
 
 def _train(args) -> int:
     from megarecipe.config import ConfigError, load_config, override
-    from megarecipe.data.errors import DataError
     from megarecipe.preflight import check_run
 
     owned = {
@@ -84,18 +90,20 @@ def _train(args) -> int:
         key, _, value = item.partition("=")
         flag, given = owned.get(key, (None, None))
         if given is not None and value != str(given) and os.path.normpath(value) != os.path.normpath(str(given)):
-            print(f"error: {item}: {key} is set by {flag} {given}; give it once", file=sys.stderr)
-            return 2
+            return fail(f"{item}: {key} is set by {flag} {given}; give it once")
     overrides = [*args.overrides, override("run.dir", args.out), override("distill.teacher", args.teacher)]
     overrides += [f"distill.alpha={args.alpha}"] if args.alpha is not None else []
     overrides += [f"distill.temperature={args.temperature}"] if args.temperature is not None else []
-    try:
+
+    def check() -> int:
         if args.processes < 1:
             raise ConfigError(f"--processes={args.processes} must be >= 1")
         check_run(load_config(args.student, overrides), world_size=args.processes)  # errors before spawning
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 0
+
+    code = run(check, ranked=True)  # the trainer's own ranks report through rank_errors alike
+    if code:
+        return code
     from megarecipe.launch import direct
 
     trainer_args = [args.student, *overrides]
@@ -106,38 +114,31 @@ def _train(args) -> int:
 
 
 def _cache(args) -> int:
-    from megarecipe.config import ConfigError, load_config
-    from megarecipe.data.errors import DataError
+    return run(lambda: _build_cache(args), where=args.out)  # an OSError: a read-only --out, or a full disk
+
+
+def _build_cache(args) -> int:
+    from megarecipe.config import load_config
     from megarecipe.distill.cache import build
-    from megarecipe.distill.teacher import TeacherError
     from megarecipe.system import check_device, has_cuda
 
-    try:
-        cfg = load_config(args.student, args.overrides)
-        t = args.temperature if args.temperature is not None else cfg.distill.temperature
-        if not t > 0 or args.batch_size < 1:
-            raise ValueError(f"--temperature {t} must be > 0 and --batch-size {args.batch_size} >= 1")
-        device = check_device(args.device) or ("cuda" if has_cuda() else "cpu")
-        info = build(
-            args.teacher,
-            cfg.data.dir,
-            cfg.model.seq_len,
-            cfg.data.train_tokens,
-            args.k,
-            t,
-            args.out,
-            device=device,
-            batch_size=args.batch_size,
-            bf16=device.startswith("cuda"),
-        )
-    except (ConfigError, DataError, TeacherError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a read-only --out, or a disk that filled from elsewhere meanwhile
-        from megarecipe.errors import os_error_line
-
-        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.student, args.overrides)
+    t = args.temperature if args.temperature is not None else cfg.distill.temperature
+    if not t > 0 or args.batch_size < 1:
+        raise UserError(f"--temperature {t} must be > 0 and --batch-size {args.batch_size} >= 1")
+    device = check_device(args.device) or ("cuda" if has_cuda() else "cpu")
+    info = build(
+        args.teacher,
+        cfg.data.dir,
+        cfg.model.seq_len,
+        cfg.data.train_tokens,
+        args.k,
+        t,
+        args.out,
+        device=device,
+        batch_size=args.batch_size,
+        bf16=device.startswith("cuda"),
+    )
     print(
         f"wrote {args.out}: top-{info['k']} of {info['vocab_size']} at {info['num_sequences']} x {info['seq_len']} "
         f"positions, T = {info['temperature']}; train with --teacher {args.out}"
@@ -146,14 +147,13 @@ def _cache(args) -> int:
 
 
 def _report(args) -> int:
-    from megarecipe.analysis.distill import retained
-    from megarecipe.analysis.runs import RunReadError
+    return run(lambda: _print_retained(args))
 
-    try:
-        r = retained(args.student, args.single, args.teacher)
-    except RunReadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def _print_retained(args) -> int:
+    from megarecipe.analysis.distill import retained
+
+    r = retained(args.student, args.single, args.teacher)
     width = max(len(r.teacher), len(r.student), len(r.single))
     print(f"L_teacher  {r.teacher:<{width}}  {r.teacher_loss:.4f}")
     print(f"L_student  {r.student:<{width}}  {r.student_loss:.4f}")
@@ -178,10 +178,13 @@ def _leave_process_group() -> None:
 
 
 def _sample(args) -> int:
+    # every rank reads the same arguments and files: rank 0 speaks for its node, as before any process group
+    return run(lambda: _draw(args), ranked=True)
+
+
+def _draw(args) -> int:
     from megarecipe.config.numbers import parse_count
-    from megarecipe.data.errors import DataError
     from megarecipe.distill.sample import sample, stderr_log
-    from megarecipe.distill.teacher import TeacherError
     from megarecipe.system import check_device, has_cuda
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -205,10 +208,6 @@ def _sample(args) -> int:
             world=world,
             barrier=barrier,
         )
-    except (DataError, TeacherError, ValueError) as e:
-        if rank == 0:
-            print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         _leave_process_group()
     if rank != 0:

@@ -28,12 +28,11 @@ import shlex
 import sys
 
 from megarecipe import ensembledir, rundir
+from megarecipe.cli.common import Parser, fail, run
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ensemble.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = Parser(prog="ensemble.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train (or resume) the members")
     t.add_argument("config", help="YAML file or preset name")
@@ -60,11 +59,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     if rest and args.command != "train":
@@ -78,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args) -> int:
-    from megarecipe.config import ConfigError
     from megarecipe.recipes import ensemble
 
     for name in ("members", "parallel", "processes"):
@@ -96,29 +89,36 @@ def train(args) -> int:
             f"{result.name}: {result.state}{' (already finished)' if result.reused else ''} {how}".rstrip(), flush=True
         )
 
-    try:
-        states = ensemble.train(
-            args.config,
-            args.overrides,
-            args.out,
-            args.members,
-            parallel=args.parallel,
-            backend=args.backend,
-            processes=args.processes,
-            member_shift=args.member_shift,
-            retries=args.retries,
-            on_done=done,
+    def members() -> int:
+        states.extend(
+            ensemble.train(
+                args.config,
+                args.overrides,
+                args.out,
+                args.members,
+                parallel=args.parallel,
+                backend=args.backend,
+                processes=args.processes,
+                member_shift=args.member_shift,
+                retries=args.retries,
+                on_done=done,
+            )
         )
-    except (ConfigError, ensemble.EnsembleSetupError) as e:
-        return fail(str(e))
+        return 0
+
+    states = []
+    try:
+        code = run(members)
     except (KeyboardInterrupt, SystemExit) as e:  # SIGTERM: the launcher has stopped the members
         print(f"stopped; the same command resumes the members (in {args.out})", file=sys.stderr)
         return getattr(e, "code", None) or 130
+    if code:
+        return code
     print(ensemble.format_status(states))
-    done = sum(s.state == rundir.FINISHED for s in states)
-    if done < len(states):
+    finished = sum(s.state == rundir.FINISHED for s in states)
+    if finished < len(states):
         print(
-            f"{len(states) - done} of {len(states)} members are not finished; run the same command again to "
+            f"{len(states) - finished} of {len(states)} members are not finished; run the same command again to "
             f"resume them",
             file=sys.stderr,
         )
@@ -126,7 +126,7 @@ def train(args) -> int:
     more = len(ensemble.status(args.out)) > args.members  # members of an earlier, larger call are there too
     out = shlex.quote(os.path.join(".", args.out) if args.out.startswith("-") else args.out)  # a command to paste
     print(
-        f"all {done} members finished; next: python tools/ensemble.py eval {out}"
+        f"all {finished} members finished; next: python tools/ensemble.py eval {out}"
         + (f" --members {args.members}" if more else "")
     )
     return 0
@@ -135,22 +135,14 @@ def train(args) -> int:
 def status(args) -> int:
     from megarecipe.recipes import ensemble
 
-    try:
-        states = ensemble.status(args.out)
-    except ensemble.EnsembleSetupError as e:
-        return fail(str(e))
-    print(ensemble.format_status(states))
-    return 0
+    def show() -> int:
+        print(ensemble.format_status(ensemble.status(args.out)))
+        return 0
+
+    return run(show)
 
 
 def evaluate(args, argv: list[str]) -> int:
-    from megarecipe import atomic
-    from megarecipe.analysis.heldout import EnsembleError, format_losses, read_members
-    from megarecipe.analysis.runs import RunReadError
-    from megarecipe.errors import os_error_line
-    from megarecipe.recipes.ensemble import EnsembleSetupError, member_dirs
-    from megarecipe.rundir import RunDir, RunDirError
-
     if args.runs and not args.out_flag and not args.out:
         return fail("--out: missing; with --runs, say where to write the ensemble's results (--out DIR)")
     if not args.runs and not args.out:
@@ -160,36 +152,11 @@ def evaluate(args, argv: list[str]) -> int:
         if value is not None and value < 1:
             return fail(f"--{name.replace('_', '-')}={value} must be >= 1")
     out = args.out_flag or args.out
-    try:
-        from megarecipe.system import check_device
-
-        check_device(args.device)
-    except ValueError as e:
-        return fail(str(e))
-    try:
-        run_dirs = list(args.runs) if args.runs else member_dirs(out, args.members)
-        if args.members and args.runs:
-            if len(run_dirs) < args.members:
-                raise EnsembleError(
-                    f"--members {args.members}: only {len(run_dirs)} runs given; pass more runs or "
-                    f"--members {len(run_dirs)}"
-                )
-            run_dirs = run_dirs[: args.members]
-        twice = [d for i, d in enumerate(run_dirs) if os.path.realpath(d) in map(os.path.realpath, run_dirs[:i])]
-        if twice:
-            raise EnsembleError(
-                f"--runs: {twice[0]} is given twice; an ensemble of a run with itself is that run, "
-                f"so list each member once"
-            )
-        members = read_members(run_dirs)
-        RunDir(out).check_kind("ensemble")
-        if int(os.environ.get("RANK", "0")) == 0:
-            atomic.check_writable(out)  # before the scoring, not after it
-    except (EnsembleError, EnsembleSetupError, RunDirError) as e:
-        return fail(str(e))
-    except OSError as e:
-        return fail(os_error_line(e, out))
-
+    read = []
+    code = run(lambda: _read_members(args, out, read), where=out)
+    if code:
+        return code
+    members = read[0]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.processes > 1 and world == 1:
         import torch
@@ -201,18 +168,46 @@ def evaluate(args, argv: list[str]) -> int:
                 f"{gpus} and --resident to fit, or --device cpu"
             )
         return _spawn(args.processes, argv)
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        losses = _score(members, args, world)
-        if rank == 0:
-            from megarecipe.analysis.heldout import write_result
+    return run(lambda: _score_and_write(members, args, out, world), where=out, ranked=True)
 
-            write_result(out, members, losses)
-    except (EnsembleError, RunReadError, ValueError) as e:  # RunDirError is a ValueError
-        return fail(str(e)) if rank == 0 else 2
-    except OSError as e:  # the disk filled while the results were written
-        return fail(os_error_line(e, out)) if rank == 0 else 2
+
+def _read_members(args, out: str, read: list) -> int:
+    """The members to score, checked, into `read`; and whether OUT can take the results, before the scoring."""
+    from megarecipe import atomic
+    from megarecipe.analysis.heldout import EnsembleError, read_members
+    from megarecipe.recipes.ensemble import member_dirs
+    from megarecipe.rundir import RunDir
+    from megarecipe.system import check_device
+
+    check_device(args.device)
+    run_dirs = list(args.runs) if args.runs else member_dirs(out, args.members)
+    if args.members and args.runs:
+        if len(run_dirs) < args.members:
+            raise EnsembleError(
+                f"--members {args.members}: only {len(run_dirs)} runs given; pass more runs or "
+                f"--members {len(run_dirs)}"
+            )
+        run_dirs = run_dirs[: args.members]
+    twice = [d for i, d in enumerate(run_dirs) if os.path.realpath(d) in map(os.path.realpath, run_dirs[:i])]
+    if twice:
+        raise EnsembleError(
+            f"--runs: {twice[0]} is given twice; an ensemble of a run with itself is that run, so list each member once"
+        )
+    read.append(read_members(run_dirs))
+    RunDir(out).check_kind("ensemble")
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic.check_writable(out)  # before the scoring, not after it
+    return 0
+
+
+def _score_and_write(members, args, out: str, world: int) -> int:
+    """Score, and on rank 0 write the results (an OSError there: the disk filled while they were written)."""
+    from megarecipe.analysis.heldout import format_losses, write_result
+
+    rank = int(os.environ.get("RANK", "0"))
+    losses = _score(members, args, world)
     if rank == 0:
+        write_result(out, members, losses)
         print(format_losses(losses, ensembledir.read(out)["member_val_loss"]))
         print(
             f"wrote {os.path.join(out, rundir.TB)}, {ensembledir.ENSEMBLE_JSON}, {rundir.RUN_JSON} and "

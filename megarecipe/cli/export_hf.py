@@ -19,11 +19,13 @@ import sys
 import tempfile
 
 from megarecipe import rundir
+from megarecipe.cli.common import Parser, fail, run
+from megarecipe.errors import UserError
 from megarecipe.rundir import RunDir
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run dir (with export/) or an export dir")
     p.add_argument("--out", required=True, help="directory to write")
     p.add_argument("--tag", help="a checkpoint tag (stepNNNNNNNN) of the run to export instead of RUN/export")
@@ -31,32 +33,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import transformers  # noqa: F401
     except ImportError:
-        print('error: transformers is not installed; pip install -e ".[eval]" (make setup does)', file=sys.stderr)
-        return 2
+        return fail('transformers is not installed; pip install -e ".[eval]" (make setup does)')
+    # a bad checkpoint is bad input here; an OSError: a full disk or a read-only --out (the build beside it is removed)
+    return run(lambda: _export(args), where=args.out, run_error=2)
+
+
+def _export(args) -> int:
     from megarecipe.model.hf import export_hf
-    from megarecipe.train.checkpoint import CheckpointError
 
-    try:
-        if args.tag:
-            with tempfile.TemporaryDirectory(prefix=".export-", dir=_parent(args.out)) as tmp:
-                export = _export_checkpoint(args.run, args.tag, os.path.join(tmp, rundir.EXPORT))
-                out = export_hf(export, args.out, origin={"run": os.path.abspath(args.run), "tag": args.tag})
-        else:
-            export = args.run if os.path.isfile(os.path.join(args.run, rundir.MODEL_JSON)) else RunDir(args.run).export
-            if not os.path.isfile(os.path.join(export, rundir.MODEL_JSON)):
-                raise ValueError(
-                    f"{args.run}: no export (export/model.json); a finished training run writes "
-                    f"RUN/export, and --tag stepN exports a checkpoint of a stopped or running one"
-                )
-            out = export_hf(export, args.out)
-    except (ValueError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a full disk or a read-only --out: the build beside it is removed
-        from megarecipe.errors import os_error_line
-
-        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
-        return 2
+    if args.tag:
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=_parent(args.out)) as tmp:
+            export = _export_checkpoint(args.run, args.tag, os.path.join(tmp, rundir.EXPORT))
+            out = export_hf(export, args.out, origin={"run": os.path.abspath(args.run), "tag": args.tag})
+    else:
+        export = args.run if os.path.isfile(os.path.join(args.run, rundir.MODEL_JSON)) else RunDir(args.run).export
+        if not os.path.isfile(os.path.join(export, rundir.MODEL_JSON)):
+            raise UserError(
+                f"{args.run}: no export (export/model.json); a finished training run writes "
+                f"RUN/export, and --tag stepN exports a checkpoint of a stopped or running one"
+            )
+        out = export_hf(export, args.out)
     print(f"wrote {out} (LlamaForCausalLM.from_pretrained / AutoTokenizer.from_pretrained load it offline)")
     return 0
 
@@ -78,11 +74,11 @@ def _export_checkpoint(run: str, tag: str, dst: str) -> str:
 
     ckpt = RunDir(run).checkpoints
     if not os.path.isdir(os.path.join(ckpt, tag)):
-        raise ValueError(f"--tag {tag}: no such checkpoint in {ckpt} ({checkpoint._present(ckpt)})")
+        raise UserError(f"--tag {tag}: no such checkpoint in {ckpt} ({checkpoint._present(ckpt)})")
     problem = checkpoint.incomplete(ckpt, tag)
     if problem:
         older = checkpoint.newest_complete(ckpt, before=tag)
-        raise ValueError(
+        raise UserError(
             f"--tag {tag}: {problem}; "
             + (
                 f"export the newest complete one, --tag {older}"
@@ -124,7 +120,7 @@ def _export_checkpoint(run: str, tag: str, dst: str) -> str:
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not os.path.isfile(os.path.join(dst, rundir.MODEL_JSON)):
         last = [line for line in done.stderr.splitlines() if line.strip() and "Traceback" not in line][-1:] or ["?"]
-        raise ValueError(
+        raise UserError(
             f"--tag {tag}: consolidating the checkpoint with {world} process(es) failed "
             f"({last[0].strip()[:200]}); run `{' '.join(cmd)}` to see why"
         )

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from megarecipe import ensembledir, rundir
+from megarecipe.cli.common import Parser, run
+from megarecipe.errors import UserError
 from megarecipe.rundir import RunDir
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a finished run (RUN/export), an export dir, or an ensemble dir (ensemble.json)")
     p.add_argument("--prompt", action="append", required=True, help="text to continue; repeat for several")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -30,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when there is one)")
     args = p.parse_args(argv)
-    try:
-        for text in generate_texts(args):
-            print(text, flush=True)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(lambda: _print_texts(args))
+
+
+def _print_texts(args) -> int:
+    for text in generate_texts(args):
+        print(text, flush=True)
     return 0
 
 
@@ -46,7 +47,7 @@ def exports_of(path: str) -> list[str]:
     if os.path.isfile(os.path.join(path, rundir.MODEL_JSON)):
         return [path]
     if not (os.path.exists(RunDir(path).export) or ensembledir.is_ensemble(path)):
-        raise ValueError(
+        raise UserError(
             f"{path}: no export/ (a finished run), model.json (an export) or ensemble.json (an "
             f"ensemble); give one of those, or export a stopped run first (tools/export_hf.py --tag)"
         )
@@ -69,19 +70,19 @@ def generate_texts(args) -> list[str]:
         ("--seed", args.seed >= 0),
     ):
         if not ok:
-            raise ValueError(
+            raise UserError(
                 f"{name} is out of range (max-new-tokens >= 1, temperature >= 0, top-k >= 1, "
                 f"0 < top-p <= 1, seed >= 0); fix the option"
             )
     exports = exports_of(args.model)
     tokenizers = {find_tokenizer(e) for e in exports}
     if None in tokenizers:
-        raise ValueError(
+        raise UserError(
             f"{args.model}: an export has no tokenizer.model or tokenizer.json; re-export the run from its data dir"
         )
     loaded = [load_export(e) for e in exports]
     if len({info["tokenizer_sha256"] for _, _, info in loaded}) != 1:
-        raise ValueError(
+        raise UserError(
             f"{args.model}: its members were trained with different tokenizers; generate from members of one data dir"
         )
     seq_len = min(cfg.model.seq_len for _, cfg, _ in loaded)
@@ -94,7 +95,7 @@ def generate_texts(args) -> list[str]:
         ids = [sp.eos_id, *sp.encode(prompt)]
         steps = min(args.max_new_tokens, seq_len - len(ids))
         if steps < 1:
-            raise ValueError(
+            raise UserError(
                 f"--prompt {prompt[:40]!r}: {len(ids)} tokens leave no room in model.seq_len={seq_len}; shorten it"
             )
         out = generate(

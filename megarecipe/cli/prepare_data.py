@@ -17,8 +17,8 @@ import argparse
 import sys
 import time
 
+from megarecipe.cli.common import Parser, run
 from megarecipe.data.errors import DataError
-from megarecipe.errors import os_error_line
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -30,7 +30,7 @@ def _shard(value: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--input",
         nargs="+",
@@ -64,46 +64,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", type=_shard, metavar="I/N", help="prepare only shard I of N into OUT.parts/")
     ap.add_argument("--no-progress", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
+    # an OSError: a full disk; the build beside --out is removed, an older data dir there kept
+    return run(lambda: _prepare(args), where=args.out)
 
+
+def _prepare(args) -> int:
     from megarecipe.data.corpus import default_files
     from megarecipe.data.prepare import join_parts, parts_dir, prepare
 
     start = time.time()
     progress = False if args.no_progress else None
-    try:
-        if args.join:
-            if args.input or args.default or args.megatron or args.shard:
-                raise DataError(
-                    "--join takes the finished shards only; leave out --input, --default, --megatron and --shard"
-                )
-            meta = join_parts(args.join, args.out, val_tokens=args.val_tokens, skip_bad=args.skip_bad)
-        else:
-            inputs = args.input + (default_files() if args.default else [])
-            if not inputs and not args.megatron:
-                raise DataError("no input given; pass --input FILE_OR_DIR..., --megatron PREFIX or --default")
-            if inputs and args.megatron:
-                raise DataError("--megatron and --input/--default: give one of them")
-            meta = prepare(
-                inputs,
-                args.out,
-                vocab_size=args.vocab_size,
-                val_tokens=args.val_tokens,
-                tokenizer=args.tokenizer,
-                progress=progress,
-                workers=args.workers,
-                fmt=args.format,
-                text_key=args.text_key,
-                skip_bad=args.skip_bad,
-                eos=args.eos,
-                megatron=args.megatron,
-                shard=args.shard,
+    if args.join:
+        if args.input or args.default or args.megatron or args.shard:
+            raise DataError(
+                "--join takes the finished shards only; leave out --input, --default, --megatron and --shard"
             )
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a full disk: the build beside --out is removed, an older data dir there kept
-        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
-        return 2
+        meta = join_parts(args.join, args.out, val_tokens=args.val_tokens, skip_bad=args.skip_bad)
+    else:
+        inputs = args.input + (default_files() if args.default else [])
+        if not inputs and not args.megatron:
+            raise DataError("no input given; pass --input FILE_OR_DIR..., --megatron PREFIX or --default")
+        if inputs and args.megatron:
+            raise DataError("--megatron and --input/--default: give one of them")
+        meta = prepare(
+            inputs,
+            args.out,
+            vocab_size=args.vocab_size,
+            val_tokens=args.val_tokens,
+            tokenizer=args.tokenizer,
+            progress=progress,
+            workers=args.workers,
+            fmt=args.format,
+            text_key=args.text_key,
+            skip_bad=args.skip_bad,
+            eos=args.eos,
+            megatron=args.megatron,
+            shard=args.shard,
+        )
     if args.shard:
         i, n = args.shard
         docs = sum(s["records"] for s in meta["sources"].values())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from megarecipe.cli.common import Parser
+from megarecipe.cli.common import Parser, run
 
 
 def parse(argv):
@@ -45,18 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     from megarecipe.system import quiet_progress_bars
 
     quiet_progress_bars()  # lm-eval's, datasets' and transformers' bars would bury the recipe's own lines
-    from megarecipe.config import ConfigError
-    from megarecipe.data.errors import DataError
-    from megarecipe.launch import LaunchError
     from megarecipe.recipes import recipe_file
-    from megarecipe.recipes.pipeline import Pipeline, PipelineError
+    from megarecipe.recipes.pipeline import Pipeline
 
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"launch.backend={args.backend}")
     if args.parallel is not None:
         overrides.append(f"launch.parallel={args.parallel}")
-    try:
+
+    def pipeline() -> int:
         recipe = recipe_file.load(args.recipe, overrides)
         if args.stop_after and args.stop_after not in Pipeline.STAGES:
             raise recipe_file.RecipeError(
@@ -65,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         report = Pipeline(
             recipe, args.out, search=args.search, stop_after=args.stop_after, log=lambda m: print(m, flush=True)
         ).run()
-    except (recipe_file.RecipeError, ConfigError, DataError, LaunchError, PipelineError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        if not args.stop_after:
+            print(f"\nreport: {report}\nbrowse every run: tensorboard --logdir {args.out}")
+        return 0
+
+    try:
+        return run(pipeline, run_error=2)  # a failed stage (PipelineError) is reported as bad input was
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM while runs are live (they are stopped)
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return getattr(e, "code", None) or 130
-    if not args.stop_after:
-        print(f"\nreport: {report}\nbrowse every run: tensorboard --logdir {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

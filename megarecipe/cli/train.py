@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import sys
 
+from megarecipe.cli.common import fail, process_group_missing, run
 from megarecipe.config import ConfigError, load_config
-from megarecipe.data.errors import DataError
-from megarecipe.errors import RunError, os_error_line
+from megarecipe.errors import MegarecipeError
 from megarecipe.preflight import check_run
-from megarecipe.rank_errors import error_line
-from megarecipe.rundir import RunDirError
 from megarecipe.system import stop_with_launcher, watch_stop_signals
 
 
@@ -44,28 +42,36 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     watch_stop_signals()
     stop_with_launcher()
-    from megarecipe.train.checkpoint import CheckpointError
-    from megarecipe.train.loop import TrainingError, train
+    argv = sys.argv[1:] if argv is None else argv
+    setup = {}
 
-    try:
-        path, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-        cfg = load_config(path, overrides)
-        layout = check_run(cfg)
-    except (ConfigError, DataError) as e:
-        report(e, before_group=True)
-        return 2
+    def prepare() -> int:
+        path, overrides = parse_args(argv)
+        setup["cfg"] = load_config(path, overrides)
+        setup["layout"] = check_run(setup["cfg"])
+        return 0
+
+    code = run(prepare, ranked=True)  # bad settings and data: exit 2, decided before any process group
+    if code or not setup:
+        return code
+    cfg = setup["cfg"]
+    return run(
+        lambda: _train(cfg, setup["layout"]),
+        where=cfg.run.dir,  # the disk filled (or went read-only) under the events or the export
+        user_error=3,
+        os_error=3,
+        ranked=True,
+        before_group=process_group_missing,
+    )
+
+
+def _train(cfg, layout) -> int:
+    from megarecipe.train.loop import train
+
     try:
         train(cfg, layout)
-    except (TrainingError, DataError, CheckpointError, RunDirError, RunError) as e:
-        import torch.distributed as dist
-
-        report(e, before_group=not dist.is_initialized())
-        return 3
-    except OSError as e:  # the disk filled (or went read-only) under the events or the export
-        import torch.distributed as dist
-
-        report(RunError(os_error_line(e, cfg.run.dir)), before_group=not dist.is_initialized())
-        return 3
+    except MegarecipeError:
+        raise
     except RuntimeError as e:
         from megarecipe.parallel.distributed import lost_peer
 
@@ -74,20 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         # the rank that failed printed its own error; the others only lost contact with it, and rank 0 says so
         if os.environ.get("RANK", "0") == "0":
             first_line = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            print(
-                f"error: stopped: another rank is gone (its own error, if it had one, is above) [{first_line}]",
-                file=sys.stderr,
-                flush=True,
-            )
+            return fail(f"stopped: another rank is gone (its own error, if it had one, is above) [{first_line}]", 3)
         return 3
     return 0
-
-
-def report(error: Exception, before_group: bool) -> None:
-    """Rank 0 prints the line; another rank prints it with its rank when it may be alone in knowing it."""
-    line = error_line(error, before_group)
-    if line:
-        print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ import shlex
 import signal
 import sys
 
-from megarecipe.cli.common import Parser
-from megarecipe.launch import LaunchError
+from megarecipe.cli.common import Parser, fail, run
 
 BACKENDS = ("local", "slurm")
 
@@ -125,17 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(report(args.status), end="")
         except StatusError as e:
-            print(f"error: --status: {e}", file=sys.stderr)
-            return 2
+            return fail(f"--status: {e}")
         return 0
-    from megarecipe.config import ConfigError
     from megarecipe.recipes import ladder
-    from megarecipe.recipes.search import SearchError
     from megarecipe.recipes.sweep import Launching, Sweep, paper_grid
 
     command = "python tools/tune.py " + shlex.join(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)  # unwinds the pool: its runs checkpoint and stop
-    try:
+
+    def search() -> int:
         grid = paper_grid(args.standard, args.epochs, args.lr, args.wd)
         how = Launching(
             args.backend,
@@ -162,15 +159,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {os.path.join(args.out, 'report.md')}")
             return 0 if all(certs.values()) else 1
         Sweep(args.configs[0], args.out, args.overrides, grid, how, seed_early=args.seed_early).run()
-    except (ConfigError, LaunchError, SearchError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 0
+
+    try:
+        return run(search)
     except (KeyboardInterrupt, SystemExit) as e:
         print(f"stopped; the same command resumes the search (runs in {args.out})", file=sys.stderr)
         return getattr(e, "code", None) or 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
 
 
 if __name__ == "__main__":

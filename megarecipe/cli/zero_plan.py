@@ -20,14 +20,12 @@ import os
 import re
 import sys
 import tempfile
+from typing import NamedTuple
 
 from megarecipe import atomic
-from megarecipe.cli.common import Parser
+from megarecipe.cli.common import Parser, run
 from megarecipe.config import ConfigError, load_config, resolve_layout
 from megarecipe.preflight import check_run
-
-MAX_LAYERS = 512
-GPU_TARGET_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}
 
 
 def _ints(text: str) -> list[int]:
@@ -48,8 +46,7 @@ def _size(text: str) -> float:
 
 def parse(argv):
     ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="a YAML run config")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, as for training")
+    ap.add_config(help="a YAML run config")
     where = ap.add_argument_group("the machine")
     where.add_argument("--nodes", type=int, default=1)
     where.add_argument("--gpus-per-node", type=int, help="plan for GPUs (bf16 unless train.precision says fp32)")
@@ -78,17 +75,9 @@ def parse(argv):
     return ap.parse_args(argv)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    try:
-        return _run(args)
-    except ConfigError as e:
-        return _fail(str(e))
+    return run(lambda: _run(args))
 
 
 def _check_numbers(args) -> None:
@@ -116,49 +105,60 @@ def _check_numbers(args) -> None:
             )
 
 
-def _target(args):
-    """(world, devices per node, memory per device, gpu?) from the flags."""
+class Target(NamedTuple):
+    world: int  # processes
+    per_node: int  # devices per node
+    budget: float  # bytes of memory per device
+    gpu: bool
+
+
+def _target(args) -> Target:
+    """What to plan for, from the flags."""
     _check_numbers(args)
     if args.processes and args.gpus_per_node:
         raise ConfigError("--processes and --gpus-per-node: give one (CPU processes here, or GPUs)")
     if args.gpus_per_node:
         if not args.gpu_memory:
             raise ConfigError("--gpu-memory: needed with --gpus-per-node; give e.g. --gpu-memory 80GB")
-        return args.nodes * args.gpus_per_node, args.gpus_per_node, args.gpu_memory, True
+        return Target(args.nodes * args.gpus_per_node, args.gpus_per_node, args.gpu_memory, True)
     if args.processes:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return args.processes, args.processes, args.memory or ram / args.processes, False
+        return Target(args.processes, args.processes, args.memory or ram / args.processes, False)
     raise ConfigError(
         "--gpus-per-node or --processes: say what to plan for, e.g. --gpus-per-node 8 "
         "--gpu-memory 80GB, or --processes 2"
     )
 
 
-def _vocab(cfg) -> int:
-    """model.vocab_size, else the tokenizer's (each candidate pads it for its TP size, as the trainer does)."""
-    if cfg.model.vocab_size is not None:
-        return cfg.model.vocab_size
-    from megarecipe.data.errors import DataError
-    from megarecipe.data.meta import load_meta
-
-    try:
-        return load_meta(cfg.data.dir).vocab_size
-    except DataError:
-        raise ConfigError(
-            f"model.vocab_size: not set and data.dir={cfg.data.dir!r} holds no prepared data; pass "
-            f"model.vocab_size=N (e.g. 128256 for Llama-3's tokenizer) or point data.dir at "
-            f"prepared data"
-        ) from None
-
-
 def _run(args) -> int:
-    from megarecipe.plan.candidates import RECOMPUTE, ZERO_VARIANTS, enumerate_candidates
-    from megarecipe.plan.comm import Machine
-    from megarecipe.plan.memory import fused_attention
-    from megarecipe.plan.rank import assess, rank
-    from megarecipe.plan.report import refused_summary, table
+    from megarecipe.plan.comm import default_machine
+    from megarecipe.plan.rank import rank
 
-    world, per_node, budget, gpu = _target(args)
+    target = _target(args)
+    world, gpu = target.world, target.gpu
+    zeros, recomputes = _choices(args, gpu)
+    cfg, vocab = _config(args, world, gpu)
+    hw = default_machine(gpu, target.per_node, args.efficiency, args.peak_tflops, args.intra_gbs, args.inter_gbs)
+    candidates = _plan(args, cfg, vocab, target, hw, zeros, recomputes)
+    ranked = rank(candidates)
+    _print_header(args, cfg, vocab, target, candidates, ranked)
+    if args.measure:
+        _measure(args, cfg, ranked, world, cfg.train.precision == "bf16")
+        ranked = rank(candidates)
+    _print_table(args, candidates, ranked)
+    winner = next((c for c in ranked if c.fits and not (c.measured or {}).get("error")), None)
+    if winner is None:
+        print("no candidate fits: add devices, lower train.micro_batch_size, or allow offload", file=sys.stderr)
+        return 1
+    if args.write:
+        _write_winner(args.write, winner, cfg, world, gpu)
+    return 0
+
+
+def _choices(args, gpu: bool) -> tuple[list[str] | None, list[str] | None]:
+    """The --zero and --recompute lists (None: all), and what --measure needs."""
+    from megarecipe.plan.candidates import RECOMPUTE, ZERO_VARIANTS
+
     zeros = args.zero.split(",") if args.zero else None
     for z in zeros or []:
         if z not in ZERO_VARIANTS:
@@ -171,59 +171,70 @@ def _run(args) -> int:
         raise ConfigError("--measure: needs --out DIR for the scratch runs")
     if args.measure and gpu and args.nodes > 1:
         raise ConfigError("--measure: runs on this machine only; use --nodes 1")
+    return zeros, recomputes
+
+
+def _config(args, world: int, gpu: bool):
+    """The config with its overrides and its precision for the target, checked for it; and the vocabulary."""
+    from megarecipe.plan.candidates import check_depth, planned_vocab
+
     cfg = load_config(args.config, args.overrides)
-    if cfg.model.num_layers > MAX_LAYERS:  # each layer's tensors are listed per candidate: minutes, then hours
-        raise ConfigError(
-            f"model.num_layers={cfg.model.num_layers}: the planner handles at most {MAX_LAYERS} layers "
-            f"(the largest Llamas have 126); give a real model's depth"
-        )
+    check_depth(cfg.model)
     base = copy.deepcopy(cfg)  # the settings no candidate changes must be sound (and the data there, to measure)
     base.parallel.tp, base.parallel.pp, base.parallel.ds_config, base.train.micro_batch_size = 1, 1, "zero1", 1
     base.train.precision = "fp32"
     (check_run if args.measure else resolve_layout)(base, world_size=world, cuda=gpu or None)  # for the target
-    vocab = _vocab(cfg)
+    vocab = planned_vocab(cfg)
     if cfg.train.precision == "auto":
         cfg.train.precision = "bf16" if gpu else "fp32"
-    bf16 = cfg.train.precision == "bf16"
+    return cfg, vocab
 
-    peak = (
-        args.peak_tflops * 1e12
-        if args.peak_tflops
-        else (GPU_TARGET_DEFAULTS["peak_tflops"] * 1e12 if gpu else _cpu_peak())
-    )
 
-    def bw(flag, key, cpu):
-        return (flag or (GPU_TARGET_DEFAULTS[key] if gpu else cpu)) * 1e9
+def _plan(args, cfg, vocab: int, target: Target, hw, zeros, recomputes):
+    """Every candidate layout, assessed (memory, fit, step time) for the target."""
+    from megarecipe.plan.candidates import enumerate_candidates
+    from megarecipe.plan.rank import assess
 
-    hw = Machine(
-        peak,
-        args.efficiency,
-        bw(args.intra_gbs, "intra_gbs", 2.0),
-        bw(args.inter_gbs, "inter_gbs", 2.0),
-        bw(None, "pcie_gbs", 10.0),
-        per_node,
-    )
+    world, gpu = target.world, target.gpu
     with tempfile.TemporaryDirectory() as ds_dir:
         candidates = enumerate_candidates(
-            cfg, vocab, world, per_node, ds_dir, zeros, args.tp, args.pp, args.micro_batch, recomputes, cuda=gpu or None
+            cfg,
+            vocab,
+            world,
+            target.per_node,
+            ds_dir,
+            zeros,
+            args.tp,
+            args.pp,
+            args.micro_batch,
+            recomputes,
+            cuda=gpu or None,
         )
-        assess(candidates, cfg, world, budget, args.margin, hw, bf16, gpu)
-    ranked = rank(candidates)
-    target = (
-        f"{args.nodes} node(s) x {per_node} GPU(s), {budget / 1e9:.0f} GB each"
-        if gpu
-        else f"{world} CPU process(es), {budget / 2**30:.1f} GiB each"
+        assess(candidates, cfg, world, target.budget, args.margin, hw, cfg.train.precision == "bf16", gpu)
+    return candidates
+
+
+def _print_header(args, cfg, vocab: int, target: Target, candidates, ranked) -> None:
+    from megarecipe.plan.memory import fused_attention
+
+    budget = target.budget
+    where = (
+        f"{args.nodes} node(s) x {target.per_node} GPU(s), {budget / 1e9:.0f} GB each"
+        if target.gpu
+        else f"{target.world} CPU process(es), {budget / 2**30:.1f} GiB each"
     )
-    attention = "fused" if fused_attention(cfg.model, gpu) else "unfused"
+    attention = "fused" if fused_attention(cfg.model, target.gpu) else "unfused"
     print(
-        f"{args.config}: {len(candidates)} candidates for {target}, {cfg.train.precision}, vocab {vocab}, "
+        f"{args.config}: {len(candidates)} candidates for {where}, {cfg.train.precision}, vocab {vocab}, "
         f"{attention} attention (model.kernels={cfg.model.kernels}), margin {args.margin:.0%}; "
         f"{sum(1 for c in ranked if c.fits)} fit"
     )
 
-    if args.measure:
-        _measure(args, cfg, ranked, world, bf16)
-        ranked = rank(candidates)
+
+def _print_table(args, candidates, ranked) -> None:
+    """The table, the refused layouts' summary, and the JSON files asked for."""
+    from megarecipe.plan.report import refused_summary, table
+
     print(table(ranked, args.top))
     summary = refused_summary(candidates)
     if summary:
@@ -232,17 +243,6 @@ def _run(args) -> int:
         _write_json(args.json, candidates, args)
     if args.measure:
         _write_json(os.path.join(args.out, "plan.json"), candidates, args)
-    winner = next((c for c in ranked if c.fits and not (c.measured or {}).get("error")), None)
-    if winner is None:
-        print("no candidate fits: add devices, lower train.micro_batch_size, or allow offload", file=sys.stderr)
-        return 1
-    if args.write:
-        _write_winner(args.write, winner, cfg, world, gpu)
-    return 0
-
-
-def _cpu_peak() -> float:
-    return 50e9
 
 
 def _measure(args, cfg, ranked, world, bf16) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from megarecipe.distill.sources import CACHE_JSON, is_cache, read_info
-from megarecipe.errors import RunError
+from megarecipe.errors import RunError, UserError
 
 __all__ = ["CACHE_JSON", "FORMAT", "CachedTeacher", "TopK", "build", "check", "is_cache", "read_info"]
 FORMAT = 1
@@ -60,7 +60,7 @@ def build(
 
     out = os.path.realpath(out)  # one path for the check and the write
     if os.path.exists(out) and not is_cache(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ValueError(
+        raise UserError(
             f"--out {out}: exists and is no teacher cache (no {CACHE_JSON}); it would be replaced, so "
             f"give a new directory (or an older cache to rebuild)"
         )
@@ -68,7 +68,7 @@ def build(
     vocab = data.meta.vocab_size
     teachers.check(teacher_dir, data.meta.tokenizer_sha256, vocab, seq_len)
     if not 1 <= k <= vocab:
-        raise ValueError(f"--k={k} must be in [1, {vocab}] (the tokenizer's vocabulary)")
+        raise UserError(f"--k={k} must be in [1, {vocab}] (the tokenizer's vocabulary)")
     n = data.num_sequences
     need = 4 * n * seq_len * (2 * k + 1)
     free = _free_bytes(out)

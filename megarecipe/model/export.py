@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from megarecipe import atomic, rundir
 from megarecipe.config import Config, ConfigError, ModelConfig, load_config, save_config
+from megarecipe.errors import UserError
 from megarecipe.model.reference import Llama
 from megarecipe.model.size import count_params
 
@@ -35,18 +36,18 @@ def check_weights(shapes: dict[str, tuple[int, ...]], m: ModelConfig, vocab_size
     expected = expected_shapes(m, vocab_size)
     for key, shape in shapes.items():
         if key not in expected:
-            raise ValueError(
+            raise UserError(
                 f"{where}: unexpected weight {key}; weights must use canonical megatron names "
                 f"(TP=1, PP=1, e.g. decoder.layers.0.mlp.linear_fc1.weight)"
             )
         if tuple(shape) != expected[key]:
-            raise ValueError(
+            raise UserError(
                 f"{where}: {key} has shape {tuple(shape)} but the config (vocab {vocab_size}) implies "
                 f"{expected[key]}; the model config and the weights come from different runs"
             )
     missing = sorted(set(expected) - set(shapes))
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{where}: {len(missing)} weight(s) missing, e.g. {missing[0]}; pass the full, merged "
             f"state dict of every pipeline stage"
         )
@@ -103,8 +104,8 @@ def save_safetensors(tensors: dict, path: str, metadata: dict | None = None) -> 
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), path) from None
 
 
-def _damaged(path: str, why: str) -> ValueError:
-    return ValueError(f"{path} is damaged ({why}); restore the export from a copy, or leave the run out")
+def _damaged(path: str, why: str) -> UserError:
+    return UserError(f"{path} is damaged ({why}); restore the export from a copy, or leave the run out")
 
 
 def read_info(export_dir: str) -> dict:
@@ -114,7 +115,7 @@ def read_info(export_dir: str) -> dict:
         with open(path) as f:
             info = json.load(f)
     except FileNotFoundError:
-        raise ValueError(
+        raise UserError(
             f"{export_dir}: model.json is missing; the export is incomplete, re-export the run "
             f"(a finished training run writes RUN/export)"
         ) from None
@@ -125,7 +126,7 @@ def read_info(export_dir: str) -> dict:
     if "format" not in info:
         raise _damaged(path, "no format")
     if info["format"] != FORMAT:
-        raise ValueError(
+        raise UserError(
             f"{export_dir}: model.json has format {info.get('format')}, this code reads format {FORMAT}; "
             f"re-export the run with this version"
         )
@@ -158,10 +159,10 @@ def load_weights(export_dir: str) -> dict:
 def load_export(export_dir: str, device="cpu") -> tuple[Llama, Config, dict]:
     """(plain-PyTorch model in eval mode, the run's config, model.json)."""
     if not os.path.isdir(export_dir):
-        raise ValueError(f"{export_dir}: no such export directory; give RUN/export of a finished run")
+        raise UserError(f"{export_dir}: no such export directory; give RUN/export of a finished run")
     for name in (rundir.WEIGHTS, rundir.CONFIG, rundir.MODEL_JSON):
         if not os.path.isfile(os.path.join(export_dir, name)):
-            raise ValueError(
+            raise UserError(
                 f"{export_dir}: {name} is missing; the export is incomplete, re-export the run "
                 f"(a finished training run writes RUN/export)"
             )

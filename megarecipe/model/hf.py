@@ -22,6 +22,7 @@ import torch
 from megarecipe.atomic import build_dir, file_mode, replace_dir
 from megarecipe.config import ModelConfig
 from megarecipe.config.init_from import HF_CONFIG, HF_INDEX, HF_WEIGHTS
+from megarecipe.errors import UserError
 from megarecipe.model.export import save_safetensors
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
@@ -100,7 +101,7 @@ def read_hf_weights(path: str) -> dict[str, torch.Tensor]:
     elif os.path.isfile(os.path.join(path, HF_WEIGHTS)):
         files = [HF_WEIGHTS]
     else:
-        raise ValueError(
+        raise UserError(
             f"model.init_from={path!r}: no model.safetensors (or its index); save the model with "
             f"safe_serialization (transformers' default)"
         )
@@ -195,7 +196,7 @@ def run_tokenizer(export_dir: str):
 
     path = find_tokenizer(export_dir)
     if path is None:
-        raise ValueError(
+        raise UserError(
             f"{export_dir}: no tokenizer.model or tokenizer.json; re-export the run from a data dir "
             f"that has its tokenizer"
         )
@@ -204,7 +205,7 @@ def run_tokenizer(export_dir: str):
     try:
         ours = load_tokenizer(export_dir)
     except DataError as e:
-        raise ValueError(str(e)) from None
+        raise UserError(str(e)) from None
     from tokenizers import Tokenizer
 
     backend = json.loads(Tokenizer.from_file(path).to_str())
@@ -228,7 +229,7 @@ def export_hf(export_dir: str, out_dir: str, origin: dict | None = None) -> str:
     out_dir = os.path.realpath(out_dir)  # one path for the check and the write
     ours = os.path.isfile(os.path.join(out_dir, "megarecipe.json"))
     if os.path.exists(out_dir) and not ours and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise ValueError(
+        raise UserError(
             f"--out {out_dir}: exists and is no Hugging Face export of ours (no megarecipe.json); it "
             f"would be replaced, so give a new directory (or an older export to rewrite)"
         )

@@ -27,6 +27,7 @@ ZERO_VARIANTS = {
     "zero3-offload-all": {"stage": 3, **_Z3, "offload_optimizer": _CPU, "offload_param": _CPU},
 }
 RECOMPUTE = ("none", "selective", "full")
+MAX_LAYERS = 512  # each layer's tensors are listed per candidate: beyond it minutes, then hours
 
 
 def ds_json(variant: str) -> dict:
@@ -147,3 +148,29 @@ def enumerate_candidates(
                     for rc in recomputes or RECOMPUTE:
                         out.append(Candidate(zero, tp, pp, dp, mbs, rc, vocab, microbatches, refused))
     return out
+
+
+def check_depth(model) -> None:
+    """A model the planner can list the tensors of in seconds."""
+    if model.num_layers > MAX_LAYERS:
+        raise ConfigError(
+            f"model.num_layers={model.num_layers}: the planner handles at most {MAX_LAYERS} layers "
+            f"(the largest Llamas have 126); give a real model's depth"
+        )
+
+
+def planned_vocab(cfg: Config) -> int:
+    """model.vocab_size, else the tokenizer's (each candidate pads it for its TP size, as the trainer does)."""
+    if cfg.model.vocab_size is not None:
+        return cfg.model.vocab_size
+    from megarecipe.data.errors import DataError
+    from megarecipe.data.meta import load_meta
+
+    try:
+        return load_meta(cfg.data.dir).vocab_size
+    except DataError:
+        raise ConfigError(
+            f"model.vocab_size: not set and data.dir={cfg.data.dir!r} holds no prepared data; pass "
+            f"model.vocab_size=N (e.g. 128256 for Llama-3's tokenizer) or point data.dir at "
+            f"prepared data"
+        ) from None

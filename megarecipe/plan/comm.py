@@ -69,6 +69,30 @@ class Machine:
     layer_overhead: float = 2e-4  # seconds per layer per microbatch (forward + backward): launches, the schedule
 
 
+GPU_DEFAULTS = {"peak_tflops": 989.0, "intra_gbs": 150.0, "inter_gbs": 25.0, "pcie_gbs": 25.0}  # an H100's
+CPU_DEFAULTS = {"peak_tflops": 0.05, "intra_gbs": 2.0, "inter_gbs": 2.0, "pcie_gbs": 10.0}  # a CPU process's
+
+
+def default_machine(
+    gpu: bool,
+    devices_per_node: int,
+    efficiency: float,
+    peak_tflops: float | None = None,
+    intra_gbs: float | None = None,
+    inter_gbs: float | None = None,
+) -> Machine:
+    """The machine to rank layouts on: the figures given, the rest a GPU's (H100) or a CPU process's defaults."""
+    defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
+    return Machine(
+        (peak_tflops or defaults["peak_tflops"]) * 1e12,
+        efficiency,
+        (intra_gbs or defaults["intra_gbs"]) * 1e9,
+        (inter_gbs or defaults["inter_gbs"]) * 1e9,
+        defaults["pcie_gbs"] * 1e9,
+        devices_per_node,
+    )
+
+
 def step_seconds(
     m: ModelConfig,
     vocab: int,

@@ -54,7 +54,7 @@ def run(
     """Every (budget, size) search in order; returns sweep name -> certificate (None where it failed)."""
     plan = [(c, d) for d in budgets for c in configs]
     if len({sweep_name(c, d) for c, d in plan}) != len(plan):
-        raise ValueError("--ladder: two configs share a file name; give each size its own file name")
+        raise SearchError("--ladder: two configs share a file name; give each size its own file name")
     os.makedirs(out, exist_ok=True)
     atomic.write_json(
         os.path.join(out, LADDER_JSON),

@@ -17,7 +17,7 @@ from megarecipe.analysis.fit import (
     interval,
     joint_asymptote,
 )
-from megarecipe.analysis.report import to_jsonable
+from megarecipe.analysis.report import MISSING, number, to_jsonable
 from tests.helpers import PAPER_K_ASYMPTOTES, PAPER_SIZES
 
 
@@ -334,3 +334,14 @@ def test_data_efficiency_interval_pairs_recipe_and_baseline_samples():
     assert spread.ci[1] - spread.ci[0] > fixed.ci[1] - fixed.ci[0]
     with pytest.raises(FitError, match="reference budget"):
         data_efficiency(base, 3.2, 0.0)
+
+
+def test_every_report_shows_a_missing_number_the_same_way():
+    """One formatter for report.md, REPORT.md and the downstream tables: no number is '-', unbounded is inf."""
+    from megarecipe.analysis import downstream, recipe_report
+
+    assert MISSING == "-"
+    assert [number(None), number(math.nan), number(math.inf), number(-math.inf)] == ["-", "-", "inf", "-inf"]
+    assert number(3.14159) == "3.1416" and number(0.5, ".0%") == "50%" and number(7, "d") == "7"
+    assert recipe_report.number is number and downstream.number is number
+    assert "| - |" in downstream.results_table({"sciq": {"acc": 0.5, "n": 10}})
