@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from megarecipe.errors import UserError
 
@@ -16,9 +17,16 @@ def free_port() -> int:
 
 
 def has_cuda() -> bool:
+    """torch's answer; on a machine with no NVIDIA driver the answer is no without importing torch (2 CPU-s,
+    which a launcher's check before its ranks start, and a bad-input error, should not pay)."""
+    if "torch" not in sys.modules and not any(os.path.exists(p) for p in _NVIDIA_DRIVER):
+        return False
     import torch
 
     return torch.cuda.is_available()
+
+
+_NVIDIA_DRIVER = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0")
 
 
 def check_device(text: str | None) -> str | None:

@@ -11,6 +11,7 @@ setting is reported in a second or two instead of after every process started.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from megarecipe.cli.common import Parser, run
@@ -28,7 +29,6 @@ def _check(args) -> int:
     from megarecipe.config import ConfigError, load_config
     from megarecipe.preflight import check_run
     from megarecipe.rundir import LOCK, RunDir, RunDirError
-    from megarecipe.train.loop import check_run_dir, resume_key
 
     if args.world_size < 1:
         raise ConfigError(f"--world-size {args.world_size} must be >= 1; give the number of processes")
@@ -40,7 +40,11 @@ def _check(args) -> int:
             f"run.dir={cfg.run.dir!r} is in use by another process (it holds {LOCK}); wait for it "
             f"to finish or stop it, or choose another run.dir"
         )
-    check_run_dir(cfg, run_dir, resume_key(cfg, layout))
+    run_dir.info()  # a damaged run.json is refused here
+    if os.path.exists(run_dir.checkpoints):  # a resume: checked as the trainer will (its checkpoint code: torch)
+        from megarecipe.train.loop import check_run_dir, resume_key
+
+        check_run_dir(cfg, run_dir, resume_key(cfg, layout))
     return 0
 
 

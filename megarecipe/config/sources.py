@@ -27,3 +27,9 @@ def mix_sources(d: DataConfig) -> list[tuple[str, Fraction]]:
     if len({w for w, _ in out}) != len(out):
         raise ConfigError(f"data.mix names a data dir twice ({d.mix}); give each dir once")
     return out
+
+
+def mix_counts(num_sequences: int, weights: list) -> list[int]:
+    """Sequences per epoch of each source of data.mix, the first being num_sequences."""
+    first = Fraction(weights[0])
+    return [num_sequences] + [round(num_sequences * Fraction(w) / first) for w in weights[1:]]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from megarecipe.config import ConfigError, DataConfig, DataFacts, mix_sources
+from megarecipe.config.sources import mix_counts
 from megarecipe.data.errors import DataError
 from megarecipe.data.meta import DataMeta, load_meta
-from megarecipe.data.mix import mix_counts
 from megarecipe.data.tokenizer import find_tokenizer, tokenizer_sha256
 
 

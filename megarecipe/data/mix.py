@@ -12,19 +12,12 @@ Ids are rows (source, sequence id in that source), int64 [n, 2].
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import torch
 
+from megarecipe.config.sources import mix_counts
 from megarecipe.data.dataset import TokenDataset, _windows
 from megarecipe.data.errors import DataError
-
-
-def mix_counts(num_sequences: int, weights: list) -> list[int]:
-    """Sequences per epoch of each source, the first being num_sequences."""
-    first = Fraction(weights[0])
-    return [num_sequences] + [round(num_sequences * Fraction(w) / first) for w in weights[1:]]
 
 
 def interleave(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
