@@ -133,6 +133,8 @@ def _what_ran(recipe, plan: RecipePlan, fits: RecipeFits) -> list[str]:
             if plan.hyper
             else "the certified values carried in the recipe file (`--search` redoes the search)."
         ),
+        f"- Seeds: every run's run.seed shifted by the recipe's seed = {getattr(recipe, 'seed', 0)}"
+        + (" (the default seeds)." if not getattr(recipe, "seed", 0) else "."),
         "",
         "| recipe | D | size | LR | WD | epochs | val/loss | flags |",
         "|---|---:|---|---:|---:|---:|---:|---|",

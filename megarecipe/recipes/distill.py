@@ -64,7 +64,7 @@ def synthetic(p, t, teacher_dir: str) -> str:
         "--temperature",
         repr(dc.temperature),
         "--seed",
-        "0",
+        str(p.r.seed),
         "--batch",
         "64",
     ]

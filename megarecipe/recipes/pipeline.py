@@ -53,6 +53,7 @@ class Pipeline:
         self.stages = self._read(STAGES_JSON)
         self.started_runs = 0
         self.worked = False
+        self._seed0: dict = {}  # size -> its config's run.seed, before the recipe's seed shift
 
     # ---- bookkeeping
     def _hold(self, stack: ExitStack) -> None:
@@ -111,9 +112,19 @@ class Pipeline:
         ]
         if hp is not None:
             ov += [f"optim.lr={hp.lr!r}", f"optim.weight_decay={hp.weight_decay!r}", f"train.epochs={hp.epochs}"]
+        if seed is None and self.r.seed:  # the recipe's seed shifts every run's seed (members count from it)
+            seed = self.base_seed(size, ov) + self.r.seed
         if seed is not None:
             ov.append(f"run.seed={seed}")
         return ov
+
+    def base_seed(self, size: str, ov: list) -> int:
+        """The size's run.seed from its config and the recipe's overrides, before the recipe's seed shift."""
+        if size not in self._seed0:
+            from megarecipe.config import load_config
+
+            self._seed0[size] = load_config(self.config_of(size), ov).run.seed
+        return self._seed0[size]
 
     def spec(
         self,

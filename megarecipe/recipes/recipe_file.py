@@ -128,6 +128,7 @@ class Recipe:
     launch: LaunchSection = field(default_factory=LaunchSection)
     bootstrap: int = 200  # resamples for the fits' intervals
     standard_weight_decay: float = 0.1
+    seed: int = 0  # added to every run's run.seed (and the teachers' sampling seed): the same recipe, other seeds
 
 
 def resolve(path: str) -> str:
@@ -311,6 +312,8 @@ def check(r: Recipe) -> None:
         _fail("data.eval_tokens", f"must be <= data.val_tokens ({r.data.val_tokens})")
     if r.bootstrap < 0:
         _fail("bootstrap", "must be >= 0")
+    if r.seed < 0:
+        _fail("seed", "must be >= 0 (it is added to every run's run.seed)")
     if r.downstream.limit is not None and r.downstream.limit < 1:  # lm-eval reads 0 as a fraction: no examples
         _fail("downstream.limit", "must be >= 1 (examples per task), or null for every example")
     if r.downstream.batch_size < 1:

@@ -234,3 +234,21 @@ def test_the_ensemble_stage_trains_the_box_and_keeps_the_lowest_k_asymptote(tmp_
     assert p.plan.ensembles["b"] == best_dir and box["chosen"] == 4
     assert p.plan.ensemble_hyper["b"] == {"lr": 1e-2, "weight_decay": 0.8, "epochs": 4}
     assert len(trained) == 5 * 4 and len({s.run_dir for s in trained}) == 20  # K members at each box point
+
+
+def test_the_recipes_seed_shifts_every_runs_seed_members_included(tmp_path, fake_data, monkeypatch):
+    from megarecipe.recipes.pipeline import Pipeline
+    from tests.recipes.test_recipe import fake_recipe
+
+    def seeds(extra):
+        r = recipe_file.load(SLIVER, [*fake_recipe(fake_data), *extra])
+        p = Pipeline(r, str(tmp_path / f"out{len(extra)}"), log=lambda m: None)
+        p.plan = RecipePlan(by_budget={"2048": {"regularized": {"a": "ra", "b": "rb"}}})
+        run = [o for o in p.overrides("a", Hyper()) if o.startswith("run.seed=")]
+        _, specs = p.member_runs("b", 2048, Hyper(1e-2, 0.8, 4), str(tmp_path / "ens"), count=3)
+        return run, [[o for o in s.overrides if o.startswith("run.seed=")][-1] for s in specs]
+
+    assert seeds([]) == ([], ["run.seed=1234", "run.seed=1235", "run.seed=1236"])
+    assert seeds(["seed=7"]) == (["run.seed=1241"], ["run.seed=1241", "run.seed=1242", "run.seed=1243"])
+    with pytest.raises(recipe_file.RecipeError, match="seed: must be >= 0"):
+        recipe_file.load(SLIVER, ["seed=-1"])
