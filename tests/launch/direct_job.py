@@ -1,6 +1,7 @@
 """A stand-in job for tests/launch/test_direct.py: `wait` prints `ready RANK PID` once it handles TERM and USR1, then
 waits; USR1 prints `usr1 RANK`, TERM prints `stopped RANK` and exits 0 (as the trainer after its checkpoint).
-`exit N` prints `out RANK` to stdout and `err RANK` to stderr and exits N."""
+`exit N [DIR]` prints `out RANK` to stdout and `err RANK` to stderr and exits N; with DIR, only once every rank has
+printed (a file per rank there): a launcher that stops the other ranks when one fails would cut a slower one short."""
 
 import os
 import signal
@@ -11,8 +12,13 @@ import time
 def main(argv: list[str]) -> int:
     rank = os.environ.get("RANK", "0")
     if argv[0] == "exit":
-        print(f"out {rank}")
-        print(f"err {rank}", file=sys.stderr)
+        print(f"out {rank}", flush=True)
+        print(f"err {rank}", file=sys.stderr, flush=True)
+        if len(argv) > 2:
+            open(os.path.join(argv[2], rank), "w").close()
+            deadline = time.time() + 60
+            while len(os.listdir(argv[2])) < int(os.environ.get("WORLD_SIZE", "1")) and time.time() < deadline:
+                time.sleep(0.05)
         return int(argv[1])
     stop = []
     signal.signal(signal.SIGUSR1, lambda s, f: say(f"usr1 {rank}"))

@@ -105,7 +105,7 @@ def test_a_warm_rank_killed_by_a_signal_exits_128_plus_n():
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
-def test_captured_output_status_and_timeout(warm, monkeypatch):
+def test_captured_output_status_and_timeout(warm, monkeypatch, tmp_path):
     """direct.captured (the planner's measurements): both ranks' stdout and stderr apart, the job's status, and a
     job past its timeout killed and raised as TimeoutExpired."""
     from megarecipe.launch import direct
@@ -113,7 +113,8 @@ def test_captured_output_status_and_timeout(warm, monkeypatch):
     env = _env(warm)
     for key in ("MEGARECIPE_WARM", "MEGARECIPE_TRAINER", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.setenv(key, env[key]) if key in env else monkeypatch.delenv(key, raising=False)
-    got = direct.captured(["exit", "4"], 2, env, str(REPO), 120, module="tests.launch.direct_job")
+    barrier = [] if warm else [str(tmp_path)]  # torchrun stops a rank that has not printed yet once one fails
+    got = direct.captured(["exit", "4", *barrier], 2, env, str(REPO), 120, module="tests.launch.direct_job")
     assert got.returncode == (4 if warm else 1)  # torchrun's own status when a rank fails
     assert sorted(w for w in got.stdout.split() if w in ("out", "0", "1")) == ["0", "1", "out", "out"]
     assert "err" in got.stderr and "out" not in got.stderr
