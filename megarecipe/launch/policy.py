@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from megarecipe import rundir
 from megarecipe.rundir import RunDir
 
@@ -30,3 +32,33 @@ def next_action(run_dir: str, step_before: int, failures: int, retries: int, res
     if st == rundir.STOPPED:
         return STOPPED
     return RETRY if failures <= retries else GIVE_UP
+
+
+@dataclass
+class Tally:
+    """One run's bookkeeping within one launcher call, the same for every backend: how often it was started,
+    how often it failed and was retried, how often it was resumed, and the seconds its attempts ran."""
+
+    run_dir: str
+    attempts: int = 0
+    failures: int = 0
+    resumes: int = 0
+    seconds: float = 0.0
+
+    def decide(self, step_before: int, retries: int) -> str:
+        """next_action for the attempt that just ended (counted as a failure if it failed), then counted: a resume
+        or a retry adds to resumes or failures. The run goes back to the queue when the answer is in AGAIN."""
+        action = next_action(self.run_dir, step_before, self.failures + 1, retries, self.resumes)
+        if action == RESUME:
+            self.resumes += 1
+        elif action == RETRY:
+            self.failures += 1
+        return action
+
+
+AGAIN = (RESUME, RETRY)  # the actions that start the run again
+
+
+def tallies(run_dirs) -> dict[str, Tally]:
+    """A fresh Tally per run directory."""
+    return {d: Tally(d) for d in run_dirs}

@@ -145,7 +145,7 @@ class LocalPool:
 
             raise LaunchError(f"a run asks for more processes than the {len(visible_gpus())} GPUs here")
         queue = list(specs)
-        counts = {s.run_dir: {"attempts": 0, "failures": 0, "resumes": 0, "seconds": 0.0} for s in specs}
+        counts = policy.tallies(s.run_dir for s in specs)
         live: list[_Live] = []
         results: dict[str, RunResult] = {}
         try:
@@ -156,31 +156,25 @@ class LocalPool:
                         break
                     c = counts[spec.run_dir]
                     if RunDir(spec.run_dir).state() == FINISHED:  # finished by the process we waited for
-                        results[spec.run_dir] = result_of(spec, c["attempts"], c["seconds"], reused=True)
+                        results[spec.run_dir] = result_of(spec, c.attempts, c.seconds, reused=True)
                         if self.on_done:
                             self.on_done(results[spec.run_dir])
                         continue
-                    c["attempts"] += 1
-                    live.append(self._start(spec, c["attempts"]))
+                    c.attempts += 1
+                    live.append(self._start(spec, c.attempts))
                 time.sleep(POLL_S)
                 for item in [x for x in live if x.proc.poll() is not None]:
                     live.remove(item)
                     self.free_gpus += item.gpus
                     spec, c = item.spec, counts[item.spec.run_dir]
-                    c["seconds"] += time.monotonic() - item.started
-                    action = policy.next_action(
-                        spec.run_dir, item.step_before, c["failures"] + 1, self.retries, c["resumes"]
-                    )
-                    if action == policy.RESUME:
-                        c["resumes"] += 1
-                        queue.insert(0, spec)
-                    elif action == policy.RETRY:
-                        c["failures"] += 1
+                    c.seconds += time.monotonic() - item.started
+                    action = c.decide(item.step_before, self.retries)
+                    if action in policy.AGAIN:
                         queue.insert(0, spec)
                     else:
                         if action == policy.GIVE_UP:
                             mark_failed(spec, f"exit code {item.proc.returncode}")
-                        results[spec.run_dir] = result_of(spec, c["attempts"], c["seconds"])
+                        results[spec.run_dir] = result_of(spec, c.attempts, c.seconds)
                         if self.on_done:
                             self.on_done(results[spec.run_dir])
         finally:

@@ -155,7 +155,7 @@ def run(
     if os.path.exists(jobs_file):  # arrays of an earlier call that was killed: let them end first
         for job in open(jobs_file).read().split():
             wait(job)
-    counts = {s.run_dir: {"attempts": 0, "failures": 0, "resumes": 0, "seconds": 0.0} for s in specs}
+    counts = policy.tallies(s.run_dir for s in specs)
     results: dict[str, RunResult] = {}
     todo, round_no = list(specs), 0
     while todo:
@@ -181,22 +181,18 @@ def run(
                 cancel(job)
                 raise
             for s in group:
-                counts[s.run_dir]["attempts"] += 1
-                counts[s.run_dir]["seconds"] += time.monotonic() - t0
+                counts[s.run_dir].attempts += 1
+                counts[s.run_dir].seconds += time.monotonic() - t0
         again = []
         for s in todo:
             c = counts[s.run_dir]
-            action = policy.next_action(s.run_dir, before[s.run_dir], c["failures"] + 1, retries, c["resumes"])
-            if action == policy.RESUME:
-                c["resumes"] += 1
-                again.append(s)
-            elif action == policy.RETRY:
-                c["failures"] += 1
+            action = c.decide(before[s.run_dir], retries)
+            if action in policy.AGAIN:
                 again.append(s)
             else:
                 if action == policy.GIVE_UP:
                     mark_failed(s, "the Slurm task ended without finishing the run")
-                results[s.run_dir] = result_of(s, c["attempts"], c["seconds"])
+                results[s.run_dir] = result_of(s, c.attempts, c.seconds)
                 if on_done:
                     on_done(results[s.run_dir])
         todo = again

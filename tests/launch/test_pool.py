@@ -125,3 +125,19 @@ def test_a_run_taken_by_another_process_after_our_check_is_waited_for(tmp_path):
     with run.hold():
         run.update(status=rundir.RUNNING)
         assert policy.next_action(run.path, 0, failures=1, retries=0, resumes=0) == policy.RESUME
+
+
+def test_a_tally_counts_a_failed_run_once_as_retried_then_given_up(tmp_path):
+    """The one bookkeeping both backends share: a run that failed without progress is retried `retries` times
+    (each counted as a failure), then given up; a run held by another process is a resume, not a failure."""
+    from megarecipe.launch import policy
+    from megarecipe.rundir import RunDir
+
+    run = RunDir(str(tmp_path / "run"))
+    run.update(status=rundir.FAILED)
+    tally = policy.tallies([run.path])[run.path]
+    assert tally.decide(0, retries=1) == policy.RETRY and tally.failures == 1
+    assert tally.decide(0, retries=1) == policy.GIVE_UP and (tally.failures, tally.resumes) == (1, 0)
+    with run.hold():
+        run.update(status=rundir.RUNNING)
+        assert tally.decide(0, retries=0) == policy.RESUME and (tally.failures, tally.resumes) == (1, 1)
