@@ -1,6 +1,9 @@
 """The errors a user can act on. Each message is one line naming the field, file or value and the fix; the
 tools print it as `error: ...` and exit 2 (bad input) or 3 (a run that could not go on), never a traceback."""
 
+import errno
+import re
+
 
 class MegarecipeError(Exception):
     """The base of every error the tools report in one line."""
@@ -26,8 +29,6 @@ def os_error_line(e: OSError, where: str) -> str:
     """A failed read or write as one line: the path (the error's own, else `where`), what the system said, and
     what to do. A full disk keeps what was complete before: the output is built beside its place and moved in
     whole, so nothing half-written is left in its place."""
-    import errno
-    import re
 
     fixes = {
         errno.ENOSPC: "the disk is full: free space there, or write elsewhere, and run the same command again",

@@ -12,6 +12,8 @@ from megarecipe.config import Config, ConfigError, Layout, resolve_layout
 from megarecipe.config.init_from import HF_INDEX, HF_WEIGHTS, apply_hf_shape
 from megarecipe.config.layout import sequences_in
 from megarecipe.data.facts import mix_epoch, read_facts
+from megarecipe.data.tokenizer import file_sha256
+from megarecipe.distill.sources import is_cache
 from megarecipe.rundir import enclosing_run
 
 
@@ -31,8 +33,6 @@ def check_run(cfg: Config, world_size: Optional[int] = None, cuda: Optional[bool
     meta, facts = read_facts(d)
     if d.mix:
         if k.teacher:
-            from megarecipe.distill.sources import is_cache
-
             if is_cache(k.teacher):
                 raise ConfigError(
                     "distill.teacher is a top-k cache, which covers one data dir only; with data.mix use a live teacher"
@@ -49,7 +49,6 @@ def check_run(cfg: Config, world_size: Optional[int] = None, cuda: Optional[bool
 
 
 def _check_init_from(cfg: Config, meta) -> None:
-    from megarecipe.data.tokenizer import file_sha256
 
     where = cfg.model.init_from
     if not any(os.path.isfile(os.path.join(where, n)) for n in (HF_WEIGHTS, HF_INDEX)):

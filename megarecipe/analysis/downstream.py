@@ -14,6 +14,8 @@ import tempfile
 
 from megarecipe import atomic, ensembledir, rundir
 from megarecipe.analysis.report import MISSING, number
+from megarecipe.analysis.runs import read_run
+from megarecipe.analysis.tasks import check_tasks, write_task_dir
 
 EVAL_DIR, TB_DIR = rundir.EVAL, rundir.TB
 EVENTS_SUFFIX = ".downstream"  # the event file of these scalars, apart from the trainer's
@@ -34,7 +36,6 @@ def evaluate(
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from megarecipe.analysis.lm_eval_model import check_members, member_exports
-    from megarecipe.analysis.tasks import check_tasks
 
     check_tasks(tasks)  # cheap checks first: a bad name must not wait for a model load
     check_members(member_exports(path))
@@ -42,7 +43,6 @@ def evaluate(
     from lm_eval.tasks import TaskManager
 
     from megarecipe.analysis.lm_eval_model import MegarecipeLM
-    from megarecipe.analysis.tasks import write_task_dir
 
     model = MegarecipeLM(path, batch_size=batch_size, device=device, max_resident=max_resident)
     with tempfile.TemporaryDirectory() as task_dir:
@@ -118,8 +118,6 @@ def _step(path: str) -> int:
         with open(ens) as f:
             return len(json.load(f).get("members", []))
     try:
-        from megarecipe.analysis.runs import read_run
-
         return read_run(path).final_step or 0
     except (ValueError, OSError):
         return 0

@@ -13,6 +13,7 @@ import os
 from megarecipe import atomic, ensembledir, rundir
 from megarecipe.analysis.ensemble import default_device, ensemble_losses
 from megarecipe.analysis.members import EnsembleError, Member, read_members  # noqa: F401 (re-exported)
+from megarecipe.analysis.runs import read_run
 from megarecipe.ensembledir import ENSEMBLE_JSON, PLOT  # noqa: F401  (re-exported)
 from megarecipe.rundir import RunDir
 
@@ -60,7 +61,6 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     from torch.utils.tensorboard import SummaryWriter
 
     from megarecipe.analysis.plots import plot_members
-    from megarecipe.analysis.runs import read_run
 
     out = RunDir(out_dir)
     out.check_kind("ensemble")

@@ -24,6 +24,8 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from megarecipe import ensembledir, errors, rundir
+from megarecipe.data.tokenizer import find_tokenizer, load_tokenizer
+from megarecipe.model.export import load_export, read_config, read_info
 from megarecipe.rundir import RunDir
 
 MODEL_TYPE = "megarecipe"
@@ -72,8 +74,6 @@ def member_exports(path: str) -> list[str]:
 
 def check_members(exports: list[str]) -> dict:
     """The members' shared facts (tokenizer hash, vocab size, seq_len); refuses members that differ."""
-    from megarecipe.data.tokenizer import find_tokenizer
-    from megarecipe.model.export import read_config, read_info
 
     facts = []
     for export in exports:
@@ -116,7 +116,6 @@ class MegarecipeLM(TemplateLM):
         **_ignored,
     ):
         super().__init__()
-        from megarecipe.data.tokenizer import load_tokenizer
 
         self.exports = member_exports(pretrained)
         facts = check_members(self.exports)
@@ -132,7 +131,6 @@ class MegarecipeLM(TemplateLM):
         self._resident = self._load(self.exports) if len(self.exports) <= self.max_resident else None
 
     def _load(self, exports: list[str]) -> list[torch.nn.Module]:
-        from megarecipe.model.export import load_export
 
         try:
             return [load_export(e)[0].to(self._device, self.dtype) for e in exports]

@@ -13,6 +13,9 @@ import torch
 
 from megarecipe import errors, rundir
 from megarecipe.config import Config
+from megarecipe.data.errors import DataError
+from megarecipe.data.meta import load_meta
+from megarecipe.model.export import load_export, load_weights, read_config, read_info
 from megarecipe.rundir import RunDir
 
 
@@ -48,7 +51,6 @@ def read_member(run_dir: str) -> Member:
             f"member {run_dir}: no export ({run.export}/{missing[0]} is missing; run.json says "
             f"{state}); finish its training (`ensemble.py train` resumes it) or leave it out"
         )
-    from megarecipe.model.export import read_config, read_info
 
     try:
         return Member(run_dir, read_config(run.export), read_info(run.export))
@@ -99,8 +101,6 @@ def check_compatible(members: list[Member]) -> None:
 def check_heldout(members: list[Member]) -> None:
     """The data dir scored must hold what each member was trained and measured on (run.json's heldout): a data
     dir prepared again in place, from other text with the same tokenizer, passes every other check."""
-    from megarecipe.data.errors import DataError
-    from megarecipe.data.meta import load_meta
 
     data_dir = members[0].cfg.data.dir
     try:
@@ -126,7 +126,6 @@ def read_members(run_dirs: list[str]) -> list[Member]:
 
 def load_model(member: Member, device, dtype: torch.dtype, shell=None):
     """The member's model on `device`: into `shell` (a model of the same shape) when given, else a new one."""
-    from megarecipe.model.export import load_export, load_weights
 
     if shell is None:
         model = load_export(RunDir(member.run_dir).export, "cpu")[0]

@@ -20,6 +20,8 @@ import os
 import numpy as np
 
 from megarecipe import ensembledir
+from megarecipe.analysis.distill import final_loss
+from megarecipe.analysis.downstream import read_results
 from megarecipe.analysis.fit import FitError, Point, data_efficiency, fit_points, joint_asymptote
 from megarecipe.analysis.recipe_plan import RecipeFits, RecipePlan
 from megarecipe.rundir import RunDir
@@ -373,7 +375,6 @@ class Fits:
         dist = self.plan.distill
         if not dist or "sequence" not in dist:
             return
-        from megarecipe.analysis.distill import final_loss
 
         single = final_loss(dist["single"])
         self.samples[("single",)] = self.noise.of(single, self.noise.run(dist["single"]))
@@ -454,8 +455,6 @@ class Fits:
         }
         self.fits.ensemble_hyper = dict(self.plan.ensemble_hyper)
         if self.plan.downstream:
-            from megarecipe.analysis.downstream import read_results
-
             self.fits.downstream = {
                 label: {"dir": self.rel(p), "tasks": read_results(p)} for label, p in self.plan.downstream.items()
             }

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from megarecipe import atomic
+from megarecipe.analysis import plots as P
 from megarecipe.analysis.plots import params_text
 from megarecipe.analysis.recipe_fits import compute  # noqa: F401  (the report's numbers)
 from megarecipe.analysis.recipe_plan import FITS_JSON, REPORT_MD, STAGES, RecipeFits, RecipePlan
@@ -60,7 +61,6 @@ def _eff(e: dict) -> str:
 
 
 def plots(out: str, objs: dict, fits: RecipeFits) -> list[str]:
-    from megarecipe.analysis import plots as P
 
     made = []
     ref = objs["by_budget"].get(fits.budget_tokens, {})

@@ -14,7 +14,8 @@ import os
 from collections.abc import Callable
 
 from megarecipe import errors
-from megarecipe.analysis.fit import FitError, Point
+from megarecipe.analysis.fit import FitError, Point, data_efficiency, fit_points, joint_asymptote
+from megarecipe.analysis.runs import RunReadError, check_same_heldout, format_table, read_runs
 
 OVER = {  # --over name -> (RunRecord field, divisor, axis text)
     "params": ("params", 1e9, "parameters N (billions)"),
@@ -50,7 +51,6 @@ class Problems(list):
 
 def read(paths, problems: Problems, log: Callable[[str], None] = _quiet):
     """The usable runs of `paths` (their table to `log`); the unreadable ones go to `problems`."""
-    from megarecipe.analysis.runs import RunReadError, check_same_heldout, format_table, read_runs
 
     records, bad = read_runs(paths)
     try:
@@ -163,7 +163,6 @@ def read_table(path):
 
 def fit_groups(groups, fit_kw: dict, log: Callable[[str], None] = _quiet):
     """label -> Fit of each group's points (each fit's formula to `log` as it is made)."""
-    from megarecipe.analysis.fit import fit_points
 
     fits = {}
     for label, pts in groups.items():
@@ -204,7 +203,6 @@ def over_report(out, paths, over, by, fit_kw, command, problems, log=_quiet):
 def joint_report(out, paths, fit_kw, command, problems, log=_quiet):
     """The joint asymptote: L(K) per model size N, then E_N over N; write its report."""
     from megarecipe.analysis import plots, report
-    from megarecipe.analysis.fit import joint_asymptote
 
     records = read(paths, problems, log)
     curves = ensemble_curves(records, problems)
@@ -231,7 +229,6 @@ def joint_report(out, paths, fit_kw, command, problems, log=_quiet):
 def recipe_loss(recipe_paths, given_loss, fit_kw, problems, log=_quiet):
     """The recipe's loss, its bootstrap samples, a description, and its records: the loss given, else the joint
     asymptote of its ensembles (or the best K-limit), else the asymptote of its L(N), else its best run."""
-    from megarecipe.analysis.fit import fit_points, joint_asymptote
 
     if given_loss is not None:
         return given_loss, None, "given with --recipe-loss", []
@@ -280,7 +277,6 @@ def efficiency_report(
     """Data efficiency: the baseline's data law L(D), the recipe's loss, the budget the baseline would need for it
     over the recipe's; write its report."""
     from megarecipe.analysis import plots, report
-    from megarecipe.analysis.fit import data_efficiency, fit_points
 
     base_records = read(baseline_paths, problems, log)
     groups = run_points(base_records, "tokens", problems)

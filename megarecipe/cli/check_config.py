@@ -15,6 +15,7 @@ import os
 import sys
 
 from megarecipe.cli.common import Parser, run
+from megarecipe.rundir import LOCK, RunDir, RunDirError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
 def _check(args) -> int:
     from megarecipe.config import ConfigError, load_config
     from megarecipe.preflight import check_run
-    from megarecipe.rundir import LOCK, RunDir, RunDirError
 
     if args.world_size < 1:
         raise ConfigError(f"--world-size {args.world_size} must be >= 1; give the number of processes")

@@ -15,6 +15,7 @@ import os
 import sys
 
 from megarecipe.cli.common import run
+from megarecipe.rundir import RunDir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
         "--to-universal", action="store_true", required=True, help="write TAG.universal/ (the one conversion there is)"
     )
     args = p.parse_args(argv)
-    from megarecipe.rundir import RunDir
 
     ckpt = RunDir(args.run).checkpoints
     return run(lambda: _convert(ckpt, args.tag), where=ckpt, run_error=2)  # a bad checkpoint is bad input here

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 
+from megarecipe.cli.recipe import main as recipe
+
 RECIPE = "tiny"
 OUT = "runs/demo"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from megarecipe.cli.recipe import main as recipe
 
     argv = list(sys.argv[1:] if argv is None else argv)
     return recipe([RECIPE, *([] if "--out" in argv else ["--out", OUT]), *argv])

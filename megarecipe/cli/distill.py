@@ -29,8 +29,11 @@ import os
 import shlex
 import sys
 
+from megarecipe.analysis.distill import retained
 from megarecipe.cli.common import Parser, fail, run
 from megarecipe.errors import UserError
+from megarecipe.launch import direct
+from megarecipe.system import check_device, has_cuda
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +107,6 @@ def _train(args) -> int:
     code = run(check, ranked=True)  # the trainer's own ranks report through rank_errors alike
     if code:
         return code
-    from megarecipe.launch import direct
 
     trainer_args = [args.student, *overrides]
     if args.dry_run:  # what a cold start runs; a warm one forks the same ranks from a preloaded server
@@ -120,7 +122,6 @@ def _cache(args) -> int:
 def _build_cache(args) -> int:
     from megarecipe.config import load_config
     from megarecipe.distill.cache import build
-    from megarecipe.system import check_device, has_cuda
 
     cfg = load_config(args.student, args.overrides)
     t = args.temperature if args.temperature is not None else cfg.distill.temperature
@@ -151,7 +152,6 @@ def _report(args) -> int:
 
 
 def _print_retained(args) -> int:
-    from megarecipe.analysis.distill import retained
 
     r = retained(args.student, args.single, args.teacher)
     width = max(len(r.teacher), len(r.student), len(r.single))
@@ -185,7 +185,6 @@ def _sample(args) -> int:
 def _draw(args) -> int:
     from megarecipe.config.numbers import parse_count
     from megarecipe.distill.sample import sample, stderr_log
-    from megarecipe.system import check_device, has_cuda
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:

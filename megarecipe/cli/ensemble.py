@@ -27,8 +27,11 @@ import os
 import shlex
 import sys
 
-from megarecipe import ensembledir, rundir
+from megarecipe import atomic, ensembledir, rundir
 from megarecipe.cli.common import Parser, fail, run
+from megarecipe.launch import direct
+from megarecipe.rundir import RunDir
+from megarecipe.system import check_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,11 +176,8 @@ def evaluate(args, argv: list[str]) -> int:
 
 def _read_members(args, out: str, read: list) -> int:
     """The members to score, checked, into `read`; and whether OUT can take the results, before the scoring."""
-    from megarecipe import atomic
     from megarecipe.analysis.heldout import EnsembleError, read_members
     from megarecipe.recipes.ensemble import member_dirs
-    from megarecipe.rundir import RunDir
-    from megarecipe.system import check_device
 
     check_device(args.device)
     run_dirs = list(args.runs) if args.runs else member_dirs(out, args.members)
@@ -237,7 +237,6 @@ def _score(members, args, world: int) -> list[float]:
 
 def _spawn(processes: int, argv: list[str]) -> int:
     """Run this same evaluation as a job of `processes` ranks: warm when it may, else a torchrun job."""
-    from megarecipe.launch import direct
 
     return direct.run(_without_processes(argv), processes, module="megarecipe.cli.ensemble", quiet_stop=True)
 

@@ -17,8 +17,11 @@ import functools
 import os
 import sys
 
+from megarecipe import atomic
+from megarecipe.analysis.tasks import check_tasks, write_task_dir
 from megarecipe.cli.common import Parser, fail, run
 from megarecipe.rundir import EVAL as EVAL_DIR
+from megarecipe.system import check_device
 
 DEFAULT_TASKS = "arc_easy,arc_challenge,piqa,sciq"
 
@@ -42,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args, tasks: list[str]) -> int:
     if args.write_tasks:
-        from megarecipe.analysis.tasks import write_task_dir
-
         print(f"wrote {write_task_dir(args.write_tasks, tasks if args.tasks else None)}")
         return 0
     if not args.paths:
@@ -54,8 +55,6 @@ def _main(args, tasks: list[str]) -> int:
 
 
 def _evaluate(args, tasks: list[str]) -> int:
-    from megarecipe.analysis.tasks import check_tasks
-    from megarecipe.system import check_device
 
     if args.limit is not None and args.limit < 1:
         return fail(f"--limit {args.limit}: must be at least 1; leave it out to score every item")
@@ -76,7 +75,6 @@ def _evaluate(args, tasks: list[str]) -> int:
 
 
 def _check_path(path: str) -> int:
-    from megarecipe import atomic
     from megarecipe.analysis.lm_eval_model import check_members, member_exports
 
     check_members(member_exports(path))

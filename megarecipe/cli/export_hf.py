@@ -21,7 +21,10 @@ import tempfile
 from megarecipe import rundir
 from megarecipe.cli.common import Parser, fail, run
 from megarecipe.errors import UserError
+from megarecipe.launch import warm
+from megarecipe.launch.pool import visible_gpus
 from megarecipe.rundir import RunDir
+from megarecipe.system import free_port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +69,6 @@ def _parent(out: str) -> str:
 def _export_checkpoint(run: str, tag: str, dst: str) -> str:
     """RUN/checkpoints/TAG as an export at dst, by megarecipe.train.export_checkpoint: its ranks started warm
     where the trainer's are, else under torchrun."""
-    from megarecipe.launch import warm
-    from megarecipe.launch.pool import visible_gpus
-    from megarecipe.rundir import RunDir
-    from megarecipe.system import free_port
     from megarecipe.train import checkpoint
 
     ckpt = RunDir(run).checkpoints

@@ -15,6 +15,7 @@ import shlex
 import sys
 
 from megarecipe.analysis import scaling
+from megarecipe.analysis.report import check_out
 from megarecipe.cli.common import Parser, run
 
 OVER = scaling.OVER
@@ -92,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fit(args, command: str) -> int:
-    from megarecipe.analysis.report import check_out
 
     check_out(args.out)
     os.makedirs(args.out, exist_ok=True)

@@ -16,8 +16,10 @@ import os
 
 from megarecipe import ensembledir, rundir
 from megarecipe.cli.common import Parser, run
+from megarecipe.data.tokenizer import find_tokenizer, load_tokenizer
 from megarecipe.errors import UserError
 from megarecipe.rundir import RunDir
+from megarecipe.system import check_device, has_cuda
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +59,8 @@ def exports_of(path: str) -> list[str]:
 def generate_texts(args) -> list[str]:
     import torch
 
-    from megarecipe.data.tokenizer import find_tokenizer, load_tokenizer
     from megarecipe.model.export import load_export
     from megarecipe.model.generate import generate
-    from megarecipe.system import check_device, has_cuda
 
     for name, ok in (
         ("--max-new-tokens", args.max_new_tokens >= 1),

@@ -18,6 +18,7 @@ import sys
 import time
 
 from megarecipe.cli.common import Parser, run
+from megarecipe.data.corpus import default_files
 from megarecipe.data.errors import DataError
 
 
@@ -69,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare(args) -> int:
-    from megarecipe.data.corpus import default_files
     from megarecipe.data.prepare import join_parts, parts_dir, prepare
 
     start = time.time()

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from megarecipe.cli.common import Parser, run
+from megarecipe.system import quiet_progress_bars
 
 
 def parse(argv):
@@ -42,7 +43,6 @@ def parse(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from megarecipe.system import quiet_progress_bars
 
     quiet_progress_bars()  # lm-eval's, datasets' and transformers' bars would bury the recipe's own lines
     from megarecipe.recipes import recipe_file

@@ -22,6 +22,9 @@ import signal
 import sys
 
 from megarecipe.cli.common import Parser, fail, run
+from megarecipe.launch import number
+from megarecipe.recipes.status import StatusError, report
+from megarecipe.recipes.sweep import Launching, Sweep, paper_grid
 
 BACKENDS = ("local", "slurm")
 
@@ -41,7 +44,6 @@ def numbers(kind, least: float = 0.0, above: bool = False):
             raise argparse.ArgumentTypeError(
                 f"{bad[0]} is out of range (each must be {'>' if above else '>='} {least:g})"
             )
-        from megarecipe.launch import number
 
         for a, b in zip(values, values[1:], strict=False):  # names spell 6 digits: one run dir for both
             if number(a) == number(b):
@@ -119,15 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.status:
-        from megarecipe.recipes.status import StatusError, report
-
         try:
             print(report(args.status), end="")
         except StatusError as e:
             return fail(f"--status: {e}")
         return 0
     from megarecipe.recipes import ladder
-    from megarecipe.recipes.sweep import Launching, Sweep, paper_grid
 
     command = "python tools/tune.py " + shlex.join(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)  # unwinds the pool: its runs checkpoint and stop

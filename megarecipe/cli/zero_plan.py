@@ -25,6 +25,20 @@ from typing import NamedTuple
 from megarecipe import atomic
 from megarecipe.cli.common import Parser, run
 from megarecipe.config import ConfigError, load_config, resolve_layout
+from megarecipe.plan.candidates import (
+    RECOMPUTE,
+    ZERO_VARIANTS,
+    check_depth,
+    ds_json,
+    enumerate_candidates,
+    planned_vocab,
+    write_ds_json,
+)
+from megarecipe.plan.comm import default_machine
+from megarecipe.plan.measure import run_candidate
+from megarecipe.plan.memory import ZeroSetting, fused_attention, rank_model_states
+from megarecipe.plan.rank import assess, rank
+from megarecipe.plan.report import refused_summary, table
 from megarecipe.preflight import check_run
 
 
@@ -131,8 +145,6 @@ def _target(args) -> Target:
 
 
 def _run(args) -> int:
-    from megarecipe.plan.comm import default_machine
-    from megarecipe.plan.rank import rank
 
     target = _target(args)
     world, gpu = target.world, target.gpu
@@ -157,7 +169,6 @@ def _run(args) -> int:
 
 def _choices(args, gpu: bool) -> tuple[list[str] | None, list[str] | None]:
     """The --zero and --recompute lists (None: all), and what --measure needs."""
-    from megarecipe.plan.candidates import RECOMPUTE, ZERO_VARIANTS
 
     zeros = args.zero.split(",") if args.zero else None
     for z in zeros or []:
@@ -176,7 +187,6 @@ def _choices(args, gpu: bool) -> tuple[list[str] | None, list[str] | None]:
 
 def _config(args, world: int, gpu: bool):
     """The config with its overrides and its precision for the target, checked for it; and the vocabulary."""
-    from megarecipe.plan.candidates import check_depth, planned_vocab
 
     cfg = load_config(args.config, args.overrides)
     check_depth(cfg.model)
@@ -192,8 +202,6 @@ def _config(args, world: int, gpu: bool):
 
 def _plan(args, cfg, vocab: int, target: Target, hw, zeros, recomputes):
     """Every candidate layout, assessed (memory, fit, step time) for the target."""
-    from megarecipe.plan.candidates import enumerate_candidates
-    from megarecipe.plan.rank import assess
 
     world, gpu = target.world, target.gpu
     with tempfile.TemporaryDirectory() as ds_dir:
@@ -215,7 +223,6 @@ def _plan(args, cfg, vocab: int, target: Target, hw, zeros, recomputes):
 
 
 def _print_header(args, cfg, vocab: int, target: Target, candidates, ranked) -> None:
-    from megarecipe.plan.memory import fused_attention
 
     budget = target.budget
     where = (
@@ -233,7 +240,6 @@ def _print_header(args, cfg, vocab: int, target: Target, candidates, ranked) -> 
 
 def _print_table(args, candidates, ranked) -> None:
     """The table, the refused layouts' summary, and the JSON files asked for."""
-    from megarecipe.plan.report import refused_summary, table
 
     print(table(ranked, args.top))
     summary = refused_summary(candidates)
@@ -246,9 +252,6 @@ def _print_table(args, candidates, ranked) -> None:
 
 
 def _measure(args, cfg, ranked, world, bf16) -> None:
-    from megarecipe.plan.candidates import ds_json
-    from megarecipe.plan.measure import run_candidate
-    from megarecipe.plan.memory import ZeroSetting, rank_model_states
 
     fitting = [c for c in ranked if c.fits][: args.max_measure]
     for i, c in enumerate(fitting, 1):
@@ -272,7 +275,6 @@ def _write_json(path: str, candidates, args) -> None:
 
 
 def _write_winner(path: str, winner, cfg, world: int, gpu: bool) -> None:
-    from megarecipe.plan.candidates import write_ds_json
 
     write_ds_json(winner.zero, path)
     overrides = winner.overrides(path)

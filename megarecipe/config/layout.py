@@ -4,6 +4,7 @@ data's facts in."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -48,8 +49,6 @@ def resolve_kernels(kernels: str, cuda: bool, here: bool = True) -> str:
     if kernels == "auto":
         return "sdpa" if cuda else "local"
     if kernels == "te":
-        import importlib.util
-
         _check(cuda, "model.kernels=te needs a CUDA device; use auto, local or sdpa on this machine")
         _check(
             not here or importlib.util.find_spec("transformer_engine") is not None,
@@ -181,8 +180,6 @@ def resolve_layout(
 
     mix_sources(d)
     if cfg.logging.wandb and here:
-        import importlib.util
-
         _check(
             importlib.util.find_spec("wandb") is not None,
             'logging.wandb=true needs wandb (pip install wandb, or pip install -e ".[wandb]"); or set '

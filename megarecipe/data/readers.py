@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import io
 import json
 import os
 from dataclasses import dataclass
 
 from megarecipe.data.errors import DataError
-from megarecipe.data.tokenizer import normalise
+from megarecipe.data.tokenizer import file_sha256, normalise
 
 FORMATS = ("text", "jsonl", "csv", "tsv", "parquet", "arrow", "datasets")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
@@ -523,9 +524,6 @@ def record_name(s: Source, n: int) -> str:
 
 def source_sha256(s: Source) -> str:
     """The sha256 of the file; of a datasets folder, of its files' names and hashes."""
-    import hashlib
-
-    from megarecipe.data.tokenizer import file_sha256
 
     if s.format != "datasets":
         return file_sha256(s.path)

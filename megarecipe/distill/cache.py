@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from megarecipe.atomic import build_dir, replace_dir
+from megarecipe.data.dataset import TokenDataset
 from megarecipe.distill.sources import CACHE_JSON, is_cache, read_info
 from megarecipe.errors import RunError, UserError
 
@@ -54,8 +56,6 @@ def build(
     """Write the cache into OUT.tmp, then move it into place."""
     from tqdm import tqdm
 
-    from megarecipe.atomic import build_dir, replace_dir
-    from megarecipe.data.dataset import TokenDataset
     from megarecipe.distill import teacher as teachers
 
     out = os.path.realpath(out)  # one path for the check and the write

@@ -38,7 +38,7 @@ from megarecipe.data.meta import (
     load_meta,
     write_meta,
 )
-from megarecipe.data.tokenizer import load_tokenizer
+from megarecipe.data.tokenizer import find_tokenizer, load_tokenizer
 
 SHARDS, PLAN = "shards", "plan.json"
 
@@ -47,7 +47,6 @@ def plan_for(
     teacher: str, tokens: int, temperature: float, top_p: float | None, seed: int, batch: int, shard_sequences: int
 ) -> dict:
     """What the run will draw; a resume must find the same plan."""
-    from megarecipe.data.tokenizer import find_tokenizer
     from megarecipe.distill import teacher as teachers
 
     ms = teachers.members(teacher)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import yaml
 
 from megarecipe import ensembledir, errors, rundir
+from megarecipe.data.tokenizer import file_sha256
+from megarecipe.distill.sources import is_cache, read_info
 from megarecipe.ensembledir import ENSEMBLE_JSON
 from megarecipe.rundir import RunDir
 
@@ -37,7 +39,6 @@ class Member:
 def member_dirs(teacher: str) -> list[str]:
     """The run directories that make up `teacher`: itself (a run with export/), or ensemble.json's members."""
     where = f"distill.teacher={teacher!r}"
-    from megarecipe.distill.sources import is_cache, read_info
 
     if is_cache(teacher):
         return read_info(teacher)["teacher"]["members"]
@@ -107,8 +108,6 @@ def check(teacher: str, tokenizer_sha256: str, tokenizer_vocab: int, seq_len: in
 @functools.lru_cache(maxsize=None)
 def identity(teacher: str) -> dict:
     """What the teacher is, exactly: its members and the sha256 of each member's weights."""
-    from megarecipe.data.tokenizer import file_sha256
-    from megarecipe.distill.sources import is_cache, read_info
 
     if is_cache(teacher):  # the cache states its teacher; the members need not exist any more
         info = read_info(teacher)

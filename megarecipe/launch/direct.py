@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 from megarecipe.launch import warm
 from megarecipe.launch.pool import threads_per_rank, visible_gpus
@@ -70,7 +71,6 @@ def captured(
 ) -> subprocess.CompletedProcess:
     """The job run to its end with its output captured (a tool that reports a job's result, not its log):
     warm when it may, else the cold command. Raises subprocess.TimeoutExpired, the job killed, after `timeout`."""
-    import tempfile
 
     cold = warm.cold_reason(visible_gpus()) is not None
     env = _job_env(env, processes, cold)

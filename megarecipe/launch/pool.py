@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megarecipe.launch import policy, warm
-from megarecipe.launch.spec import LOG, RunResult, RunSpec, mark_failed, progress_step, result_of
+from megarecipe.launch.spec import LOG, LaunchError, RunResult, RunSpec, mark_failed, progress_step, result_of
 from megarecipe.rundir import FINISHED, RunDir
 from megarecipe.system import free_port
 
@@ -141,8 +141,6 @@ class LocalPool:
         """Start, watch and retry every spec; returns when all have ended. On an exception (Ctrl-C, SIGTERM
         turned into one by the caller) the live runs get SIGTERM - they checkpoint and stop - and are waited for."""
         if self.gpu_mode and any(s.processes > len(visible_gpus()) for s in specs):
-            from megarecipe.launch.spec import LaunchError
-
             raise LaunchError(f"a run asks for more processes than the {len(visible_gpus())} GPUs here")
         queue = list(specs)
         counts = policy.tallies(s.run_dir for s in specs)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from megarecipe import atomic, rundir
 from megarecipe.config import Config, ConfigError, ModelConfig, load_config, save_config
+from megarecipe.data.tokenizer import HF_CONFIG, HF_FILE, SP_FILE, file_sha256
 from megarecipe.errors import UserError
 from megarecipe.model.reference import Llama
 from megarecipe.model.size import count_params
@@ -57,7 +58,6 @@ def write_export(
     out_dir: str, state_dict: dict, cfg: Config, vocab_size: int, tokenizer_path: str | None = None
 ) -> str:
     """Write into OUT.tmp, then move it into place: a crash never leaves a half export under the real name."""
-    from megarecipe.data.tokenizer import HF_CONFIG, HF_FILE, SP_FILE, file_sha256
 
     # megatron's state_dict() carries an empty `_extra_state` entry per linear layer (room for fp8 metadata)
     state_dict = {k: v for k, v in state_dict.items() if not (k.endswith("._extra_state") and v is None)}

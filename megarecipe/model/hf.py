@@ -22,8 +22,9 @@ import torch
 from megarecipe.atomic import build_dir, file_mode, replace_dir
 from megarecipe.config import ModelConfig
 from megarecipe.config.init_from import HF_CONFIG, HF_INDEX, HF_WEIGHTS
+from megarecipe.data.tokenizer import DataError, find_tokenizer, load_tokenizer
 from megarecipe.errors import UserError
-from megarecipe.model.export import save_safetensors
+from megarecipe.model.export import load_export, save_safetensors
 
 # Stands in for "\n" while the sentencepiece character map runs (it would turn the newline into a space);
 # a private-use code point, so text that contains it tokenizes differently from sentencepiece.
@@ -192,8 +193,6 @@ def run_tokenizer(export_dir: str):
     from its sentencepiece model."""
     from transformers import PreTrainedTokenizerFast
 
-    from megarecipe.data.tokenizer import DataError, find_tokenizer, load_tokenizer
-
     path = find_tokenizer(export_dir)
     if path is None:
         raise UserError(
@@ -223,8 +222,6 @@ def export_hf(export_dir: str, out_dir: str, origin: dict | None = None) -> str:
     """Write OUT from a megarecipe export; into OUT.tmp first, then moved into place. `origin` is what
     megarecipe.json names as the source (default: the export dir)."""
     from transformers import GenerationConfig
-
-    from megarecipe.model.export import load_export
 
     out_dir = os.path.realpath(out_dir)  # one path for the check and the write
     ours = os.path.isfile(os.path.join(out_dir, "megarecipe.json"))

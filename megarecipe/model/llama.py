@@ -20,6 +20,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import init_method_normal
 
 from megarecipe.config import ModelConfig
+from megarecipe.model.attention import SDPAttention
 from megarecipe.model.size import count_params, flops_per_token  # noqa: F401  (re-exported)
 
 # model.recompute -> TransformerConfig: "selective" recomputes core attention (the b*a*s*s scores), "full"
@@ -74,8 +75,6 @@ def layer_spec(kernels: str) -> ModuleSpec:
         return get_gpt_layer_with_transformer_engine_spec()
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     if kernels == "sdpa":
-        from megarecipe.model.attention import SDPAttention
-
         spec.submodules.self_attention.submodules.core_attention = SDPAttention
     return spec
 

@@ -8,6 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from megarecipe.parallel import cpu_compat
 from megarecipe.system import free_port, stop_requested, watch_stop_signals
 
 
@@ -44,7 +45,6 @@ def cpu_threads() -> int:
 
 def init(tp: int, pp: int, seed: int) -> torch.device:
     """Join the world the launcher started and build megatron's groups; returns this rank's device."""
-    from megarecipe.parallel import cpu_compat
 
     _single_process_env()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

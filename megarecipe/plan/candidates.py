@@ -11,6 +11,7 @@ from typing import Optional
 
 from megarecipe import atomic
 from megarecipe.config import Config, ConfigError, pad_vocab, resolve_layout
+from megarecipe.data.errors import DataError
 from megarecipe.plan.comm import Comm
 from megarecipe.plan.memory import Memory
 
@@ -163,7 +164,6 @@ def planned_vocab(cfg: Config) -> int:
     """model.vocab_size, else the tokenizer's (each candidate pads it for its TP size, as the trainer does)."""
     if cfg.model.vocab_size is not None:
         return cfg.model.vocab_size
-    from megarecipe.data.errors import DataError
     from megarecipe.data.meta import load_meta
 
     try:

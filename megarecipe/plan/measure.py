@@ -15,6 +15,7 @@ import yaml
 
 import megarecipe
 from megarecipe import rundir
+from megarecipe.analysis.runs import event_dir, read_scalars
 from megarecipe.config import override
 from megarecipe.launch import direct
 from megarecipe.plan.candidates import Candidate, write_ds_json
@@ -56,7 +57,6 @@ def run_candidate(
 
 
 def read_run(run_dir: str) -> dict:
-    from megarecipe.analysis.runs import event_dir, read_scalars
 
     scalars = read_scalars(event_dir(run_dir))
     tps = scalars.get(rundir.TOKENS_PER_SEC, {})

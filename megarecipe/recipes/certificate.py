@@ -7,6 +7,8 @@ that side; it is flagged as on the grid's edge (the optimum may lie beyond the g
 
 from __future__ import annotations
 
+import os
+
 from megarecipe import atomic
 from megarecipe.launch import number
 
@@ -138,7 +140,6 @@ def _spread(cert) -> str:
 
 
 def write(out_dir: str, cert: dict, title: str = "") -> None:
-    import os
 
     atomic.write_json(os.path.join(out_dir, CERTIFICATE_JSON), cert)
     atomic.write_text(os.path.join(out_dir, CERTIFICATE_MD), markdown(cert, title))

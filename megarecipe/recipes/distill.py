@@ -17,11 +17,14 @@ OUT/distill/logit_kd/              the logit-KD student
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from megarecipe import ensembledir
 from megarecipe.config import override
 from megarecipe.launch import number
 from megarecipe.recipes.recipe_file import Hyper
+from megarecipe.rundir import RunDir
 
 
 def teacher(p, t) -> str:
@@ -40,8 +43,6 @@ def teacher(p, t) -> str:
 def synthetic(p, t, teacher_dir: str) -> str:
     """The teacher's samples, by `distill sample` in its own process (the recipe tools never load the model
     code); a killed call continues from its finished shards."""
-    import subprocess
-    import sys
 
     dc = p.r.distill
     out = os.path.abspath(os.path.join(p.out, "distill", "synthetic", t.name))
@@ -121,8 +122,6 @@ def run(p) -> None:
         }
     p.run_all(specs)
     if kd:
-        from megarecipe.rundir import RunDir
-
         taught = ((RunDir(kd["student"]).info() or {}).get("distill") or {}).get("members")
         now = ensembledir.read(kd["teacher_dir"]).get("members")
         if taught != now:  # the run's settings name the teacher's dir, not its members: a finished one is read back

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from megarecipe import errors, rundir
 from megarecipe.config import load_config
 from megarecipe.ensembledir import MEMBERS, member_dir
+from megarecipe.launch import LaunchError, RunSpec, launch
 from megarecipe.rundir import RunDir, RunDirError
 
 
@@ -51,7 +52,6 @@ def specs(
     config: str, overrides: list[str], out: str, members: int, processes: int = 1, member_shift: bool = False
 ) -> list:
     """One RunSpec per member; the launcher adds run.dir and run.resume=true."""
-    from megarecipe.launch import RunSpec
 
     common = member_overrides(config, overrides, member_shift)
     return [
@@ -76,7 +76,6 @@ def train(
 ) -> list[MemberState]:
     """Train (or resume) members 1..n, `parallel` at once. Finished members are read back, not retrained;
     killed and failed ones continue from their last checkpoint."""
-    from megarecipe.launch import LaunchError, launch
 
     todo = specs(config, overrides, out, members, processes, member_shift)
     ens = RunDir(out)

@@ -13,10 +13,13 @@ import os
 from pathlib import Path
 
 from megarecipe import atomic
+from megarecipe.analysis.runs import read_runs
 from megarecipe.config.numbers import parse_count
+from megarecipe.recipes import certificate
 from megarecipe.recipes.search import SearchError
 from megarecipe.recipes.status import LADDER_JSON
 from megarecipe.recipes.sweep import Sweep
+from megarecipe.rundir import RunDir
 
 
 def parse_tokens(text: str) -> int:
@@ -86,7 +89,6 @@ def run(
 
 
 def _point(cert: dict):
-    from megarecipe.rundir import RunDir
 
     facts = (RunDir(cert["run_dir"]).info() or {}).get("facts") or {}
     return facts.get("params"), facts.get("train_tokens")
@@ -95,8 +97,6 @@ def _point(cert: dict):
 def write_report(out: str, plan, certs: dict, command: str, n_boot: int = 100) -> list[str]:
     from megarecipe.analysis import plots, report
     from megarecipe.analysis.fit import FitError, Point, fit_points
-    from megarecipe.analysis.runs import read_runs
-    from megarecipe.recipes import certificate
 
     sections, figures, fits, notes = ["## Certificates", ""], [], {}, []
     for config, budget in plan:

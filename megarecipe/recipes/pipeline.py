@@ -23,13 +23,20 @@ from contextlib import ExitStack
 from dataclasses import asdict
 
 from megarecipe import atomic, ensembledir, errors, rundir
+from megarecipe.analysis import downstream
 from megarecipe.analysis import recipe_plan as stages
 from megarecipe.analysis.recipe_plan import PLAN_JSON, REPORT_MD, STAGES, STAGES_JSON, RecipePlan
-from megarecipe.config import override
-from megarecipe.launch import RunSpec, launch, number
-from megarecipe.recipes import members
+from megarecipe.config import ConfigError, load_config, override, resolve_layout
+from megarecipe.data.corpus import default_files
+from megarecipe.data.meta import load_meta
+from megarecipe.data.prepare import prepare
+from megarecipe.launch import RunSpec, launch, number, state
+from megarecipe.recipes import certificate, distill, members
+from megarecipe.recipes.certificate import edges
 from megarecipe.recipes.recipe_file import Hyper, Recipe, RecipeError, section_budgets
 from megarecipe.recipes.recipe_file import hyper as certified
+from megarecipe.recipes.search import Grid
+from megarecipe.recipes.sweep import Launching, Sweep
 from megarecipe.rundir import RunDir, RunDirError
 
 
@@ -143,7 +150,6 @@ class Pipeline:
         )
 
     def run_all(self, specs: list[RunSpec]) -> dict:
-        from megarecipe.launch import state
 
         todo = [s for s in specs if state(s.run_dir) != rundir.FINISHED]
         self.log(f"{len(specs)} runs: {len(specs) - len(todo)} finished before, {len(todo)} to train")
@@ -203,7 +209,6 @@ class Pipeline:
     def check_settings(self) -> None:
         """Every size's run settings (and certified values), before the first stage: a bad one found by a later
         stage would stop the pipeline hours in. The data dir is read later, once it is prepared."""
-        from megarecipe.config import ConfigError, load_config, resolve_layout
 
         cuda = True if self.r.launch.backend == "slurm" else None  # Slurm: judged for the GPU nodes
         for size in self.sizes:
@@ -216,7 +221,6 @@ class Pipeline:
                     raise RecipeError(f"sizes {size} ({section} run): {e}") from None
 
     def grid(self, section: str):
-        from megarecipe.recipes.search import Grid
 
         sec = getattr(self.r, section)
         wds = [self.r.standard_weight_decay] if section == "standard" else sorted(set(sec.weight_decay))
@@ -226,7 +230,6 @@ class Pipeline:
 
     def _edge(self, section: str, size: str, budget: int, hp: Hyper) -> None:
         """Where a (size, budget)'s values sit on its grid's edge: the report flags them."""
-        from megarecipe.recipes.certificate import edges
 
         g = self.grid(section)
         found = edges(asdict(hp), {n: list(v) for n, v in zip(g.names, g.values, strict=True)})
@@ -236,8 +239,6 @@ class Pipeline:
     def stage_data(self) -> None:
         d = self.r.data
         if os.path.isfile(os.path.join(d.dir, "meta.json")):
-            from megarecipe.data.meta import load_meta
-
             have = load_meta(d.dir).vocab_size
             if not d.tokenizer and have != d.vocab_size:  # REPORT.md states the recipe's vocabulary
                 raise PipelineError(
@@ -246,8 +247,6 @@ class Pipeline:
                 )
             self.log(f"{d.dir} is prepared")
             return
-        from megarecipe.data.corpus import default_files
-        from megarecipe.data.prepare import prepare
 
         inputs = list(d.inputs) or default_files()
         self.worked = True
@@ -259,8 +258,6 @@ class Pipeline:
     def _search(self, section: str) -> None:
         """A locally optimal search for every (size, budget) pair of the section, each size starting from the
         previous size's optimum at the same budget; a centre that is not certified stops the pipeline."""
-        from megarecipe.recipes import certificate
-        from megarecipe.recipes.sweep import Launching, Sweep
 
         la = self.r.launch
         grid = self.grid(section)
@@ -365,7 +362,6 @@ class Pipeline:
     def member_runs(self, size: str, budget: int, hp: Hyper, ens_dir: str, count: int | None = None):
         """Members 1..count of one setting. Without the shift member 1 is the regularized run (same settings,
         its seed); with it every member is trained."""
-        from megarecipe.config import load_config
 
         count = count or self.r.ensemble.members
         seed0 = load_config(self.config_of(size), self.overrides(size, hp, budget)).run.seed
@@ -438,7 +434,6 @@ class Pipeline:
         return min(self.plan.ensembles.values(), key=last)
 
     def stage_distill(self) -> None:
-        from megarecipe.recipes import distill
 
         distill.run(self)
 
@@ -454,7 +449,6 @@ class Pipeline:
         return models
 
     def stage_downstream(self) -> None:
-        from megarecipe.analysis import downstream
 
         ds = self.r.downstream
         models = self.downstream_models()

@@ -16,6 +16,7 @@ DeepSpeed's own files are pickles: a checkpoint is trusted input (exports are sa
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -146,7 +147,6 @@ def incomplete(ckpt_dir: str, tag: str) -> str | None:
 
 
 def _manifest_problem(ckpt_dir: str, tag: str) -> str | None:
-    import json
 
     path = os.path.join(ckpt_dir, tag, MANIFEST)
     try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from megarecipe.rundir import RunDir
+
 
 def export_checkpoint(run_path: str, tag: str, out: str) -> None:
     import torch.distributed as dist
@@ -23,7 +25,6 @@ def export_checkpoint(run_path: str, tag: str, out: str) -> None:
     from megarecipe.parallel.engine import build_engine
     from megarecipe.parallel.gather import full_state_dict
     from megarecipe.preflight import check_run
-    from megarecipe.rundir import RunDir
 
     run = RunDir(run_path)
     cfg = load_config(run.config)

@@ -12,11 +12,36 @@ import time
 from contextlib import nullcontext
 
 from megarecipe import errors, rundir
-from megarecipe.config import Config, Layout, resolve_kernels, run_settings, save_config, settings_sha256, to_yaml
+from megarecipe.config import (
+    Config,
+    Layout,
+    mix_sources,
+    pad_vocab,
+    resolve_kernels,
+    run_settings,
+    save_config,
+    settings_sha256,
+    to_yaml,
+)
+from megarecipe.data.dataset import TokenDataset
+from megarecipe.data.meta import load_meta
+from megarecipe.data.mix import MixDataset
+from megarecipe.distill import teacher
+from megarecipe.distill.cache import CachedTeacher, is_cache
+from megarecipe.distill.teacher import Teacher
+from megarecipe.model.export import write_export
+from megarecipe.model.size import count_params, flops_per_token
+from megarecipe.parallel import distributed
+from megarecipe.parallel.distributed import StopRequest, all_max
+from megarecipe.parallel.memory import MemoryProbe
 from megarecipe.rank_errors import agreed
 from megarecipe.rundir import RunDir
 from megarecipe.system import since_start
 from megarecipe.train import checkpoint, universal
+from megarecipe.train.console import Console, log_line, memory_bytes
+from megarecipe.train.objectives import Distill
+from megarecipe.train.validation import Validator
+from megarecipe.train.wandb_writer import WandbWriter
 
 
 class TrainingError(errors.RunError):
@@ -26,7 +51,6 @@ class TrainingError(errors.RunError):
 def resume_key(cfg: Config, layout: Layout) -> dict:
     """What a resumed run must share with its checkpoint: the sharding, and every setting that decides step
     s's data, LR and update. Plain values, compared key by key."""
-    from megarecipe.data.meta import load_meta
 
     meta = load_meta(cfg.data.dir)
     key = {
@@ -65,8 +89,6 @@ def heldout_set(key: dict) -> dict:
 
 def mix_facts(cfg: Config) -> list[dict] | None:
     """run.json's "data_mix": each mixed dir, its ratio, content hash and origin (a sampled dir's teacher)."""
-    from megarecipe.config import mix_sources
-    from megarecipe.data.meta import load_meta
 
     if not cfg.data.mix:
         return None
@@ -87,7 +109,6 @@ def mix_facts(cfg: Config) -> list[dict] | None:
 
 def distill_key(cfg: Config) -> dict:
     """The teacher by its weights (not its path), and how it teaches; a plain run has no teacher."""
-    from megarecipe.distill import teacher
 
     k = cfg.distill
     if not k.teacher:
@@ -103,7 +124,6 @@ def distill_key(cfg: Config) -> dict:
 
 def distill_facts(cfg: Config) -> dict | None:
     """run.json's "distill": the teacher's members and weight hashes, alpha and temperature."""
-    from megarecipe.distill import teacher
 
     k = cfg.distill
     if not k.teacher:
@@ -112,7 +132,6 @@ def distill_facts(cfg: Config) -> dict | None:
 
 
 def run_facts(cfg: Config, layout: Layout) -> dict:
-    from megarecipe.model.size import count_params
 
     params, params_non_embedding = count_params(cfg.model, layout.vocab_size)
     return {
@@ -168,8 +187,6 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
 def _compare_vocab_rows(cfg: Config, saved: dict, key: dict, changed: dict, vocab: int | None = None) -> None:
     """model.vocab_size null means the tokenizer's (`vocab`), padded for the TP size: on another TP the same
     setting may mean other rows, and model.vocab_size=ROWS the same ones. Compares the rows, in `changed`."""
-    from megarecipe.config import pad_vocab
-    from megarecipe.data.meta import load_meta
 
     if "model.vocab_size" not in changed and saved.get("tp") == key.get("tp"):
         return
@@ -187,7 +204,6 @@ def _compare_vocab_rows(cfg: Config, saved: dict, key: dict, changed: dict, voca
 
 
 def train(cfg: Config, layout: Layout) -> None:
-    from megarecipe.parallel import distributed
 
     run = RunDir(cfg.run.dir)
     key = resume_key(cfg, layout)
@@ -222,15 +238,10 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
-    from megarecipe.data.dataset import TokenDataset
     from megarecipe.model.llama import build_model
-    from megarecipe.parallel.distributed import StopRequest
     from megarecipe.parallel.engine import build_engine, skip_update
-    from megarecipe.parallel.memory import MemoryProbe
-    from megarecipe.train.console import Console
     from megarecipe.train.metrics import Writer
     from megarecipe.train.step import Stepper
-    from megarecipe.train.validation import Validator
 
     first = dist.get_rank() == 0
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
@@ -253,9 +264,6 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
     )
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     if cfg.data.mix:
-        from megarecipe.config import mix_sources
-        from megarecipe.data.mix import MixDataset
-
         data = MixDataset(mix_sources(cfg.data), layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
     else:
         data = TokenDataset(cfg.data.dir, layout.seq_len, cfg.data.train_tokens, seed=cfg.run.seed)
@@ -287,8 +295,6 @@ def _loop(cfg: Config, layout: Layout, run: RunDir, tag: str | None, key: dict, 
         _remove_old_events(run.tb)  # an earlier attempt that never checkpointed
     also = None
     if first and cfg.logging.wandb:
-        from megarecipe.train.wandb_writer import WandbWriter
-
         also = WandbWriter(run, cfg, resumed=bool(start))
     writer = Writer(run.tb, enabled=first, start_step=start + 1 if start else 0, also=also)
     facts = run_facts(cfg, layout)
@@ -425,10 +431,6 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
         return None
     from megatron.core import parallel_state as ps
 
-    from megarecipe.distill.cache import CachedTeacher, is_cache
-    from megarecipe.distill.teacher import Teacher
-    from megarecipe.train.objectives import Distill
-
     source = cfg.distill.teacher
     teacher = None
     if ps.is_pipeline_last_stage():
@@ -445,7 +447,6 @@ def _objective(cfg: Config, layout: Layout, device, bf16: bool):
 
 
 def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: Layout, device) -> dict:
-    from megarecipe.train.console import memory_bytes
 
     tokens_per_sec, mfu = meter.stop()
     epoch = step * layout.global_batch_size / (layout.epoch_sequences or layout.num_sequences)
@@ -467,7 +468,6 @@ def _train_scalars(metrics: dict, lr: float, engine, meter, step: int, layout: L
 
 
 def _log_line(step: int, total: int, values: dict, val_loss: float | None, console) -> str:
-    from megarecipe.train.console import log_line
 
     elapsed, eta = console.eta(step)
     return log_line(
@@ -487,8 +487,6 @@ def _log_line(step: int, total: int, values: dict, val_loss: float | None, conso
 
 def _meter(cfg: Config, layout: Layout, device, bf16: bool):
     """The step meter, and run.json's "perf": what its MFU is measured against."""
-    from megarecipe.model.size import flops_per_token
-    from megarecipe.parallel.distributed import all_max
     from megarecipe.train.metrics import Meter, device_peak_flops, peak_precision
 
     precision = peak_precision(device, bf16)
@@ -516,8 +514,6 @@ def _remove_old_events(tb_dir: str) -> None:
 
 def _export(cfg: Config, layout: Layout, model, run: RunDir, device) -> None:
     """The consolidated fp32 weights, for tools that load models without DeepSpeed."""
-    from megarecipe.data.meta import load_meta
-    from megarecipe.model.export import write_export
     from megarecipe.parallel.gather import full_state_dict
 
     state = full_state_dict(model, layout.zero_stage, device)
