@@ -1,5 +1,17 @@
 """megarecipe: data-constrained LLM pre-training (megatron-core Llama under DeepSpeed ZeRO), ensembles,
-distillation and scaling-law asymptotes."""
+distillation and scaling-law asymptotes.
+
+The lazy-import boundary (the one place it is written down): an import sits inside a function only when it
+loads the heavy stack - torch, DeepSpeed, megatron-core, transformers, lm_eval, matplotlib, scipy, numpy,
+sentencepiece, tensorboard, wandb, datasets, pyarrow, tokenizers, zstandard, tqdm, and PyYAML where the module
+does not load it already - or a project module that imports one of those at its top (model/, parallel/,
+train/ but train/wandb_writer, data/dataset, data/meta, distill/cache, preflight, config/ for the tools that
+need no YAML, analysis/plots, analysis/fit ...). That keeps a tool's `--help`, its one-line errors on bad input
+and the launchers' checks fast and free of torch (tests/unit/test_layers.py). One project exception:
+megarecipe/launch/__init__.py starts its backends (launch/pool.py, launch/slurm.py: multiprocessing,
+subprocess, sockets) only when a launch runs, since every tool imports the package (+~15 ms at import).
+Everything else - the standard library and the light project modules - is imported at the top of its module;
+tests/unit/test_layers.py fails on a function-level stdlib import."""
 
 import warnings as _warnings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -111,7 +112,6 @@ def _started(pid: int) -> tuple[int, int] | None:
 def die_with_parent() -> None:
     """SIGTERM to this process when the one that started it exits, even on kill -9 (Linux's parent-death
     signal). SIGTERM, not SIGKILL: the trainer checkpoints at the next step boundary and exits."""
-    import ctypes
 
     parent = os.getppid()
     try:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import atexit
 import importlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from multiprocessing import forkserver, reduction
 
 from megarecipe.system import die_with_parent, free_port
 
@@ -91,7 +93,6 @@ _stopping: list = []
 def _stop_server() -> None:
     """Stop the forkserver and wait for it at exit, so that its CPU time and its runs' reach the caller's
     accounting (time, /usr/bin/time, a Slurm job's) instead of an orphan's."""
-    from multiprocessing import forkserver
 
     stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's own (used by its tests)
     if stop is not None:
@@ -169,7 +170,6 @@ def start(
     whose main(argv) returns the exit status); their output is appended to stdout (and stderr, or stdout when
     None): a path, or a descriptor of this process that the ranks then share, as exec'd children would.
     A multi-rank run gets the environment a launcher gives its ranks."""
-    import multiprocessing.connection  # noqa: F401  (WarmRun.wait)
 
     ctx = _context()
     port = env.get("MASTER_PORT") or str(free_port())
@@ -217,7 +217,6 @@ def _die_with_parent() -> None:
     """SIGTERM to this rank when the forkserver exits, which it does when the tool that started it is gone. A
     forked child holds the server's "alive" pipe as every client does, which would keep the server up for as
     long as the rank runs: a rank starts no processes through the server, so it lets go of it."""
-    from multiprocessing import forkserver
 
     alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
     if alive is not None:
@@ -233,7 +232,6 @@ class _Fd:
         self.fd = fd
 
     def __reduce__(self):
-        from multiprocessing import reduction
 
         return _received, (reduction.DupFd(self.fd),)
 

@@ -4,6 +4,8 @@ imports inside functions included; relative imports are resolved, and importing 
 every package above it (Python runs their __init__ first)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,3 +230,54 @@ def test_the_check_passes_harmless_imports():
     edges = {"megarecipe.analysis.x": imports_of(source, "megarecipe.analysis.x", False)}
     assert edges["megarecipe.analysis.x"] >= {"megarecipe.analysis.runs", "megarecipe.rundir", "megarecipe.data"}
     assert not violations(edges)
+
+
+# A function-level import of the standard library, each with the reason it stays there (a measured cost or a
+# circle). Empty: every stdlib module is imported at the top of the module that uses it; the lazy boundary
+# (megarecipe/__init__.py) is the heavy third-party stack and the project modules that load it.
+STDLIB_IMPORTED_IN_A_FUNCTION: dict[str, str] = {}
+
+
+def function_level_stdlib_imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) of each stdlib import statement inside a function body."""
+    found = []
+
+    def visit(node, in_function: bool):
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                if isinstance(child, ast.Import):
+                    names = [alias.name for alias in child.names]
+                else:
+                    names = [] if child.level else [child.module or ""]
+                found.extend((child.lineno, n) for n in names if n.split(".")[0] in sys.stdlib_module_names)
+            visit(child, inner)
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def test_the_standard_library_is_imported_at_the_top():
+    hidden = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: import {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, name in function_level_stdlib_imports(path.read_text())
+        if f"{path.relative_to(PACKAGE.parent)}:{name}" not in STDLIB_IMPORTED_IN_A_FUNCTION
+    ]
+    assert not hidden, "stdlib imported inside a function (hoist it, or list it with a reason):\n" + "\n".join(hidden)
+
+
+def test_the_stdlib_check_sees_an_import_in_a_function():
+    source = "import os\n\ndef f():\n    import json\n    from re import compile\n    import torch\n    return 1\n"
+    assert function_level_stdlib_imports(source) == [(4, "json"), (5, "re")]
+
+
+def test_no_tool_imports_torch_before_it_runs():
+    """The boundary above, as a user meets it: importing every tool (what `--help` and a bad-input error cost)
+    loads no torch, DeepSpeed or megatron-core."""
+    tools = sorted(f"megarecipe.cli.{p.stem}" for p in (PACKAGE / "cli").glob("*.py") if p.stem != "__init__")
+    code = f"import sys; import {', '.join(tools)}; " + (
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'deepspeed', 'megatron'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "[]"
