@@ -29,7 +29,6 @@ def os_error_line(e: OSError, where: str) -> str:
     """A failed read or write as one line: the path (the error's own, else `where`), what the system said, and
     what to do. A full disk keeps what was complete before: the output is built beside its place and moved in
     whole, so nothing half-written is left in its place."""
-
     fixes = {
         errno.ENOSPC: "the disk is full: free space there, or write elsewhere, and run the same command again",
         errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere, and run the same command again",

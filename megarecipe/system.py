@@ -57,7 +57,6 @@ def check_device(text: str | None) -> str | None:
 def since_start() -> dict | None:
     """This process's age and CPU time (user + system) in seconds: for a run, what starting it cost until now.
     None where /proc is not there."""
-
     try:
         with open("/proc/self/stat") as f:
             started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
@@ -77,7 +76,6 @@ def watch_stop_signals() -> None:
     """Note SIGTERM (a scheduler's preemption, passed on by the launchers) and SIGUSR1 (Slurm's --signal) from
     now on. Called first thing by the trainer, so that a signal that comes while it starts is kept: the run then
     stops with a checkpoint after its first step instead of training to the end."""
-
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, lambda signum, frame: _stop_signals.append(signum))
 
@@ -90,7 +88,6 @@ def quiet_progress_bars() -> None:
     """Turn off the progress bars of lm-eval, datasets, transformers and huggingface_hub, in this process and
     the ones it starts. They all draw with tqdm, which reads TQDM_DISABLE when it is first imported: call this
     before anything imports them (a tool's main does)."""
-
     for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
         os.environ[name] = "1"
 
@@ -112,7 +109,6 @@ def _started(pid: int) -> tuple[int, int] | None:
 def die_with_parent() -> None:
     """SIGTERM to this process when the one that started it exits, even on kill -9 (Linux's parent-death
     signal). SIGTERM, not SIGKILL: the trainer checkpoints at the next step boundary and exits."""
-
     parent = os.getppid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -145,7 +141,6 @@ def stop_with_launcher(poll_s: float = 0.5) -> None:
     watches every process between the rank and it (DeepSpeed's runner, the script), which the parent-death
     signal does not see: DeepSpeed's runner and node launcher outlive a killed script. Only under a launcher
     (LOCAL_RANK set): a trainer started by hand from a shell keeps running when that shell exits."""
-
     if "LOCAL_RANK" not in os.environ and OWNER_PID not in os.environ:
         return
     die_with_parent()

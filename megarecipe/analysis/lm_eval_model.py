@@ -74,7 +74,6 @@ def member_exports(path: str) -> list[str]:
 
 def check_members(exports: list[str]) -> dict:
     """The members' shared facts (tokenizer hash, vocab size, seq_len); refuses members that differ."""
-
     facts = []
     for export in exports:
         try:

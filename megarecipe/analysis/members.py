@@ -101,7 +101,6 @@ def check_compatible(members: list[Member]) -> None:
 def check_heldout(members: list[Member]) -> None:
     """The data dir scored must hold what each member was trained and measured on (run.json's heldout): a data
     dir prepared again in place, from other text with the same tokenizer, passes every other check."""
-
     data_dir = members[0].cfg.data.dir
     try:
         now = load_meta(data_dir).content_sha256()
@@ -126,7 +125,6 @@ def read_members(run_dirs: list[str]) -> list[Member]:
 
 def load_model(member: Member, device, dtype: torch.dtype, shell=None):
     """The member's model on `device`: into `shell` (a model of the same shape) when given, else a new one."""
-
     if shell is None:
         model = load_export(RunDir(member.run_dir).export, "cpu")[0]
         return model.to(device=device, dtype=dtype)

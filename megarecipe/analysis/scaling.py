@@ -51,7 +51,6 @@ class Problems(list):
 
 def read(paths, problems: Problems, log: Callable[[str], None] = _quiet):
     """The usable runs of `paths` (their table to `log`); the unreadable ones go to `problems`."""
-
     records, bad = read_runs(paths)
     try:
         check_same_heldout(records)
@@ -163,7 +162,6 @@ def read_table(path):
 
 def fit_groups(groups, fit_kw: dict, log: Callable[[str], None] = _quiet):
     """label -> Fit of each group's points (each fit's formula to `log` as it is made)."""
-
     fits = {}
     for label, pts in groups.items():
         try:
@@ -229,7 +227,6 @@ def joint_report(out, paths, fit_kw, command, problems, log=_quiet):
 def recipe_loss(recipe_paths, given_loss, fit_kw, problems, log=_quiet):
     """The recipe's loss, its bootstrap samples, a description, and its records: the loss given, else the joint
     asymptote of its ensembles (or the best K-limit), else the asymptote of its L(N), else its best run."""
-
     if given_loss is not None:
         return given_loss, None, "given with --recipe-loss", []
     records = read(recipe_paths, problems, log)

@@ -237,7 +237,6 @@ def _score(members, args, world: int) -> list[float]:
 
 def _spawn(processes: int, argv: list[str]) -> int:
     """Run this same evaluation as a job of `processes` ranks: warm when it may, else a torchrun job."""
-
     return direct.run(_without_processes(argv), processes, module="megarecipe.cli.ensemble", quiet_stop=True)
 
 

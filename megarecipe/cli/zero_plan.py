@@ -169,7 +169,6 @@ def _run(args) -> int:
 
 def _choices(args, gpu: bool) -> tuple[list[str] | None, list[str] | None]:
     """The --zero and --recompute lists (None: all), and what --measure needs."""
-
     zeros = args.zero.split(",") if args.zero else None
     for z in zeros or []:
         if z not in ZERO_VARIANTS:
@@ -187,7 +186,6 @@ def _choices(args, gpu: bool) -> tuple[list[str] | None, list[str] | None]:
 
 def _config(args, world: int, gpu: bool):
     """The config with its overrides and its precision for the target, checked for it; and the vocabulary."""
-
     cfg = load_config(args.config, args.overrides)
     check_depth(cfg.model)
     base = copy.deepcopy(cfg)  # the settings no candidate changes must be sound (and the data there, to measure)
@@ -202,7 +200,6 @@ def _config(args, world: int, gpu: bool):
 
 def _plan(args, cfg, vocab: int, target: Target, hw, zeros, recomputes):
     """Every candidate layout, assessed (memory, fit, step time) for the target."""
-
     world, gpu = target.world, target.gpu
     with tempfile.TemporaryDirectory() as ds_dir:
         candidates = enumerate_candidates(
@@ -240,7 +237,6 @@ def _print_header(args, cfg, vocab: int, target: Target, candidates, ranked) -> 
 
 def _print_table(args, candidates, ranked) -> None:
     """The table, the refused layouts' summary, and the JSON files asked for."""
-
     print(table(ranked, args.top))
     summary = refused_summary(candidates)
     if summary:

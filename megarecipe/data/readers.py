@@ -524,7 +524,6 @@ def record_name(s: Source, n: int) -> str:
 
 def source_sha256(s: Source) -> str:
     """The sha256 of the file; of a datasets folder, of its files' names and hashes."""
-
     if s.format != "datasets":
         return file_sha256(s.path)
     folder = os.path.join(s.path, s.split) if s.split else s.path

@@ -108,7 +108,6 @@ def check(teacher: str, tokenizer_sha256: str, tokenizer_vocab: int, seq_len: in
 @functools.lru_cache(maxsize=None)
 def identity(teacher: str) -> dict:
     """What the teacher is, exactly: its members and the sha256 of each member's weights."""
-
     if is_cache(teacher):  # the cache states its teacher; the members need not exist any more
         info = read_info(teacher)
         return {**info["teacher"], "cache": os.path.abspath(teacher), "cache_k": info["k"]}

@@ -71,7 +71,6 @@ def captured(
 ) -> subprocess.CompletedProcess:
     """The job run to its end with its output captured (a tool that reports a job's result, not its log):
     warm when it may, else the cold command. Raises subprocess.TimeoutExpired, the job killed, after `timeout`."""
-
     cold = warm.cold_reason(visible_gpus()) is not None
     env = _job_env(env, processes, cold)
     if cold:

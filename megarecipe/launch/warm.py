@@ -93,7 +93,6 @@ _stopping: list = []
 def _stop_server() -> None:
     """Stop the forkserver and wait for it at exit, so that its CPU time and its runs' reach the caller's
     accounting (time, /usr/bin/time, a Slurm job's) instead of an orphan's."""
-
     stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's own (used by its tests)
     if stop is not None:
         try:
@@ -170,7 +169,6 @@ def start(
     whose main(argv) returns the exit status); their output is appended to stdout (and stderr, or stdout when
     None): a path, or a descriptor of this process that the ranks then share, as exec'd children would.
     A multi-rank run gets the environment a launcher gives its ranks."""
-
     ctx = _context()
     port = env.get("MASTER_PORT") or str(free_port())
     procs = []
@@ -217,7 +215,6 @@ def _die_with_parent() -> None:
     """SIGTERM to this rank when the forkserver exits, which it does when the tool that started it is gone. A
     forked child holds the server's "alive" pipe as every client does, which would keep the server up for as
     long as the rank runs: a rank starts no processes through the server, so it lets go of it."""
-
     alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
     if alive is not None:
         os.close(alive)

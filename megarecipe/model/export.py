@@ -58,7 +58,6 @@ def write_export(
     out_dir: str, state_dict: dict, cfg: Config, vocab_size: int, tokenizer_path: str | None = None
 ) -> str:
     """Write into OUT.tmp, then move it into place: a crash never leaves a half export under the real name."""
-
     # megatron's state_dict() carries an empty `_extra_state` entry per linear layer (room for fp8 metadata)
     state_dict = {k: v for k, v in state_dict.items() if not (k.endswith("._extra_state") and v is None)}
     check_weights({k: v.shape for k, v in state_dict.items()}, cfg.model, vocab_size, "write_export")

@@ -45,7 +45,6 @@ def cpu_threads() -> int:
 
 def init(tp: int, pp: int, seed: int) -> torch.device:
     """Join the world the launcher started and build megatron's groups; returns this rank's device."""
-
     _single_process_env()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():

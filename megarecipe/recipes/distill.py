@@ -43,7 +43,6 @@ def teacher(p, t) -> str:
 def synthetic(p, t, teacher_dir: str) -> str:
     """The teacher's samples, by `distill sample` in its own process (the recipe tools never load the model
     code); a killed call continues from its finished shards."""
-
     dc = p.r.distill
     out = os.path.abspath(os.path.join(p.out, "distill", "synthetic", t.name))
     tokens = dc.synthetic_tokens or 4 * p.r.budget

@@ -52,7 +52,6 @@ def specs(
     config: str, overrides: list[str], out: str, members: int, processes: int = 1, member_shift: bool = False
 ) -> list:
     """One RunSpec per member; the launcher adds run.dir and run.resume=true."""
-
     common = member_overrides(config, overrides, member_shift)
     return [
         RunSpec(
@@ -76,7 +75,6 @@ def train(
 ) -> list[MemberState]:
     """Train (or resume) members 1..n, `parallel` at once. Finished members are read back, not retrained;
     killed and failed ones continue from their last checkpoint."""
-
     todo = specs(config, overrides, out, members, processes, member_shift)
     ens = RunDir(out)
     plan = {

@@ -209,7 +209,6 @@ class Pipeline:
     def check_settings(self) -> None:
         """Every size's run settings (and certified values), before the first stage: a bad one found by a later
         stage would stop the pipeline hours in. The data dir is read later, once it is prepared."""
-
         cuda = True if self.r.launch.backend == "slurm" else None  # Slurm: judged for the GPU nodes
         for size in self.sizes:
             for section in ("standard", "regularized"):
@@ -230,7 +229,6 @@ class Pipeline:
 
     def _edge(self, section: str, size: str, budget: int, hp: Hyper) -> None:
         """Where a (size, budget)'s values sit on its grid's edge: the report flags them."""
-
         g = self.grid(section)
         found = edges(asdict(hp), {n: list(v) for n, v in zip(g.names, g.values, strict=True)})
         self.plan.edges.setdefault(section, {})[self.key(size, budget)] = found
@@ -258,7 +256,6 @@ class Pipeline:
     def _search(self, section: str) -> None:
         """A locally optimal search for every (size, budget) pair of the section, each size starting from the
         previous size's optimum at the same budget; a centre that is not certified stops the pipeline."""
-
         la = self.r.launch
         grid = self.grid(section)
         how = Launching(
@@ -362,7 +359,6 @@ class Pipeline:
     def member_runs(self, size: str, budget: int, hp: Hyper, ens_dir: str, count: int | None = None):
         """Members 1..count of one setting. Without the shift member 1 is the regularized run (same settings,
         its seed); with it every member is trained."""
-
         count = count or self.r.ensemble.members
         seed0 = load_config(self.config_of(size), self.overrides(size, hp, budget)).run.seed
         runs, specs = [], []

@@ -51,7 +51,6 @@ class TrainingError(errors.RunError):
 def resume_key(cfg: Config, layout: Layout) -> dict:
     """What a resumed run must share with its checkpoint: the sharding, and every setting that decides step
     s's data, LR and update. Plain values, compared key by key."""
-
     meta = load_meta(cfg.data.dir)
     key = {
         "world_size": layout.world_size,
@@ -89,7 +88,6 @@ def heldout_set(key: dict) -> dict:
 
 def mix_facts(cfg: Config) -> list[dict] | None:
     """run.json's "data_mix": each mixed dir, its ratio, content hash and origin (a sampled dir's teacher)."""
-
     if not cfg.data.mix:
         return None
     out = []
@@ -109,7 +107,6 @@ def mix_facts(cfg: Config) -> list[dict] | None:
 
 def distill_key(cfg: Config) -> dict:
     """The teacher by its weights (not its path), and how it teaches; a plain run has no teacher."""
-
     k = cfg.distill
     if not k.teacher:
         return {"distill.teacher_sha256": None}
@@ -124,7 +121,6 @@ def distill_key(cfg: Config) -> dict:
 
 def distill_facts(cfg: Config) -> dict | None:
     """run.json's "distill": the teacher's members and weight hashes, alpha and temperature."""
-
     k = cfg.distill
     if not k.teacher:
         return None
@@ -187,7 +183,6 @@ def check_run_dir(cfg: Config, run: RunDir, key: dict) -> str | None:
 def _compare_vocab_rows(cfg: Config, saved: dict, key: dict, changed: dict, vocab: int | None = None) -> None:
     """model.vocab_size null means the tokenizer's (`vocab`), padded for the TP size: on another TP the same
     setting may mean other rows, and model.vocab_size=ROWS the same ones. Compares the rows, in `changed`."""
-
     if "model.vocab_size" not in changed and saved.get("tp") == key.get("tp"):
         return
     vocab = vocab or load_meta(cfg.data.dir).vocab_size
