@@ -7,9 +7,10 @@ sentencepiece, tensorboard, wandb, datasets, pyarrow, tokenizers, zstandard, tqd
 does not load it already - or a project module that imports one of those at its top (model/, parallel/,
 train/ but train/wandb_writer, data/dataset, data/meta, distill/cache, preflight, config/ for the tools that
 need no YAML, analysis/plots, analysis/fit ...). That keeps a tool's `--help`, its one-line errors on bad input
-and the launchers' checks fast and free of torch (tests/unit/test_layers.py). One project exception:
-megarecipe/launch/__init__.py starts its backends (launch/pool.py, launch/slurm.py: multiprocessing,
-subprocess, sockets) only when a launch runs, since every tool imports the package (+~15 ms at import).
+and the launchers' checks fast and free of torch (tests/unit/test_layers.py). One project exception: the
+launch backends (launch/pool.py, launch/slurm.py, launch/direct.py: multiprocessing, subprocess, sockets) load
+only when a run starts - in launch/__init__.py, which most tools import, and in cli/distill.py and
+cli/ensemble.py, whose `--help` they would slow by ~20 ms each.
 Everything else - the standard library and the light project modules - is imported at the top of its module;
 tests/unit/test_layers.py fails on a function-level stdlib import."""
 

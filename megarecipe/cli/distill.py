@@ -32,7 +32,6 @@ import sys
 from megarecipe.analysis.distill import retained
 from megarecipe.cli.common import Parser, fail, run
 from megarecipe.errors import UserError
-from megarecipe.launch import direct
 from megarecipe.system import check_device, has_cuda
 
 
@@ -107,6 +106,7 @@ def _train(args) -> int:
     code = run(check, ranked=True)  # the trainer's own ranks report through rank_errors alike
     if code:
         return code
+    from megarecipe.launch import direct  # a backend: multiprocessing, sockets (see megarecipe/__init__)
 
     trainer_args = [args.student, *overrides]
     if args.dry_run:  # what a cold start runs; a warm one forks the same ranks from a preloaded server

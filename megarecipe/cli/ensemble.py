@@ -29,7 +29,6 @@ import sys
 
 from megarecipe import atomic, ensembledir, rundir
 from megarecipe.cli.common import Parser, fail, run
-from megarecipe.launch import direct
 from megarecipe.rundir import RunDir
 from megarecipe.system import check_device
 
@@ -237,6 +236,8 @@ def _score(members, args, world: int) -> list[float]:
 
 def _spawn(processes: int, argv: list[str]) -> int:
     """Run this same evaluation as a job of `processes` ranks: warm when it may, else a torchrun job."""
+    from megarecipe.launch import direct  # a backend: multiprocessing, sockets (see megarecipe/__init__)
+
     return direct.run(_without_processes(argv), processes, module="megarecipe.cli.ensemble", quiet_stop=True)
 
 
