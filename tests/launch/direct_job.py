@@ -12,8 +12,8 @@ import time
 def main(argv: list[str]) -> int:
     rank = os.environ.get("RANK", "0")
     if argv[0] == "exit":
-        print(f"out {rank}", flush=True)
-        print(f"err {rank}", file=sys.stderr, flush=True)
+        say(f"out {rank}")  # one write each: print() makes two when unbuffered (PYTHONUNBUFFERED), and they interleave
+        os.write(2, f"err {rank}\n".encode())
         if len(argv) > 2:
             open(os.path.join(argv[2], rank), "w").close()
             deadline = time.time() + 60
