@@ -104,7 +104,7 @@ def test_a_run_held_by_another_process_is_waited_for_not_started_twice(tmp_path,
 
 def test_each_run_gets_gpus_of_its_own(tmp_path, fake_data, fake_trainer, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    monkeypatch.setenv("FAKE_SECONDS", "0.3")
+    monkeypatch.setenv("FAKE_SECONDS", "2")  # long enough that the first two overlap on a loaded machine
     runs = specs(tmp_path, fake_data, [0.001, 0.002, 0.003])
     for s in runs:
         s.processes = 2
