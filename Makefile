@@ -11,9 +11,8 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 export DS_BUILD_OPS := 0
-# TEST_WORKERS=2 runs the suite on two pytest-xdist workers (12 min 27 s instead of about 17 min here), but the real-Slurm
-# tests then time out on a 2-core machine: one process (0) until they are made to wait for a free node.
-TEST_WORKERS ?= 0
+# The suite on both cores (pytest-xdist; a file's tests stay on one worker). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-fast lint bench clean
 
