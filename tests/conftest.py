@@ -46,22 +46,34 @@ def megatron_world():
 SHARED = ("tiny_ensemble", "slurm_conf", "ssh_nodes")  # session fixtures too costly to build on each worker
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """For `pytest -n N --dist loadgroup` (pytest-xdist; `make test` uses both cores): a file's tests run on one
     worker, so its module fixtures are built once, and the files that use one of the SHARED session fixtures
     run on one worker together, so it is built once."""
-    group = {}  # file -> its group's name: the file, or a shared fixture it uses
+    parent = {}  # union-find over files and the SHARED fixtures they use: one group per connected set
+
+    def root(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
     for item in items:
         path = item.nodeid.split("::")[0]
-        group.setdefault(path, path)
-        shared = next((f for f in SHARED if f in item.fixturenames), None)
-        if shared and group[path] != shared:
-            old = group[path]
-            for f, g in group.items():  # the file's tests so far, and every file that joined them, move over
-                if g == old:
-                    group[f] = shared
+        for shared in (f for f in SHARED if f in item.fixturenames):
+            parent[root(path)] = root(shared)
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
+        item.add_marker(pytest.mark.xdist_group(root(item.nodeid.split("::")[0])))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """Under --dist loadgroup xdist puts the group into each test's id (`...@group`); a pytest it cannot do that
+    with (pytest 9 with xdist 3.8) would split every file over the workers and build the costly fixtures twice."""
+    if getattr(session.config.option, "loadgroup", False) and session.items and "@" not in session.items[0].nodeid:
+        pytest.exit("pytest-xdist did not group the tests (pytest >= 9?): install the versions pyproject.toml asks for")
 
 
 def pytest_configure(config):
