@@ -1,5 +1,7 @@
 import os
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -73,9 +75,6 @@ def slurm_conf(tmp_path_factory):
 def wait_for_an_idle_node(slurm_conf: str, timeout: float = 120) -> None:
     """Until no job of an earlier test holds a core (a cancelled job stays COMPLETING for up to KillWait): a test
     that counts which of its tasks run at once needs the whole node, however loaded the machine."""
-    import subprocess
-    import time
-
     deadline = time.time() + timeout
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     while time.time() < deadline:
