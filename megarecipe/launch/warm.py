@@ -109,6 +109,7 @@ class WarmRun:
         self.pids = [p.pid for p in processes]  # kept: the process objects are closed once they are reaped
         self.pid = self.pids[0]
         self._failed_at: float | None = None
+        self._first_failure: int | None = None  # the job's status: not that of a peer stopped because of it
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -119,6 +120,7 @@ class WarmRun:
         if failed and None in codes:  # a rank failed: the others are stopped, as DeepSpeed's launcher does
             if self._failed_at is None:
                 self._failed_at = time.monotonic()
+                self._first_failure = failed[0]
                 self.send_signal(signal.SIGTERM)
             elif time.monotonic() - self._failed_at > PEER_GRACE_S:
                 self.kill()
@@ -128,7 +130,7 @@ class WarmRun:
         for p in self._procs:
             p.join()
             p.close()
-        self.returncode = failed[0] if failed else 0
+        self.returncode = self._first_failure if self._first_failure is not None else (failed[0] if failed else 0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -142,6 +144,8 @@ class WarmRun:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
+        if self.returncode is not None:
+            return  # reaped, as Popen.send_signal after wait()
         for p in self._procs:
             if p.exitcode is None:
                 try:

@@ -1,7 +1,8 @@
 """A stand-in job for tests/launch/test_direct.py: `wait` prints `ready RANK PID` once it handles TERM and USR1, then
 waits; USR1 prints `usr1 RANK`, TERM prints `stopped RANK` and exits 0 (as the trainer after its checkpoint).
 `exit N [DIR]` prints `out RANK` to stdout and `err RANK` to stderr and exits N; with DIR, only once every rank has
-printed (a file per rank there): a launcher that stops the other ranks when one fails would cut a slower one short."""
+printed (a file per rank there): a launcher that stops the other ranks when one fails would cut a slower one short.
+`last-fails N`: the last rank exits N at once, the others sleep until a signal kills them."""
 
 import os
 import signal
@@ -20,6 +21,11 @@ def main(argv: list[str]) -> int:
             while len(os.listdir(argv[2])) < int(os.environ.get("WORLD_SIZE", "1")) and time.time() < deadline:
                 time.sleep(0.05)
         return int(argv[1])
+    if argv[0] == "last-fails":
+        if int(rank) == int(os.environ.get("WORLD_SIZE", "1")) - 1:
+            return int(argv[1])
+        time.sleep(60)
+        return 0
     stop = []
     signal.signal(signal.SIGUSR1, lambda s, f: say(f"usr1 {rank}"))
     signal.signal(signal.SIGTERM, lambda s, f: stop.append(s))

@@ -104,6 +104,26 @@ def test_a_warm_rank_killed_by_a_signal_exits_128_plus_n():
     assert proc.returncode == 128 + signal.SIGKILL
 
 
+def test_a_warm_job_exits_with_the_failed_rank_status_not_that_of_the_peers_it_stopped():
+    """Rank 1 fails first; rank 0 is then killed by the SIGTERM sent to the peers: the job's status is rank 1's,
+    not the -15 of the lower rank."""
+    from megarecipe.launch import warm
+
+    job = warm.start(
+        ["last-fails", "5"],
+        _env(True),
+        str(REPO),
+        os.devnull,
+        os.devnull,
+        processes=2,
+        module="tests.launch.direct_job",
+    )
+    try:
+        assert job.wait(60) == 5
+    finally:
+        job.kill()
+
+
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
 def test_captured_output_status_and_timeout(warm, monkeypatch, tmp_path):
     """direct.captured (the planner's measurements): both ranks' stdout and stderr apart, the job's status, and a
