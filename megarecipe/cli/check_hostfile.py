@@ -24,6 +24,10 @@ HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 def check_hostfile(path: str) -> dict[str, int]:
     if not os.path.isfile(path):
         raise UserError(f"hostfile {path!r} not found; write one line per node: '<hostname> slots=<processes>'")
+    with open(path, errors="replace") as f:  # a hostile name is refused before DeepSpeed (and torch) is imported
+        for line in f:
+            if line.strip() and not line.lstrip().startswith("#"):
+                check_host_name(path, line.split()[0])
     try:
         with _quiet():
             from deepspeed.launcher.runner import fetch_hostfile

@@ -81,7 +81,7 @@ def run(*args):
 
 def test_check_hostfile_stdout_is_its_own_output_alone(tmp_path):
     """DeepSpeed logs its accelerator choice to stdout when imported (no DS_ACCELERATOR, no visible GPU);
-    multinode.sh reads this tool's stdout, and a bad file gets one line on stderr, not DeepSpeed's log dump."""
+    multinode.sh reads this tool's stdout (a bad file: test_multinode_launcher_refuses_a_bad_hostfile)."""
     env = {**ENV_PATH, "HOME": "/tmp", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
     tool = [sys.executable, "tools/check_hostfile.py"]
     good = subprocess.run(
@@ -93,18 +93,13 @@ def test_check_hostfile_stdout_is_its_own_output_alone(tmp_path):
         timeout=120,
     )
     assert (good.returncode, good.stdout) == (0, "2 node(s), 6 process(es): node1=2, node2=4\n"), good.stderr
-    bad = subprocess.run(
-        [*tool, write(tmp_path, "node1 slots=x\n")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert (bad.returncode, bad.stdout) == (2, "")
-    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: hostfile") and "slots=x" in bad.stderr
 
 
 def test_multinode_launcher_refuses_a_bad_hostfile(tmp_path):
+    """DeepSpeed's parser refuses it; the launcher prints its one line, not DeepSpeed's log dump."""
     result = run("launchers/multinode.sh", write(tmp_path, "node1 slots=x\n"), "configs/tiny.yaml")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: hostfile") and "Traceback" not in result.stderr
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: hostfile") and "slots=x" in result.stderr
 
 
 def test_multinode_launcher_refuses_an_option_as_host_name(tmp_path):
