@@ -14,6 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from megarecipe.launch import warm
 from megarecipe.rundir import RunDir
 from tests.helpers import BIN, REPO, TINY, env, free_port, losses, processes_of, scalars, train
 
@@ -109,36 +110,20 @@ KILLED = ["train.stop_after=null", "train.epochs=2", "train.checkpoint_every=4",
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tiny_data, tmp_path_factory):
-    """Two processes: the run whole, and the run killed (SIGKILL) after a checkpoint, then resumed to the end."""
+    """Two ranks: the run whole, and the run killed (SIGKILL to every rank) after a checkpoint, then resumed to the
+    end."""
     tmp_path = tmp_path_factory.mktemp("killed")
     whole, _ = train(tmp_path, "whole", 2, tiny_data, *KILLED)
 
     run_dir = tmp_path / "killed"
-    cmd = [
-        str(BIN / "torchrun"),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "megarecipe.cli.train",
-        "configs/tiny.yaml",
-        *TINY,
-        *KILLED,
-        f"data.dir={tiny_data}",
-        f"run.dir={run_dir}",
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    args = ["configs/tiny.yaml", *TINY, *KILLED, f"data.dir={tiny_data}", f"run.dir={run_dir}"]
+    job = warm.start(args, env(), str(REPO), os.devnull, os.devnull, processes=2)  # kill -9 through launchers: below
     pointer = run_dir / "checkpoints" / "latest"
     deadline = time.time() + 240
     while time.time() < deadline and not (pointer.exists() and pointer.read_text() >= "step00000008"):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in processes_of(run_dir):  # torchrun starts each rank in a session of its own
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
+    job.kill()  # SIGKILL to every rank: no checkpoint on the way out
+    job.wait(60)
     while processes_of(run_dir) and time.time() < deadline:  # the ranks' exit, which frees run.lock
         time.sleep(0.05)
     assert pointer.exists(), "the run never wrote a checkpoint"

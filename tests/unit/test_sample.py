@@ -228,40 +228,17 @@ def test_a_mix_over_two_ranks_trains_as_in_one_process(tiny_data, synth, mixed, 
 
 
 def test_sampling_over_two_ranks_gives_the_same_bytes(synth, tmp_path):
-    """torchrun deals the shards out to the ranks; the data dir does not depend on how many there were."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    """The shards are dealt out to the ranks (two, started warm as the launchers start them); the data dir does
+    not depend on how many there were."""
     from megarecipe.data.meta import load_meta
-    from megarecipe.system import free_port
+    from megarecipe.launch import direct
+    from tests.helpers import REPO, env
 
     teacher, meta = synth
     out = tmp_path / "two"
-    cmd = [
-        str(Path(sys.executable).parent / "torchrun"),
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "megarecipe.cli.distill",
-        "sample",
-        "--teacher",
-        teacher,
-        "--tokens",
-        str(16 * 64),
-        "--out",
-        str(out),
-        "--seed",
-        "3",
-        "--shard-sequences",
-        "6",
-        "--device",
-        "cpu",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    args = ["sample", "--teacher", teacher, "--tokens", str(16 * 64), "--out", str(out), "--seed", "3"]
+    args += ["--shard-sequences", "6", "--device", "cpu"]
+    result = direct.captured(args, 2, env(), str(REPO), 300, module="megarecipe.cli.distill")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "shard 2/3" in result.stderr and result.stdout.count("wrote") == 1, (result.stdout, result.stderr)
     again = load_meta(str(out))
