@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from megarecipe import atomic, ensembledir, rundir
-from megarecipe.analysis.ensemble import default_device, ensemble_losses
+from megarecipe.analysis.ensemble import default_device, ensemble_losses, torch_threads
 from megarecipe.analysis.members import EnsembleError, Member, read_members  # noqa: F401 (re-exported)
 from megarecipe.analysis.runs import read_run
 from megarecipe.ensembledir import ENSEMBLE_JSON, PLOT  # noqa: F401  (re-exported)
@@ -101,12 +101,30 @@ def write_result(out_dir: str, members: list[Member], losses: list[float]) -> No
     )
 
 
-def evaluate_ensemble(run_dirs: list[str], out_dir: str, device=None, resident: int | None = None) -> list[float]:
-    """Score K = 1..n of the given runs (in the given order) in this process and write the ensemble's run dir."""
+def evaluate_ensemble(
+    run_dirs: list[str], out_dir: str, device=None, resident: int | None = None, threads: int | None = None
+) -> list[float]:
+    """Score K = 1..n of the given runs (in the given order) in this process and write the ensemble's run dir;
+    `threads`: torch's CPU threads while scoring (None: as they are)."""
     members = read_members(run_dirs)
-    losses = score_members(members, device or default_device(), resident)
+    with torch_threads(threads):
+        losses = score_members(members, device or default_device(), resident)
     write_result(out_dir, members, losses)
     return losses
+
+
+def scored_prefix(run_dirs: list[str], scored_dir: str) -> list[float] | None:
+    """Loss(K) for K = 1..len(run_dirs) read from an ensemble dir already scored, when its members start with
+    these runs and their weights are unchanged; else None. Loss(K) depends on the first K members only (they are
+    summed in order), so the prefix is exactly what scoring these runs again would give."""
+    have = ensembledir.read(scored_dir)
+    n = len(run_dirs)
+    members, weights, losses = have.get("members"), have.get("weights"), have.get("val_loss_by_k")
+    if not all(isinstance(x, list) and len(x) >= n for x in (members, weights, losses)):
+        return None
+    if members[:n] != list(run_dirs) or weights[:n] != weights_identity(run_dirs):
+        return None
+    return losses[:n]
 
 
 def format_losses(losses: list[float], member_losses: list | None = None) -> str:

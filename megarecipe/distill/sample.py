@@ -148,9 +148,9 @@ def sample(
         for start in range(0, rows, batch):
             b = min(batch, rows - start)
             prompt = torch.full((b, 1), plan["eos_id"], dtype=torch.long, device=device)
-            parts.append(
-                generate(models, prompt, plan["seq_len"] - 1, plan["vocab_size"], temperature, top_p, gen).cpu().numpy()
-            )
+            with torch.inference_mode():
+                drawn = generate(models, prompt, plan["seq_len"] - 1, plan["vocab_size"], temperature, top_p, gen)
+            parts.append(drawn.cpu().numpy())
         atomic.write_bytes(path, np.concatenate(parts).astype(dtype_for(plan["vocab_size"])).tobytes())
         written += 1
         if log:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import time
 
 from megarecipe import ensembledir
 from megarecipe.config import override
@@ -36,20 +38,19 @@ def teacher(p, t) -> str:
     runs, specs = p.member_runs(t.size, budget, hp, p.plan.ensembles[t.size], count=t.members)
     p.run_all(specs)
     out = os.path.abspath(os.path.join(p.out, "distill", "teachers", t.name))
-    p._score(runs[: t.members], out)
+    p._score(runs[: t.members], out, scored=p.plan.ensembles[t.size])  # scored by the ensembles stage
     return out
 
 
-def synthetic(p, t, teacher_dir: str) -> str:
-    """The teacher's samples, by `distill sample` in its own process (the recipe tools never load the model
-    code); a killed call continues from its finished shards."""
+def synthetic(p, t, teacher_dir: str) -> tuple[str, list | None]:
+    """The teacher's samples dir, and the `distill sample` command that draws them (None when they are there):
+    it runs in its own process (the recipe tools never load the model code); a killed call continues from its
+    finished shards."""
     dc = p.r.distill
     out = os.path.abspath(os.path.join(p.out, "distill", "synthetic", t.name))
     tokens = dc.synthetic_tokens or 4 * p.r.budget
     if os.path.isfile(os.path.join(out, "meta.json")):
-        return out
-    p.worked = True
-    p.log(f"  distill/synthetic/{t.name}: sampling {tokens:,} tokens at T = {dc.temperature:g}")
+        return out, None
     cmd = [
         sys.executable,
         "-m",
@@ -68,11 +69,47 @@ def synthetic(p, t, teacher_dir: str) -> str:
         "--batch",
         "64",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise p.error(f"distill/synthetic/{t.name}: sampling failed ({last}); run the recipe again to resume it")
-    return out
+    return out, cmd
+
+
+def sample_all(p, jobs: list[tuple[str, list]]) -> None:
+    """Run the teachers' `distill sample` commands (name, command), launch.parallel at once, each with the
+    threads of one of them (a sample's bytes do not depend on its threads); one line for the first that
+    failed, after all have ended."""
+    if not jobs:
+        return
+    p.worked = True
+    dc = p.r.distill
+    tokens = dc.synthetic_tokens or 4 * p.r.budget
+    threads = str(p.threads())
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": threads, "MEGARECIPE_THREADS": threads}
+    queue, live, failed = list(jobs), [], []
+    try:
+        while queue or live:
+            while queue and len(live) < max(1, p.r.launch.parallel):
+                name, cmd = queue.pop(0)
+                p.log(f"  distill/synthetic/{name}: sampling {tokens:,} tokens at T = {dc.temperature:g}")
+                err = tempfile.TemporaryFile("w+")
+                proc = subprocess.Popen(
+                    cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, text=True, env=env
+                )
+                live.append((name, proc, err))
+            time.sleep(0.2)
+            for item in [x for x in live if x[1].poll() is not None]:
+                live.remove(item)
+                name, proc, err = item
+                if proc.returncode != 0:
+                    err.seek(0)
+                    failed.append((name, (err.read().strip().splitlines() or ["no output"])[-1]))
+                err.close()
+    finally:
+        for _, proc, err in live:  # stopped (Ctrl-C, SIGTERM): a killed sample continues from its shards
+            proc.terminate()
+            proc.wait()
+            err.close()
+    if failed:
+        name, last = failed[0]
+        raise p.error(f"distill/synthetic/{name}: sampling failed ({last}); run the recipe again to resume it")
 
 
 def _share(w: float) -> str:
@@ -84,9 +121,15 @@ def run(p) -> None:
     student, real = dc.student, p.r.data.dir
     hp = Hyper(dc.lr, dc.weight_decay, dc.epochs)
     specs, rows, teachers = [], [], {}
-    for t in dc.teachers:
+    synths, jobs = {}, []
+    for t in dc.teachers:  # the teachers first, then their samples all at once
         teachers[t.name] = teacher(p, t)
-        synth = synthetic(p, t, teachers[t.name])
+        synths[t.name], cmd = synthetic(p, t, teachers[t.name])
+        if cmd:
+            jobs.append((t.name, cmd))
+    sample_all(p, jobs)
+    for t in dc.teachers:
+        synth = synths[t.name]
         for w in t.weights:
             run_dir = os.path.abspath(os.path.join(p.out, "distill", f"{t.name}_w{_share(w)}"))
             mix = override("data.mix", f"[{real}:{_share(1 - w)},{synth}:{_share(w)}]")

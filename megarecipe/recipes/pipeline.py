@@ -376,16 +376,38 @@ class Pipeline:
             d = os.path.join(d, "box", f"ep{hp.epochs}_wd{number(hp.weight_decay)}")
         return os.path.abspath(d)
 
-    def _score(self, runs: list[str], ens_dir: str) -> list[float]:
-        from megarecipe.analysis.heldout import evaluate_ensemble, weights_identity
+    def threads(self) -> int:
+        """torch's CPU threads for the work this process does itself (scoring) and for each of the jobs it
+        starts beside the launcher's runs (sampling): the share of one of `launch.parallel` runs."""
+        from megarecipe.launch.pool import threads_per_rank
+
+        return threads_per_rank(self.r.launch.parallel, 1)
+
+    def _score(self, runs: list[str], ens_dir: str, scored: str | None = None) -> list[float]:
+        """Loss(K) of the runs into ens_dir, scored here unless ens_dir has it, or `scored` (an ensemble dir
+        of the same first members, unchanged) does: then ens_dir is written from its losses."""
+        from megarecipe.analysis.heldout import (
+            evaluate_ensemble,
+            read_members,
+            scored_prefix,
+            weights_identity,
+            write_result,
+        )
 
         have = ensembledir.read(ens_dir)
         if have.get("members") == runs and have.get("weights") == weights_identity(runs):
             return have["val_loss_by_k"]
         self.worked = True
-        losses = evaluate_ensemble(runs, ens_dir)
+        losses = scored_prefix(runs, scored) if scored and os.path.abspath(scored) != ens_dir else None
+        if losses is not None:
+            write_result(ens_dir, read_members(runs), losses)
+            how = f" (scored in {os.path.relpath(scored, self.out)})"
+        else:
+            losses, how = evaluate_ensemble(runs, ens_dir, threads=self.threads()), ""
         self.log(
-            f"  {os.path.relpath(ens_dir, self.out)}: K = 1..{len(losses)}: " + " ".join(f"{v:.4f}" for v in losses)
+            f"  {os.path.relpath(ens_dir, self.out)}: K = 1..{len(losses)}: "
+            + " ".join(f"{v:.4f}" for v in losses)
+            + how
         )
         return losses
 
