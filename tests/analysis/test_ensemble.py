@@ -197,3 +197,73 @@ def test_an_interrupted_write_never_reads_as_a_finished_result(members, tmp_path
     assert RunDir(out).info()["status"] == "running"
     assert read_scalars(os.path.join(out, "tb"))["ensemble/val_loss"] == pytest.approx({1: 5.0, 2: 4.8, 3: 4.7})
     assert [n for n in os.listdir(tmp_path) if n != "ens"] == []  # no build dir left beside it
+
+
+def test_scoring_on_one_thread_gives_the_same_losses_and_restores_the_threads(members, tmp_path):
+    from megarecipe.analysis.heldout import evaluate_ensemble
+
+    before = torch.get_num_threads()
+    ms = read_members(members)
+    torch.set_num_threads(2)
+    try:
+        on_two = score_members(ms, "cpu")
+        on_one = evaluate_ensemble(members, str(tmp_path / "ens"), "cpu", threads=1)
+        assert torch.get_num_threads() == 2  # the caller's again
+    finally:
+        torch.set_num_threads(before)
+    assert [f"{v:.6f}" for v in on_one] == [f"{v:.6f}" for v in on_two]
+
+
+def test_a_scored_ensemble_gives_the_losses_of_its_first_members_until_one_changes(members, tiny_data, tmp_path):
+    """The recipe's distill teacher is the ensembles stage's first members: their Loss(K) is read from its
+    scores, exactly what scoring them again gives; never once a member's weights changed, or another order."""
+    import shutil
+
+    from megarecipe.analysis.heldout import evaluate_ensemble, scored_prefix
+
+    runs = [str(tmp_path / f"seed{i}") for i in range(3)]
+    for src, dst in zip(members, runs, strict=True):
+        shutil.copytree(src, dst)
+    scored = str(tmp_path / "ens")
+    losses = evaluate_ensemble(runs, scored, "cpu")
+    assert scored_prefix(runs[:2], scored) == losses[:2] == score_members(read_members(runs[:2]), "cpu")
+    assert scored_prefix(runs, scored) == losses
+    assert scored_prefix([runs[1], runs[0]], scored) is None  # Loss(1) would be another member's
+    assert scored_prefix([*runs, members[0]], scored) is None  # more members than were scored
+    assert scored_prefix(runs[:2], str(tmp_path / "nowhere")) is None
+    make_member(runs[1], tiny_data, 7)  # retrained in place: new weights under the same path
+    assert scored_prefix(runs[:1], scored) == losses[:1]
+    assert scored_prefix(runs[:2], scored) is None
+
+
+def test_the_pipeline_scores_a_teacher_once(members, tmp_path, monkeypatch):
+    """Pipeline._score with `scored`: the ensembles stage's losses, written into the teacher's dir without
+    scoring; scored again (on the recipe's thread share) when they do not apply, and read back after."""
+    from types import SimpleNamespace
+
+    from megarecipe import ensembledir
+    from megarecipe.analysis import heldout
+    from megarecipe.recipes.pipeline import Pipeline
+
+    scored, teacher = str(tmp_path / "ensembles" / "b"), str(tmp_path / "distill" / "teachers" / "ensemble")
+    losses = heldout.evaluate_ensemble(members, scored, "cpu")
+    calls = []
+    real = heldout.evaluate_ensemble
+    monkeypatch.setattr(heldout, "evaluate_ensemble", lambda *a, **k: calls.append(k) or real(*a, **k))
+    lines = []
+    p = SimpleNamespace(
+        out=str(tmp_path), worked=False, log=lines.append, r=SimpleNamespace(launch=SimpleNamespace(parallel=2))
+    )
+    p.threads = lambda: Pipeline.threads(p)
+    assert Pipeline._score(p, members[:2], teacher, scored=scored) == losses[:2]
+    assert calls == [] and p.worked and "(scored in ensembles/b)" in lines[-1]
+    assert ensembledir.read(teacher)["val_loss_by_k"] == losses[:2]
+    assert RunDir(teacher).info()["status"] == "finished"
+    other = str(tmp_path / "distill" / "teachers" / "reversed")
+    assert Pipeline._score(p, members[1::-1], other, scored=scored) == score_members(
+        read_members(members[1::-1]), "cpu"
+    )
+    assert calls == [{"threads": max(1, (os.cpu_count() or 1) // 2)}]
+    p.worked = False
+    assert Pipeline._score(p, members[1::-1], other, scored=scored) == ensembledir.read(other)["val_loss_by_k"]
+    assert len(calls) == 1 and not p.worked  # read back

@@ -264,3 +264,48 @@ def test_a_prepared_data_dir_of_another_vocabulary_is_refused(tmp_path, fake_dat
     """REPORT.md states the recipe's vocabulary: a data dir prepared with another must not be used silently."""
     err = _one_line_error(capsys, [SLIVER, f"data.dir={fake_data}", "--out", str(tmp_path / "out")])
     assert "prepared with a vocabulary of 256, the recipe asks for 1024; set data.vocab_size=256" in err
+
+
+def test_the_teachers_sample_two_at_once_on_a_thread_each(tmp_path):
+    """distill.sample_all: launch.parallel commands at once, each told its threads; a failed one is one line
+    naming it (with its last stderr line) after the others have ended."""
+    from types import SimpleNamespace
+
+    from megarecipe.recipes import distill
+    from megarecipe.recipes.pipeline import Pipeline, PipelineError
+
+    def job(name, code):
+        script = (
+            "import os, sys, time; "
+            f"open({str(tmp_path / name)!r}, 'w').write(os.environ['OMP_NUM_THREADS'] + ' ' + "
+            "os.environ['MEGARECIPE_THREADS'] + ' ' + repr(time.time())); "
+            f"time.sleep(1.5); open({str(tmp_path / name)!r}, 'a').write(' ' + repr(time.time())); "
+            f"print('bad teacher', file=sys.stderr); sys.exit({code})"
+        )
+        return name, [sys.executable, "-c", script]
+
+    lines = []
+    p = SimpleNamespace(
+        worked=False,
+        log=lines.append,
+        error=PipelineError,
+        r=SimpleNamespace(
+            budget=1024,
+            launch=SimpleNamespace(parallel=2),
+            distill=SimpleNamespace(synthetic_tokens=2048, temperature=1.0),
+        ),
+    )
+    p.threads = lambda: Pipeline.threads(p)
+    distill.sample_all(p, [job("ensemble", 0), job("self", 0)])
+    written = [(tmp_path / n).read_text().split() for n in ("ensemble", "self")]
+    share = str(max(1, (os.cpu_count() or 1) // 2))
+    assert [w[:2] for w in written] == [[share, share]] * 2
+    starts, ends = [float(w[2]) for w in written], [float(w[3]) for w in written]
+    assert max(starts) < min(ends)  # side by side, not one after the other
+    assert p.worked and lines == [
+        "  distill/synthetic/ensemble: sampling 2,048 tokens at T = 1",
+        "  distill/synthetic/self: sampling 2,048 tokens at T = 1",
+    ]
+    with pytest.raises(PipelineError, match=r"^distill/synthetic/b: sampling failed \(bad teacher\); run the"):
+        distill.sample_all(p, [job("a", 0), job("b", 3), job("c", 0)])
+    assert (tmp_path / "c").is_file()  # started after b failed: the others run to their end

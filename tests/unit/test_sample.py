@@ -243,3 +243,24 @@ def test_sampling_over_two_ranks_gives_the_same_bytes(synth, tmp_path):
     assert "shard 2/3" in result.stderr and result.stdout.count("wrote") == 1, (result.stdout, result.stderr)
     again = load_meta(str(out))
     assert np.array_equal(np.asarray(again.tokens("train")), np.asarray(meta.tokens("train")))
+
+
+def test_sampling_on_one_thread_draws_the_tokens_of_the_plain_generation(synth, tmp_path):
+    """The recipe samples on one thread of its share, under inference_mode: the same tokens as generate()
+    under no_grad on torch's default threads, for the same seed (shard 0 here, as sample() seeds it)."""
+    from megarecipe.data.meta import load_meta
+    from megarecipe.distill.sample import sample
+    from megarecipe.distill.teacher import Teacher
+
+    teacher, meta = synth
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = sample(teacher, str(tmp_path / "one"), 16 * 64, seed=3, batch=8, shard_sequences=6)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(np.asarray(load_meta(one.dir).tokens("train")), np.asarray(meta.tokens("train")))
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([3, 0]).generate_state(1)[0]))
+    prompt = torch.full((6, 1), meta.eos_id, dtype=torch.long)
+    plain = generate(Teacher(teacher, "cpu").models, prompt, 63, meta.vocab_size, 1.0, None, gen)
+    assert np.array_equal(plain.flatten().numpy(), np.asarray(meta.tokens("train"))[: 6 * 64])
