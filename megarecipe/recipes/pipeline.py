@@ -467,6 +467,7 @@ class Pipeline:
         return models
 
     def stage_downstream(self) -> None:
+        from megarecipe.analysis.ensemble import torch_threads
 
         ds = self.r.downstream
         models = self.downstream_models()
@@ -485,7 +486,8 @@ class Pipeline:
             self.worked = True
             for task in todo:  # one at a time: a task the model cannot score is reported, not fatal
                 try:
-                    output = downstream.evaluate(path, [task], limit=ds.limit, batch_size=ds.batch_size)
+                    with torch_threads(self.threads()):
+                        output = downstream.evaluate(path, [task], limit=ds.limit, batch_size=ds.batch_size)
                 except ValueError as e:
                     skipped.setdefault(label, {})[task] = {"limit": ds.limit, "why": str(e).splitlines()[0]}
                     self.log(f"  {label}: {task} not scored: {e}")
