@@ -232,7 +232,7 @@ def test_a_logit_kd_student_of_other_members_than_its_teacher_now_has_is_refused
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     monkeypatch.setattr(distill, "teacher", lambda p, t: str(teacher))
-    monkeypatch.setattr(distill, "synthetic", lambda p, t, d: str(tmp_path / "synthetic"))
+    monkeypatch.setattr(distill, "synthetic", lambda p, t, d: (str(tmp_path / "synthetic"), None))  # drawn
     pipeline = Pipeline(recipe_file.load(SLIVER, fake_recipe(fake_data)), str(tmp_path / "out"), log=lambda m: None)
     pipeline.plan = RecipePlan(regularized={"a": str(tmp_path / "single")})
     specs = []
