@@ -106,7 +106,7 @@ def test_the_recipe_rescores_an_ensemble_whose_member_was_retrained_in_place(tmp
     runs = [os.path.abspath(make_run(tmp_path / f"m{i}", tokenizer_model, seed=i)) for i in range(2)]
     scored = []
 
-    def fake_score(run_dirs, out_dir):  # what write_result leaves, without scoring held-out data
+    def fake_score(run_dirs, out_dir, **how):  # what write_result leaves, without scoring held-out data
         scored.append(list(run_dirs))
         os.makedirs(out_dir, exist_ok=True)
         atomic.write_json(
