@@ -457,11 +457,25 @@ def markdown(recipe, plan: RecipePlan, stages: dict, fits: RecipeFits, figures: 
 def write(out: str, recipe, plan: RecipePlan, stages: dict) -> str:
     fits, objs = compute(out, recipe, plan)
     atomic.write_json(os.path.join(out, FITS_JSON), _plain(fits.to_dict()))
-    fits = RecipeFits.from_dict(_json(os.path.join(out, FITS_JSON)))  # the report reads back exactly what was written
+    written = _json(os.path.join(out, FITS_JSON))  # the report reads back exactly what was written
+    fits = RecipeFits.from_dict(_in_size_order(written, [s.name for s in recipe.sizes]))
     figures = plots(out, objs, fits)
     path = os.path.join(out, REPORT_MD)
     atomic.write_text(path, markdown(recipe, plan, stages, fits, figures, out))
     return path
+
+
+def _in_size_order(obj, sizes: list[str]):
+    """fits.json's maps keyed by size, back in the recipe file's order of sizes (smallest first, as written),
+    not the JSON file's sorted keys (which put h8 after h64)."""
+    if isinstance(obj, list):
+        return [_in_size_order(v, sizes) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    items = [(k, _in_size_order(v, sizes)) for k, v in obj.items()]
+    if items and all(k in sizes for k, _ in items):
+        items.sort(key=lambda kv: sizes.index(kv[0]))
+    return dict(items)
 
 
 def _plain(obj):

@@ -252,3 +252,14 @@ def test_the_recipes_seed_shifts_every_runs_seed_members_included(tmp_path, fake
     assert seeds(["seed=7"]) == (["run.seed=1241"], ["run.seed=1241", "run.seed=1242", "run.seed=1243"])
     with pytest.raises(recipe_file.RecipeError, match="seed: must be >= 0"):
         recipe_file.load(SLIVER, ["seed=-1"])
+
+
+def test_the_report_lists_sizes_in_the_recipe_order_not_fits_json_sorted_keys():
+    """fits.json is written with sorted keys (h16, h32, h64, h8); the report reads it back in the recipe's order."""
+    from megarecipe.analysis.recipe_report import _in_size_order
+
+    written = {"standard_runs": {"h16": 2, "h32": 3, "h64": 4, "h8": 1}, "by_size": [{"h64": {"h8": 0}, "h8": 5}]}
+    got = _in_size_order(written, ["h8", "h16", "h32", "h64"])
+    assert list(got) == ["standard_runs", "by_size"] and got == written
+    assert list(got["standard_runs"]) == ["h8", "h16", "h32", "h64"]
+    assert list(got["by_size"][0]) == ["h8", "h64"]
