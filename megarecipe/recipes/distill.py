@@ -24,7 +24,7 @@ import time
 
 from megarecipe import ensembledir
 from megarecipe.config import override
-from megarecipe.launch import number
+from megarecipe.launch import _terminate_unwinds, number
 from megarecipe.recipes.recipe_file import Hyper
 from megarecipe.rundir import RunDir
 
@@ -84,12 +84,22 @@ def sample_all(p, jobs: list[tuple[str, list]]) -> None:
     threads = str(p.threads())
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": threads, "MEGARECIPE_THREADS": threads}
     queue, live, failed = list(jobs), [], []
+    # SIGTERM becomes SystemExit meanwhile, as while runs are live: the clean-up below stops the samples instead
+    # of the tool dying alone and leaving them drawing (a rerun would draw the same shards beside them)
+    with _terminate_unwinds():
+        _sample_live(p, queue, live, failed, tokens, dc.temperature, env)
+    if failed:
+        name, last = failed[0]
+        raise p.error(f"distill/synthetic/{name}: sampling failed ({last}); run the recipe again to resume it")
+
+
+def _sample_live(p, queue: list, live: list, failed: list, tokens: int, temperature: float, env: dict) -> None:
     try:
         while queue or live:
             while queue and len(live) < max(1, p.r.launch.parallel):
                 name, cmd = queue.pop(0)
-                p.log(f"  distill/synthetic/{name}: sampling {tokens:,} tokens at T = {dc.temperature:g}")
-                err = tempfile.TemporaryFile("w+")
+                p.log(f"  distill/synthetic/{name}: sampling {tokens:,} tokens at T = {temperature:g}")
+                err = tempfile.TemporaryFile("w+", errors="replace")  # a child's stderr need not be UTF-8
                 proc = subprocess.Popen(
                     cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, text=True, env=env
                 )
@@ -107,9 +117,6 @@ def sample_all(p, jobs: list[tuple[str, list]]) -> None:
             proc.terminate()
             proc.wait()
             err.close()
-    if failed:
-        name, last = failed[0]
-        raise p.error(f"distill/synthetic/{name}: sampling failed ({last}); run the recipe again to resume it")
 
 
 def _share(w: float) -> str:

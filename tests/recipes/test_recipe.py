@@ -309,3 +309,49 @@ def test_the_teachers_sample_two_at_once_on_a_thread_each(tmp_path):
     with pytest.raises(PipelineError, match=r"^distill/synthetic/b: sampling failed \(bad teacher\); run the"):
         distill.sample_all(p, [job("a", 0), job("b", 3), job("c", 0)])
     assert (tmp_path / "c").is_file()  # started after b failed: the others run to their end
+
+
+def test_sigterm_during_sampling_stops_the_samples_and_undecodable_stderr_is_still_one_line(tmp_path):
+    """SIGTERM to the recipe tool while the teachers sample: SystemExit (the tool's "interrupted" path) and every
+    sample stopped and reaped, not left drawing beside a rerun. A failed sample whose stderr is not UTF-8 is the
+    one line all the same, and does not stop the others."""
+    from types import SimpleNamespace
+
+    from megarecipe.recipes import distill
+    from megarecipe.recipes.pipeline import PipelineError
+
+    p = SimpleNamespace(
+        worked=False,
+        log=lambda m: None,
+        error=PipelineError,
+        threads=lambda: 1,
+        r=SimpleNamespace(
+            budget=1024,
+            launch=SimpleNamespace(parallel=2),
+            distill=SimpleNamespace(synthetic_tokens=2048, temperature=1.0),
+        ),
+    )
+
+    def job(name, script):
+        return name, [sys.executable, "-c", f"import os, signal, sys, time; {script}"]
+
+    pids = tmp_path / "pids"
+    draws = f"open({str(pids)!r}, 'a').write(f'{{os.getpid()}} '); "
+    stops = f"{draws}[time.sleep(0.05) for _ in range(200) if len(open({str(pids)!r}).read().split()) < 2]; "
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:  # b, once both draw, is the scheduler's SIGTERM to the tool
+        distill.sample_all(p, [job("a", draws + "time.sleep(60)"), job("b", stops + "os.kill(os.getppid(), 15)")])
+    assert stopped.value.code == 128 + signal.SIGTERM and signal.getsignal(signal.SIGTERM) == before
+    for pid in map(int, pids.read_text().split()):
+        assert not os.path.exists(f"/proc/{pid}"), "a sample outlived the stopped tool"
+
+    done = tmp_path / "done"
+    with pytest.raises(PipelineError, match=r"^distill/synthetic/bin: sampling failed \(\ufffd\ufffd boom\)"):
+        distill.sample_all(
+            p,
+            [
+                job("bin", "sys.stderr.buffer.write(b'\\xff\\xfe boom\\n'); sys.exit(1)"),
+                job("ok", f"time.sleep(1); open({str(done)!r}, 'w').close()"),
+            ],
+        )
+    assert done.is_file()
