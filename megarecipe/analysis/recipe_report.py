@@ -473,9 +473,21 @@ def _in_size_order(obj, sizes: list[str]):
     if not isinstance(obj, dict):
         return obj
     items = [(k, _in_size_order(v, sizes)) for k, v in obj.items()]
-    if items and all(k in sizes for k, _ in items):
-        items.sort(key=lambda kv: sizes.index(kv[0]))
+    ranks = [_size_rank(k, sizes) for k, _ in items]
+    if items and None not in ranks:
+        items = [kv for _, kv in sorted(zip(ranks, items, strict=True), key=lambda r: r[0])]
     return dict(items)
+
+
+def _size_rank(key: str, sizes: list[str]) -> tuple | None:
+    """A run key's place: its size in the recipe's order, the reference budget (SIZE) before another
+    (SIZE_D<tokens>, by tokens); None for a key that names no size of the recipe."""
+    if key in sizes:
+        return sizes.index(key), -1
+    size, _, tokens = key.rpartition("_D")
+    if size in sizes and tokens.isdigit():
+        return sizes.index(size), int(tokens)
+    return None
 
 
 def _plain(obj):

@@ -263,3 +263,9 @@ def test_the_report_lists_sizes_in_the_recipe_order_not_fits_json_sorted_keys():
     assert list(got) == ["standard_runs", "by_size"] and got == written
     assert list(got["standard_runs"]) == ["h8", "h16", "h32", "h64"]
     assert list(got["by_size"][0]) == ["h8", "h64"]
+    # the run keys of other budgets (SIZE_D<tokens>: ensemble_hyper, member_box) too, each after its size's
+    keys = {"h16": 0, "h16_D4096": 0, "h64": 0, "h8": 0, "h8_D16384": 0, "h8_D4096": 0}
+    got = list(_in_size_order(keys, ["h8", "h16", "h64"]))
+    assert got == ["h8", "h8_D4096", "h8_D16384", "h16", "h16_D4096", "h64"]
+    not_keys = {"h64": 0, "h8": 0, "h8_Dx": 0}  # h8_Dx names no run: the map is left as it is
+    assert list(_in_size_order(not_keys, ["h8", "h64"])) == ["h64", "h8", "h8_Dx"]
