@@ -127,10 +127,12 @@ class WarmRun:
             return None
         if None in codes:
             return None
+        # the status first: a signal handler (the tool's forwarding) or a Ctrl-C may land while they are closed,
+        # and a closed process object raises on exitcode; with the status set, send_signal and poll leave them be
+        self.returncode = self._first_failure if self._first_failure is not None else (failed[0] if failed else 0)
         for p in self._procs:
             p.join()
             p.close()
-        self.returncode = self._first_failure if self._first_failure is not None else (failed[0] if failed else 0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:

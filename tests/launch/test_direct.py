@@ -124,6 +124,39 @@ def test_a_warm_job_exits_with_the_failed_rank_status_not_that_of_the_peers_it_s
         job.kill()
 
 
+@pytest.mark.parametrize("lands", ["signal", "ctrl-c"])
+def test_a_signal_or_ctrl_c_while_the_warm_job_is_reaped_finds_its_status(lands):
+    """The tool's forwarding handler (send_signal), or Ctrl-C and then LocalPool's stop() (poll), may run while
+    poll() closes the ranks' process objects, which raise once closed: the status is set before, so neither
+    raises. Plain forked processes stand in for the forkserver's ranks (no training stack is imported)."""
+    import multiprocessing
+
+    from megarecipe.launch.warm import WarmRun
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=sys.exit, args=(3,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    job = WarmRun(procs)
+    close = procs[0].close
+
+    def closing():
+        close()
+        if lands == "signal":
+            job.send_signal(signal.SIGTERM)
+        else:
+            raise KeyboardInterrupt
+
+    procs[0].close = closing
+    if lands == "signal":
+        assert job.wait(30) == 3
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            job.wait(30)
+        assert job.poll() == 3
+        job.send_signal(signal.SIGTERM)
+
+
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
 def test_captured_output_status_and_timeout(warm, monkeypatch, tmp_path):
     """direct.captured (the planner's measurements): both ranks' stdout and stderr apart, the job's status, and a
