@@ -32,7 +32,7 @@ import sys
 from megarecipe.analysis.distill import retained
 from megarecipe.cli.common import Parser, fail, run
 from megarecipe.errors import UserError
-from megarecipe.system import check_device, has_cuda
+from megarecipe.system import check_device, has_cuda, stop_with_launcher
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +178,7 @@ def _leave_process_group() -> None:
 
 
 def _sample(args) -> int:
+    stop_with_launcher()  # under a launcher or the recipe tool (MEGARECIPE_OWNER_PID): not left drawing after kill -9
     # every rank reads the same arguments and files: rank 0 speaks for its node, as before any process group
     return run(lambda: _draw(args), ranked=True)
 

@@ -27,6 +27,7 @@ from megarecipe.config import override
 from megarecipe.launch import _terminate_unwinds, number
 from megarecipe.recipes.recipe_file import Hyper
 from megarecipe.rundir import RunDir
+from megarecipe.system import OWNER_PID
 
 
 def teacher(p, t) -> str:
@@ -83,6 +84,7 @@ def sample_all(p, jobs: list[tuple[str, list]]) -> None:
     tokens = dc.synthetic_tokens or 4 * p.r.budget
     threads = str(p.threads())
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": threads, "MEGARECIPE_THREADS": threads}
+    env[OWNER_PID] = str(os.getpid())  # a sample stops when this tool is gone, kill -9 included
     queue, live, failed = list(jobs), [], []
     # SIGTERM becomes SystemExit meanwhile, as while runs are live: the clean-up below stops the samples instead
     # of the tool dying alone and leaving them drawing (a rerun would draw the same shards beside them)

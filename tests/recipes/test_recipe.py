@@ -355,3 +355,26 @@ def test_sigterm_during_sampling_stops_the_samples_and_undecodable_stderr_is_sti
             ],
         )
     assert done.is_file()
+
+
+def test_each_sample_knows_the_recipe_tool_as_its_owner(tmp_path):
+    """The teachers' samples get MEGARECIPE_OWNER_PID = the tool, so `distill sample` (stop_with_launcher) stops
+    when the tool is killed with kill -9; run by hand, without it, a sample keeps running after its shell."""
+    from types import SimpleNamespace
+
+    from megarecipe.recipes import distill
+
+    p = SimpleNamespace(
+        worked=False,
+        log=lambda m: None,
+        threads=lambda: 1,
+        r=SimpleNamespace(
+            budget=1024,
+            launch=SimpleNamespace(parallel=2),
+            distill=SimpleNamespace(synthetic_tokens=2048, temperature=1.0),
+        ),
+    )
+    seen = tmp_path / "owner"
+    code = f"import os; open({str(seen)!r}, 'w').write(os.environ.get('MEGARECIPE_OWNER_PID', ''))"
+    distill.sample_all(p, [("a", [sys.executable, "-c", code])])
+    assert seen.read_text() == str(os.getpid())
