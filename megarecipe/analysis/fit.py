@@ -274,12 +274,15 @@ def fit_power_law(
     alpha_max: float = ALPHA_MAX,
     y_boot=None,
     progress: bool = False,
+    resample_points: bool = True,
 ) -> PowerLaw:
     """Fit L(x) = A / x^alpha + E with A, alpha, E >= 0 (alpha <= alpha_max).
 
     loss: "lsq" (least squares on the raw loss, as the paper) or "huber" (robust; huber_delta is the residual
     at which it turns linear). n_boot > 0 adds percentile bootstrap intervals (resampling points) for A,
     alpha and E. y_boot, (n_boot, n), gives each resample its own losses (a previous stage's bootstrap).
+    resample_points=False keeps every point in every resample (a fixed design: the x were chosen, not drawn),
+    so only y_boot varies: the interval is that of the losses' noise alone. It needs y_boot.
     """
     if loss not in ("lsq", "huber"):
         raise FitError(f"unknown loss {loss!r}; use 'lsq' or 'huber'")
@@ -315,8 +318,12 @@ def fit_power_law(
         fit.notes.append("A = 0: the points are flat, so E is their mean and alpha is arbitrary")
     if len(np.unique(x)) == 3:
         fit.notes.append(
-            "3 points for 3 parameters: the curve interpolates, and bootstrap intervals are narrow "
-            "only because resamples must keep 3 distinct x"
+            "3 points for 3 parameters: the curve interpolates, so nothing checks the form"
+            + (
+                ""
+                if not resample_points
+                else ", and bootstrap intervals are narrow only because resamples must keep 3 distinct x"
+            )
         )
     if n_boot:
         fit.boot = bootstrap(
@@ -328,6 +335,7 @@ def fit_power_law(
             alpha_max=alpha_max,
             y_boot=y_boot,
             progress=progress,
+            resample_points=resample_points,
         )
         fit.ci = {name: interval(fit.boot[:, j], level) for j, name in enumerate(("A", "alpha", "E"))}
     return fit
@@ -360,13 +368,16 @@ def bootstrap(
     alpha_max: float = ALPHA_MAX,
     y_boot=None,
     progress: bool = False,
+    resample_points: bool = True,
 ) -> np.ndarray:
-    """(n_boot, 3) refits of (A, alpha, E) on resampled points."""
+    """(n_boot, 3) refits of (A, alpha, E) on resampled points (every point each time: resample_points=False)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     x, lx = fit.x, np.log(fit.x)
-    W = resample_weights(x, n_boot, rng)
+    if not resample_points and y_boot is None:
+        raise FitError("a fixed-design bootstrap (resample_points=False) needs each resample's losses (y_boot)")
+    W = resample_weights(x, n_boot, rng) if resample_points else np.ones((n_boot, len(x)))
     Y = np.broadcast_to(fit.y, W.shape) if y_boot is None else np.asarray(y_boot, dtype=float)
     if Y.shape != W.shape:
         raise FitError(f"y_boot has shape {Y.shape}, expected {W.shape}")

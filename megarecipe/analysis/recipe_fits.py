@@ -87,9 +87,12 @@ def seed_sigma(ensembles: list[str]) -> tuple[float, int]:
 
 def fit(points: list[Point], n_boot: int, seed: int):
     """analysis/fit's fit_points, its bootstrap refitting each point's seed-noise draws (Point.boot; none when a
-    point has none); (fit or None, error or None)."""
+    point has none) at the fixed design: every point in every resample, since the sizes, member counts and
+    budgets were chosen, not sampled (resampling 4 chosen points mostly leaves 3, which interpolate). (fit or
+    None, error or None)."""
     try:
-        return fit_points(points, n_boot=n_boot if all(p.boot is not None for p in points) else 0, seed=seed), None
+        n_boot = n_boot if all(p.boot is not None for p in points) else 0
+        return fit_points(points, n_boot=n_boot, seed=seed, resample_points=False), None
     except FitError as e:
         return None, str(e)
 
@@ -181,7 +184,10 @@ class Fits:
         joint, error = None, None
         try:
             joint = joint_asymptote(
-                {table[s]["params"] / 1e9: f for s, f in good.items()}, n_boot=self.B, seed=seed + 50
+                {table[s]["params"] / 1e9: f for s, f in good.items()},
+                n_boot=self.B,
+                seed=seed + 50,
+                resample_points=False,
             )
         except FitError as e:
             error = str(e)

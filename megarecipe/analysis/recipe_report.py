@@ -248,7 +248,9 @@ def _fits(recipe, fits: RecipeFits) -> list[str]:
         (
             f"Intervals: {fits.bootstrap} bootstrap resamples, each adding to every run's loss a draw of the seed "
             f"noise (standard deviation {number(fits.seed_sigma)}), shared by every quantity the run enters, and "
-            f"refitting."
+            f"refitting every point (the sizes, member counts and budgets are a chosen design, so no point is "
+            f"left out): an interval is the spread seed noise alone gives. An E interval reaching 0 means the "
+            f"points do not pin the asymptote beyond that noise."
             if noise
             else "Intervals: none: no seed-to-seed noise was measured (no ensemble with 2 or more members), so a fit "
             "of 3 points has no meaningful interval."

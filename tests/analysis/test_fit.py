@@ -345,3 +345,20 @@ def test_every_report_shows_a_missing_number_the_same_way():
     assert number(3.14159) == "3.1416" and number(0.5, ".0%") == "50%" and number(7, "d") == "7"
     assert recipe_report.number is number and downstream.number is number
     assert "| - |" in downstream.results_table({"sciq": {"acc": 0.5, "n": 10}})
+
+
+def test_fixed_design_bootstrap_refits_every_point_of_each_resample():
+    """resample_points=False (the recipe's fits: the x were chosen): each resample is the fit of all the points at
+    that resample's losses, so without noise the interval is the point estimate itself."""
+    rng = np.random.default_rng(7)
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    y = 2.0 + 1.0 / x**0.5
+    draws = y + rng.normal(0, 0.01, (6, 4))
+    got = fit_power_law(x, y, n_boot=6, y_boot=draws, resample_points=False)
+    for row, want in zip(got.boot, draws, strict=True):
+        one = fit_power_law(x, want)
+        assert np.allclose(row, [one.A, one.alpha, one.E], rtol=1e-4, atol=1e-6)
+    still = fit_power_law(x, y, n_boot=5, y_boot=np.tile(y, (5, 1)), resample_points=False)
+    assert np.allclose(still.boot[:, 2], still.E, atol=1e-6)
+    with pytest.raises(FitError, match="needs each resample's losses"):
+        fit_power_law(x, y, n_boot=5, resample_points=False)
