@@ -45,13 +45,14 @@ def score_members(
 
 
 def weights_identity(run_dirs: list[str]) -> list[list]:
-    """Each member's exported weights by path, size and modification time: a score is current only while
-    these are unchanged (a member retrained in place has new weights under the same path)."""
+    """Each member's exported weights by path, inode, size and modification time: a score is current only while
+    these are unchanged (a member retrained in place has new weights under the same path; other weights
+    moved there with their times kept, as `rsync -a` or `mv` do, have a new inode)."""
     out = []
     for run_dir in run_dirs:
         weights = os.path.join(RunDir(run_dir).export, rundir.WEIGHTS)
         st = os.stat(weights) if os.path.isfile(weights) else None
-        out.append([os.path.abspath(weights), st and st.st_size, st and st.st_mtime_ns])
+        out.append([os.path.abspath(weights), st and st.st_ino, st and st.st_size, st and st.st_mtime_ns])
     return out
 
 

@@ -25,6 +25,9 @@ def check_hostfile(path: str) -> dict[str, int]:
     if not os.path.isfile(path):
         raise UserError(f"hostfile {path!r} not found; write one line per node: '<hostname> slots=<processes>'")
     with open(path, errors="replace") as f:  # a hostile name is refused before DeepSpeed (and torch) is imported
+        if f.read(1) == "\ufeff":  # DeepSpeed would read the mark as part of the first host's name
+            raise UserError(f"hostfile {path!r} starts with a byte-order mark; save it as UTF-8 without a BOM")
+        f.seek(0)
         for line in f:
             if line.strip() and not line.lstrip().startswith("#"):
                 check_host_name(path, line.split()[0])

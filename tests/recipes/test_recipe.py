@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from megarecipe import ensembledir
 from megarecipe.cli.recipe import main
 from tests.helpers import REPO
 
@@ -108,8 +109,10 @@ def test_sliver_killed_resumed_and_reported(tmp_path, tiny_data, capsys, monkeyp
         log = os.path.join(run, "train.log")
         assert open(log).read() == logs[log], run
     runs = _finished(out)
-    # standard at 2 budgets, regularized, 2 shifted members, 2 sequence-level students and the logit-KD one
-    assert len(runs) == 2 * 2 + 2 + 2 + 3
+    # standard at 2 budgets, regularized, 2 shifted members, the teacher's third, 2 sequence-level students and
+    # the logit-KD one
+    assert len(runs) == 2 * 2 + 2 + 2 + 1 + 3
+    assert len(ensembledir.read(os.path.join(out, "distill", "teachers", "ensemble"))["members"]) == 3
     assert os.path.isfile(os.path.join(out, "distill", "synthetic", "ensemble", "meta.json"))
 
     logs = _run_logs(out)

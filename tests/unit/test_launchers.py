@@ -33,6 +33,7 @@ def test_good_hostfile(tmp_path):
         ("# only a comment\n", "empty or not formatted correctly"),
         ("node1 slots=0\n", "node1 has slots=0"),
         ("node1\n", "bad entry: node1"),
+        ("\ufeffnode1 slots=2\n", "starts with a byte-order mark; save it as UTF-8 without a BOM"),
     ],
 )
 def test_bad_hostfiles(tmp_path, text, fragment):
