@@ -11,7 +11,9 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # --no-compile: no bytecode for the thousands of modules no run imports (a third of set-up's CPU); Python
-# compiles what is imported, once, on first use.
+# compiles what is imported, once, on first use, and keeps it in .venv: PYTHONDONTWRITEBYTECODE (set in some
+# environments) would have every process compile torch, DeepSpeed and megatron-core again (~9 CPU-s each).
+export PYTHONDONTWRITEBYTECODE :=
 export DS_BUILD_OPS := 0
 # Fails with its argument when the installed torch is a CUDA build: torch/version.py read without importing torch.
 TORCH_CUDA := $(BIN)/python -c "import importlib.util as u, os, runpy, sys; s = u.find_spec('torch'); \
