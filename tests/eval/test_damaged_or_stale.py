@@ -124,13 +124,14 @@ def test_the_recipe_rescores_an_ensemble_whose_member_was_retrained_in_place(tmp
         if expected == 2:  # retrained in place: the same path, other weights
             make_run(tmp_path / "m1", tokenizer_model, seed=7)
         if expected == 3:  # m0's weights moved over m1's with m1's times (rsync -a): same size and mtime
+            import shutil
+
             from megarecipe import rundir
             from megarecipe.rundir import RunDir
 
             old, src = (os.path.join(RunDir(r).export, rundir.WEIGHTS) for r in (runs[1], runs[0]))
             st, tmp = os.stat(old), old + ".tmp"
-            with open(src, "rb") as f, open(tmp, "wb") as g:
-                g.write(f.read())
+            shutil.copyfile(src, tmp)
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
             os.replace(tmp, old)
             assert (os.stat(old).st_size, os.stat(old).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
